@@ -1,0 +1,361 @@
+package bundle
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"zdt.dev/zdt/manifests"
+)
+
+// CreateOptions tune Create. Output is required; every other zero field has
+// the documented default.
+type CreateOptions struct {
+	// Output is the archive path. It is written to a temp file in the same
+	// directory and renamed into place only when complete.
+	Output string
+	// ToolVersion is recorded in the bundle config (default "dev").
+	ToolVersion string
+	// Lock, when set, pins every item: an item whose source no longer gives
+	// the locked digest, or that the lock does not list, fails the create
+	// (ErrLockMismatch).
+	Lock *manifests.Lock
+	// Platforms overrides the spec's platform filter for multi-arch images.
+	Platforms []string
+	// Concurrency bounds the items resolved at once and the blobs copied at
+	// once per item (default: GOMAXPROCS, at least 2).
+	Concurrency int
+	// WorkDir is where blobs are staged (default: a temp dir next to Output,
+	// removed when Create returns).
+	WorkDir string
+	// Logger receives progress messages (default: discard).
+	Logger *slog.Logger
+	// Progress, if set, is called while the archive is written with the bytes
+	// written so far and the total.
+	Progress func(done, total int64)
+}
+
+// CreateResult describes the archive Create wrote.
+type CreateResult struct {
+	// Path is the archive; Size its bytes; Digest the sha256 of the whole file.
+	Path   string
+	Size   int64
+	Digest digest.Digest
+	// Root is the root index's descriptor: the bundle's identity.
+	Root ocispec.Descriptor
+	// Items are the bundle's items in spec order.
+	Items []Item
+	// Lock records every item's resolved digest.
+	Lock *manifests.Lock
+	// Blobs and UniqueSize count the archive's blobs once each.
+	Blobs      int
+	UniqueSize int64
+}
+
+// resolved is one item after its content was staged.
+type resolved struct {
+	item Item
+	desc ocispec.Descriptor // the item's top manifest
+	lock manifests.LockItem
+}
+
+// Create builds a bundle archive from spec: it stages every item's blobs,
+// checks them against opts.Lock if given, writes the root index and its
+// config, and writes the archive deterministically. Nothing is left at
+// opts.Output unless Create succeeds.
+func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (CreateResult, error) {
+	if opts.Output == "" {
+		return CreateResult{}, errors.New("create: no output path")
+	}
+	if opts.ToolVersion == "" {
+		opts.ToolVersion = "dev"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = max(2, runtime.GOMAXPROCS(0))
+	}
+	platforms := spec.Platforms
+	if len(opts.Platforms) > 0 {
+		platforms = opts.Platforms
+	}
+	outDir := filepath.Dir(opts.Output)
+	work := opts.WorkDir
+	if work == "" {
+		var err error
+		if work, err = os.MkdirTemp(outDir, ".zdt-stage-*"); err != nil {
+			return CreateResult{}, fmt.Errorf("creating staging dir: %w", err)
+		}
+		defer os.RemoveAll(work)
+	}
+	store, err := newBlobStore(work)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	c := &creator{spec: spec, store: store, opts: opts, platforms: platforms}
+
+	// Resolve and stage every item; items run concurrently, results keep
+	// spec order.
+	var jobs []func(context.Context) (resolved, error)
+	for _, comp := range spec.Components {
+		for _, im := range comp.Images {
+			jobs = append(jobs, func(ctx context.Context) (resolved, error) { return c.image(ctx, comp.Name, im) })
+		}
+		for _, ch := range comp.Charts {
+			jobs = append(jobs, func(ctx context.Context) (resolved, error) { return c.chart(ctx, comp.Name, ch) })
+		}
+		for _, f := range comp.Files {
+			jobs = append(jobs, func(ctx context.Context) (resolved, error) { return c.file(ctx, comp.Name, f) })
+		}
+		for _, a := range comp.AMIs {
+			jobs = append(jobs, func(ctx context.Context) (resolved, error) { return c.ami(ctx, comp.Name, a) })
+		}
+	}
+	results := make([]resolved, len(jobs))
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(opts.Concurrency)
+	for i, job := range jobs {
+		eg.Go(func() error {
+			r, err := job(ectx)
+			results[i] = r
+			return err
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return CreateResult{}, err
+	}
+
+	lock := &manifests.Lock{APIVersion: manifests.APIVersion, Kind: manifests.KindLock,
+		Metadata: manifests.Metadata{Name: spec.Metadata.Name, Version: spec.Metadata.Version}}
+	for _, r := range results {
+		lock.Items = append(lock.Items, r.lock)
+	}
+	if opts.Lock != nil {
+		if err := checkLock(opts.Lock, lock); err != nil {
+			return CreateResult{}, err
+		}
+	}
+	lockYAML, err := lock.Marshal(opts.ToolVersion)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	values, err := c.values()
+	if err != nil {
+		return CreateResult{}, err
+	}
+	cfg := Config{
+		Name: spec.Metadata.Name, Version: spec.Metadata.Version, Description: spec.Metadata.Description,
+		ToolVersion: opts.ToolVersion, Platforms: platforms,
+		Spec: string(spec.Raw), Lock: string(lockYAML), Values: values,
+	}
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	cfgDesc, err := store.PutBytes(ctx, manifests.MediaTypeBundleConfig, cfgJSON)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	empty, err := store.PutBytes(ctx, ocispec.MediaTypeEmptyJSON, []byte("{}"))
+	if err != nil {
+		return CreateResult{}, err
+	}
+	c2 := &creator{store: store}
+	meta, err := c2.putManifest(ctx, manifests.MediaTypeBundleConfig, cfgDesc, []ocispec.Descriptor{empty}, nil)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	meta.Annotations = map[string]string{manifests.AnnotationKind: KindBundleConfig}
+	root := ocispec.Index{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    ocispec.MediaTypeImageIndex,
+		ArtifactType: manifests.ArtifactTypeBundle,
+		Manifests:    []ocispec.Descriptor{meta},
+		Annotations: map[string]string{
+			ocispec.AnnotationTitle:   spec.Metadata.Name,
+			ocispec.AnnotationVersion: spec.Metadata.Version,
+		},
+	}
+	index := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
+	for _, r := range results {
+		d := r.desc
+		d.Annotations = map[string]string{
+			manifests.AnnotationComponent: r.item.Component,
+			manifests.AnnotationKind:      r.item.Kind,
+			manifests.AnnotationName:      r.item.Name,
+			manifests.AnnotationRefName:   r.item.Ref,
+		}
+		if r.item.Target != "" {
+			d.Annotations[manifests.AnnotationTarget] = r.item.Target
+			d.Annotations[manifests.AnnotationMode] = r.item.Mode
+		}
+		root.Manifests = append(root.Manifests, d)
+		index.Manifests = append(index.Manifests, d)
+	}
+	rootJSON, err := json.Marshal(root)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	rootDesc, err := store.PutBytes(ctx, ocispec.MediaTypeImageIndex, rootJSON)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	rootDesc.ArtifactType = manifests.ArtifactTypeBundle
+	rootEntry := rootDesc
+	rootEntry.Annotations = map[string]string{
+		manifests.AnnotationBundleRoot: "true",
+		manifests.AnnotationRefName:    RootRef(spec.Metadata.Name, spec.Metadata.Version),
+	}
+	index.Manifests = append([]ocispec.Descriptor{rootEntry}, index.Manifests...)
+	indexJSON, err := json.Marshal(index)
+	if err != nil {
+		return CreateResult{}, err
+	}
+
+	blobs, err := collectBlobs(ctx, store, rootDesc)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	var unique int64
+	for _, b := range blobs {
+		unique += b.Size
+	}
+	opts.Logger.Info("writing archive", "path", opts.Output, "blobs", len(blobs), "bytes", unique)
+	sum, size, err := writeAtomic(ctx, opts.Output, func(w io.Writer) error {
+		var done int64
+		return writeArchive(ctx, w, store, indexJSON, blobs, func(n int64) {
+			done += n
+			if opts.Progress != nil {
+				opts.Progress(done, unique)
+			}
+		})
+	})
+	if err != nil {
+		return CreateResult{}, fmt.Errorf("writing %s: %w", opts.Output, err)
+	}
+	res := CreateResult{Path: opts.Output, Size: size, Digest: sum, Root: rootDesc, Lock: lock, Blobs: len(blobs), UniqueSize: unique}
+	for _, r := range results {
+		res.Items = append(res.Items, r.item)
+	}
+	return res, nil
+}
+
+// KindBundleConfig is the dev.zdt.kind annotation of the root's first
+// manifest, which carries the bundle Config.
+const KindBundleConfig = "bundle-config"
+
+// RootRef is the reference name of a bundle's root in its layout and the
+// repository:tag it is served and pushed under: zdt/NAME:VERSION.
+func RootRef(name, version string) string { return "zdt/" + name + ":" + version }
+
+// writeAtomic writes a file through a temp file in the same directory,
+// hashing what is written, then fsyncs and renames it into place.
+func writeAtomic(ctx context.Context, path string, write func(io.Writer) error) (digest.Digest, int64, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return "", 0, err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	hw := newHashingWriter()
+	bw := bufio.NewWriterSize(io.MultiWriter(f, hw), 1<<20)
+	if err := write(bw); err != nil {
+		return "", 0, err
+	}
+	if err := bw.Flush(); err != nil {
+		return "", 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", 0, err
+	}
+	if err := f.Sync(); err != nil {
+		return "", 0, err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return "", 0, err
+	}
+	if err := f.Close(); err != nil {
+		return "", 0, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", 0, err
+	}
+	ok = true
+	return hw.digest(), hw.n, nil
+}
+
+// collectBlobs lists every blob reachable from root in the staging store.
+func collectBlobs(ctx context.Context, store *blobStore, root ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	seen := map[digest.Digest]bool{}
+	var out []ocispec.Descriptor
+	var visit func(d ocispec.Descriptor) error
+	visit = func(d ocispec.Descriptor) error {
+		if seen[d.Digest] {
+			return nil
+		}
+		seen[d.Digest] = true
+		out = append(out, d)
+		if !isManifest(d.MediaType) {
+			return nil
+		}
+		rc, err := store.Fetch(ctx, d)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(io.LimitReader(rc, MaxManifestSize+1))
+		rc.Close()
+		if err != nil {
+			return err
+		}
+		children, err := successors(b)
+		if err != nil {
+			return fmt.Errorf("manifest %s: %w", d.Digest, err)
+		}
+		for _, c := range children {
+			if err := visit(c.d); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return out, visit(root)
+}
+
+// checkLock compares what was resolved with the lock file.
+func checkLock(want, got *manifests.Lock) error {
+	var errs []error
+	for _, g := range got.Items {
+		w, ok := want.Find(g.Kind, g.Name)
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("%s %q is not in the lock file: %w", g.Kind, g.Name, ErrLockMismatch))
+		case w.Digest != g.Digest:
+			errs = append(errs, fmt.Errorf("%s %q: locked %s, source now gives %s: %w", g.Kind, g.Name, w.Digest, g.Digest, ErrLockMismatch))
+		}
+	}
+	for _, w := range want.Items {
+		if _, ok := got.Find(w.Kind, w.Name); !ok {
+			errs = append(errs, fmt.Errorf("%s %q is locked but not in the spec: %w", w.Kind, w.Name, ErrLockMismatch))
+		}
+	}
+	return errors.Join(errs...)
+}

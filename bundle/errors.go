@@ -1,0 +1,57 @@
+package bundle
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Sentinel errors; match them with errors.Is. Every verification failure also
+// matches ErrVerification, which the CLI maps to exit code 3.
+var (
+	ErrVerification      = errors.New("verification failed")
+	ErrDigestMismatch    = fmt.Errorf("digest mismatch: %w", ErrVerification)
+	ErrMissingBlob       = fmt.Errorf("missing blob: %w", ErrVerification)
+	ErrUnreachable       = fmt.Errorf("not reachable from the bundle root: %w", ErrVerification)
+	ErrUnsafeEntry       = fmt.Errorf("unsafe archive entry: %w", ErrVerification)
+	ErrTruncated         = fmt.Errorf("archive is truncated: %w", ErrVerification)
+	ErrTooLarge          = fmt.Errorf("too large: %w", ErrVerification)
+	ErrNotBundle         = fmt.Errorf("not a zdt bundle: %w", ErrVerification)
+	ErrUnsupportedDigest = errors.New("unsupported digest algorithm (zdt uses sha256)")
+	ErrLockMismatch      = errors.New("source does not match the lock file")
+)
+
+// BlobError names the blob that failed and the bundle item it belongs to.
+type BlobError struct {
+	Digest digest.Digest
+	Item   string // "image docker.io/library/nginx:1.25", "" if unknown
+	Role   string // "layer", "config", "manifest", …
+	Err    error
+}
+
+func (e *BlobError) Error() string {
+	who := e.Digest.String()
+	if e.Role != "" || e.Item != "" {
+		who += " ("
+		if e.Role != "" {
+			who += e.Role
+			if e.Item != "" {
+				who += " of "
+			}
+		}
+		who += e.Item + ")"
+	}
+	return "blob " + who + ": " + e.Err.Error()
+}
+
+func (e *BlobError) Unwrap() error { return e.Err }
+
+// EntryError names a tar entry that is not allowed in a bundle.
+type EntryError struct {
+	Name string
+	Err  error
+}
+
+func (e *EntryError) Error() string { return fmt.Sprintf("archive entry %q: %v", e.Name, e.Err) }
+func (e *EntryError) Unwrap() error { return e.Err }

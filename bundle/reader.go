@@ -1,0 +1,319 @@
+package bundle
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
+
+	"zdt.dev/zdt/manifests"
+)
+
+// Bounds on untrusted archive content.
+const (
+	// MaxIndexSize bounds index.json.
+	MaxIndexSize = 4 << 20
+	// MaxManifestSize bounds every manifest, index and config zdt parses.
+	MaxManifestSize = 4 << 20
+	// maxEntries bounds the number of tar entries.
+	maxEntries = 1 << 20
+)
+
+type entry struct {
+	off, size int64
+}
+
+// Archive is an open bundle file, indexed by its tar headers: blobs are read
+// at their offsets, nothing is extracted. Open checks the archive's structure
+// and reads its root; Verify checks every byte. Safe for concurrent reads;
+// Close once when done.
+type Archive struct {
+	path  string
+	f     *os.File
+	size  int64
+	blobs map[digest.Digest]entry
+	names []string // entry names in archive order
+	other map[string]entry // oci-layout and index.json
+
+	// Index is the layout's index.json.
+	Index ocispec.Index
+	// Root is the descriptor of the bundle root, an OCI image index (its
+	// digest is the bundle's identity).
+	Root ocispec.Descriptor
+	// RootIndex is the parsed root: its first manifest carries Config, the
+	// others are the items.
+	RootIndex ocispec.Index
+	// ConfigManifest is the root's first manifest, whose config is Config.
+	ConfigManifest ocispec.Manifest
+	// Config is the parsed bundle config.
+	Config Config
+}
+
+// Open indexes the archive at path by its tar headers and reads its root.
+// It refuses entries that are not part of an OCI layout (absolute or `..`
+// paths, links, devices, duplicates), truncated archives and oversized
+// metadata, naming the offending entry.
+func Open(ctx context.Context, p string) (*Archive, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	a := &Archive{path: p, f: f, blobs: map[digest.Digest]entry{}}
+	if err := a.index(ctx); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return a, nil
+}
+
+// Close releases the archive file.
+func (a *Archive) Close() error { return a.f.Close() }
+
+// Path is the file the archive was opened from.
+func (a *Archive) Path() string { return a.path }
+
+// Size is the archive file's size in bytes.
+func (a *Archive) Size() int64 { return a.size }
+
+func (a *Archive) index(ctx context.Context) error {
+	fi, err := a.f.Stat()
+	if err != nil {
+		return err
+	}
+	a.size = fi.Size()
+	tr := tar.NewReader(a.f)
+	special := map[string]*entry{}
+	seen := map[string]bool{}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return fmt.Errorf("after entry %d: %w", len(a.names), ErrTruncated)
+			}
+			return fmt.Errorf("reading tar header after entry %d: %v: %w", len(a.names), err, ErrNotBundle)
+		}
+		if len(a.names) >= maxEntries {
+			return fmt.Errorf("more than %d entries: %w", maxEntries, ErrTooLarge)
+		}
+		name := h.Name
+		if err := checkEntryName(name, h); err != nil {
+			return &EntryError{Name: name, Err: err}
+		}
+		key := strings.TrimSuffix(name, "/")
+		if seen[key] {
+			return &EntryError{Name: name, Err: fmt.Errorf("appears twice: %w", ErrUnsafeEntry)}
+		}
+		seen[key] = true
+			a.names = append(a.names, name)
+		if h.Typeflag == tar.TypeDir {
+			continue
+		}
+		off, err := a.f.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return err
+		}
+		if h.Size < 0 || off+h.Size > a.size {
+			return &EntryError{Name: name, Err: fmt.Errorf("%d bytes at offset %d run past the end of the file (%d bytes): %w", h.Size, off, a.size, ErrTruncated)}
+		}
+		e := entry{off: off, size: h.Size}
+		if hex, ok := strings.CutPrefix(name, dirSHA256); ok {
+			a.blobs[digest.NewDigestFromEncoded(digest.SHA256, hex)] = e
+		} else {
+			special[name] = &e
+		}
+	}
+	a.other = map[string]entry{}
+	for k, v := range special {
+		a.other[k] = *v
+	}
+	if special[entryLayout] == nil || special[entryIndex] == nil {
+		return fmt.Errorf("no %s or %s entry: %w", entryLayout, entryIndex, ErrNotBundle)
+	}
+	lb, err := a.readEntry(*special[entryLayout], 4096, entryLayout)
+	if err != nil {
+		return err
+	}
+	var layout ocispec.ImageLayout
+	if err := json.Unmarshal(lb, &layout); err != nil || layout.Version != ocispec.ImageLayoutVersion {
+		return fmt.Errorf("%s: not an OCI image layout %s: %w", entryLayout, ocispec.ImageLayoutVersion, ErrNotBundle)
+	}
+	ib, err := a.readEntry(*special[entryIndex], MaxIndexSize, entryIndex)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(ib, &a.Index); err != nil {
+		return fmt.Errorf("%s: %v: %w", entryIndex, err, ErrNotBundle)
+	}
+	for _, d := range a.Index.Manifests {
+		if d.Annotations[manifests.AnnotationBundleRoot] != "true" {
+			continue
+		}
+		if a.Root.Digest != "" {
+			return fmt.Errorf("%s names two bundle roots: %w", entryIndex, ErrNotBundle)
+		}
+		a.Root = d
+	}
+	if a.Root.Digest == "" || a.Root.MediaType != ocispec.MediaTypeImageIndex {
+		return fmt.Errorf("%s names no bundle root (annotation %s): %w", entryIndex, manifests.AnnotationBundleRoot, ErrNotBundle)
+	}
+	rb, err := a.ReadSmall(ctx, a.Root)
+	if err != nil {
+		return fmt.Errorf("reading root index: %w", err)
+	}
+	if err := json.Unmarshal(rb, &a.RootIndex); err != nil {
+		return fmt.Errorf("root %s: %v: %w", a.Root.Digest, err, ErrNotBundle)
+	}
+	if a.RootIndex.ArtifactType != manifests.ArtifactTypeBundle || len(a.RootIndex.Manifests) == 0 ||
+		a.RootIndex.Manifests[0].ArtifactType != manifests.MediaTypeBundleConfig {
+		return fmt.Errorf("root %s has artifactType %q and no bundle config manifest: %w", a.Root.Digest, a.RootIndex.ArtifactType, ErrNotBundle)
+	}
+	mb, err := a.ReadSmall(ctx, a.RootIndex.Manifests[0])
+	if err != nil {
+		return fmt.Errorf("reading bundle config manifest: %w", err)
+	}
+	if err := json.Unmarshal(mb, &a.ConfigManifest); err != nil || a.ConfigManifest.Config.MediaType != manifests.MediaTypeBundleConfig {
+		return fmt.Errorf("bundle config manifest %s: %w", a.RootIndex.Manifests[0].Digest, ErrNotBundle)
+	}
+	cb, err := a.ReadSmall(ctx, a.ConfigManifest.Config)
+	if err != nil {
+		return fmt.Errorf("reading bundle config: %w", err)
+	}
+	if err := json.Unmarshal(cb, &a.Config); err != nil {
+		return fmt.Errorf("bundle config %s: %v: %w", a.ConfigManifest.Config.Digest, err, ErrNotBundle)
+	}
+	return nil
+}
+
+// checkEntryName allows exactly the entries of an OCI layout: oci-layout,
+// index.json, blobs/, blobs/sha256/ and blobs/sha256/<64 hex>, as regular
+// files or those two directories.
+func checkEntryName(name string, h *tar.Header) error {
+	if name == "" || strings.HasPrefix(name, "/") || strings.Contains(name, "\\") {
+		return fmt.Errorf("absolute or empty path: %w", ErrUnsafeEntry)
+	}
+	for _, part := range strings.Split(strings.TrimSuffix(name, "/"), "/") {
+		if part == ".." || part == "." || part == "" {
+			return fmt.Errorf("path with %q: %w", part, ErrUnsafeEntry)
+		}
+	}
+	if path.Clean(name) != strings.TrimSuffix(name, "/") {
+		return fmt.Errorf("unclean path: %w", ErrUnsafeEntry)
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse") {
+			return fmt.Errorf("sparse entry: %w", ErrUnsafeEntry)
+		}
+	}
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if name != dirBlobs && name != dirSHA256 && name != "blobs" && name != "blobs/sha256" {
+			return fmt.Errorf("unexpected directory: %w", ErrUnsafeEntry)
+		}
+		return nil
+	case tar.TypeReg:
+	case tar.TypeSymlink, tar.TypeLink:
+		return fmt.Errorf("link to %q: links are not allowed: %w", h.Linkname, ErrUnsafeEntry)
+	default:
+		return fmt.Errorf("entry type %q is not a regular file: %w", h.Typeflag, ErrUnsafeEntry)
+	}
+	if name == entryLayout || name == entryIndex {
+		return nil
+	}
+	hex, ok := strings.CutPrefix(name, dirSHA256)
+	if !ok {
+		return fmt.Errorf("not part of an OCI layout: %w", ErrUnsafeEntry)
+	}
+	if err := digest.NewDigestFromEncoded(digest.SHA256, hex).Validate(); err != nil {
+		return fmt.Errorf("blob name is not a sha256 hex digest: %w", ErrUnsafeEntry)
+	}
+	return nil
+}
+
+func (a *Archive) readEntry(e entry, limit int64, what string) ([]byte, error) {
+	if e.size > limit {
+		return nil, fmt.Errorf("%s is %d bytes, more than %d: %w", what, e.size, limit, ErrTooLarge)
+	}
+	b := make([]byte, e.size)
+	if _, err := a.f.ReadAt(b, e.off); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", what, err)
+	}
+	return b, nil
+}
+
+// ReadSmall reads a manifest, index or config blob (at most MaxManifestSize)
+// and checks its size and digest.
+func (a *Archive) ReadSmall(_ context.Context, desc ocispec.Descriptor) ([]byte, error) {
+	e, ok := a.blobs[desc.Digest]
+	if !ok {
+		return nil, &BlobError{Digest: desc.Digest, Err: ErrMissingBlob}
+	}
+	if desc.Size != e.size {
+		return nil, &BlobError{Digest: desc.Digest, Err: fmt.Errorf("descriptor says %d bytes, archive holds %d: %w", desc.Size, e.size, ErrDigestMismatch)}
+	}
+	b, err := a.readEntry(e, MaxManifestSize, "blob "+desc.Digest.String())
+	if err != nil {
+		return nil, err
+	}
+	if got := digest.FromBytes(b); got != desc.Digest {
+		return nil, &BlobError{Digest: desc.Digest, Err: fmt.Errorf("content hashes to %s: %w", got, ErrDigestMismatch)}
+	}
+	return b, nil
+}
+
+func (a *Archive) special(name string) entry { return a.other[name] }
+
+// Exists reports whether the archive holds the blob.
+func (a *Archive) Exists(_ context.Context, desc ocispec.Descriptor) (bool, error) {
+	_, ok := a.blobs[desc.Digest]
+	return ok, nil
+}
+
+// Fetch returns a reader of the blob's bytes straight from the archive. It
+// does not re-check the digest: call Verify first, or check while reading.
+func (a *Archive) Fetch(_ context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	r, err := a.BlobReader(desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(r), nil
+}
+
+// BlobReader returns a random-access reader of a blob's bytes.
+func (a *Archive) BlobReader(d digest.Digest) (*io.SectionReader, error) {
+	e, ok := a.blobs[d]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", d, errdef.ErrNotFound)
+	}
+	return io.NewSectionReader(a.f, e.off, e.size), nil
+}
+
+// BlobSize is the size of a blob in the archive and whether it exists.
+func (a *Archive) BlobSize(d digest.Digest) (int64, bool) {
+	e, ok := a.blobs[d]
+	return e.size, ok
+}
+
+// Digests lists every blob in the archive.
+func (a *Archive) Digests() []digest.Digest {
+	out := make([]digest.Digest, 0, len(a.blobs))
+	for d := range a.blobs {
+		out = append(out, d)
+	}
+	return out
+}
+

@@ -1,0 +1,622 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/content/oci"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/retry"
+
+	"zdt.dev/zdt/manifests"
+)
+
+type creator struct {
+	spec      *manifests.Spec
+	store     *blobStore
+	opts      CreateOptions
+	platforms []string
+}
+
+func (c *creator) path(p string) string {
+	if filepath.IsAbs(p) || c.spec.Dir == "" {
+		return p
+	}
+	return filepath.Join(c.spec.Dir, p)
+}
+
+func (c *creator) copyOpts() oras.CopyGraphOptions {
+	return oras.CopyGraphOptions{Concurrency: c.opts.Concurrency}
+}
+
+// NormalizeRef gives an image reference in its full form:
+// nginx:1.25 → docker.io/library/nginx:1.25.
+func NormalizeRef(ref string) (string, error) {
+	n, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return "", err
+	}
+	return n.String(), nil
+}
+
+// image stages an image from a registry or a local OCI layout / archive.
+func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (resolved, error) {
+	ref, err := NormalizeRef(im.Ref)
+	if err != nil {
+		return resolved{}, fmt.Errorf("image %q: %w", im.Ref, err)
+	}
+	it := Item{Component: comp, Kind: manifests.KindImage, Name: ref, Ref: ref}
+	fail := func(err error) (resolved, error) { return resolved{}, fmt.Errorf("image %s: %w", ref, err) }
+	var (
+		src    content.ReadOnlyStorage
+		desc   ocispec.Descriptor
+		source string
+	)
+	if im.Source == "" {
+		repo, tagOrDigest, err := c.remote(ref)
+		if err != nil {
+			return fail(err)
+		}
+		if c.opts.Lock != nil {
+			if l, ok := c.opts.Lock.Find(manifests.KindImage, ref); ok && l.Source != "" {
+				if _, d, ok := strings.Cut(l.Source, "@"); ok {
+					tagOrDigest = d
+				}
+			}
+		}
+		if desc, err = repo.Resolve(ctx, tagOrDigest); err != nil {
+			return fail(fmt.Errorf("resolving %s: %w", tagOrDigest, err))
+		}
+		src = repo
+		source = repo.Reference.Registry + "/" + repo.Reference.Repository + "@" + desc.Digest.String()
+	} else {
+		kind, p, tag, err := manifests.SplitImageSource(im.Source)
+		if err != nil {
+			return fail(err)
+		}
+		p = c.path(p)
+		source = im.Source
+		switch kind {
+		case "oci", "oci-archive":
+			var s *oci.ReadOnlyStore
+			if kind == "oci" {
+				s, err = oci.NewFromFS(ctx, os.DirFS(p))
+			} else {
+				s, err = oci.NewFromTar(ctx, p)
+			}
+			if err != nil {
+				return fail(fmt.Errorf("reading %s: %w", im.Source, err))
+			}
+			if desc, err = pickTag(ctx, s, tag, ref); err != nil {
+				return fail(fmt.Errorf("%s: %w", im.Source, err))
+			}
+			src = s
+		case "docker-archive":
+			if desc, err = c.dockerArchive(ctx, p); err != nil {
+				return fail(fmt.Errorf("%s: %w", im.Source, err))
+			}
+			src = c.store
+		}
+	}
+	top := desc
+	if len(c.platforms) > 0 && isIndex(desc.MediaType) {
+		if top, err = c.filterIndex(ctx, src, desc); err != nil {
+			return fail(err)
+		}
+	} else if err := oras.CopyGraph(ctx, src, c.store, desc, c.copyOpts()); err != nil {
+		return fail(fmt.Errorf("copying: %w", err))
+	}
+	top = ocispec.Descriptor{MediaType: top.MediaType, Digest: top.Digest, Size: top.Size, ArtifactType: top.ArtifactType}
+	it.Digest, it.MediaType = top.Digest.String(), top.MediaType
+	c.opts.Logger.Info("staged image", "ref", ref, "digest", top.Digest)
+	return resolved{item: it, desc: top, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: ref, Digest: top.Digest.String(), Source: source}}, nil
+}
+
+func isIndex(mt string) bool {
+	return mt == manifests.MediaTypeOCIIndex || mt == manifests.MediaTypeDockerManifestList
+}
+
+// remote opens the repository of a registry image reference, with
+// credentials from the Docker config and credential helpers. Loopback
+// registries are spoken to over plain HTTP.
+func (c *creator) remote(ref string) (*remote.Repository, string, error) {
+	n, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return nil, "", err
+	}
+	repo, err := remote.NewRepository(reference.TrimNamed(n).String())
+	if err != nil {
+		return nil, "", err
+	}
+	host := reference.Domain(n)
+	if host == "docker.io" {
+		repo.Reference.Registry = "registry-1.docker.io"
+	}
+	h := strings.Split(host, ":")[0]
+	repo.PlainHTTP = h == "localhost" || strings.HasPrefix(h, "127.")
+	store, err := credentials.NewStoreFromDocker(credentials.StoreOptions{})
+	if err != nil {
+		return nil, "", fmt.Errorf("reading docker credentials: %w", err)
+	}
+	repo.Client = &auth.Client{Client: retry.DefaultClient, Credential: credentials.Credential(store), Cache: auth.NewCache()}
+	tag := "latest"
+	if d, ok := n.(reference.Digested); ok {
+		tag = d.Digest().String()
+	} else if t, ok := n.(reference.Tagged); ok {
+		tag = t.Tag()
+	}
+	return repo, tag, nil
+}
+
+type tagLister interface {
+	Resolve(ctx context.Context, ref string) (ocispec.Descriptor, error)
+	Tags(ctx context.Context, last string, fn func([]string) error) error
+}
+
+// pickTag finds an image in a layout: by the given tag, else by the image
+// reference or its tag, else the layout's only tagged entry.
+func pickTag(ctx context.Context, s tagLister, tag, ref string) (ocispec.Descriptor, error) {
+	if tag != "" {
+		return s.Resolve(ctx, tag)
+	}
+	cands := []string{ref}
+	if n, err := reference.ParseNormalizedNamed(ref); err == nil {
+		if t, ok := n.(reference.Tagged); ok {
+			cands = append(cands, t.Tag(), reference.FamiliarString(n))
+		}
+	}
+	for _, c := range cands {
+		if d, err := s.Resolve(ctx, c); err == nil {
+			return d, nil
+		}
+	}
+	var tags []string
+	if err := s.Tags(ctx, "", func(t []string) error { tags = append(tags, t...); return nil }); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if len(tags) == 1 {
+		return s.Resolve(ctx, tags[0])
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("no entry named %q in the layout (it has %d: %s); add :TAG to the source", ref, len(tags), strings.Join(tags, ", "))
+}
+
+// dockerArchive stages an image from a `docker save` tarball. Such a
+// tarball has no registry manifest, so zdt writes an OCI one (OCI media
+// types: readable by every OCI layout client, skopeo included).
+func (c *creator) dockerArchive(ctx context.Context, p string) (ocispec.Descriptor, error) {
+	img, err := tarball.ImageFromPath(p, nil)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest}
+	for _, l := range layers {
+		rc, err := l.Compressed()
+		if err != nil {
+			return ocispec.Descriptor{}, err
+		}
+		d, err := c.store.Ingest(ctx, ocispec.MediaTypeImageLayerGzip, rc)
+		rc.Close()
+		if err != nil {
+			return ocispec.Descriptor{}, err
+		}
+		m.Layers = append(m.Layers, d)
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if m.Config, err = c.store.PutBytes(ctx, ocispec.MediaTypeImageConfig, cfg); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return c.store.PutBytes(ctx, ocispec.MediaTypeImageManifest, raw)
+}
+
+// filterIndex stages an index keeping only the wanted platforms. The new
+// index keeps every other field of the original.
+func (c *creator) filterIndex(ctx context.Context, src content.ReadOnlyStorage, desc ocispec.Descriptor) (ocispec.Descriptor, error) {
+	raw, err := content.FetchAll(ctx, src, desc)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var doc map[string]json.RawMessage
+	var idx ocispec.Index
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if err := json.Unmarshal(raw, &idx); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var kept []ocispec.Descriptor
+	for _, m := range idx.Manifests {
+		if m.Platform != nil && platformWanted(c.platforms, m.Platform) {
+			kept = append(kept, m)
+		}
+	}
+	if len(kept) == 0 {
+		return ocispec.Descriptor{}, fmt.Errorf("none of its platforms is in %v", c.platforms)
+	}
+	for _, m := range kept {
+		if err := oras.CopyGraph(ctx, src, c.store, m, c.copyOpts()); err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("copying %s: %w", m.Digest, err)
+		}
+	}
+	if len(kept) == len(idx.Manifests) {
+		return desc, c.store.Push(ctx, desc, bytes.NewReader(raw))
+	}
+	doc["manifests"], _ = json.Marshal(kept)
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return c.store.PutBytes(ctx, desc.MediaType, out)
+}
+
+func platformWanted(want []string, p *ocispec.Platform) bool {
+	for _, w := range want {
+		os, arch, variant, err := manifests.ParsePlatform(w)
+		if err == nil && os == p.OS && arch == p.Architecture && (variant == "" || variant == p.Variant) {
+			return true
+		}
+	}
+	return false
+}
+
+// chart stages a Helm chart from a local directory or .tgz as an OCI
+// artifact with Helm's media types. Directories are packaged
+// reproducibly (fixed mtimes, no gzip timestamp).
+func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (resolved, error) {
+	fail := func(err error) (resolved, error) { return resolved{}, fmt.Errorf("chart %s (%s): %w", ch.Name, ch.Source, err) }
+	if strings.Contains(ch.Source, "://") {
+		return fail(fmt.Errorf("remote chart sources are not supported yet; package the chart and give its .tgz path"))
+	}
+	p := c.path(ch.Source)
+	loaded, err := loader.Load(p)
+	if err != nil {
+		return fail(err)
+	}
+	if loaded.Metadata.Name != ch.Name {
+		return fail(fmt.Errorf("the chart is named %q, not %q", loaded.Metadata.Name, ch.Name))
+	}
+	if ch.Version != "" && loaded.Metadata.Version != ch.Version {
+		return fail(fmt.Errorf("the chart has version %q, the spec asks for %q", loaded.Metadata.Version, ch.Version))
+	}
+	var tgz []byte
+	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+		if tgz, err = packageChart(loaded); err != nil {
+			return fail(err)
+		}
+	} else if tgz, err = os.ReadFile(p); err != nil {
+		return fail(err)
+	}
+	cfg, err := json.Marshal(loaded.Metadata)
+	if err != nil {
+		return fail(err)
+	}
+	cfgDesc, err := c.store.PutBytes(ctx, manifests.MediaTypeHelmConfig, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	layer, err := c.store.PutBytes(ctx, manifests.MediaTypeHelmChart, tgz)
+	if err != nil {
+		return fail(err)
+	}
+	ann := map[string]string{
+		ocispec.AnnotationTitle:   loaded.Metadata.Name,
+		ocispec.AnnotationVersion: loaded.Metadata.Version,
+	}
+	if loaded.Metadata.Description != "" {
+		ann[ocispec.AnnotationDescription] = loaded.Metadata.Description
+	}
+	desc, err := c.putManifest(ctx, "", cfgDesc, []ocispec.Descriptor{layer}, ann)
+	if err != nil {
+		return fail(err)
+	}
+	ref := "charts/" + loaded.Metadata.Name + ":" + loaded.Metadata.Version
+	it := Item{Component: comp, Kind: manifests.KindChart, Name: ch.Name, Ref: ref, Digest: desc.Digest.String(), MediaType: desc.MediaType}
+	c.opts.Logger.Info("staged chart", "name", ch.Name, "version", loaded.Metadata.Version, "digest", desc.Digest)
+	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: ch.Name, Digest: it.Digest, Source: ch.Source}}, nil
+}
+
+// packageChart saves a loaded chart with Helm's own writer, then rewrites
+// the archive with fixed metadata so the same chart gives the same bytes.
+func packageChart(ch *chart.Chart) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "zdt-chart-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	saved, err := chartutil.Save(ch, dir)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(saved)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&out, gzip.BestCompression)
+	tw := tar.NewWriter(zw)
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		h.ModTime, h.AccessTime, h.ChangeTime = archiveModTime, time.Time{}, time.Time{}
+		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "", ""
+		h.Format = tar.FormatUSTAR
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+func (c *creator) putManifest(ctx context.Context, artifactType string, cfg ocispec.Descriptor, layers []ocispec.Descriptor, ann map[string]string) (ocispec.Descriptor, error) {
+	m := ocispec.Manifest{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: artifactType,
+		Config:       cfg,
+		Layers:       layers,
+		Annotations:  ann,
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	d, err := c.store.PutBytes(ctx, ocispec.MediaTypeImageManifest, b)
+	d.ArtifactType = artifactType
+	return d, err
+}
+
+// openSource opens a local path or an http(s) URL.
+func (c *creator) openSource(ctx context.Context, src string) (io.ReadCloser, error) {
+	if strings.HasPrefix(src, "https://") || strings.HasPrefix(src, "http://") {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return nil, fmt.Errorf("GET %s: %s", src, resp.Status)
+		}
+		return resp.Body, nil
+	}
+	return os.Open(c.path(src))
+}
+
+// stageCompressed stages a source's bytes, zstd-compressing them unless they
+// are compressed already, and checks their sha256 if one is given. It
+// returns the layer descriptor, the digest and size of the original bytes,
+// and the first bytes (for format sniffing).
+func (c *creator) stageCompressed(ctx context.Context, src, wantSHA, rawType, zstdType string) (ocispec.Descriptor, digest.Digest, int64, []byte, error) {
+	rc, err := c.openSource(ctx, src)
+	if err != nil {
+		return ocispec.Descriptor{}, "", 0, nil, err
+	}
+	defer rc.Close()
+	br := bufioReader(rc)
+	head, _ := br.Peek(512)
+	head = append([]byte(nil), head...)
+	raw := sha256.New()
+	var n int64
+	counted := io.TeeReader(br, writerFunc(func(p []byte) (int, error) { raw.Write(p); n += int64(len(p)); return len(p), nil }))
+	var desc ocispec.Descriptor
+	if isCompressed(head) {
+		desc, err = c.store.Ingest(ctx, rawType, counted)
+	} else {
+		pr, pw := io.Pipe()
+		go func() {
+			enc, err := zstd.NewWriter(pw, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+			if err == nil {
+				_, err = copyCtx(ctx, enc, counted)
+				if cerr := enc.Close(); err == nil {
+					err = cerr
+				}
+			}
+			pw.CloseWithError(err)
+		}()
+		desc, err = c.store.Ingest(ctx, zstdType, pr)
+		pr.Close()
+	}
+	if err != nil {
+		return ocispec.Descriptor{}, "", 0, nil, err
+	}
+	got := hex.EncodeToString(raw.Sum(nil))
+	if wantSHA != "" && got != wantSHA {
+		return ocispec.Descriptor{}, "", 0, nil, &SourceDigestError{Source: src, Want: wantSHA, Got: got}
+	}
+	return desc, digest.NewDigestFromEncoded(digest.SHA256, got), n, head, nil
+}
+
+// SourceDigestError is a source whose bytes do not match the spec's sha256.
+type SourceDigestError struct {
+	Source, Want, Got string
+}
+
+func (e *SourceDigestError) Error() string {
+	return fmt.Sprintf("%s: sha256 mismatch: the spec says %s, the source has %s", e.Source, e.Want, e.Got)
+}
+
+// file stages a host file or binary as an ORAS-style artifact.
+func (c *creator) file(ctx context.Context, comp string, f manifests.File) (resolved, error) {
+	name := f.ItemName()
+	fail := func(err error) (resolved, error) { return resolved{}, fmt.Errorf("file %s: %w", name, err) }
+	layer, _, size, _, err := c.stageCompressed(ctx, f.Source, f.SHA256, manifests.MediaTypeFileRaw, manifests.MediaTypeFileZstd)
+	if err != nil {
+		return fail(err)
+	}
+	title := name
+	if layer.MediaType == manifests.MediaTypeFileZstd {
+		title += ".zst"
+	}
+	layer.Annotations = map[string]string{
+		ocispec.AnnotationTitle:                title,
+		manifests.AnnotationUncompressedDigest: "sha256:" + f.SHA256,
+		manifests.AnnotationUncompressedSize:   fmt.Sprint(size),
+	}
+	empty, err := c.store.PutBytes(ctx, ocispec.MediaTypeEmptyJSON, []byte("{}"))
+	if err != nil {
+		return fail(err)
+	}
+	mode := f.Mode
+	if mode == "" {
+		mode = "0644"
+	}
+	desc, err := c.putManifest(ctx, manifests.ArtifactTypeFile, empty, []ocispec.Descriptor{layer}, map[string]string{
+		manifests.AnnotationTarget: f.Target,
+		manifests.AnnotationMode:   mode,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	it := Item{Component: comp, Kind: manifests.KindFile, Name: name, Ref: "files/" + name + ":" + c.spec.Metadata.Version,
+		Digest: desc.Digest.String(), MediaType: desc.MediaType, Target: f.Target, Mode: mode}
+	c.opts.Logger.Info("staged file", "name", name, "bytes", size, "stored", layer.Size)
+	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: name, Digest: it.Digest, Source: f.Source}}, nil
+}
+
+// AMIConfig is an AMI artifact's config (manifests.MediaTypeAMIConfig).
+type AMIConfig struct {
+	Name           string `json:"name"`
+	Description    string `json:"description,omitempty"`
+	Architecture   string `json:"architecture"`
+	BootMode       string `json:"bootMode"`
+	Virtualization string `json:"virtualization"`
+	RootDevice     string `json:"rootDevice"`
+	ENA            bool   `json:"ena"`
+	TPM            bool   `json:"tpm"`
+	// DiskFormat is raw, qcow2, vmdk, vhd or vhdx; DiskSize and DiskDigest
+	// describe the uncompressed disk image.
+	DiskFormat string `json:"diskFormat"`
+	DiskSize   int64  `json:"diskSize"`
+	DiskDigest string `json:"diskDigest"`
+}
+
+// ami stages a disk image and its AMI metadata.
+func (c *creator) ami(ctx context.Context, comp string, a manifests.AMI) (resolved, error) {
+	fail := func(err error) (resolved, error) { return resolved{}, fmt.Errorf("ami %s: %w", a.Name, err) }
+	rc, err := c.openSource(ctx, a.Source)
+	if err != nil {
+		return fail(err)
+	}
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(rc, head)
+	rc.Close()
+	format := diskFormat(head[:n])
+	mt := manifests.MediaTypeDiskZstdPrefix + format + "+zstd"
+	layer, sum, size, _, err := c.stageCompressed(ctx, a.Source, a.SHA256, mt, mt)
+	if err != nil {
+		return fail(err)
+	}
+	if layer.MediaType != mt {
+		return fail(fmt.Errorf("compressed disk images are not supported; give the %s image itself", format))
+	}
+	layer.Annotations = map[string]string{
+		ocispec.AnnotationTitle:                a.Name + "." + format + ".zst",
+		manifests.AnnotationUncompressedDigest: sum.String(),
+		manifests.AnnotationUncompressedSize:   fmt.Sprint(size),
+	}
+	cfg := AMIConfig{Name: a.Name, Description: a.Description, Architecture: orDefault(a.Architecture, "x86_64"),
+		BootMode: orDefault(a.BootMode, "legacy-bios"), Virtualization: orDefault(a.Virtualization, "hvm"),
+		RootDevice: orDefault(a.RootDevice, "/dev/xvda"), ENA: a.ENA, TPM: a.TPM,
+		DiskFormat: format, DiskSize: size, DiskDigest: sum.String()}
+	cb, _ := json.Marshal(cfg)
+	cfgDesc, err := c.store.PutBytes(ctx, manifests.MediaTypeAMIConfig, cb)
+	if err != nil {
+		return fail(err)
+	}
+	desc, err := c.putManifest(ctx, manifests.ArtifactTypeAMI, cfgDesc, []ocispec.Descriptor{layer}, map[string]string{
+		ocispec.AnnotationTitle: a.Name,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	it := Item{Component: comp, Kind: manifests.KindAMI, Name: a.Name, Ref: "amis/" + a.Name + ":" + c.spec.Metadata.Version,
+		Digest: desc.Digest.String(), MediaType: desc.MediaType}
+	c.opts.Logger.Info("staged ami", "name", a.Name, "format", format, "bytes", size, "stored", layer.Size)
+	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: a.Name, Digest: it.Digest, Source: a.Source}}, nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// values reads each chart's values file, keyed component/chart.
+func (c *creator) values() (map[string]string, error) {
+	out := map[string]string{}
+	for _, comp := range c.spec.Components {
+		for _, ch := range comp.Charts {
+			if ch.Values == "" {
+				continue
+			}
+			b, err := os.ReadFile(c.path(ch.Values))
+			if err != nil {
+				return nil, fmt.Errorf("chart %s: values: %w", ch.Name, err)
+			}
+			out[comp.Name+"/"+ch.Name] = string(b)
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}

@@ -1,0 +1,172 @@
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+)
+
+// blobStore is a directory of blobs/sha256/<hex> used to stage a bundle's
+// content before the archive is written. It implements oras-go's
+// content.Storage, so oras.CopyGraph can fill it from any source. A blob
+// appears under its digest only after its bytes were checked (temp file →
+// digest and size check → rename), so an existing blob is a valid one.
+// Safe for concurrent use.
+type blobStore struct {
+	root string
+}
+
+func newBlobStore(root string) (*blobStore, error) {
+	if err := os.MkdirAll(filepath.Join(root, "blobs", "sha256"), 0o755); err != nil {
+		return nil, fmt.Errorf("creating blob store: %w", err)
+	}
+	return &blobStore{root: root}, nil
+}
+
+func (s *blobStore) path(d digest.Digest) (string, error) {
+	if err := d.Validate(); err != nil {
+		return "", fmt.Errorf("%s: %w", d, err)
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return "", fmt.Errorf("%s: %w", d, ErrUnsupportedDigest)
+	}
+	return filepath.Join(s.root, "blobs", "sha256", d.Encoded()), nil
+}
+
+// Exists reports whether the blob is staged.
+func (s *blobStore) Exists(_ context.Context, desc ocispec.Descriptor) (bool, error) {
+	p, err := s.path(desc.Digest)
+	if err != nil {
+		return false, err
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return fi.Size() == desc.Size, nil
+}
+
+// Fetch opens a staged blob; the caller closes it.
+func (s *blobStore) Fetch(_ context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	p, err := s.path(desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", desc.Digest, errdef.ErrNotFound)
+	}
+	return f, err
+}
+
+// Push stores r's bytes, which must match desc's digest and size.
+func (s *blobStore) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	got, err := s.ingest(ctx, io.LimitReader(r, desc.Size+1), &desc)
+	if err != nil {
+		return err
+	}
+	if got.Digest != desc.Digest || got.Size != desc.Size {
+		return fmt.Errorf("pushing %s: %w", desc.Digest, content.ErrMismatchedDigest)
+	}
+	return nil
+}
+
+// Ingest stores r's bytes under their digest and returns a descriptor with
+// the given media type.
+func (s *blobStore) Ingest(ctx context.Context, mediaType string, r io.Reader) (ocispec.Descriptor, error) {
+	d, err := s.ingest(ctx, r, nil)
+	d.MediaType = mediaType
+	return d, err
+}
+
+// PutBytes stores a small blob.
+func (s *blobStore) PutBytes(ctx context.Context, mediaType string, b []byte) (ocispec.Descriptor, error) {
+	desc := content.NewDescriptorFromBytes(mediaType, b)
+	if ok, _ := s.Exists(ctx, desc); ok {
+		return desc, nil
+	}
+	return desc, s.Push(ctx, desc, bytes.NewReader(b))
+}
+
+// ingest copies r into a temp file while hashing, then renames it to its
+// digest. With want set, a mismatch is refused before the rename.
+func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descriptor) (ocispec.Descriptor, error) {
+	tmp, err := os.CreateTemp(filepath.Join(s.root, "blobs"), ".ingest-*")
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	n, err := copyCtx(ctx, io.MultiWriter(tmp, h), r)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
+	}
+	d := ocispec.Descriptor{Digest: digest.NewDigest(digest.SHA256, h), Size: n}
+	if want != nil && (d.Digest != want.Digest || d.Size != want.Size) {
+		return d, fmt.Errorf("blob %s: got %s (%d bytes), want %d bytes: %w", want.Digest, d.Digest, d.Size, want.Size, content.ErrMismatchedDigest)
+	}
+	p, _ := s.path(d.Digest)
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
+	}
+	return d, nil
+}
+
+// copyCtx is io.Copy with a large buffer that stops when ctx is cancelled.
+func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		m, rerr := src.Read(buf)
+		if m > 0 {
+			w, werr := dst.Write(buf[:m])
+			n += int64(w)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// hashingWriter counts and hashes what passes through it.
+type hashingWriter struct {
+	h hash.Hash
+	n int64
+}
+
+func newHashingWriter() *hashingWriter { return &hashingWriter{h: sha256.New()} }
+
+func (w *hashingWriter) Write(p []byte) (int, error) {
+	w.h.Write(p)
+	w.n += int64(len(p))
+	return len(p), nil
+}
+
+func (w *hashingWriter) digest() digest.Digest { return digest.NewDigest(digest.SHA256, w.h) }

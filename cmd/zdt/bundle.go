@@ -1,0 +1,314 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/version"
+	"zdt.dev/zdt/manifests"
+)
+
+func newBundleCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bundle",
+		Short: "Create, inspect, verify and extract bundles",
+	}
+	cmd.AddCommand(newCreateCmd(g), newInspectCmd(g), newVerifyCmd(g), newExtractCmd(g))
+	return cmd
+}
+
+// createOptions are the flags of `zdt bundle create`.
+type createOptions struct {
+	spec        string
+	out         string
+	lock        bool
+	lockFile    string
+	platforms   []string
+	concurrency int
+}
+
+func (o *createOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVarP(&o.spec, "file", "f", "zdt.yaml", "bundle spec to build")
+	fs.StringVarP(&o.out, "out", "o", "", "archive to write (default NAME-VERSION.zdt in the current directory)")
+	fs.BoolVar(&o.lock, "lock", false, "rebuild exactly the content of the lock file; fail if a source changed")
+	fs.StringVar(&o.lockFile, "lock-file", "", "lock file to write, or to read with --lock (default zdt.lock.yaml next to the spec)")
+	fs.StringSliceVar(&o.platforms, "platform", nil, "keep only these platforms (OS/ARCH[/VARIANT]) of multi-arch images; overrides the spec")
+	fs.IntVar(&o.concurrency, "concurrency", 0, "items and blobs fetched at once (default: number of CPUs, at least 2)")
+}
+
+func newCreateCmd(g *globals) *cobra.Command {
+	o := &createOptions{}
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Build a bundle archive from a zdt.yaml spec",
+		Long: `Build a bundle archive from a zdt.yaml spec.
+
+Every image, chart, file and AMI of the spec is resolved to a digest, staged,
+and written into one OCI image layout inside an uncompressed tar. The same
+spec and sources give a byte-identical archive. The resolved digests are
+written to the lock file (zdt.lock.yaml next to the spec); --lock rebuilds
+exactly that content and fails, naming the item, if a source changed.
+
+The archive is written to a temp file and renamed into place when complete:
+an interrupted create leaves nothing behind.`,
+		Example: `  zdt bundle create -f examples/quickstart/zdt.yaml -o build/quickstart.zdt
+  zdt bundle create --lock -o platform-1.4.0.zdt`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			spec, err := manifests.Load(o.spec)
+			if err != nil {
+				return err
+			}
+			lockPath := o.lockFile
+			if lockPath == "" {
+				lockPath = filepath.Join(filepath.Dir(o.spec), "zdt.lock.yaml")
+			}
+			for _, p := range o.platforms {
+				if _, _, _, err := manifests.ParsePlatform(p); err != nil {
+					return usageError{err}
+				}
+			}
+			opts := bundle.CreateOptions{
+				Output:      o.out,
+				ToolVersion: version.String(),
+				Platforms:   o.platforms,
+				Concurrency: o.concurrency,
+				Logger:      g.logger(),
+			}
+			if opts.Output == "" {
+				opts.Output = spec.Metadata.Name + "-" + spec.Metadata.Version + ".zdt"
+			}
+			if o.lock {
+				if opts.Lock, err = manifests.LoadLock(lockPath); err != nil {
+					return fmt.Errorf("--lock: %w", err)
+				}
+			}
+			if dir := filepath.Dir(opts.Output); dir != "" {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return err
+				}
+			}
+			bar := g.progress("writing archive")
+			opts.Progress = bar.update
+			res, err := bundle.Create(ctx, spec, opts)
+			bar.finish()
+			if err != nil {
+				return err
+			}
+			if !o.lock {
+				data, err := res.Lock.Marshal(version.String())
+				if err != nil {
+					return err
+				}
+				if err := manifests.WriteFileAtomic(lockPath, data, 0o644); err != nil {
+					return fmt.Errorf("writing lock file: %w", err)
+				}
+			}
+			if g.json() {
+				return g.printJSON(map[string]any{
+					"path": res.Path, "size": res.Size, "sha256": res.Digest.Encoded(),
+					"root": res.Root.Digest, "rootRepository": strings.SplitN(bundle.RootRef(spec.Metadata.Name, spec.Metadata.Version), ":", 2)[0],
+					"items": res.Items, "blobs": res.Blobs, "uniqueSize": res.UniqueSize, "lockFile": lockPath,
+				})
+			}
+			fmt.Fprintf(g.stdout, "created %s (%s, %d items, %d blobs)\n", res.Path, humanBytes(res.Size), len(res.Items), res.Blobs)
+			fmt.Fprintf(g.stdout, "root    %s\n", res.Root.Digest)
+			fmt.Fprintf(g.stdout, "sha256  %s\n", res.Digest.Encoded())
+			if !o.lock {
+				fmt.Fprintf(g.stdout, "lock    %s\n", lockPath)
+			}
+			return nil
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newInspectCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect BUNDLE",
+		Short: "List a bundle's components, items, digests and sizes",
+		Long: `List a bundle's components, items, digests and sizes.
+
+Reads the archive's tar headers and manifests only (no blob is hashed; use
+'zdt bundle verify' for that). The total counts every item's blobs; the
+stored size counts each blob once, as the archive holds it.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := bundle.Open(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			gr, err := a.Walk(cmd.Context())
+			if err != nil {
+				return err
+			}
+			repo, _, _ := strings.Cut(bundle.RootRef(a.Config.Name, a.Config.Version), ":")
+			if g.json() {
+				return g.printJSON(map[string]any{
+					"name": a.Config.Name, "version": a.Config.Version, "description": a.Config.Description,
+					"root": a.Root.Digest, "rootRepository": repo, "toolVersion": a.Config.ToolVersion,
+					"platforms": a.Config.Platforms, "items": gr.Items,
+					"totalSize": gr.TotalSize(), "uniqueSize": gr.UniqueSize(), "blobs": len(gr.Blobs), "archiveSize": a.Size(),
+				})
+			}
+			fmt.Fprintf(g.stdout, "bundle      %s %s\n", a.Config.Name, a.Config.Version)
+			fmt.Fprintf(g.stdout, "root        %s\n", a.Root.Digest)
+			fmt.Fprintf(g.stdout, "repository  %s:%s\n", repo, a.Config.Version)
+			fmt.Fprintf(g.stdout, "created by  zdt %s\n\n", a.Config.ToolVersion)
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "COMPONENT\tKIND\tNAME\tDIGEST\tSIZE")
+			for _, it := range gr.Items {
+				name := it.Name
+				if it.Target != "" {
+					name += " -> " + it.Target
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", it.Component, it.Kind, name, shortDigest(it.Digest), humanBytes(it.Size))
+			}
+			tw.Flush()
+			fmt.Fprintf(g.stdout, "\n%d items, %s in total, %s stored once in %d blobs (archive %s)\n",
+				len(gr.Items), humanBytes(gr.TotalSize()), humanBytes(gr.UniqueSize()), len(gr.Blobs), humanBytes(a.Size()))
+			return nil
+		},
+	}
+}
+
+// verifyOptions are the flags of `zdt bundle verify`.
+type verifyOptions struct {
+	concurrency int
+}
+
+func (o *verifyOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.concurrency, "concurrency", 0, "blobs hashed at once (default: number of CPUs)")
+}
+
+func newVerifyCmd(g *globals) *cobra.Command {
+	o := &verifyOptions{}
+	cmd := &cobra.Command{
+		Use:   "verify BUNDLE",
+		Short: "Check a bundle's structure and every blob's digest",
+		Long: `Check a bundle's structure and every blob's digest.
+
+Refuses entries outside an OCI layout (absolute or '..' paths, links),
+truncated archives, oversized metadata, blobs not reachable from the bundle
+root, missing blobs and blobs whose bytes do not match their digest, naming
+the first bad blob and the item it belongs to. Blobs are hashed in parallel
+straight from the archive. Exit code 3 when verification fails.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := bundle.Open(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			bar := g.progress("verifying")
+			res, err := a.Verify(cmd.Context(), bundle.VerifyOptions{Concurrency: o.concurrency, Progress: bar.update})
+			bar.finish()
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if g.json() {
+				return g.printJSON(map[string]any{"verified": true, "root": a.Root.Digest, "blobs": res.Blobs, "bytes": res.Bytes, "items": len(res.Graph.Items)})
+			}
+			fmt.Fprintf(g.stdout, "verified %s: %d items, %d blobs, %s hashed\nroot %s\n",
+				args[0], len(res.Graph.Items), res.Blobs, humanBytes(res.Bytes), a.Root.Digest)
+			return nil
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newExtractCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "extract BUNDLE DIR",
+		Short: "Verify a bundle and write its OCI layout to DIR",
+		Long: `Verify a bundle and write its OCI layout to DIR, for cosign, crane, skopeo
+or oras. Nothing is written unless the whole bundle verifies.`,
+		Example: `  zdt bundle extract build/quickstart.zdt /tmp/layout
+  skopeo inspect oci:/tmp/layout:zdt.example/quickstart/hello:1.0`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := bundle.Open(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			bar := g.progress("verifying")
+			err = bundle.Extract(cmd.Context(), a, args[1], bundle.ExtractOptions{VerifyOptions: bundle.VerifyOptions{Progress: bar.update}})
+			bar.finish()
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(map[string]any{"dir": args[1], "root": a.Root.Digest})
+			}
+			fmt.Fprintf(g.stdout, "extracted %s to %s\n", args[0], args[1])
+			return nil
+		},
+	}
+}
+
+func newSchemaCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "schema",
+		Short: "Print the JSON Schema of zdt.yaml",
+		Long: `Print the JSON Schema of zdt.yaml, for editors. With the YAML language
+server, put this at the top of zdt.yaml:
+  # yaml-language-server: $schema=zdt.schema.json`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := manifests.Schema()
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(g.stdout, string(b))
+			return err
+		},
+	}
+}
+
+func newVersionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print zdt's version",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.json() {
+				return g.printJSON(map[string]string{"version": version.String()})
+			}
+			_, err := fmt.Fprintln(g.stdout, "zdt", version.String())
+			return err
+		},
+	}
+}
+
+func shortDigest(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+

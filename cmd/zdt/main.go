@@ -1,0 +1,17 @@
+// Command zdt carries a Kubernetes platform release across an air gap:
+// `zdt bundle create` on a connected machine, `zdt install` on the other side.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

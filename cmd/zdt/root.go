@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"zdt.dev/zdt/bundle"
+)
+
+// Exit codes; documented in `zdt --help` and DESIGN.md.
+const (
+	exitOK           = 0
+	exitError        = 1
+	exitUsage        = 2
+	exitVerification = 3
+	exitPlanChanges  = 4
+)
+
+// usageError marks errors in how zdt was called (exit 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// globals are the flags every command takes.
+type globals struct {
+	output  string // text or json
+	verbose bool
+	stdout  io.Writer
+	stderr  io.Writer
+}
+
+func (g *globals) json() bool { return g.output == "json" }
+
+func (g *globals) logger() *slog.Logger {
+	level := slog.LevelWarn
+	if g.verbose {
+		level = slog.LevelInfo
+	}
+	if g.json() {
+		return slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+	}
+	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// isTerminal reports whether stderr is a terminal (progress bars only then).
+func (g *globals) isTerminal() bool {
+	f, ok := g.stderr.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newRootCmd(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "zdt",
+		Short: "Carry a Kubernetes platform release across an air gap",
+		Long: `zdt collects container images, Helm charts, host binaries and AMI / VM disk
+images into one signed OCI archive (a "bundle") on a connected machine, and
+verifies, serves and installs it on an air-gapped host.
+
+Data goes to stdout, logs and progress to stderr. Every command takes
+--output json.
+
+Exit codes:
+  0  ok
+  1  error
+  2  usage error
+  3  verification failed (signature or digest)
+  4  plan has changes (install --plan --detailed-exitcode)`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
+	root.PersistentFlags().StringVar(&g.output, "output", "text", "output format: text or json")
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what is being done")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if g.output != "text" && g.output != "json" {
+			return usageError{fmt.Errorf("--output must be text or json, not %q", g.output)}
+		}
+		return nil
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newBundleCmd(g), newSchemaCmd(g), newVersionCmd(g))
+	return root
+}
+
+// run executes zdt with args and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := newRootCmd(g)
+	root.SetArgs(args)
+	if _, _, ferr := root.Find(args); ferr != nil {
+		fmt.Fprintf(stderr, "zdt: %v\n", ferr)
+		return exitUsage
+	}
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	code := exitCode(err)
+	if g.json() {
+		enc := json.NewEncoder(stderr)
+		_ = enc.Encode(map[string]any{"error": err.Error(), "exitCode": code})
+	} else {
+		fmt.Fprintf(stderr, "zdt: %v\n", err)
+	}
+	return code
+}
+
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.Is(err, bundle.ErrVerification):
+		return exitVerification
+	case errors.Is(err, errPlanChanges):
+		return exitPlanChanges
+	}
+	return exitError
+}
+
+var errPlanChanges = errors.New("plan has changes")
+
+// exactArgs is cobra.ExactArgs with a usage error (exit 2).
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError{fmt.Errorf("%s takes %d argument(s), got %d; see --help", cmd.CommandPath(), n, len(args))}
+		}
+		return nil
+	}
+}

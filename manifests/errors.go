@@ -1,0 +1,81 @@
+package manifests
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// ErrInvalid is matched (errors.Is) by every spec or lock validation error.
+var ErrInvalid = errors.New("invalid")
+
+// FieldError is one problem in a spec or lock file, at a position.
+type FieldError struct {
+	File string // "" when parsed from memory
+	Pos  Pos
+	Msg  string
+}
+
+func (e *FieldError) Error() string {
+	file := e.File
+	if file == "" {
+		file = "<input>"
+	}
+	if e.Pos.Line == 0 {
+		return file + ": " + e.Msg
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", file, e.Pos.Line, e.Pos.Column, e.Msg)
+}
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+// ErrorList is every problem found in one file, sorted by position.
+type ErrorList []*FieldError
+
+func (l ErrorList) Error() string {
+	var b strings.Builder
+	for i, e := range l {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (l ErrorList) Is(target error) bool { return target == ErrInvalid }
+
+// Unwrap gives the individual errors (errors.As finds a *FieldError).
+func (l ErrorList) Unwrap() []error {
+	out := make([]error, len(l))
+	for i, e := range l {
+		out[i] = e
+	}
+	return out
+}
+
+type collector struct {
+	file string
+	errs ErrorList
+}
+
+func (c *collector) add(p Pos, format string, args ...any) {
+	c.errs = append(c.errs, &FieldError{File: c.file, Pos: p, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *collector) err() error {
+	if len(c.errs) == 0 {
+		return nil
+	}
+	sort.SliceStable(c.errs, func(i, j int) bool {
+		a, b := c.errs[i].Pos, c.errs[j].Pos
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Column < b.Column
+	})
+	return c.errs
+}

@@ -1,0 +1,239 @@
+package manifests
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Load reads and checks the spec at path. Relative sources resolve against
+// the spec's directory. The error, if any, is an ErrorList naming every
+// problem as file:line:col.
+func Load(path string) (*Spec, error) {
+	data, err := readBounded(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", path, err)
+	}
+	s.Dir = abs
+	return s, nil
+}
+
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading spec: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > maxDocBytes {
+		return nil, &FieldError{File: path, Msg: fmt.Sprintf("file is larger than %d bytes", maxDocBytes)}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading spec: %w", err)
+	}
+	return data, nil
+}
+
+// Parse decodes and checks a spec; file is used in error messages only.
+// Dir is left empty (sources resolve against the working directory).
+func Parse(file string, data []byte) (*Spec, error) {
+	c := &collector{file: file}
+	s := &Spec{}
+	decodeYAML(c, data, s)
+	if len(c.errs) == 0 {
+		validate(c, s)
+	}
+	if err := c.err(); err != nil {
+		return nil, err
+	}
+	s.File = file
+	s.Raw = append([]byte(nil), data...)
+	return s, nil
+}
+
+var (
+	reName    = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$`)
+	reTag     = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+	reSHA256  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	reMode    = regexp.MustCompile(`^0?[0-7]{3,4}$`)
+	archs     = map[string]bool{"x86_64": true, "arm64": true, "i386": true}
+	bootModes = map[string]bool{"uefi": true, "legacy-bios": true, "uefi-preferred": true}
+)
+
+// ParsePlatform splits os/arch[/variant].
+func ParsePlatform(p string) (os, arch, variant string, err error) {
+	parts := strings.Split(p, "/")
+	if len(parts) < 2 || len(parts) > 3 {
+		return "", "", "", fmt.Errorf("platform %q is not os/arch[/variant]", p)
+	}
+	for _, x := range parts {
+		if x == "" || strings.TrimSpace(x) != x {
+			return "", "", "", fmt.Errorf("platform %q is not os/arch[/variant]", p)
+		}
+	}
+	if len(parts) == 3 {
+		variant = parts[2]
+	}
+	return parts[0], parts[1], variant, nil
+}
+
+// ImageSourceKinds are the transports a local image source may use.
+var ImageSourceKinds = []string{"oci", "oci-archive", "docker-archive"}
+
+// SplitImageSource splits "oci:DIR:TAG" into ("oci", "DIR", "TAG").
+func SplitImageSource(src string) (kind, path, tag string, err error) {
+	kind, rest, ok := strings.Cut(src, ":")
+	if !ok || rest == "" {
+		return "", "", "", fmt.Errorf("image source %q is not TRANSPORT:PATH (transports: %s)", src, strings.Join(ImageSourceKinds, ", "))
+	}
+	switch kind {
+	case "oci", "oci-archive":
+		if i := strings.LastIndex(rest, ":"); i >= 0 {
+			rest, tag = rest[:i], rest[i+1:]
+		}
+	case "docker-archive":
+	default:
+		return "", "", "", fmt.Errorf("image source %q: unknown transport %q (known: %s)", src, kind, strings.Join(ImageSourceKinds, ", "))
+	}
+	if rest == "" {
+		return "", "", "", fmt.Errorf("image source %q has no path", src)
+	}
+	return kind, rest, tag, nil
+}
+
+func validate(c *collector, s *Spec) {
+	if s.APIVersion != APIVersion {
+		c.add(Pos{Line: 1, Column: 1}, "apiVersion must be %q, got %q", APIVersion, s.APIVersion)
+	}
+	if s.Kind != KindBundle {
+		c.add(Pos{Line: 1, Column: 1}, "kind must be %q, got %q", KindBundle, s.Kind)
+	}
+	if !reName.MatchString(s.Metadata.Name) {
+		c.add(s.Metadata.Pos, "metadata.name %q must be lowercase letters, digits, '.', '_' or '-' (at most 64)", s.Metadata.Name)
+	}
+	if !reTag.MatchString(s.Metadata.Version) {
+		c.add(s.Metadata.Pos, "metadata.version %q must be a valid tag: letters, digits, '.', '_', '-' (at most 128)", s.Metadata.Version)
+	}
+	for _, p := range s.Platforms {
+		if _, _, _, err := ParsePlatform(p); err != nil {
+			c.add(Pos{}, "platforms: %v", err)
+		}
+	}
+	if len(s.Components) == 0 {
+		c.add(Pos{}, "components: at least one component is needed")
+	}
+	compSeen := map[string]int{}
+	images := map[string]int{}
+	charts := map[string]int{}
+	files := map[string]int{}
+	targets := map[string]int{}
+	amis := map[string]int{}
+	dup := func(seen map[string]int, key string, p Pos, what string) {
+		if line, ok := seen[key]; ok {
+			c.add(p, "%s is listed twice (first at line %d)", what, line)
+			return
+		}
+		seen[key] = p.Line
+	}
+	for i, comp := range s.Components {
+		where := fmt.Sprintf("components[%d]", i)
+		if !reName.MatchString(comp.Name) {
+			c.add(comp.Pos, "%s.name %q must be lowercase letters, digits, '.', '_' or '-'", where, comp.Name)
+		} else {
+			dup(compSeen, comp.Name, comp.Pos, fmt.Sprintf("component %q", comp.Name))
+		}
+		if len(comp.Images)+len(comp.Charts)+len(comp.Files)+len(comp.AMIs) == 0 {
+			c.add(comp.Pos, "component %q has no images, charts, files or amis", comp.Name)
+		}
+		for _, im := range comp.Images {
+			if _, err := name.ParseReference(im.Ref, name.StrictValidation); err != nil {
+				if _, err2 := name.ParseReference(im.Ref); err2 != nil {
+					c.add(im.Pos, "image %q: %v", im.Ref, err2)
+					continue
+				}
+			}
+			if im.Source != "" {
+				if _, _, _, err := SplitImageSource(im.Source); err != nil {
+					c.add(im.Pos, "image %q: %v", im.Ref, err)
+				}
+			}
+			dup(images, im.Ref, im.Pos, fmt.Sprintf("image %q", im.Ref))
+		}
+		for _, ch := range comp.Charts {
+			if !reName.MatchString(ch.Name) {
+				c.add(ch.Pos, "chart name %q must be lowercase letters, digits, '.', '_' or '-'", ch.Name)
+			}
+			remote := strings.HasPrefix(ch.Source, "oci://") || strings.HasPrefix(ch.Source, "https://") || strings.HasPrefix(ch.Source, "http://")
+			if remote && ch.Version == "" {
+				c.add(ch.Pos, "chart %q: version is required for %s", ch.Name, ch.Source)
+			}
+			if ch.Namespace != "" && !reName.MatchString(ch.Namespace) {
+				c.add(ch.Pos, "chart %q: namespace %q is not a valid name", ch.Name, ch.Namespace)
+			}
+			dup(charts, ch.Name, ch.Pos, fmt.Sprintf("chart %q", ch.Name))
+		}
+		for _, f := range comp.Files {
+			if !reSHA256.MatchString(f.SHA256) {
+				c.add(f.Pos, "file %q: sha256 must be 64 lowercase hex digits, got %q", f.Source, f.SHA256)
+			}
+			if !strings.HasPrefix(f.Target, "/") || cleanAbs(f.Target) != f.Target {
+				c.add(f.Pos, "file %q: target %q must be a clean absolute path", f.Source, f.Target)
+			} else {
+				dup(targets, f.Target, f.Pos, fmt.Sprintf("target %q", f.Target))
+			}
+			if f.Mode != "" && !reMode.MatchString(f.Mode) {
+				c.add(f.Pos, "file %q: mode %q is not an octal mode like \"0755\"", f.Source, f.Mode)
+			}
+			if n := f.ItemName(); n != "" {
+				dup(files, n, f.Pos, fmt.Sprintf("file %q", n))
+			}
+		}
+		for _, a := range comp.AMIs {
+			if a.Architecture != "" && !archs[a.Architecture] {
+				c.add(a.Pos, "ami %q: architecture %q is not x86_64, arm64 or i386", a.Name, a.Architecture)
+			}
+			if a.BootMode != "" && !bootModes[a.BootMode] {
+				c.add(a.Pos, "ami %q: bootMode %q is not uefi, legacy-bios or uefi-preferred", a.Name, a.BootMode)
+			}
+			if a.Virtualization != "" && a.Virtualization != "hvm" && a.Virtualization != "paravirtual" {
+				c.add(a.Pos, "ami %q: virtualization %q is not hvm or paravirtual", a.Name, a.Virtualization)
+			}
+			if a.TPM && a.BootMode != "uefi" {
+				c.add(a.Pos, "ami %q: tpm needs bootMode uefi", a.Name)
+			}
+			if a.SHA256 != "" && !reSHA256.MatchString(a.SHA256) {
+				c.add(a.Pos, "ami %q: sha256 must be 64 lowercase hex digits", a.Name)
+			}
+			dup(amis, a.Name, a.Pos, fmt.Sprintf("ami %q", a.Name))
+		}
+	}
+}
+
+func cleanAbs(p string) string {
+	return filepath.ToSlash(filepath.Clean(p))
+}
+
+// ParseMode parses an octal mode ("0755"); "" is 0644.
+func ParseMode(s string) (os.FileMode, error) {
+	if s == "" {
+		return 0o644, nil
+	}
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o7777 {
+		return 0, fmt.Errorf("mode %q is not octal", s)
+	}
+	return os.FileMode(m), nil
+}
