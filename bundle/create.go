@@ -16,6 +16,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/content"
 
 	"zdt.dev/zdt/manifests"
 )
@@ -45,6 +46,15 @@ type CreateOptions struct {
 	// Progress, if set, is called while the archive is written with the bytes
 	// written so far and the total.
 	Progress func(done, total int64)
+	// Attach, if set, is called once the root is known and before the archive
+	// is written. It may push blobs and manifests (signatures, attestations)
+	// into store and returns the index.json entries for them; each must be
+	// an attachment of root (see IsAttachment).
+	Attach func(ctx context.Context, root ocispec.Descriptor, store content.Storage) ([]ocispec.Descriptor, error)
+	// ArchiveWritten, if set, is called with the archive's sha256 (computed
+	// while it was written) before it is renamed into place; an error
+	// aborts the create. Used to sign the archive file without a second pass.
+	ArchiveWritten func(ctx context.Context, sum digest.Digest, size int64) error
 }
 
 // CreateResult describes the archive Create wrote.
@@ -220,12 +230,29 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 		manifests.AnnotationRefName:    RootRef(spec.Metadata.Name, spec.Metadata.Version),
 	}
 	index.Manifests = append([]ocispec.Descriptor{rootEntry}, index.Manifests...)
-	indexJSON, err := json.Marshal(index)
+	blobs, err := collectBlobs(ctx, store, rootDesc)
 	if err != nil {
 		return CreateResult{}, err
 	}
-
-	blobs, err := collectBlobs(ctx, store, rootDesc)
+	if opts.Attach != nil {
+		extra, err := opts.Attach(ctx, rootDesc, store)
+		if err != nil {
+			return CreateResult{}, fmt.Errorf("attaching to the root: %w", err)
+		}
+		for _, e := range extra {
+			if !IsAttachment(rootDesc.Digest, e) {
+				return CreateResult{}, fmt.Errorf("attachment %s is not attached to the root", e.Digest)
+			}
+			more, err := collectBlobs(ctx, store, e)
+			if err != nil {
+				return CreateResult{}, fmt.Errorf("attachment %s: %w", e.Digest, err)
+			}
+			blobs = append(blobs, more...)
+			index.Manifests = append(index.Manifests, e)
+		}
+		blobs = dedupDescriptors(blobs)
+	}
+	indexJSON, err := json.Marshal(index)
 	if err != nil {
 		return CreateResult{}, err
 	}
@@ -234,7 +261,7 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 		unique += b.Size
 	}
 	opts.Logger.Info("writing archive", "path", opts.Output, "blobs", len(blobs), "bytes", unique)
-	sum, size, err := writeAtomic(ctx, opts.Output, func(w io.Writer) error {
+	sum, size, err := writeAtomic(ctx, opts.Output, opts.ArchiveWritten, func(w io.Writer) error {
 		var done int64
 		return writeArchive(ctx, w, store, indexJSON, blobs, func(n int64) {
 			done += n
@@ -263,7 +290,7 @@ func RootRef(name, version string) string { return "zdt/" + name + ":" + version
 
 // writeAtomic writes a file through a temp file in the same directory,
 // hashing what is written, then fsyncs and renames it into place.
-func writeAtomic(ctx context.Context, path string, write func(io.Writer) error) (digest.Digest, int64, error) {
+func writeAtomic(ctx context.Context, path string, written func(context.Context, digest.Digest, int64) error, write func(io.Writer) error) (digest.Digest, int64, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
 		return "", 0, err
@@ -292,6 +319,11 @@ func writeAtomic(ctx context.Context, path string, write func(io.Writer) error) 
 	}
 	if err := f.Chmod(0o644); err != nil {
 		return "", 0, err
+	}
+	if written != nil {
+		if err := written(ctx, hw.digest(), hw.n); err != nil {
+			return "", 0, err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return "", 0, err
@@ -338,6 +370,18 @@ func collectBlobs(ctx context.Context, store *blobStore, root ocispec.Descriptor
 		return nil
 	}
 	return out, visit(root)
+}
+
+func dedupDescriptors(in []ocispec.Descriptor) []ocispec.Descriptor {
+	seen := map[digest.Digest]bool{}
+	out := in[:0]
+	for _, d := range in {
+		if !seen[d.Digest] {
+			seen[d.Digest] = true
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // checkLock compares what was resolved with the lock file.

@@ -38,7 +38,8 @@ type entry struct {
 // Close once when done.
 type Archive struct {
 	path  string
-	f     *os.File
+	f     io.ReaderAt
+	close func() error
 	size  int64
 	blobs map[digest.Digest]entry
 	names []string // entry names in archive order
@@ -67,16 +68,32 @@ func Open(ctx context.Context, p string) (*Archive, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Archive{path: p, f: f, blobs: map[digest.Digest]entry{}}
-	if err := a.index(ctx); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	a, err := OpenReader(ctx, f, fi.Size())
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	a.path, a.close = p, f.Close
+	return a, nil
+}
+
+// OpenReader is Open for an archive of size bytes read through r (a file,
+// a device, a memory buffer). Close does not close r.
+func OpenReader(ctx context.Context, r io.ReaderAt, size int64) (*Archive, error) {
+	a := &Archive{f: r, size: size, blobs: map[digest.Digest]entry{}, close: func() error { return nil }}
+	if err := a.index(ctx); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
 
 // Close releases the archive file.
-func (a *Archive) Close() error { return a.f.Close() }
+func (a *Archive) Close() error { return a.close() }
 
 // Path is the file the archive was opened from.
 func (a *Archive) Path() string { return a.path }
@@ -85,12 +102,8 @@ func (a *Archive) Path() string { return a.path }
 func (a *Archive) Size() int64 { return a.size }
 
 func (a *Archive) index(ctx context.Context) error {
-	fi, err := a.f.Stat()
-	if err != nil {
-		return err
-	}
-	a.size = fi.Size()
-	tr := tar.NewReader(a.f)
+	sr := io.NewSectionReader(a.f, 0, a.size)
+	tr := tar.NewReader(sr)
 	special := map[string]*entry{}
 	seen := map[string]bool{}
 	for {
@@ -123,7 +136,7 @@ func (a *Archive) index(ctx context.Context) error {
 		if h.Typeflag == tar.TypeDir {
 			continue
 		}
-		off, err := a.f.Seek(0, io.SeekCurrent)
+		off, err := sr.Seek(0, io.SeekCurrent)
 		if err != nil {
 			return err
 		}
@@ -276,6 +289,34 @@ func (a *Archive) ReadSmall(_ context.Context, desc ocispec.Descriptor) ([]byte,
 }
 
 func (a *Archive) special(name string) entry { return a.other[name] }
+
+// Attachments are the index.json entries attached to the root rather than
+// reachable from it: signatures and attestations, named the way cosign
+// names them (sha256-<root hex>.sig, .att, .sbom) or pointing at the root as
+// their OCI 1.1 subject (annotation dev.zdt.subject = root digest).
+func (a *Archive) Attachments() []ocispec.Descriptor {
+	var out []ocispec.Descriptor
+	for _, m := range a.Index.Manifests {
+		if IsAttachment(a.Root.Digest, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// IsAttachment reports whether an index.json entry is attached to root.
+func IsAttachment(root digest.Digest, m ocispec.Descriptor) bool {
+	if m.Annotations[manifests.AnnotationSubject] == root.String() {
+		return true
+	}
+	tag := strings.ReplaceAll(root.String(), ":", "-")
+	for _, suffix := range []string{".sig", ".att", ".sbom"} {
+		if m.Annotations[manifests.AnnotationRefName] == tag+suffix {
+			return true
+		}
+	}
+	return false
+}
 
 // Exists reports whether the archive holds the blob.
 func (a *Archive) Exists(_ context.Context, desc ocispec.Descriptor) (bool, error) {

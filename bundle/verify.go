@@ -98,6 +98,13 @@ func (a *Archive) Walk(ctx context.Context) (*Graph, error) {
 		}
 		g.Items = append(g.Items, it)
 	}
+	// Signatures and attestations of the root can't be reachable from it;
+	// they are index.json entries attached to it (see Attachments).
+	for _, m := range a.Attachments() {
+		if err := a.walk(ctx, g, m, "attachment", "attachment "+m.Annotations[manifests.AnnotationRefName], map[digest.Digest]bool{}, 0); err != nil {
+			return nil, err
+		}
+	}
 	for d, r := range g.refs {
 		g.Blobs[d] = r.desc.Size
 	}

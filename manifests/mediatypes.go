@@ -60,6 +60,9 @@ const (
 	AnnotationTarget = "dev.zdt.file.target"
 	// AnnotationMode is the file mode a file is installed with (octal).
 	AnnotationMode = "dev.zdt.file.mode"
+	// AnnotationSubject, on an index.json entry, says the entry is attached
+	// to that digest (an OCI 1.1 referrer of the bundle root).
+	AnnotationSubject = "dev.zdt.subject"
 	// AnnotationBundleRoot marks the root manifest's entry in index.json.
 	AnnotationBundleRoot = "dev.zdt.bundle.root"
 )
