@@ -42,7 +42,7 @@ type Archive struct {
 	close func() error
 	size  int64
 	blobs map[digest.Digest]entry
-	names []string // entry names in archive order
+	names []string         // entry names in archive order
 	other map[string]entry // oci-layout and index.json
 
 	// Index is the layout's index.json.
@@ -132,7 +132,7 @@ func (a *Archive) index(ctx context.Context) error {
 			return &EntryError{Name: name, Err: fmt.Errorf("appears twice: %w", ErrUnsafeEntry)}
 		}
 		seen[key] = true
-			a.names = append(a.names, name)
+		a.names = append(a.names, name)
 		if h.Typeflag == tar.TypeDir {
 			continue
 		}
@@ -357,4 +357,3 @@ func (a *Archive) Digests() []digest.Digest {
 	}
 	return out
 }
-

@@ -298,7 +298,9 @@ func platformWanted(want []string, p *ocispec.Platform) bool {
 // artifact with Helm's media types. Directories are packaged
 // reproducibly (fixed mtimes, no gzip timestamp).
 func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (resolved, error) {
-	fail := func(err error) (resolved, error) { return resolved{}, fmt.Errorf("chart %s (%s): %w", ch.Name, ch.Source, err) }
+	fail := func(err error) (resolved, error) {
+		return resolved{}, fmt.Errorf("chart %s (%s): %w", ch.Name, ch.Source, err)
+	}
 	if strings.Contains(ch.Source, "://") {
 		return fail(fmt.Errorf("remote chart sources are not supported yet; package the chart and give its .tgz path"))
 	}
