@@ -95,6 +95,7 @@ Exit codes:
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newBundleCmd(g), newSchemaCmd(g), newVersionCmd(g))
+	root.AddCommand(newInstallCmd(g), newStatusCmd(g), newRollbackCmd(g), newUninstallCmd(g))
 	return root
 }
 

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/installer"
+	"zdt.dev/zdt/internal/version"
+)
+
+// installOptions are the flags of `zdt install`.
+type installOptions struct {
+	bundle           string
+	root             string
+	plan             bool
+	detailedExitCode bool
+	amiExport        string
+	serveAddr        string
+}
+
+func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.bundle, "bundle", "", "bundle archive to install (required)")
+	fs.StringVar(&o.root, "root", "/", "install everything under this directory (chroot-style images, tests)")
+	fs.BoolVar(&o.plan, "plan", false, "print what would change and stop; writes nothing")
+	fs.BoolVar(&o.detailedExitCode, "detailed-exitcode", false, "with --plan: exit 4 when the plan has changes")
+	fs.StringVar(&o.amiExport, "ami-export", "", "write each AMI's disk image and metadata to this directory")
+	fs.StringVar(&o.serveAddr, "serve-addr", installer.DefaultServeAddr, "address `zdt serve` listens on, for the generated mirror configuration")
+}
+
+func newInstallCmd(g *globals) *cobra.Command {
+	o := &installOptions{}
+	cmd := &cobra.Command{
+		Use:   "install --bundle BUNDLE [--root DIR] [--plan]",
+		Short: "Verify a bundle and install it; the same command upgrades",
+		Long: `Verify a bundle and install it: the same command upgrades.
+
+Before anything is written the bundle's structure is checked; every byte
+that is written is hashed while it is copied. The plan compares the bundle
+with what is installed (add / change / unchanged / remove per item);
+--plan prints it and stops. Applying it imports the images, charts and
+artifacts into the registry storage that 'zdt serve' serves (only new blobs),
+places files atomically (keeping the previous version for rollback), writes
+the containerd and containers mirror configuration and the systemd unit of
+'zdt serve', exports AMIs, removes what the bundle no longer has, and records
+a new generation — only when every step succeeded. Installing the same
+bundle again changes nothing. State lives under ROOT/var/lib/zdt.`,
+		Example: `  zdt install --bundle platform-1.4.0.zdt --plan
+  zdt install --bundle platform-1.4.0.zdt --root /mnt/image`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.bundle == "" {
+				return usageError{fmt.Errorf("--bundle is required")}
+			}
+			ctx := cmd.Context()
+			a, err := bundle.Open(ctx, o.bundle)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			bar := g.progress("importing")
+			res, err := installer.Install(ctx, a, installer.Options{
+				Root: o.root, PlanOnly: o.plan, AMIExportDir: o.amiExport, ServeAddr: o.serveAddr,
+				ToolVersion: version.String(), Logger: g.logger(), Progress: bar.update,
+				Registry: newRegistry(o.root),
+			})
+			bar.finish()
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				if err := g.printJSON(res); err != nil {
+					return err
+				}
+			} else {
+				renderPlan(g.stdout, res.Plan)
+				switch {
+				case o.plan:
+				case res.Applied:
+					fmt.Fprintf(g.stdout, "installed: generation %d (%d files written)\n", res.Generation, res.FilesWritten)
+				default:
+					fmt.Fprintf(g.stdout, "already installed: generation %d, nothing changed\n", res.Generation)
+				}
+			}
+			if o.plan && o.detailedExitCode && res.Plan.HasChanges() {
+				return errPlanChanges
+			}
+			return nil
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// newRegistry is the registry storage under root; nil until package
+// registry provides one.
+var newRegistry = func(root string) installer.Registry { return nil }
+
+var planSigns = map[installer.Action]string{
+	installer.ActionAdd: "+", installer.ActionChange: "~", installer.ActionRepair: "!",
+	installer.ActionRemove: "-", installer.ActionUnchanged: "=",
+}
+
+func renderPlan(w io.Writer, p *installer.Plan) {
+	if p == nil {
+		return
+	}
+	if p.Installed != nil {
+		fmt.Fprintf(w, "plan: %s (%s) over generation %d (%s %s)\n", p.Bundle, shortDigest(p.BundleDigest), p.Installed.Number, p.Installed.Name, p.Installed.Version)
+	} else {
+		fmt.Fprintf(w, "plan: %s (%s), nothing installed yet\n", p.Bundle, shortDigest(p.BundleDigest))
+	}
+	for _, c := range p.Changes {
+		name := c.Name
+		if c.Target != "" {
+			name += " -> " + c.Target
+		}
+		fmt.Fprintf(w, "  %s %-6s %-50s %s\n", planSigns[c.Action], c.Kind, name, humanBytes(c.Size))
+	}
+	counts := p.Counts()
+	keys := make([]string, 0, len(counts))
+	for a := range counts {
+		keys = append(keys, string(a))
+	}
+	sort.Strings(keys)
+	fmt.Fprintf(w, "%d to add, %d to change, %d to repair, %d to remove, %d unchanged\n",
+		counts[installer.ActionAdd], counts[installer.ActionChange], counts[installer.ActionRepair], counts[installer.ActionRemove], counts[installer.ActionUnchanged])
+}
+
+type rootOptions struct{ root string }
+
+func (o *rootOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.root, "root", "/", "the root zdt installed under")
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	o := &rootOptions{}
+	cmd := &cobra.Command{
+		Use:   "status [--root DIR]",
+		Short: "Show what is installed and whether installed files drifted",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := installer.GetStatus(cmd.Context(), o.root)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(s)
+			}
+			if !s.Installed {
+				fmt.Fprintln(g.stdout, "nothing installed")
+				return nil
+			}
+			c := s.Generation
+			fmt.Fprintf(g.stdout, "generation %d: %s %s\nbundle     %s\ninstalled by zdt %s\nitems      %d images, %d charts, %d files, %d amis\ngenerations %v\n",
+				c.Number, c.Name, c.Version, c.BundleDigest, c.ToolVersion, s.Counts["image"], s.Counts["chart"], s.Counts["file"], s.Counts["ami"], s.History)
+			if len(s.Drift) > 0 {
+				fmt.Fprintf(g.stdout, "drift      %d file(s) differ from what zdt installed: %v (re-run zdt install to repair)\n", len(s.Drift), s.Drift)
+			} else {
+				fmt.Fprintln(g.stdout, "drift      none")
+			}
+			return nil
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newRollbackCmd(g *globals) *cobra.Command {
+	o := &rootOptions{}
+	cmd := &cobra.Command{
+		Use:   "rollback [--root DIR]",
+		Short: "Return to the previous generation (files, configuration and registry tags)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runSimple(cmd.Context(), g, "rolled back", func(ctx context.Context) (installer.Result, error) {
+				return installer.Rollback(ctx, installer.Options{Root: o.root, ToolVersion: version.String(), Logger: g.logger(), Registry: newRegistry(o.root)})
+			})
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newUninstallCmd(g *globals) *cobra.Command {
+	o := &rootOptions{}
+	cmd := &cobra.Command{
+		Use:   "uninstall [--root DIR]",
+		Short: "Remove every installed file, generated file and zdt's state (registry storage included)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runSimple(cmd.Context(), g, "uninstalled", func(ctx context.Context) (installer.Result, error) {
+				return installer.Uninstall(ctx, installer.Options{Root: o.root, Logger: g.logger()})
+			})
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func runSimple(ctx context.Context, g *globals, what string, f func(context.Context) (installer.Result, error)) error {
+	res, err := f(ctx)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return g.printJSON(res)
+	}
+	if res.Generation > 0 {
+		fmt.Fprintf(g.stdout, "%s: generation %d (%d files written)\n", what, res.Generation, res.FilesWritten)
+	} else {
+		fmt.Fprintf(g.stdout, "%s (%d files removed)\n", what, res.FilesWritten)
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package installer
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestCrashHelper is the install process TestCrashDuringUpgrade kills.
+func TestCrashHelper(t *testing.T) {
+	if os.Getenv("ZDT_CRASH_HELPER") != "1" {
+		t.Skip("run by TestCrashDuringUpgrade")
+	}
+	fmt.Println("ready") // the parent starts its kill timer here
+	if _, err := installArchive(os.Getenv("ZDT_ARCHIVE"), os.Getenv("ZDT_ROOT")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// TestCrashDuringUpgrade kills an upgrade with SIGKILL at random points and
+// checks that every installed file is always either its complete v1 or its
+// complete v2 version, and that a re-run always ends at v2.
+func TestCrashDuringUpgrade(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	dir := t.TempDir()
+	big1 := bytes.Repeat([]byte("v1 big file "), 400_000) // ~4.8 MB each, written with fsync
+	big2 := bytes.Repeat([]byte("v2 big file "), 400_000)
+	rv1 := release{version: "1.0.0", images: map[string]int64{"registry.test/app/a:1": 1},
+		files: map[string][]byte{"/opt/big1": big1, "/opt/big2": big1, "/opt/gone": []byte("gone in v2"), "/opt/same": []byte("same")}}
+	rv2 := release{version: "2.0.0", images: map[string]int64{"registry.test/app/a:1": 5},
+		files: map[string][]byte{"/opt/big1": big2, "/opt/big2": big2, "/opt/new": []byte("new in v2"), "/opt/same": []byte("same")}}
+	a1 := rv1.build(t, filepath.Join(dir, "v1"))
+	a2 := rv2.build(t, filepath.Join(dir, "v2"))
+
+	// start runs the upgrade in a subprocess and returns once it is about
+	// to call Install.
+	start := func(root string) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$")
+		cmd.Env = append(os.Environ(), "ZDT_CRASH_HELPER=1", "ZDT_ARCHIVE="+a2, "ZDT_ROOT="+root)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+			t.Fatalf("helper said %q, %v", line, err)
+		}
+		return cmd
+	}
+	// How long the upgrade itself takes: kill points spread over it.
+	root := t.TempDir()
+	install(t, a1, root)
+	began := time.Now()
+	if err := start(root).Wait(); err != nil {
+		t.Fatalf("upgrade subprocess: %v", err)
+	}
+	window := time.Since(began)
+	t.Logf("the upgrade takes %v in a subprocess", window)
+
+	allowed := map[string][]string{ // file → acceptable contents ("" = absent)
+		"opt/big1": {string(big1), string(big2)},
+		"opt/big2": {string(big1), string(big2)},
+		"opt/gone": {"gone in v2", ""},
+		"opt/new":  {"", "new in v2"},
+		"opt/same": {"same"},
+	}
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	const points = 48
+	killed := 0
+	for i := 0; i < points; i++ {
+		root := t.TempDir()
+		install(t, a1, root)
+		cmd := start(root)
+		time.Sleep(time.Duration(rng.Int63n(int64(window) * 8 / 10)))
+		cmd.Process.Signal(syscall.SIGKILL)
+		if err := cmd.Wait(); err != nil {
+			killed++
+		}
+		for f, ok := range allowed {
+			b, err := os.ReadFile(filepath.Join(root, f))
+			got := string(b)
+			if err != nil {
+				got = ""
+			}
+			if !contains(ok, got) {
+				t.Fatalf("kill point %d: %s is neither complete v1 nor complete v2 (%d bytes)", i, f, len(got))
+			}
+		}
+		res := install(t, a2, root)
+		if res.Generation < 2 {
+			t.Fatalf("kill point %d: re-run ended at generation %d", i, res.Generation)
+		}
+		readIs(t, root, "opt/big1", string(big2))
+		readIs(t, root, "opt/big2", string(big2))
+		readIs(t, root, "opt/new", "new in v2")
+		if _, err := os.Stat(filepath.Join(root, "opt/gone")); !os.IsNotExist(err) {
+			t.Fatalf("kill point %d: opt/gone survived the re-run", i)
+		}
+		st, err := GetStatus(t.Context(), root)
+		if err != nil || st.Generation.Version != "2.0.0" || len(st.Drift) != 0 {
+			t.Fatalf("kill point %d: status %+v, %v", i, st, err)
+		}
+		if again := install(t, a2, root); again.Applied {
+			t.Fatalf("kill point %d: a third run still changed things: %+v", i, again.Plan.Changes)
+		}
+		if left := tempFiles(t, root); len(left) > 0 {
+			t.Fatalf("kill point %d: temp files left after the re-run: %v", i, left)
+		}
+	}
+	t.Logf("%d of %d runs were killed before finishing", killed, points)
+	if killed < 30 {
+		t.Fatalf("only %d of %d kills landed inside the upgrade, want 30+", killed, points)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func tempFiles(t *testing.T, root string) []string {
+	var out []string
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && strings.HasPrefix(fi.Name(), ".zdt-tmp-") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}

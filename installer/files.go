@@ -1,0 +1,210 @@
+package installer
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/manifests"
+)
+
+// ErrContentMismatch is returned when a blob or file does not hash to
+// what the bundle says; it matches bundle.ErrVerification.
+var ErrContentMismatch = fmt.Errorf("content does not match its digest: %w", bundle.ErrVerification)
+
+func storePath(d string) string {
+	return path.Join(StateDir, "files", "sha256", strings.TrimPrefix(d, "sha256:"))
+}
+
+func rel(target string) string { return strings.TrimPrefix(path.Clean(target), "/") }
+
+// hashFile hashes a file under root.
+func hashFile(root *os.Root, name string) (digest.Digest, error) {
+	f, err := root.Open(name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
+		return "", err
+	}
+	return digest.NewDigest(digest.SHA256, h), nil
+}
+
+// keepVersion makes sure the file version with digest d, currently at
+// target, is kept in the file store (for rollback): a hard link when
+// possible, else a copy. It does nothing if the store has it or the target
+// does not hold that version any more.
+func keepVersion(root *os.Root, target, d string) error {
+	if d == "" {
+		return nil
+	}
+	sp := storePath(d)
+	if _, err := root.Lstat(sp); err == nil {
+		return nil
+	}
+	got, err := hashFile(root, rel(target))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("keeping %s: %w", target, err)
+	}
+	if got.String() != d {
+		return nil // changed by hand since zdt placed it: nothing to keep
+	}
+	tmp := tempName(sp)
+	if err := root.Link(rel(target), tmp); err == nil {
+		if err := root.Rename(tmp, sp); err != nil {
+			return err
+		}
+		return syncDir(root, path.Dir(sp))
+	}
+	src, err := root.Open(rel(target))
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	_, err = writeAtomic(context.Background(), root, sp, 0o444, func(w io.Writer) error {
+		_, err := io.CopyBuffer(w, src, make([]byte, 1<<20))
+		return err
+	})
+	return err
+}
+
+// placeFile writes a file item's content to its target atomically: the
+// layer is read from the archive, decompressed if zdt compressed it, and
+// both the layer digest and the content digest are checked before the
+// rename. The version being replaced is kept in the file store first.
+func placeFile(ctx context.Context, root *os.Root, a *bundle.Archive, it ItemState, layer ocispec.Descriptor, oldDigest string) (*Placed, error) {
+	if err := keepVersion(root, it.Target, oldDigest); err != nil {
+		return nil, err
+	}
+	mode, err := manifests.ParseMode(it.Mode)
+	if err != nil {
+		return nil, err
+	}
+	sr, err := a.BlobReader(layer.Digest)
+	if err != nil {
+		return nil, err
+	}
+	fill := func(w io.Writer) error { return decodeLayer(ctx, sr, layer, it.FileDigest, w) }
+	if _, err := writeAtomic(ctx, root, rel(it.Target), mode.Perm(), fill); err != nil {
+		return nil, fmt.Errorf("placing %s: %w", it.Target, err)
+	}
+	fi, err := root.Lstat(rel(it.Target))
+	if err != nil {
+		return nil, err
+	}
+	return placedOf(fi), nil
+}
+
+// decodeLayer copies a file layer's content to w, checking the layer's
+// digest and the content's digest in the same pass.
+func decodeLayer(ctx context.Context, r io.Reader, layer ocispec.Descriptor, want string, w io.Writer) error {
+	lh := sha256.New()
+	src := io.TeeReader(io.LimitReader(r, layer.Size), lh)
+	ch := sha256.New()
+	out := io.MultiWriter(w, ch)
+	var err error
+	if strings.HasSuffix(layer.MediaType, "+zstd") {
+		var dec *zstd.Decoder
+		dec, err = zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30))
+		if err != nil {
+			return err
+		}
+		_, err = copyCtx(ctx, out, dec)
+		dec.Close()
+		if err == nil {
+			_, err = io.Copy(io.Discard, src) // the layer hash covers every byte
+		}
+	} else {
+		_, err = copyCtx(ctx, out, src)
+	}
+	if err != nil {
+		return err
+	}
+	if got := digest.NewDigest(digest.SHA256, lh); got != layer.Digest {
+		return &bundle.BlobError{Digest: layer.Digest, Role: "layer", Err: fmt.Errorf("content hashes to %s: %w", got, ErrContentMismatch)}
+	}
+	if got := digest.NewDigest(digest.SHA256, ch); got.String() != want {
+		return fmt.Errorf("content hashes to %s, bundle says %s: %w", got, want, ErrContentMismatch)
+	}
+	return nil
+}
+
+// restoreFile puts a kept version back at target (rollback).
+func restoreFile(ctx context.Context, root *os.Root, it ItemState) (*Placed, error) {
+	src, err := root.Open(storePath(it.FileDigest))
+	if err != nil {
+		return nil, fmt.Errorf("restoring %s: version %s is not in the file store: %w", it.Target, it.FileDigest, err)
+	}
+	defer src.Close()
+	mode, _ := manifests.ParseMode(it.Mode)
+	h := sha256.New()
+	_, err = writeAtomic(ctx, root, rel(it.Target), mode.Perm(), func(w io.Writer) error {
+		if _, err := copyCtx(ctx, io.MultiWriter(w, h), src); err != nil {
+			return err
+		}
+		if got := digest.NewDigest(digest.SHA256, h); got.String() != it.FileDigest {
+			return fmt.Errorf("kept version of %s hashes to %s: %w", it.Target, got, ErrContentMismatch)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	fi, err := root.Lstat(rel(it.Target))
+	if err != nil {
+		return nil, err
+	}
+	return placedOf(fi), nil
+}
+
+// removeFile keeps the installed version, then removes the target.
+func removeFile(root *os.Root, it ItemState) error {
+	if err := keepVersion(root, it.Target, it.FileDigest); err != nil {
+		return err
+	}
+	if err := root.Remove(rel(it.Target)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing %s: %w", it.Target, err)
+	}
+	return syncDir(root, path.Dir(rel(it.Target)))
+}
+
+// copyCtx copies with a 1 MiB buffer, stopping when ctx is cancelled.
+func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		m, rerr := src.Read(buf)
+		if m > 0 {
+			w, werr := dst.Write(buf[:m])
+			n += int64(w)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
