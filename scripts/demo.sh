@@ -39,6 +39,17 @@ if command -v skopeo >/dev/null; then
   skopeo inspect oci:build/layout:zdt.example/quickstart/hello:1.0 | head -n 8
 fi
 
+step "zdt install --bundle build/quickstart.zdt --root build/root (a temp root instead of /)"
+rm -rf build/root && mkdir -p build/root
+$zdt install --bundle build/quickstart.zdt --root build/root
+echo "--- what landed under build/root:"
+(cd build/root && find . -type f -not -path './var/lib/zdt/*' | sort)
+echo "--- $(head -n 1 build/root/etc/systemd/system/zdt-serve.service)"
+
+step "Installing again changes nothing (installation == upgrade; re-runs are no-ops)"
+$zdt install --bundle build/quickstart.zdt --root build/root | tail -n 1
+$zdt status --root build/root
+
 cat <<'MSG'
 
 What next:
