@@ -1,10 +1,15 @@
 package manifests
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -23,33 +28,192 @@ func decodeYAML(c *collector, data []byte, out any) {
 		c.add(Pos{}, "file is larger than %d bytes", maxDocBytes)
 		return
 	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		c.add(yamlErrPos(err), "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			c.add(Pos{}, "file is empty")
+			return
+		}
+		p, msg := yamlErr(err, data)
+		c.add(p, "%s", msg)
 		return
 	}
-	if doc.Kind == 0 || len(doc.Content) == 0 {
+	if len(doc.Content) == 0 || isNull(doc.Content[0]) { // nothing, or only "---"
 		c.add(Pos{}, "file is empty")
 		return
+	}
+	// yaml.Unmarshal would silently drop every document after the first.
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err != nil && !errors.Is(err, io.EOF) {
+		p, msg := yamlErr(err, data)
+		c.add(p, "%s", msg)
+		return
+	} else if err == nil && len(extra.Content) > 0 && !isNull(extra.Content[0]) {
+		c.add(pos(&extra), "only one YAML document is allowed; another starts here")
+		return
+	}
+	if c.at == nil {
+		c.at = map[string]Pos{}
 	}
 	d := decoder{c: c}
 	d.value(doc.Content[0], reflect.ValueOf(out).Elem(), "")
 }
 
-// yamlErrPos digs "line N:" out of a yaml.v3 syntax error.
-func yamlErrPos(err error) Pos {
-	s := err.Error()
-	if i := strings.Index(s, "line "); i >= 0 {
-		rest := s[i+5:]
-		j := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
-		if j > 0 {
-			if n, e := strconv.Atoi(rest[:j]); e == nil {
-				return Pos{Line: n, Column: 1}
-			}
+// yamlErr turns a yaml.v3 syntax error into a position and a message
+// without the "yaml: line N:" prefix. yaml.v3 counts lines from 1 in
+// scanner errors but from 0 in parser errors (then naming the line where
+// the unfinished list or mapping starts), and gives no line at all for
+// problems on the first line or with the bytes themselves.
+func yamlErr(err error, data []byte) (Pos, string) {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		num, tail, ok := strings.Cut(rest, ": ")
+		if n, e := strconv.Atoi(num); ok && e == nil && n > 0 {
+			line, msg = n, tail
 		}
+	}
+	// yaml.v3 may count the end of the input as one more line.
+	line = min(line, len(lineStarts(data)))
+	switch {
+	case readerProblems[msg]:
+		return badCharPos(data), msg
+	case strings.HasPrefix(msg, "unknown anchor '"):
+		name := strings.TrimSuffix(strings.TrimPrefix(msg, "unknown anchor '"), "' referenced")
+		if i := bytes.Index(data, []byte("*"+name)); i >= 0 {
+			return offsetPos(data, i), msg
+		}
+		return Pos{}, msg
+	case parserProblems[msg]:
+		return Pos{Line: problemLine(err, data, line+1), Column: 1}, msg
+	case line == 0:
+		return Pos{Line: 1, Column: 1}, msg
+	}
+	return Pos{Line: line, Column: 1}, msg
+}
+
+// problemLine finds the line a yaml.v3 parser error was found on: the first
+// line whose prefix of the file fails with the same error. yaml.v3 itself
+// only names the line where the enclosing list or mapping starts (from, a
+// lower bound). A binary search, so a few parses; only on the error path,
+// and only for files of spec size (past that, from is good enough).
+func problemLine(err error, data []byte, from int) int {
+	starts := lineStarts(data)
+	hi := len(starts)
+	lo := min(max(from, 1), hi) // the answer is in [lo, hi]
+	if len(data) > 1<<20 {
+		return lo
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2 // the prefix holding lines 1..mid
+		if e := firstYAMLError(data[:starts[mid]]); e != nil && e.Error() == err.Error() {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
+// lineStarts is the offset each line starts at, counting line breaks as
+// yaml.v3 does: \n, \r\n, \r, NEL, LS and PS. A break at the very end
+// starts one more (empty) line, where yaml.v3 may report the end of input.
+func lineStarts(data []byte) []int {
+	starts := []int{0}
+	for i := 0; i < len(data); {
+		n := breakLen(data[i:])
+		if n == 0 {
+			i++
+			continue
+		}
+		i += n
+		starts = append(starts, i)
+	}
+	return starts
+}
+
+func breakLen(b []byte) int {
+	switch {
+	case b[0] == '\n':
+		return 1
+	case b[0] == '\r':
+		if len(b) > 1 && b[1] == '\n' {
+			return 2
+		}
+		return 1
+	case len(b) > 1 && b[0] == 0xc2 && b[1] == 0x85: // NEL
+		return 2
+	case len(b) > 2 && b[0] == 0xe2 && b[1] == 0x80 && (b[2] == 0xa8 || b[2] == 0xa9): // LS, PS
+		return 3
+	}
+	return 0
+}
+
+// firstYAMLError is the error decodeYAML would meet first in data, if any.
+func firstYAMLError(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for range 2 {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// parserProblems are yaml.v3's parser (not scanner) errors: their line is 0-based.
+var parserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected <stream-start>":   true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
+// readerProblems are yaml.v3's errors about the bytes themselves; they carry
+// no position, so badCharPos finds it.
+var readerProblems = map[string]bool{
+	"control characters are not allowed": true,
+	"invalid leading UTF-8 octet":        true,
+	"invalid trailing UTF-8 octet":       true,
+	"incomplete UTF-8 octet sequence":    true,
+	"invalid length of a UTF-8 sequence": true,
+	"invalid Unicode character":          true,
+}
+
+// offsetPos is the line and column (in runes) of byte offset off.
+func offsetPos(data []byte, off int) Pos {
+	starts := lineStarts(data)
+	line := sort.SearchInts(starts, off+1) // lines starting at or before off
+	return Pos{Line: line, Column: utf8.RuneCount(data[starts[line-1]:off]) + 1}
+}
+
+// badCharPos is where the first character yaml.v3 refuses is: invalid UTF-8
+// or one outside YAML's printable set. Pos{} when there is none.
+func badCharPos(data []byte) Pos {
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		printable := r == '\t' || r == '\n' || r == '\r' || (r >= 0x20 && r <= 0x7e) || r == 0x85 ||
+			(r >= 0xa0 && r <= 0xd7ff) || (r >= 0xe000 && r <= 0xfffd) || (r >= 0x10000 && r <= 0x10ffff)
+		if (r == utf8.RuneError && size <= 1) || !printable {
+			return offsetPos(data, i)
+		}
+		i += size
 	}
 	return Pos{}
 }
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
 
 type decoder struct {
 	c     *collector
@@ -83,6 +247,7 @@ func join(path, name string) string {
 func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	d.depth++
 	defer func() { d.depth-- }()
+	d.c.at[path] = pos(n)
 	if d.depth > 32 {
 		d.c.add(pos(n), "%s: nested too deeply", path)
 		return
@@ -211,6 +376,12 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 		}
 		if fi == nil {
 			d.c.add(pos(k), "%s: unknown field %q%s", pathOr(path), k.Value, suggest(k.Value, fields))
+			d.c.unknown++
+			continue
+		}
+		if fi.required && v.Field(fi.index).Kind() == reflect.String && val.Kind == yaml.ScalarNode &&
+			(isNull(val) || val.Value == "") {
+			d.c.add(pos(val), "%s: required field %q is empty", pathOr(path), fi.name)
 			continue
 		}
 		d.value(val, v.Field(fi.index), join(path, fi.name))

@@ -60,6 +60,21 @@ func (l ErrorList) Unwrap() []error {
 type collector struct {
 	file string
 	errs ErrorList
+	// unknown counts unknown-field errors: they leave every known value
+	// decoded, so validation can still run and report its errors too.
+	unknown int
+	// at is where each decoded value was written, by its path in messages
+	// ("components[0].images[1].ref"), so checks after decoding can point
+	// at the exact value.
+	at map[string]Pos
+}
+
+// pos is where the value at path was written, or def when it was not.
+func (c *collector) pos(path string, def Pos) Pos {
+	if p, ok := c.at[path]; ok {
+		return p
+	}
+	return def
 }
 
 func (c *collector) add(p Pos, format string, args ...any) {

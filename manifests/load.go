@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -53,7 +54,7 @@ func Parse(file string, data []byte) (*Spec, error) {
 	c := &collector{file: file}
 	s := &Spec{}
 	decodeYAML(c, data, s)
-	if len(c.errs) == 0 {
+	if len(c.errs) == c.unknown { // every error at once, unless values are missing
 		validate(c, s)
 	}
 	if err := c.err(); err != nil {
@@ -115,25 +116,26 @@ func SplitImageSource(src string) (kind, path, tag string, err error) {
 }
 
 func validate(c *collector, s *Spec) {
+	at := func(path string, def Pos) Pos { return c.pos(path, def) }
 	if s.APIVersion != APIVersion {
-		c.add(Pos{Line: 1, Column: 1}, "apiVersion must be %q, got %q", APIVersion, s.APIVersion)
+		c.add(at("apiVersion", Pos{Line: 1, Column: 1}), "apiVersion must be %q, got %q", APIVersion, s.APIVersion)
 	}
 	if s.Kind != KindBundle {
-		c.add(Pos{Line: 1, Column: 1}, "kind must be %q, got %q", KindBundle, s.Kind)
+		c.add(at("kind", Pos{Line: 1, Column: 1}), "kind must be %q, got %q", KindBundle, s.Kind)
 	}
 	if !reName.MatchString(s.Metadata.Name) {
-		c.add(s.Metadata.Pos, "metadata.name %q must be lowercase letters, digits, '.', '_' or '-' (at most 64)", s.Metadata.Name)
+		c.add(at("metadata.name", s.Metadata.Pos), "metadata.name %q must be lowercase letters, digits, '.', '_' or '-' (at most 64)", s.Metadata.Name)
 	}
 	if !reTag.MatchString(s.Metadata.Version) {
-		c.add(s.Metadata.Pos, "metadata.version %q must be a valid tag: letters, digits, '.', '_', '-' (at most 128)", s.Metadata.Version)
+		c.add(at("metadata.version", s.Metadata.Pos), "metadata.version %q must be a valid tag: letters, digits, '.', '_', '-' (at most 128)", s.Metadata.Version)
 	}
-	for _, p := range s.Platforms {
+	for i, p := range s.Platforms {
 		if _, _, _, err := ParsePlatform(p); err != nil {
-			c.add(Pos{}, "platforms: %v", err)
+			c.add(at(fmt.Sprintf("platforms[%d]", i), Pos{}), "platforms: %v", err)
 		}
 	}
 	if len(s.Components) == 0 {
-		c.add(Pos{}, "components: at least one component is needed")
+		c.add(at("components", Pos{}), "components: at least one component is needed")
 	}
 	compSeen := map[string]int{}
 	images := map[string]int{}
@@ -141,85 +143,108 @@ func validate(c *collector, s *Spec) {
 	files := map[string]int{}
 	targets := map[string]int{}
 	amis := map[string]int{}
-	dup := func(seen map[string]int, key string, p Pos, what string) {
+	// dup reports key when seen already, and says whether it did.
+	dup := func(seen map[string]int, key string, p Pos, what string) bool {
 		if line, ok := seen[key]; ok {
 			c.add(p, "%s is listed twice (first at line %d)", what, line)
-			return
+			return true
 		}
 		seen[key] = p.Line
+		return false
 	}
 	for i, comp := range s.Components {
 		where := fmt.Sprintf("components[%d]", i)
 		if !reName.MatchString(comp.Name) {
-			c.add(comp.Pos, "%s.name %q must be lowercase letters, digits, '.', '_' or '-'", where, comp.Name)
+			c.add(at(where+".name", comp.Pos), "%s.name %q must be lowercase letters, digits, '.', '_' or '-'", where, comp.Name)
 		} else {
-			dup(compSeen, comp.Name, comp.Pos, fmt.Sprintf("component %q", comp.Name))
+			dup(compSeen, comp.Name, at(where+".name", comp.Pos), fmt.Sprintf("component %q", comp.Name))
 		}
 		if len(comp.Images)+len(comp.Charts)+len(comp.Files)+len(comp.AMIs) == 0 {
 			c.add(comp.Pos, "component %q has no images, charts, files or amis", comp.Name)
 		}
-		for _, im := range comp.Images {
-			if _, err := name.ParseReference(im.Ref, name.StrictValidation); err != nil {
-				if _, err2 := name.ParseReference(im.Ref); err2 != nil {
-					c.add(im.Pos, "image %q: %v", im.Ref, err2)
-					continue
-				}
+		for j, im := range comp.Images {
+			item := fmt.Sprintf("%s.images[%d]", where, j)
+			if im.Ref == "" {
+				c.add(at(item+".ref", im.Pos), "image reference is empty")
+				continue
+			}
+			if _, err := name.ParseReference(im.Ref); err != nil {
+				c.add(at(item+".ref", im.Pos), "image %q: %s", im.Ref, refProblem(im.Ref, err))
+				continue
 			}
 			if im.Source != "" {
 				if _, _, _, err := SplitImageSource(im.Source); err != nil {
-					c.add(im.Pos, "image %q: %v", im.Ref, err)
+					c.add(at(item+".source", im.Pos), "image %q: %v", im.Ref, err)
 				}
 			}
-			dup(images, im.Ref, im.Pos, fmt.Sprintf("image %q", im.Ref))
+			dup(images, im.Ref, at(item+".ref", im.Pos), fmt.Sprintf("image %q", im.Ref))
 		}
-		for _, ch := range comp.Charts {
+		for j, ch := range comp.Charts {
+			item := fmt.Sprintf("%s.charts[%d]", where, j)
 			if !reName.MatchString(ch.Name) {
-				c.add(ch.Pos, "chart name %q must be lowercase letters, digits, '.', '_' or '-'", ch.Name)
+				c.add(at(item+".name", ch.Pos), "chart name %q must be lowercase letters, digits, '.', '_' or '-'", ch.Name)
 			}
 			remote := strings.HasPrefix(ch.Source, "oci://") || strings.HasPrefix(ch.Source, "https://") || strings.HasPrefix(ch.Source, "http://")
 			if remote && ch.Version == "" {
 				c.add(ch.Pos, "chart %q: version is required for %s", ch.Name, ch.Source)
 			}
 			if ch.Namespace != "" && !reName.MatchString(ch.Namespace) {
-				c.add(ch.Pos, "chart %q: namespace %q is not a valid name", ch.Name, ch.Namespace)
+				c.add(at(item+".namespace", ch.Pos), "chart %q: namespace %q is not a valid name", ch.Name, ch.Namespace)
 			}
-			dup(charts, ch.Name, ch.Pos, fmt.Sprintf("chart %q", ch.Name))
+			dup(charts, ch.Name, at(item+".name", ch.Pos), fmt.Sprintf("chart %q", ch.Name))
 		}
-		for _, f := range comp.Files {
+		for j, f := range comp.Files {
+			item := fmt.Sprintf("%s.files[%d]", where, j)
 			if !reSHA256.MatchString(f.SHA256) {
-				c.add(f.Pos, "file %q: sha256 must be 64 lowercase hex digits, got %q", f.Source, f.SHA256)
+				c.add(at(item+".sha256", f.Pos), "file %q: sha256 must be 64 lowercase hex digits, got %q", f.Source, f.SHA256)
 			}
-			if !strings.HasPrefix(f.Target, "/") || cleanAbs(f.Target) != f.Target {
-				c.add(f.Pos, "file %q: target %q must be a clean absolute path", f.Source, f.Target)
+			sameTarget := false
+			if !strings.HasPrefix(f.Target, "/") || f.Target == "/" || cleanAbs(f.Target) != f.Target {
+				c.add(at(item+".target", f.Pos), "file %q: target %q must be a clean absolute path to a file", f.Source, f.Target)
 			} else {
-				dup(targets, f.Target, f.Pos, fmt.Sprintf("target %q", f.Target))
+				sameTarget = dup(targets, f.Target, at(item+".target", f.Pos), fmt.Sprintf("target %q", f.Target))
 			}
 			if f.Mode != "" && !reMode.MatchString(f.Mode) {
-				c.add(f.Pos, "file %q: mode %q is not an octal mode like \"0755\"", f.Source, f.Mode)
+				c.add(at(item+".mode", f.Pos), "file %q: mode %q is not an octal mode like \"0755\"", f.Source, f.Mode)
 			}
-			if n := f.ItemName(); n != "" {
-				dup(files, n, f.Pos, fmt.Sprintf("file %q", n))
+			if n := f.ItemName(); n != "" && !sameTarget { // the same target: reported once
+				np := at(item+".target", f.Pos)
+				if f.Name != "" {
+					np = at(item+".name", f.Pos)
+				}
+				dup(files, n, np, fmt.Sprintf("file %q", n))
 			}
 		}
-		for _, a := range comp.AMIs {
+		for j, a := range comp.AMIs {
+			item := fmt.Sprintf("%s.amis[%d]", where, j)
 			if a.Architecture != "" && !archs[a.Architecture] {
-				c.add(a.Pos, "ami %q: architecture %q is not x86_64, arm64 or i386", a.Name, a.Architecture)
+				c.add(at(item+".architecture", a.Pos), "ami %q: architecture %q is not x86_64, arm64 or i386", a.Name, a.Architecture)
 			}
 			if a.BootMode != "" && !bootModes[a.BootMode] {
-				c.add(a.Pos, "ami %q: bootMode %q is not uefi, legacy-bios or uefi-preferred", a.Name, a.BootMode)
+				c.add(at(item+".bootMode", a.Pos), "ami %q: bootMode %q is not uefi, legacy-bios or uefi-preferred", a.Name, a.BootMode)
 			}
 			if a.Virtualization != "" && a.Virtualization != "hvm" && a.Virtualization != "paravirtual" {
-				c.add(a.Pos, "ami %q: virtualization %q is not hvm or paravirtual", a.Name, a.Virtualization)
+				c.add(at(item+".virtualization", a.Pos), "ami %q: virtualization %q is not hvm or paravirtual", a.Name, a.Virtualization)
 			}
 			if a.TPM && a.BootMode != "uefi" {
-				c.add(a.Pos, "ami %q: tpm needs bootMode uefi", a.Name)
+				c.add(at(item+".tpm", a.Pos), "ami %q: tpm needs bootMode uefi", a.Name)
 			}
 			if a.SHA256 != "" && !reSHA256.MatchString(a.SHA256) {
-				c.add(a.Pos, "ami %q: sha256 must be 64 lowercase hex digits", a.Name)
+				c.add(at(item+".sha256", a.Pos), "ami %q: sha256 must be 64 lowercase hex digits", a.Name)
 			}
-			dup(amis, a.Name, a.Pos, fmt.Sprintf("ami %q", a.Name))
+			dup(amis, a.Name, at(item+".name", a.Pos), fmt.Sprintf("ami %q", a.Name))
 		}
 	}
+}
+
+// refProblem says why ref is not an image reference. go-containerregistry
+// only says "could not parse reference"; distribution's parser names the
+// reason (uppercase repository, bad tag, bad digest), so prefer its message.
+func refProblem(ref string, err error) string {
+	if _, err2 := reference.ParseNormalizedNamed(ref); err2 != nil {
+		return err2.Error()
+	}
+	return err.Error()
 }
 
 func cleanAbs(p string) string {

@@ -43,18 +43,22 @@ func ParseLock(file string, data []byte) (*Lock, error) {
 	l := &Lock{}
 	decodeYAML(c, data, l)
 	if len(c.errs) == 0 {
-		if l.APIVersion != APIVersion || l.Kind != KindLock {
-			c.add(Pos{Line: 1, Column: 1}, "not a zdt lock file (want apiVersion %s, kind %s)", APIVersion, KindLock)
+		if l.APIVersion != APIVersion {
+			c.add(c.pos("apiVersion", Pos{Line: 1, Column: 1}), "not a zdt lock file: apiVersion must be %q, got %q", APIVersion, l.APIVersion)
+		}
+		if l.Kind != KindLock {
+			c.add(c.pos("kind", Pos{Line: 1, Column: 1}), "not a zdt lock file: kind must be %q, got %q", KindLock, l.Kind)
 		}
 		seen := map[string]int{}
-		for _, it := range l.Items {
+		for i, it := range l.Items {
+			item := fmt.Sprintf("items[%d]", i)
 			if !reDigest.MatchString(it.Digest) {
-				c.add(it.Pos, "%s %q: digest %q is not sha256:<64 hex>", it.Kind, it.Name, it.Digest)
+				c.add(c.pos(item+".digest", it.Pos), "%s %q: digest %q is not sha256:<64 hex>", it.Kind, it.Name, it.Digest)
 			}
 			switch it.Kind {
 			case KindImage, KindChart, KindFile, KindAMI:
 			default:
-				c.add(it.Pos, "item %q: unknown kind %q", it.Name, it.Kind)
+				c.add(c.pos(item+".kind", it.Pos), "item %q: unknown kind %q (known: image, chart, file, ami)", it.Name, it.Kind)
 			}
 			if line, ok := seen[it.Key()]; ok {
 				c.add(it.Pos, "%s %q is listed twice (first at line %d)", it.Kind, it.Name, line)
