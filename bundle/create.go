@@ -15,7 +15,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/content"
 
 	"zdt.dev/zdt/manifests"
@@ -35,12 +34,28 @@ type CreateOptions struct {
 	Lock *manifests.Lock
 	// Platforms overrides the spec's platform filter for multi-arch images.
 	Platforms []string
-	// Concurrency bounds the items resolved at once and the blobs copied at
-	// once per item (default: GOMAXPROCS, at least 2).
+	// Concurrency is the one budget for everything fetched at once: items
+	// resolved, charts and files downloaded, image blobs fetched (default:
+	// 2×GOMAXPROCS, at least 4).
 	Concurrency int
-	// WorkDir is where blobs are staged (default: a temp dir next to Output,
-	// removed when Create returns).
+	// CacheDir is a persistent blob cache shared by creates (see
+	// DefaultCacheDir): blobs found there are not fetched again, and an
+	// interrupted create resumes from what it holds. Empty: blobs are staged
+	// in a temp dir next to Output, removed when Create returns.
+	CacheDir string
+	// WorkDir is the former name of CacheDir (used when CacheDir is empty).
 	WorkDir string
+	// Registries configures TLS, plain HTTP and credentials per registry
+	// host (nil: defaults; see RegistryConfig).
+	Registries *RegistryConfig
+	// DiscoverImages renders every chart and adds the images it uses (and
+	// those of its images annotation) to the chart's component, unless the
+	// spec lists them already. The lock file records them.
+	DiscoverImages bool
+	// PhaseProgress, if set, is called from several goroutines with the
+	// progress of each phase (PhaseCharts, PhaseResolve: items;
+	// PhaseFetch: bytes).
+	PhaseProgress func(phase string, done, total int64)
 	// Logger receives progress messages (default: discard).
 	Logger *slog.Logger
 	// Progress, if set, is called while the archive is written with the bytes
@@ -72,6 +87,10 @@ type CreateResult struct {
 	// Blobs and UniqueSize count the archive's blobs once each.
 	Blobs      int
 	UniqueSize int64
+	// Discovered lists the images found in charts (DiscoverImages).
+	Discovered []DiscoveredImage
+	// Fetch says what was fetched and what came from the cache.
+	Fetch FetchStats
 }
 
 // resolved is one item after its content was staged.
@@ -96,14 +115,17 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Concurrency <= 0 {
-		opts.Concurrency = max(2, runtime.GOMAXPROCS(0))
+		opts.Concurrency = max(4, 2*runtime.GOMAXPROCS(0))
 	}
 	platforms := spec.Platforms
 	if len(opts.Platforms) > 0 {
 		platforms = opts.Platforms
 	}
 	outDir := filepath.Dir(opts.Output)
-	work := opts.WorkDir
+	work := opts.CacheDir
+	if work == "" {
+		work = opts.WorkDir
+	}
 	if work == "" {
 		var err error
 		if work, err = os.MkdirTemp(outDir, ".zdt-stage-*"); err != nil {
@@ -115,36 +137,15 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 	if err != nil {
 		return CreateResult{}, err
 	}
-	c := &creator{spec: spec, store: store, opts: opts, platforms: platforms}
+	if n := store.cleanStale(staleIngest); n > 0 {
+		opts.Logger.Info("removed temp files of interrupted creates", "dir", work, "files", n)
+	}
+	c := &creator{spec: spec, store: store, opts: opts, platforms: platforms,
+		remotes: newRemotes(opts.Registries, opts.Concurrency), plan: newFetchPlan(store)}
 
-	// Resolve and stage every item; items run concurrently, results keep
-	// spec order.
-	var jobs []func(context.Context) (resolved, error)
-	for _, comp := range spec.Components {
-		for _, im := range comp.Images {
-			jobs = append(jobs, func(ctx context.Context) (resolved, error) { return c.image(ctx, comp.Name, im) })
-		}
-		for _, ch := range comp.Charts {
-			jobs = append(jobs, func(ctx context.Context) (resolved, error) { return c.chart(ctx, comp.Name, ch) })
-		}
-		for _, f := range comp.Files {
-			jobs = append(jobs, func(ctx context.Context) (resolved, error) { return c.file(ctx, comp.Name, f) })
-		}
-		for _, a := range comp.AMIs {
-			jobs = append(jobs, func(ctx context.Context) (resolved, error) { return c.ami(ctx, comp.Name, a) })
-		}
-	}
-	results := make([]resolved, len(jobs))
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(opts.Concurrency)
-	for i, job := range jobs {
-		eg.Go(func() error {
-			r, err := job(ectx)
-			results[i] = r
-			return err
-		})
-	}
-	if err := eg.Wait(); err != nil {
+	// Resolve and stage every item (bundle/fetch.go); results keep spec order.
+	results, discovered, err := c.stageAll(ctx)
+	if err != nil {
 		return CreateResult{}, err
 	}
 
@@ -228,6 +229,9 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 	rootEntry.Annotations = map[string]string{
 		manifests.AnnotationBundleRoot: "true",
 		manifests.AnnotationRefName:    RootRef(spec.Metadata.Name, spec.Metadata.Version),
+		// cosign's own layout annotation: `cosign verify --local-image DIR`
+		// finds the signed index of an extracted bundle by it.
+		"kind": "dev.cosignproject.cosign/imageIndex",
 	}
 	index.Manifests = append([]ocispec.Descriptor{rootEntry}, index.Manifests...)
 	blobs, err := collectBlobs(ctx, store, rootDesc)
@@ -273,7 +277,8 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 	if err != nil {
 		return CreateResult{}, fmt.Errorf("writing %s: %w", opts.Output, err)
 	}
-	res := CreateResult{Path: opts.Output, Size: size, Digest: sum, Root: rootDesc, Lock: lock, Blobs: len(blobs), UniqueSize: unique}
+	res := CreateResult{Path: opts.Output, Size: size, Digest: sum, Root: rootDesc, Lock: lock, Blobs: len(blobs), UniqueSize: unique,
+		Discovered: discovered, Fetch: c.stats}
 	for _, r := range results {
 		res.Items = append(res.Items, r.item)
 	}

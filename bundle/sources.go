@@ -1,20 +1,15 @@
 package bundle
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -22,16 +17,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"helm.sh/helm/v3/pkg/chart"
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/oci"
-	"oras.land/oras-go/v2/registry/remote"
-	"oras.land/oras-go/v2/registry/remote/auth"
-	"oras.land/oras-go/v2/registry/remote/credentials"
-	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"zdt.dev/zdt/manifests"
 )
@@ -41,6 +28,9 @@ type creator struct {
 	store     *blobStore
 	opts      CreateOptions
 	platforms []string
+	remotes   *remotes
+	plan      *fetchPlan
+	stats     FetchStats
 }
 
 func (c *creator) path(p string) string {
@@ -48,10 +38,6 @@ func (c *creator) path(p string) string {
 		return p
 	}
 	return filepath.Join(c.spec.Dir, p)
-}
-
-func (c *creator) copyOpts() oras.CopyGraphOptions {
-	return oras.CopyGraphOptions{Concurrency: c.opts.Concurrency}
 }
 
 // NormalizeRef gives an image reference in its full form:
@@ -64,21 +50,25 @@ func NormalizeRef(ref string) (string, error) {
 	return n.String(), nil
 }
 
-// image stages an image from a registry or a local OCI layout / archive.
-func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (resolved, error) {
+// image resolves an image from a registry or a local OCI layout / archive
+// and plans its blobs (see fetch.go). It returns the manifests to commit
+// once the blobs are fetched.
+func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (resolved, []stagedManifest, error) {
 	ref, err := NormalizeRef(im.Ref)
 	if err != nil {
-		return resolved{}, fmt.Errorf("image %q: %w", im.Ref, err)
+		return resolved{}, nil, fmt.Errorf("image %q: %w", im.Ref, err)
 	}
 	it := Item{Component: comp, Kind: manifests.KindImage, Name: ref, Ref: ref}
-	fail := func(err error) (resolved, error) { return resolved{}, fmt.Errorf("image %s: %w", ref, err) }
+	fail := func(err error) (resolved, []stagedManifest, error) {
+		return resolved{}, nil, fmt.Errorf("image %s: %w", ref, err)
+	}
 	var (
-		src    content.ReadOnlyStorage
+		src    content.Fetcher
 		desc   ocispec.Descriptor
 		source string
 	)
 	if im.Source == "" {
-		repo, tagOrDigest, err := c.remote(ref)
+		repo, tagOrDigest, err := c.remotes.repository(ref)
 		if err != nil {
 			return fail(err)
 		}
@@ -89,8 +79,14 @@ func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (r
 				}
 			}
 		}
-		if desc, err = repo.Resolve(ctx, tagOrDigest); err != nil {
-			return fail(fmt.Errorf("resolving %s: %w", tagOrDigest, err))
+		cached := false
+		if d, err := digest.Parse(tagOrDigest); err == nil {
+			desc, cached = c.store.describe(ctx, d)
+		}
+		if !cached {
+			if desc, err = repo.Resolve(ctx, tagOrDigest); err != nil {
+				return fail(fmt.Errorf("resolving %s: %w", tagOrDigest, err))
+			}
 		}
 		src = repo
 		source = repo.Reference.Registry + "/" + repo.Reference.Repository + "@" + desc.Digest.String()
@@ -123,54 +119,24 @@ func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (r
 			src = c.store
 		}
 	}
+	var commit []stagedManifest
 	top := desc
 	if len(c.platforms) > 0 && isIndex(desc.MediaType) {
-		if top, err = c.filterIndex(ctx, src, desc); err != nil {
-			return fail(err)
-		}
-	} else if err := oras.CopyGraph(ctx, src, c.store, desc, c.copyOpts()); err != nil {
-		return fail(fmt.Errorf("copying: %w", err))
+		top, err = c.plan.filterIndex(ctx, src, desc, c.platforms, it.String(), &commit)
+	} else {
+		err = c.plan.walk(ctx, src, desc, it.String(), 0, &commit)
+	}
+	if err != nil {
+		return fail(err)
 	}
 	top = ocispec.Descriptor{MediaType: top.MediaType, Digest: top.Digest, Size: top.Size, ArtifactType: top.ArtifactType}
 	it.Digest, it.MediaType = top.Digest.String(), top.MediaType
-	c.opts.Logger.Info("staged image", "ref", ref, "digest", top.Digest)
-	return resolved{item: it, desc: top, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: ref, Digest: top.Digest.String(), Source: source}}, nil
+	c.opts.Logger.Debug("resolved image", "ref", ref, "digest", top.Digest, "manifestsToFetch", len(commit))
+	return resolved{item: it, desc: top, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: ref, Digest: top.Digest.String(), Source: source}}, commit, nil
 }
 
 func isIndex(mt string) bool {
 	return mt == manifests.MediaTypeOCIIndex || mt == manifests.MediaTypeDockerManifestList
-}
-
-// remote opens the repository of a registry image reference, with
-// credentials from the Docker config and credential helpers. Loopback
-// registries are spoken to over plain HTTP.
-func (c *creator) remote(ref string) (*remote.Repository, string, error) {
-	n, err := reference.ParseNormalizedNamed(ref)
-	if err != nil {
-		return nil, "", err
-	}
-	repo, err := remote.NewRepository(reference.TrimNamed(n).String())
-	if err != nil {
-		return nil, "", err
-	}
-	host := reference.Domain(n)
-	if host == "docker.io" {
-		repo.Reference.Registry = "registry-1.docker.io"
-	}
-	h := strings.Split(host, ":")[0]
-	repo.PlainHTTP = h == "localhost" || strings.HasPrefix(h, "127.")
-	store, err := credentials.NewStoreFromDocker(credentials.StoreOptions{})
-	if err != nil {
-		return nil, "", fmt.Errorf("reading docker credentials: %w", err)
-	}
-	repo.Client = &auth.Client{Client: retry.DefaultClient, Credential: credentials.Credential(store), Cache: auth.NewCache()}
-	tag := "latest"
-	if d, ok := n.(reference.Digested); ok {
-		tag = d.Digest().String()
-	} else if t, ok := n.(reference.Tagged); ok {
-		tag = t.Tag()
-	}
-	return repo, tag, nil
 }
 
 type tagLister interface {
@@ -244,46 +210,6 @@ func (c *creator) dockerArchive(ctx context.Context, p string) (ocispec.Descript
 	return c.store.PutBytes(ctx, ocispec.MediaTypeImageManifest, raw)
 }
 
-// filterIndex stages an index keeping only the wanted platforms. The new
-// index keeps every other field of the original.
-func (c *creator) filterIndex(ctx context.Context, src content.ReadOnlyStorage, desc ocispec.Descriptor) (ocispec.Descriptor, error) {
-	raw, err := content.FetchAll(ctx, src, desc)
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	var doc map[string]json.RawMessage
-	var idx ocispec.Index
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	if err := json.Unmarshal(raw, &idx); err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	var kept []ocispec.Descriptor
-	for _, m := range idx.Manifests {
-		if m.Platform != nil && platformWanted(c.platforms, m.Platform) {
-			kept = append(kept, m)
-		}
-	}
-	if len(kept) == 0 {
-		return ocispec.Descriptor{}, fmt.Errorf("none of its platforms is in %v", c.platforms)
-	}
-	for _, m := range kept {
-		if err := oras.CopyGraph(ctx, src, c.store, m, c.copyOpts()); err != nil {
-			return ocispec.Descriptor{}, fmt.Errorf("copying %s: %w", m.Digest, err)
-		}
-	}
-	if len(kept) == len(idx.Manifests) {
-		return desc, c.store.Push(ctx, desc, bytes.NewReader(raw))
-	}
-	doc["manifests"], _ = json.Marshal(kept)
-	out, err := json.Marshal(doc)
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	return c.store.PutBytes(ctx, desc.MediaType, out)
-}
-
 func platformWanted(want []string, p *ocispec.Platform) bool {
 	for _, w := range want {
 		os, arch, variant, err := manifests.ParsePlatform(w)
@@ -292,116 +218,6 @@ func platformWanted(want []string, p *ocispec.Platform) bool {
 		}
 	}
 	return false
-}
-
-// chart stages a Helm chart from a local directory or .tgz as an OCI
-// artifact with Helm's media types. Directories are packaged
-// reproducibly (fixed mtimes, no gzip timestamp).
-func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (resolved, error) {
-	fail := func(err error) (resolved, error) {
-		return resolved{}, fmt.Errorf("chart %s (%s): %w", ch.Name, ch.Source, err)
-	}
-	if strings.Contains(ch.Source, "://") {
-		return fail(fmt.Errorf("remote chart sources are not supported yet; package the chart and give its .tgz path"))
-	}
-	p := c.path(ch.Source)
-	loaded, err := loader.Load(p)
-	if err != nil {
-		return fail(err)
-	}
-	if loaded.Metadata.Name != ch.Name {
-		return fail(fmt.Errorf("the chart is named %q, not %q", loaded.Metadata.Name, ch.Name))
-	}
-	if ch.Version != "" && loaded.Metadata.Version != ch.Version {
-		return fail(fmt.Errorf("the chart has version %q, the spec asks for %q", loaded.Metadata.Version, ch.Version))
-	}
-	var tgz []byte
-	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-		if tgz, err = packageChart(loaded); err != nil {
-			return fail(err)
-		}
-	} else if tgz, err = os.ReadFile(p); err != nil {
-		return fail(err)
-	}
-	cfg, err := json.Marshal(loaded.Metadata)
-	if err != nil {
-		return fail(err)
-	}
-	cfgDesc, err := c.store.PutBytes(ctx, manifests.MediaTypeHelmConfig, cfg)
-	if err != nil {
-		return fail(err)
-	}
-	layer, err := c.store.PutBytes(ctx, manifests.MediaTypeHelmChart, tgz)
-	if err != nil {
-		return fail(err)
-	}
-	ann := map[string]string{
-		ocispec.AnnotationTitle:   loaded.Metadata.Name,
-		ocispec.AnnotationVersion: loaded.Metadata.Version,
-	}
-	if loaded.Metadata.Description != "" {
-		ann[ocispec.AnnotationDescription] = loaded.Metadata.Description
-	}
-	desc, err := c.putManifest(ctx, "", cfgDesc, []ocispec.Descriptor{layer}, ann)
-	if err != nil {
-		return fail(err)
-	}
-	ref := "charts/" + loaded.Metadata.Name + ":" + loaded.Metadata.Version
-	it := Item{Component: comp, Kind: manifests.KindChart, Name: ch.Name, Ref: ref, Digest: desc.Digest.String(), MediaType: desc.MediaType}
-	c.opts.Logger.Info("staged chart", "name", ch.Name, "version", loaded.Metadata.Version, "digest", desc.Digest)
-	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: ch.Name, Digest: it.Digest, Source: ch.Source}}, nil
-}
-
-// packageChart saves a loaded chart with Helm's own writer, then rewrites
-// the archive with fixed metadata so the same chart gives the same bytes.
-func packageChart(ch *chart.Chart) ([]byte, error) {
-	dir, err := os.MkdirTemp("", "zdt-chart-*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	saved, err := chartutil.Save(ch, dir)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(saved)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		return nil, err
-	}
-	var out bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&out, gzip.BestCompression)
-	tw := tar.NewWriter(zw)
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		h.ModTime, h.AccessTime, h.ChangeTime = archiveModTime, time.Time{}, time.Time{}
-		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "", ""
-		h.Format = tar.FormatUSTAR
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return out.Bytes(), nil
 }
 
 func (c *creator) putManifest(ctx context.Context, artifactType string, cfg ocispec.Descriptor, layers []ocispec.Descriptor, ann map[string]string) (ocispec.Descriptor, error) {
@@ -422,20 +238,13 @@ func (c *creator) putManifest(ctx context.Context, artifactType string, cfg ocis
 	return d, err
 }
 
-// openSource opens a local path or an http(s) URL.
+// openSource opens a local path or an http(s) URL (with the host's TLS
+// settings from the registry config, and retries).
 func (c *creator) openSource(ctx context.Context, src string) (io.ReadCloser, error) {
 	if strings.HasPrefix(src, "https://") || strings.HasPrefix(src, "http://") {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+		resp, err := c.remotes.get(ctx, src)
 		if err != nil {
 			return nil, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return nil, fmt.Errorf("GET %s: %s", src, resp.Status)
 		}
 		return resp.Body, nil
 	}
@@ -447,6 +256,12 @@ func (c *creator) openSource(ctx context.Context, src string) (io.ReadCloser, er
 // returns the layer descriptor, the digest and size of the original bytes,
 // and the first bytes (for format sniffing).
 func (c *creator) stageCompressed(ctx context.Context, src, wantSHA, rawType, zstdType string) (ocispec.Descriptor, digest.Digest, int64, []byte, error) {
+	if wantSHA != "" {
+		if e, ok := c.store.lookupSource(ctx, wantSHA, zstdType); ok {
+			c.opts.Logger.Debug("source from cache", "source", src, "sha256", wantSHA)
+			return e.Layer, digest.NewDigestFromEncoded(digest.SHA256, wantSHA), e.Size, e.Head, nil
+		}
+	}
 	rc, err := c.openSource(ctx, src)
 	if err != nil {
 		return ocispec.Descriptor{}, "", 0, nil, err
@@ -482,6 +297,9 @@ func (c *creator) stageCompressed(ctx context.Context, src, wantSHA, rawType, zs
 	got := hex.EncodeToString(raw.Sum(nil))
 	if wantSHA != "" && got != wantSHA {
 		return ocispec.Descriptor{}, "", 0, nil, &SourceDigestError{Source: src, Want: wantSHA, Got: got}
+	}
+	if err := c.store.recordSource(got, zstdType, sourceEntry{Layer: desc, Size: n, Head: head}); err != nil {
+		c.opts.Logger.Debug("not recording source in the cache", "source", src, "err", err)
 	}
 	return desc, digest.NewDigestFromEncoded(digest.SHA256, got), n, head, nil
 }

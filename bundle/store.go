@@ -113,6 +113,9 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
 	n, err := copyCtx(ctx, io.MultiWriter(tmp, h), r)
+	if err == nil {
+		err = tmp.Sync() // a blob in a persistent cache must survive a crash
+	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}

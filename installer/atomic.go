@@ -1,16 +1,16 @@
 package installer
 
 import (
-	"fmt"
-	"strings"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path"
+	"strings"
 )
 
 // tempName is a unique temp file name next to name.

@@ -78,9 +78,11 @@ func TestCrashDuringUpgrade(t *testing.T) {
 		"opt/same": {"same"},
 	}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
-	const points = 48
-	killed := 0
-	for i := 0; i < points; i++ {
+	// Keep killing until 30 kills landed inside the upgrade (runs that
+	// finished before the kill are checked too).
+	const want, maxRuns = 30, 150
+	killed, i := 0, 0
+	for ; killed < want && i < maxRuns; i++ {
 		root := t.TempDir()
 		install(t, a1, root)
 		cmd := start(root)
@@ -120,9 +122,9 @@ func TestCrashDuringUpgrade(t *testing.T) {
 			t.Fatalf("kill point %d: temp files left after the re-run: %v", i, left)
 		}
 	}
-	t.Logf("%d of %d runs were killed before finishing", killed, points)
-	if killed < 30 {
-		t.Fatalf("only %d of %d kills landed inside the upgrade, want 30+", killed, points)
+	t.Logf("%d of %d runs were killed before finishing", killed, i)
+	if killed < want {
+		t.Fatalf("only %d of %d kills landed inside the upgrade, want %d", killed, i, want)
 	}
 }
 

@@ -1,10 +1,10 @@
 package installer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"bytes"
 	"errors"
 	"os"
 	"os/exec"

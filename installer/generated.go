@@ -9,11 +9,12 @@ import (
 	"github.com/distribution/reference"
 
 	"zdt.dev/zdt/manifests"
+	"zdt.dev/zdt/registry"
 )
 
 // DefaultServeAddr is where `zdt serve` listens unless told otherwise; the
 // generated mirror configuration points at it.
-const DefaultServeAddr = "127.0.0.1:5000"
+const DefaultServeAddr = registry.DefaultAddr
 
 // Header is the first line of every file zdt generates: zdt's version and
 // the bundle it came from, no timestamps (re-runs must not change it).
@@ -24,10 +25,12 @@ func Header(toolVersion, bundleName, bundleVersion, bundleDigest string) string 
 
 // genContext is what generated files are made from.
 type genContext struct {
-	header    string
-	serveAddr string // host:port of zdt serve
-	rootDir   string // --root as the generated files must name it ("/" on a host)
-	items     []ItemState
+	header       string
+	toolVersion  string
+	bundleDigest string
+	serveAddr    string // host:port of zdt serve
+	rootDir      string // --root as the generated files must name it ("/" on a host)
+	items        []ItemState
 }
 
 // registries lists the registries the bundle's images come from.
@@ -50,13 +53,13 @@ func (g genContext) registries() []string {
 }
 
 // mirrorPath is where zdt serve serves a registry's repositories: docker.io
-// at the top level (library/nginx), any other registry under its host name
-// (quay.io/cilium/cilium).
-func mirrorPath(registry string) string {
-	if registry == "docker.io" {
-		return ""
+// at the top level (library/nginx), any other registry under its namespace
+// (quay.io/cilium/cilium); see registry.MirrorNamespace.
+func mirrorPath(host string) string {
+	if ns := registry.MirrorNamespace(host); ns != "" {
+		return "/" + ns
 	}
-	return "/" + registry
+	return ""
 }
 
 // generatedFiles renders every file zdt writes besides items: containerd
@@ -88,23 +91,8 @@ func generatedFiles(g genContext) map[string][]byte {
 	if len(regs) > 0 {
 		out["etc/containers/registries.conf.d/50-zdt.conf"] = conf.Bytes()
 	}
-	var unit bytes.Buffer
-	unit.WriteString(g.header)
-	fmt.Fprintf(&unit, `[Unit]
-Description=zdt embedded OCI registry (serves the installed bundle)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-ExecStart=/usr/local/bin/zdt serve --root %s --addr %s
-Restart=on-failure
-NoNewPrivileges=true
-ProtectSystem=strict
-ReadWritePaths=%s
-
-[Install]
-WantedBy=multi-user.target
-`, g.rootDir, g.serveAddr, strings.TrimSuffix(g.rootDir, "/")+"/"+StateDir)
-	out["etc/systemd/system/zdt-serve.service"] = unit.Bytes()
+	out["etc/systemd/system/"+registry.UnitName] = registry.SystemdUnit(registry.UnitOptions{
+		ToolVersion: g.toolVersion, BundleDigest: g.bundleDigest, Root: g.rootDir, Addr: g.serveAddr,
+	})
 	return out
 }

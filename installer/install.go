@@ -143,7 +143,8 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 		res.Generation = cur.Number
 	}
 	gen := genContext{
-		header:    Header(opts.ToolVersion, a.Config.Name, a.Config.Version, a.Root.Digest.String()),
+		header:      Header(opts.ToolVersion, a.Config.Name, a.Config.Version, a.Root.Digest.String()),
+		toolVersion: opts.ToolVersion, bundleDigest: a.Root.Digest.String(),
 		serveAddr: opts.ServeAddr, rootDir: "/", items: desired,
 	}
 	files := generatedFiles(gen)

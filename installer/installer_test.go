@@ -1,13 +1,13 @@
 package installer
 
 import (
-	mrand "math/rand"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	mrand "math/rand"
 	"os"
 	"path/filepath"
 	"sort"

@@ -9,45 +9,76 @@ step "Generating the example's inputs (a multi-arch image, a docker-save image, 
 go run ./internal/cmd/mkquickstart -dir examples/quickstart
 mkdir -p build
 
-step "zdt bundle create -f examples/quickstart/zdt.yaml -o build/quickstart.zdt"
-$zdt bundle create -f examples/quickstart/zdt.yaml -o build/quickstart.zdt
+step "zdt key generate --prefix build/demo (a cosign-compatible key pair; demo password)"
+export COSIGN_PASSWORD=zdt-demo
+$zdt key generate --force --prefix build/demo
+
+step "zdt bundle create --key build/demo.key -f examples/quickstart/zdt.yaml -o build/quickstart.zdt"
+$zdt bundle create --key build/demo.key -f examples/quickstart/zdt.yaml -o build/quickstart.zdt
 
 step "zdt bundle inspect build/quickstart.zdt"
 $zdt bundle inspect build/quickstart.zdt
 
-step "zdt bundle verify build/quickstart.zdt (structure + every digest)"
-$zdt bundle verify build/quickstart.zdt
+step "zdt bundle verify --key build/demo.pub build/quickstart.zdt (signature, structure, every digest)"
+$zdt bundle verify --key build/demo.pub build/quickstart.zdt
+if command -v cosign >/dev/null; then
+  echo "$ cosign verify-blob --key build/demo.pub --bundle build/quickstart.zdt.sigstore.json --new-bundle-format --insecure-ignore-tlog=true --trusted-root build/trusted-root.json build/quickstart.zdt"
+  cosign verify-blob --key build/demo.pub --bundle build/quickstart.zdt.sigstore.json --new-bundle-format \
+    --insecure-ignore-tlog=true --trusted-root build/trusted-root.json build/quickstart.zdt 2>&1 | grep -v '^WARNING'
+fi
+
+step "zdt serve --bundle build/quickstart.zdt: a registry straight from the archive (nothing extracted)"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+$zdt serve --bundle build/quickstart.zdt --insecure-http --addr 127.0.0.1:$port >build/serve.out 2>build/serve.log &
+serve_pid=$!
+for _ in $(seq 50); do curl -fs http://127.0.0.1:$port/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+cat build/serve.out
+if command -v crane >/dev/null; then
+  echo "$ crane digest --insecure 127.0.0.1:$port/zdt.example/quickstart/hello:1.0"
+  crane digest --insecure 127.0.0.1:$port/zdt.example/quickstart/hello:1.0
+elif command -v skopeo >/dev/null; then
+  echo "$ skopeo inspect --tls-verify=false docker://127.0.0.1:$port/zdt.example/quickstart/hello:1.0"
+  skopeo inspect --tls-verify=false docker://127.0.0.1:$port/zdt.example/quickstart/hello:1.0 | head -n 4
+fi
+if command -v oras >/dev/null; then
+  rm -rf build/pulled && mkdir -p build/pulled
+  echo "$ oras pull --plain-http -o build/pulled 127.0.0.1:$port/files/zdt-hello:0.1.0"
+  oras pull --plain-http -o build/pulled 127.0.0.1:$port/files/zdt-hello:0.1.0 >/dev/null && ls -l build/pulled
+fi
+kill -TERM $serve_pid && wait $serve_pid || true
+echo "served $(grep -c 'msg=request' build/serve.log) requests (access log: build/serve.log); stopped with SIGTERM"
 
 step "Reproducible: building again with the lock file gives the same bytes"
 $zdt bundle create --lock -f examples/quickstart/zdt.yaml -o build/quickstart-again.zdt >/dev/null
-sha256sum build/quickstart.zdt build/quickstart-again.zdt
-cmp build/quickstart.zdt build/quickstart-again.zdt && echo "identical"
-rm -f build/quickstart-again.zdt
+$zdt bundle create --lock -f examples/quickstart/zdt.yaml -o build/quickstart-again2.zdt >/dev/null
+sha256sum build/quickstart-again.zdt build/quickstart-again2.zdt
+cmp build/quickstart-again.zdt build/quickstart-again2.zdt && echo "identical (unsigned; a signed bundle has the same root digest, ECDSA signatures differ per run)"
+rm -f build/quickstart-again.zdt build/quickstart-again2.zdt
 
 step "Tampering is caught: one flipped byte in a copy of the archive"
 cp build/quickstart.zdt build/tampered.zdt
 size=$(stat -c %s build/tampered.zdt)
 printf '\xff' | dd of=build/tampered.zdt bs=1 seek=$((size - 4096)) conv=notrunc status=none
-if $zdt bundle verify build/tampered.zdt; then echo "tampering NOT detected"; exit 1; else echo "(exit code $?)"; fi
+if $zdt bundle verify --key build/demo.pub build/tampered.zdt; then echo "tampering NOT detected"; exit 1; else echo "(exit code $?)"; fi
 rm -f build/tampered.zdt
 
-step "The layout inside is standard OCI: zdt bundle extract build/quickstart.zdt build/layout"
+step "The layout inside is standard OCI: zdt bundle extract --key build/demo.pub build/quickstart.zdt build/layout"
 rm -rf build/layout
-$zdt bundle extract build/quickstart.zdt build/layout
+$zdt bundle extract --key build/demo.pub build/quickstart.zdt build/layout
 if command -v skopeo >/dev/null; then
   echo "$ skopeo inspect oci:build/layout:zdt.example/quickstart/hello:1.0"
   skopeo inspect oci:build/layout:zdt.example/quickstart/hello:1.0 | head -n 8
 fi
 
-step "zdt install --bundle build/quickstart.zdt --root build/root (a temp root instead of /)"
+step "zdt install --bundle build/quickstart.zdt --key build/demo.pub --root build/root (a temp root instead of /)"
 rm -rf build/root && mkdir -p build/root
-$zdt install --bundle build/quickstart.zdt --root build/root
+$zdt install --bundle build/quickstart.zdt --key build/demo.pub --root build/root
 echo "--- what landed under build/root:"
 (cd build/root && find . -type f -not -path './var/lib/zdt/*' | sort)
 echo "--- $(head -n 1 build/root/etc/systemd/system/zdt-serve.service)"
 
 step "Installing again changes nothing (installation == upgrade; re-runs are no-ops)"
-$zdt install --bundle build/quickstart.zdt --root build/root | tail -n 1
+$zdt install --bundle build/quickstart.zdt --key build/demo.pub --root build/root | tail -n 1
 $zdt status --root build/root
 
 cat <<'MSG'
@@ -55,6 +86,6 @@ cat <<'MSG'
 What next:
   bin/zdt bundle inspect --output json build/quickstart.zdt   # machine-readable
   cp build/quickstart.zdt /media/dvd/                          # carry it across the air gap
-  bin/zdt bundle verify build/quickstart.zdt                   # on the other side, before anything else
+  bin/zdt bundle verify --key build/demo.pub build/quickstart.zdt   # on the other side, before anything else
   bin/zdt schema > zdt.schema.json                             # editor completion for your own zdt.yaml
 MSG

@@ -13,6 +13,7 @@ import (
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/version"
 	"zdt.dev/zdt/manifests"
+	"zdt.dev/zdt/signing"
 )
 
 func newBundleCmd(g *globals) *cobra.Command {
@@ -32,6 +33,14 @@ type createOptions struct {
 	lockFile    string
 	platforms   []string
 	concurrency int
+	key         string
+	cacheDir    string
+	noCache     bool
+	regConfig   string
+	regCA       []string
+	regInsecure []string
+	regPlain    []string
+	discover    bool
 }
 
 func (o *createOptions) AddFlags(fs *pflag.FlagSet) {
@@ -40,7 +49,15 @@ func (o *createOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.lock, "lock", false, "rebuild exactly the content of the lock file; fail if a source changed")
 	fs.StringVar(&o.lockFile, "lock-file", "", "lock file to write, or to read with --lock (default zdt.lock.yaml next to the spec)")
 	fs.StringSliceVar(&o.platforms, "platform", nil, "keep only these platforms (OS/ARCH[/VARIANT]) of multi-arch images; overrides the spec")
-	fs.IntVar(&o.concurrency, "concurrency", 0, "items and blobs fetched at once (default: number of CPUs, at least 2)")
+	fs.IntVar(&o.concurrency, "concurrency", 0, "one budget for everything fetched at once: items, charts, files and image blobs (default: 2 x CPUs, at least 4)")
+	fs.StringVar(&o.cacheDir, "cache-dir", "", "persistent blob cache shared by creates; blobs found there are not fetched again (default $XDG_CACHE_HOME/zdt, ~/.cache/zdt)")
+	fs.BoolVar(&o.noCache, "no-cache", false, "stage blobs in a temp dir next to the archive instead of the cache")
+	fs.StringVar(&o.regConfig, "registry-config", "", "YAML file of per-registry settings: CA, insecure, plain HTTP, credentials (see below)")
+	fs.StringArrayVar(&o.regCA, "registry-ca", nil, "HOST[:PORT]=FILE: trust the PEM certificates in FILE for that registry (repeatable)")
+	fs.StringArrayVar(&o.regInsecure, "insecure-registry", nil, "HOST[:PORT]: speak HTTPS to that registry without verifying its certificate (repeatable)")
+	fs.StringArrayVar(&o.regPlain, "plain-http-registry", nil, "HOST[:PORT]: speak plain HTTP to that registry (repeatable; loopback hosts default to it)")
+	fs.BoolVar(&o.discover, "discover-images", true, "render each chart with its values and add the images it uses (and its artifacthub.io/images annotation) to the bundle")
+	fs.StringVar(&o.key, "key", "", "sign with this cosign private key (password in COSIGN_PASSWORD) or KMS URI; also writes ARCHIVE.sigstore.json")
 }
 
 func newCreateCmd(g *globals) *cobra.Command {
@@ -57,9 +74,36 @@ written to the lock file (zdt.lock.yaml next to the spec); --lock rebuilds
 exactly that content and fails, naming the item, if a source changed.
 
 The archive is written to a temp file and renamed into place when complete:
-an interrupted create leaves nothing behind.`,
+an interrupted create leaves nothing behind.
+
+Content is fetched in phases that share one --concurrency budget: charts
+(fetched from local directories, https Helm repositories or oci:// registries,
+with their dependencies vendored, and rendered to discover the images they
+use), then every image is resolved to a digest and its manifests read, then
+every missing blob is fetched once however many images share it, largest
+first. Blobs are kept in the --cache-dir cache (digest-checked and fsynced
+before they appear there), so a second create fetches only what changed and a
+create that was interrupted (Ctrl-C, kill -9) resumes without fetching again
+what it had finished. Requests are retried with backoff on 429 and 5xx.
+
+Registry credentials come from the Docker config (~/.docker/config.json,
+$DOCKER_CONFIG) and its credential helpers, unless --registry-config gives
+them. The --registry-config file:
+
+  registries:
+    registry.example:5000:
+      ca: /etc/zdt/registry-ca.pem    # trusted in addition to the system CAs
+    mirror.internal:
+      insecure: true                  # HTTPS without certificate verification
+      username: robot                 # basic auth (else the Docker config)
+      password: secret
+    127.0.0.1:5000:
+      plainHTTP: true                 # the default for loopback hosts
+
+--registry-ca, --insecure-registry and --plain-http-registry add to it.`,
 		Example: `  zdt bundle create -f examples/quickstart/zdt.yaml -o build/quickstart.zdt
-  zdt bundle create --lock -o platform-1.4.0.zdt`,
+  zdt bundle create --lock -o platform-1.4.0.zdt
+  COSIGN_PASSWORD=... zdt bundle create --key cosign.key -o platform-1.4.0.zdt`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -96,10 +140,23 @@ an interrupted create leaves nothing behind.`,
 					return err
 				}
 			}
-			bar := g.progress("writing archive")
-			opts.Progress = bar.update
+			var signer *signing.Signer
+			if o.key != "" {
+				signer, err = signing.NewSigner(ctx, signing.SignOptions{Key: o.key, Password: g.keyPassword, Logger: g.logger()})
+				if err != nil {
+					return err
+				}
+				defer signer.Close()
+				opts.Attach, opts.ArchiveWritten = signer.Attach, signer.SignArchive(opts.Output)
+			}
+			if err := o.apply(&opts); err != nil {
+				return err
+			}
+			bars := g.phaseBars()
+			opts.PhaseProgress = bars.update
+			opts.Progress = func(done, total int64) { bars.update(bundle.PhaseWrite, done, total) }
 			res, err := bundle.Create(ctx, spec, opts)
-			bar.finish()
+			bars.finish()
 			if err != nil {
 				return err
 			}
@@ -113,15 +170,28 @@ an interrupted create leaves nothing behind.`,
 				}
 			}
 			if g.json() {
-				return g.printJSON(map[string]any{
+				out := map[string]any{
 					"path": res.Path, "size": res.Size, "sha256": res.Digest.Encoded(),
 					"root": res.Root.Digest, "rootRepository": strings.SplitN(bundle.RootRef(spec.Metadata.Name, spec.Metadata.Version), ":", 2)[0],
 					"items": res.Items, "blobs": res.Blobs, "uniqueSize": res.UniqueSize, "lockFile": lockPath,
-				})
+					"discovered": res.Discovered, "fetch": res.Fetch,
+				}
+				if signer != nil {
+					out["signedBy"] = "sha256:" + signer.Fingerprint()
+					out["sigstoreBundle"] = signing.ArchiveBundlePath(res.Path)
+				}
+				return g.printJSON(out)
 			}
 			fmt.Fprintf(g.stdout, "created %s (%s, %d items, %d blobs)\n", res.Path, humanBytes(res.Size), len(res.Items), res.Blobs)
 			fmt.Fprintf(g.stdout, "root    %s\n", res.Root.Digest)
 			fmt.Fprintf(g.stdout, "sha256  %s\n", res.Digest.Encoded())
+			fmt.Fprintf(g.stdout, "fetched %d blobs (%s); %d from the cache (%s)\n",
+				res.Fetch.FetchedBlobs, humanBytes(res.Fetch.FetchedBytes), res.Fetch.CachedBlobs, humanBytes(res.Fetch.CachedBytes))
+			printDiscovered(g, res.Discovered)
+			if signer != nil {
+				fmt.Fprintf(g.stdout, "signed  key sha256:%s, with provenance and SBOM attestations\n", signer.Fingerprint())
+				fmt.Fprintf(g.stdout, "        %s (for cosign verify-blob)\n", signing.ArchiveBundlePath(res.Path))
+			}
 			if !o.lock {
 				fmt.Fprintf(g.stdout, "lock    %s\n", lockPath)
 			}
@@ -185,20 +255,26 @@ stored size counts each blob once, as the archive holds it.`,
 // verifyOptions are the flags of `zdt bundle verify`.
 type verifyOptions struct {
 	concurrency int
+	trust       trustOptions
 }
 
 func (o *verifyOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.concurrency, "concurrency", 0, "blobs hashed at once (default: number of CPUs)")
+	o.trust.AddFlags(fs)
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {
 	o := &verifyOptions{}
 	cmd := &cobra.Command{
 		Use:   "verify BUNDLE",
-		Short: "Check a bundle's structure and every blob's digest",
-		Long: `Check a bundle's structure and every blob's digest.
+		Short: "Check a bundle's signature, structure and every blob's digest",
+		Long: `Check a bundle's signature, structure and every blob's digest.
 
-Refuses entries outside an OCI layout (absolute or '..' paths, links),
+First the signature of the bundle root (and its provenance and SBOM
+attestations) is checked against the trust policy: --key PUB (repeatable),
+or --policy FILE. An unsigned bundle, one signed by a key the policy does not
+trust, or a signature over another digest is refused; --insecure-skip-signature
+accepts any bundle and prints a warning. Then the structure: refuses entries outside an OCI layout (absolute or '..' paths, links),
 truncated archives, oversized metadata, blobs not reachable from the bundle
 root, missing blobs and blobs whose bytes do not match their digest, naming
 the first bad blob and the item it belongs to. Blobs are hashed in parallel
@@ -210,6 +286,10 @@ straight from the archive. Exit code 3 when verification fails.`,
 				return err
 			}
 			defer a.Close()
+			sig, err := g.verifySignature(cmd.Context(), &o.trust, a)
+			if err != nil {
+				return err
+			}
 			bar := g.progress("verifying")
 			res, err := a.Verify(cmd.Context(), bundle.VerifyOptions{Concurrency: o.concurrency, Progress: bar.update})
 			bar.finish()
@@ -217,10 +297,18 @@ straight from the archive. Exit code 3 when verification fails.`,
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
 			if g.json() {
-				return g.printJSON(map[string]any{"verified": true, "root": a.Root.Digest, "blobs": res.Blobs, "bytes": res.Bytes, "items": len(res.Graph.Items)})
+				return g.printJSON(map[string]any{"verified": true, "root": a.Root.Digest, "blobs": res.Blobs, "bytes": res.Bytes, "items": len(res.Graph.Items), "signature": sig})
 			}
 			fmt.Fprintf(g.stdout, "verified %s: %d items, %d blobs, %s hashed\nroot %s\n",
 				args[0], len(res.Graph.Items), res.Blobs, humanBytes(res.Bytes), a.Root.Digest)
+			if sig.Verified {
+				fmt.Fprintf(g.stdout, "signed by %s\n", sig.Signer)
+				for _, at := range sig.Attestations {
+					fmt.Fprintf(g.stdout, "attested %s\n", at.PredicateType)
+				}
+			} else {
+				fmt.Fprintln(g.stdout, "signature NOT checked (--insecure-skip-signature)")
+			}
 			return nil
 		},
 	}
@@ -229,12 +317,15 @@ straight from the archive. Exit code 3 when verification fails.`,
 }
 
 func newExtractCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	o := &trustOptions{}
+	cmd := &cobra.Command{
 		Use:   "extract BUNDLE DIR",
 		Short: "Verify a bundle and write its OCI layout to DIR",
 		Long: `Verify a bundle and write its OCI layout to DIR, for cosign, crane, skopeo
-or oras. Nothing is written unless the whole bundle verifies.`,
-		Example: `  zdt bundle extract build/quickstart.zdt /tmp/layout
+or oras. Nothing is written unless the whole bundle verifies: its signature
+against the trust policy (--key, --policy or --insecure-skip-signature, as for
+'zdt bundle verify'), then every blob.`,
+		Example: `  zdt bundle extract --key cosign.pub build/quickstart.zdt /tmp/layout
   skopeo inspect oci:/tmp/layout:zdt.example/quickstart/hello:1.0`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -243,6 +334,9 @@ or oras. Nothing is written unless the whole bundle verifies.`,
 				return err
 			}
 			defer a.Close()
+			if _, err := g.verifySignature(cmd.Context(), o, a); err != nil {
+				return err
+			}
 			bar := g.progress("verifying")
 			err = bundle.Extract(cmd.Context(), a, args[1], bundle.ExtractOptions{VerifyOptions: bundle.VerifyOptions{Progress: bar.update}})
 			bar.finish()
@@ -256,6 +350,8 @@ or oras. Nothing is written unless the whole bundle verifies.`,
 			return nil
 		},
 	}
+	o.AddFlags(cmd.Flags())
+	return cmd
 }
 
 func newSchemaCmd(g *globals) *cobra.Command {

@@ -22,6 +22,7 @@ type installOptions struct {
 	detailedExitCode bool
 	amiExport        string
 	serveAddr        string
+	trust            trustOptions
 }
 
 func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
@@ -31,6 +32,7 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.detailedExitCode, "detailed-exitcode", false, "with --plan: exit 4 when the plan has changes")
 	fs.StringVar(&o.amiExport, "ami-export", "", "write each AMI's disk image and metadata to this directory")
 	fs.StringVar(&o.serveAddr, "serve-addr", installer.DefaultServeAddr, "address `zdt serve` listens on, for the generated mirror configuration")
+	o.trust.AddFlags(fs)
 }
 
 func newInstallCmd(g *globals) *cobra.Command {
@@ -40,8 +42,10 @@ func newInstallCmd(g *globals) *cobra.Command {
 		Short: "Verify a bundle and install it; the same command upgrades",
 		Long: `Verify a bundle and install it: the same command upgrades.
 
-Before anything is written the bundle's structure is checked; every byte
-that is written is hashed while it is copied. The plan compares the bundle
+Before anything is written the bundle's signature is checked against the
+trust policy (--key, --policy; an unsigned bundle is refused unless
+--insecure-skip-signature) and its structure is checked; every byte that is
+written is hashed while it is copied. The plan compares the bundle
 with what is installed (add / change / unchanged / remove per item);
 --plan prints it and stops. Applying it imports the images, charts and
 artifacts into the registry storage that 'zdt serve' serves (only new blobs),
@@ -50,8 +54,8 @@ the containerd and containers mirror configuration and the systemd unit of
 'zdt serve', exports AMIs, removes what the bundle no longer has, and records
 a new generation — only when every step succeeded. Installing the same
 bundle again changes nothing. State lives under ROOT/var/lib/zdt.`,
-		Example: `  zdt install --bundle platform-1.4.0.zdt --plan
-  zdt install --bundle platform-1.4.0.zdt --root /mnt/image`,
+		Example: `  zdt install --bundle platform-1.4.0.zdt --key cosign.pub --plan
+  zdt install --bundle platform-1.4.0.zdt --key cosign.pub --root /mnt/image`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.bundle == "" {
@@ -68,6 +72,10 @@ bundle again changes nothing. State lives under ROOT/var/lib/zdt.`,
 				Root: o.root, PlanOnly: o.plan, AMIExportDir: o.amiExport, ServeAddr: o.serveAddr,
 				ToolVersion: version.String(), Logger: g.logger(), Progress: bar.update,
 				Registry: newRegistry(o.root),
+				VerifySignature: func(ctx context.Context, a *bundle.Archive) error {
+					_, err := g.verifySignature(ctx, &o.trust, a)
+					return err
+				},
 			})
 			bar.finish()
 			if err != nil {
@@ -97,9 +105,8 @@ bundle again changes nothing. State lives under ROOT/var/lib/zdt.`,
 	return cmd
 }
 
-// newRegistry is the registry storage under root; nil until package
-// registry provides one.
-var newRegistry = func(root string) installer.Registry { return nil }
+// newRegistry is the registry storage under an install root.
+var newRegistry = func(root string) installer.Registry { return installer.NewStoreRegistry(root, nil) }
 
 var planSigns = map[installer.Action]string{
 	installer.ActionAdd: "+", installer.ActionChange: "~", installer.ActionRepair: "!",

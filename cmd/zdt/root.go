@@ -94,7 +94,7 @@ Exit codes:
 		return nil
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newBundleCmd(g), newSchemaCmd(g), newVersionCmd(g))
+	root.AddCommand(newBundleCmd(g), newSchemaCmd(g), newVersionCmd(g), newServeCmd(g), newKeyCmd(g))
 	root.AddCommand(newInstallCmd(g), newStatusCmd(g), newRollbackCmd(g), newUninstallCmd(g))
 	return root
 }

@@ -1,0 +1,190 @@
+package bundle
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// The persistent cache (CreateOptions.CacheDir) is the create pipeline's
+// blob store kept between runs: DIR/blobs/sha256/<hex>, shared by every
+// create on the machine. Its invariants:
+//
+//   - a blob appears under its digest only after its bytes were hashed and
+//     fsynced (temp file → check → fsync → rename), so an existing entry is
+//     a valid one and a killed create leaves at most a temp file
+//     (blobs/.ingest-*), which a later create removes once it is stale;
+//   - a manifest appears only after every blob it points at (post-order
+//     commit), so a manifest in the cache stands for its whole graph;
+//   - DIR/sources/sha256/<hex>.json maps the sha256 of a file's original
+//     bytes (the spec's sha256) to the blob zdt stored for it, so a file
+//     whose blob is cached is not downloaded again.
+
+// staleIngest is how old a temp file must be before it is taken as left by
+// a killed create (a running one writes to its temp files continuously).
+const staleIngest = time.Hour
+
+// DefaultCacheDir is the cache `zdt bundle create` uses unless told
+// otherwise: $XDG_CACHE_HOME/zdt (~/.cache/zdt on Linux).
+func DefaultCacheDir() (string, error) {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("finding the user cache dir: %w", err)
+	}
+	return filepath.Join(d, "zdt"), nil
+}
+
+// cleanStale removes temp files of killed creates. Errors are ignored: a
+// temp file is never mistaken for a blob.
+func (s *blobStore) cleanStale(olderThan time.Duration) int {
+	dir := filepath.Join(s.root, "blobs")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".ingest-") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || time.Since(fi.ModTime()) < olderThan {
+			continue
+		}
+		if os.Remove(filepath.Join(dir, e.Name())) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// stat describes a stored blob by digest (no media type).
+func (s *blobStore) stat(d digest.Digest) (ocispec.Descriptor, bool) {
+	p, err := s.path(d)
+	if err != nil {
+		return ocispec.Descriptor{}, false
+	}
+	fi, err := os.Stat(p)
+	if err != nil || !fi.Mode().IsRegular() {
+		return ocispec.Descriptor{}, false
+	}
+	return ocispec.Descriptor{Digest: d, Size: fi.Size()}, true
+}
+
+// describe returns the descriptor of a stored manifest or index (media
+// type read from the manifest), or false if the store lacks it.
+func (s *blobStore) describe(ctx context.Context, d digest.Digest) (ocispec.Descriptor, bool) {
+	desc, ok := s.stat(d)
+	if !ok || desc.Size > MaxManifestSize {
+		return ocispec.Descriptor{}, false
+	}
+	rc, err := s.Fetch(ctx, desc)
+	if err != nil {
+		return ocispec.Descriptor{}, false
+	}
+	defer rc.Close()
+	var m struct {
+		MediaType    string `json:"mediaType"`
+		ArtifactType string `json:"artifactType"`
+		Manifests    []any  `json:"manifests"`
+	}
+	if err := json.NewDecoder(rc).Decode(&m); err != nil {
+		return ocispec.Descriptor{}, false
+	}
+	if m.MediaType == "" {
+		if m.Manifests != nil {
+			m.MediaType = ocispec.MediaTypeImageIndex
+		} else {
+			m.MediaType = ocispec.MediaTypeImageManifest
+		}
+	}
+	if !isManifest(m.MediaType) {
+		return ocispec.Descriptor{}, false
+	}
+	desc.MediaType, desc.ArtifactType = m.MediaType, m.ArtifactType
+	return desc, true
+}
+
+// sourceEntry is what the store keeps about a file source.
+type sourceEntry struct {
+	Layer ocispec.Descriptor `json:"layer"`
+	Size  int64              `json:"size"`
+	Head  []byte             `json:"head"`
+}
+
+// sourcePath names the record of a source's bytes stored as mediaType.
+func (s *blobStore) sourcePath(rawSHA, mediaType string) (string, error) {
+	d := digest.NewDigestFromEncoded(digest.SHA256, rawSHA)
+	if err := d.Validate(); err != nil {
+		return "", err
+	}
+	mt := digest.FromString(mediaType).Encoded()[:16]
+	return filepath.Join(s.root, "sources", "sha256", rawSHA+"-"+mt+".json"), nil
+}
+
+// lookupSource returns the stored layer for a source's original sha256 if
+// both the record and the blob are present.
+func (s *blobStore) lookupSource(ctx context.Context, rawSHA, mediaType string) (sourceEntry, bool) {
+	p, err := s.sourcePath(rawSHA, mediaType)
+	if err != nil {
+		return sourceEntry{}, false
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return sourceEntry{}, false
+	}
+	var e sourceEntry
+	if json.Unmarshal(b, &e) != nil {
+		return sourceEntry{}, false
+	}
+	if ok, _ := s.Exists(ctx, e.Layer); !ok {
+		return sourceEntry{}, false
+	}
+	return e, true
+}
+
+// recordSource remembers which blob holds a source's bytes. The record is
+// written after the blob (temp + fsync + rename); failures only cost a
+// future download.
+func (s *blobStore) recordSource(rawSHA, mediaType string, e sourceEntry) error {
+	p, err := s.sourcePath(rawSHA, mediaType)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), p); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,673 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"gopkg.in/yaml.v3"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/registry/remote"
+	sigyaml "sigs.k8s.io/yaml"
+
+	"zdt.dev/zdt/manifests"
+)
+
+// maxChartSize bounds a chart archive read into memory.
+const maxChartSize = 64 << 20
+
+// maxIndexSize bounds a Helm repository's index.yaml.
+const maxIndexSize = 256 << 20
+
+// chartResult is a staged chart and the images found in it.
+type chartResult struct {
+	resolved
+	// commit holds the manifests of an OCI chart to store after its blobs.
+	commit []stagedManifest
+	// images are the normalized references discovered in the chart.
+	images []string
+}
+
+// chart stages a Helm chart as an OCI artifact with Helm's media types,
+// from a local directory or .tgz, an https Helm repository (index.yaml) or
+// an OCI registry (oci://). Directories are packaged reproducibly (fixed
+// mtimes, no gzip timestamp); dependencies that the chart declares but does
+// not carry in charts/ are fetched and vendored. With DiscoverImages, the
+// chart is rendered with its values and the spec's values file and every
+// image it uses is returned.
+func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (chartResult, error) {
+	fail := func(err error) (chartResult, error) {
+		return chartResult{}, fmt.Errorf("chart %s (%s): %w", ch.Name, ch.Source, err)
+	}
+	var (
+		res    chartResult
+		tgz    []byte
+		loaded *chart.Chart
+		err    error
+	)
+	switch {
+	case strings.HasPrefix(ch.Source, "oci://"):
+		res, tgz, err = c.ociChart(ctx, comp, ch)
+		if err != nil {
+			return fail(err)
+		}
+		if loaded, err = loader.LoadArchive(bytes.NewReader(tgz)); err != nil {
+			return fail(err)
+		}
+		if err := checkChart(loaded, ch); err != nil {
+			return fail(err)
+		}
+		if missing := missingDeps(loaded); len(missing) > 0 {
+			return fail(fmt.Errorf("the chart lacks its dependencies %v in charts/; push it with them vendored (helm dependency build)", missing))
+		}
+	case strings.HasPrefix(ch.Source, "https://") || strings.HasPrefix(ch.Source, "http://"):
+		var source string
+		if tgz, source, err = c.repoChart(ctx, ch.Source, ch.Name, ch.Version); err != nil {
+			return fail(err)
+		}
+		if loaded, err = loader.LoadArchive(bytes.NewReader(tgz)); err != nil {
+			return fail(err)
+		}
+		if err := checkChart(loaded, ch); err != nil {
+			return fail(err)
+		}
+		if len(missingDeps(loaded)) > 0 {
+			if err := c.vendorDeps(ctx, loaded, ""); err != nil {
+				return fail(err)
+			}
+			if tgz, err = packageChart(loaded); err != nil {
+				return fail(err)
+			}
+		}
+		if res.resolved, err = c.putChart(ctx, comp, ch, loaded, tgz, source); err != nil {
+			return fail(err)
+		}
+	default:
+		p := c.path(ch.Source)
+		if loaded, err = loader.Load(p); err != nil {
+			return fail(err)
+		}
+		if err := checkChart(loaded, ch); err != nil {
+			return fail(err)
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			return fail(err)
+		}
+		if fi.IsDir() || len(missingDeps(loaded)) > 0 {
+			base := p
+			if !fi.IsDir() {
+				base = filepath.Dir(p)
+			}
+			if err := c.vendorDeps(ctx, loaded, base); err != nil {
+				return fail(err)
+			}
+			if tgz, err = packageChart(loaded); err != nil {
+				return fail(err)
+			}
+		} else if tgz, err = os.ReadFile(p); err != nil {
+			return fail(err)
+		}
+		if res.resolved, err = c.putChart(ctx, comp, ch, loaded, tgz, ch.Source); err != nil {
+			return fail(err)
+		}
+	}
+	if c.opts.DiscoverImages {
+		if res.images, err = c.discoverImages(comp, ch, tgz); err != nil {
+			return fail(err)
+		}
+	}
+	c.opts.Logger.Info("staged chart", "name", ch.Name, "version", loaded.Metadata.Version, "digest", res.desc.Digest, "images", len(res.images))
+	return res, nil
+}
+
+func checkChart(loaded *chart.Chart, ch manifests.Chart) error {
+	if loaded.Metadata.Name != ch.Name {
+		return fmt.Errorf("the chart is named %q, not %q", loaded.Metadata.Name, ch.Name)
+	}
+	if ch.Version != "" && loaded.Metadata.Version != ch.Version {
+		if c, err := semver.NewConstraint(ch.Version); err == nil {
+			if v, err := semver.NewVersion(loaded.Metadata.Version); err == nil && c.Check(v) {
+				return nil
+			}
+		}
+		return fmt.Errorf("the chart has version %q, the spec asks for %q", loaded.Metadata.Version, ch.Version)
+	}
+	return nil
+}
+
+// putChart stores a chart archive as zdt's Helm-style OCI artifact.
+func (c *creator) putChart(ctx context.Context, comp string, ch manifests.Chart, loaded *chart.Chart, tgz []byte, source string) (resolved, error) {
+	cfg, err := json.Marshal(loaded.Metadata)
+	if err != nil {
+		return resolved{}, err
+	}
+	cfgDesc, err := c.store.PutBytes(ctx, manifests.MediaTypeHelmConfig, cfg)
+	if err != nil {
+		return resolved{}, err
+	}
+	layer, err := c.store.PutBytes(ctx, manifests.MediaTypeHelmChart, tgz)
+	if err != nil {
+		return resolved{}, err
+	}
+	ann := map[string]string{
+		ocispec.AnnotationTitle:   loaded.Metadata.Name,
+		ocispec.AnnotationVersion: loaded.Metadata.Version,
+	}
+	if loaded.Metadata.Description != "" {
+		ann[ocispec.AnnotationDescription] = loaded.Metadata.Description
+	}
+	desc, err := c.putManifest(ctx, "", cfgDesc, []ocispec.Descriptor{layer}, ann)
+	if err != nil {
+		return resolved{}, err
+	}
+	return chartItem(comp, ch, loaded, desc, source), nil
+}
+
+func chartItem(comp string, ch manifests.Chart, loaded *chart.Chart, desc ocispec.Descriptor, source string) resolved {
+	ref := "charts/" + loaded.Metadata.Name + ":" + loaded.Metadata.Version
+	it := Item{Component: comp, Kind: manifests.KindChart, Name: ch.Name, Ref: ref, Digest: desc.Digest.String(), MediaType: desc.MediaType}
+	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: ch.Name, Digest: it.Digest, Source: source}}
+}
+
+// ociChart resolves oci://HOST/PATH[/NAME] at the chart's version and plans
+// its manifest as pushed by helm (its digest is kept). It returns the chart
+// archive, which is stored at once (it is a leaf blob).
+func (c *creator) ociChart(ctx context.Context, comp string, ch manifests.Chart) (chartResult, []byte, error) {
+	repo, version, err := c.ociChartRepo(ctx, strings.TrimPrefix(ch.Source, "oci://"), ch.Name, ch.Version)
+	if err != nil {
+		return chartResult{}, nil, err
+	}
+	tagOrDigest := strings.ReplaceAll(version, "+", "_")
+	if c.opts.Lock != nil {
+		if l, ok := c.opts.Lock.Find(manifests.KindChart, ch.Name); ok {
+			if _, d, ok := strings.Cut(l.Source, "@"); ok {
+				tagOrDigest = d
+			}
+		}
+	}
+	desc, err := repo.Resolve(ctx, tagOrDigest)
+	if err != nil {
+		return chartResult{}, nil, fmt.Errorf("resolving %s: %w", tagOrDigest, err)
+	}
+	raw, _, err := c.plan.readManifest(ctx, repo, desc)
+	if err != nil {
+		return chartResult{}, nil, err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return chartResult{}, nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	var layer *ocispec.Descriptor
+	for i, l := range m.Layers {
+		if l.MediaType == manifests.MediaTypeHelmChart || l.MediaType == "application/tar+gzip" {
+			layer = &m.Layers[i]
+			break
+		}
+	}
+	if layer == nil || layer.Size > maxChartSize {
+		return chartResult{}, nil, fmt.Errorf("manifest %s has no chart layer (%s) of at most %d bytes", desc.Digest, manifests.MediaTypeHelmChart, maxChartSize)
+	}
+	if ok, _ := c.store.Exists(ctx, *layer); !ok {
+		if err := c.plan.fetchBlob(ctx, &pendingBlob{desc: *layer, src: repo, item: "chart " + ch.Name}, func(int64) {}); err != nil {
+			return chartResult{}, nil, fmt.Errorf("fetching chart layer %s: %w", layer.Digest, err)
+		}
+	}
+	tgz, err := content.FetchAll(ctx, c.store, *layer)
+	if err != nil {
+		return chartResult{}, nil, err
+	}
+	var res chartResult
+	if err := c.plan.walk(ctx, repo, desc, "chart "+ch.Name, 0, &res.commit); err != nil {
+		return chartResult{}, nil, err
+	}
+	loaded, err := loader.LoadArchive(bytes.NewReader(tgz))
+	if err != nil {
+		return chartResult{}, nil, err
+	}
+	top := ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size, ArtifactType: m.ArtifactType}
+	if top.MediaType == "" {
+		top.MediaType = ocispec.MediaTypeImageManifest
+	}
+	res.resolved = chartItem(comp, ch, loaded, top, repo.Reference.Registry+"/"+repo.Reference.Repository+"@"+desc.Digest.String())
+	return res, tgz, nil
+}
+
+// ociChartRepo opens the repository of an OCI chart: HOST/PATH/NAME, where
+// the source may or may not end with the chart name. A version that is a
+// semver constraint is resolved against the repository's tags.
+func (c *creator) ociChartRepo(ctx context.Context, src, name, version string) (*remote.Repository, string, error) {
+	host, p, ok := strings.Cut(src, "/")
+	if !ok || p == "" {
+		p = ""
+	}
+	p = strings.Trim(p, "/")
+	if path.Base(p) != name {
+		p = strings.TrimPrefix(p+"/"+name, "/")
+	}
+	repo, err := c.remotes.repo(host, p)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := semver.StrictNewVersion(strings.TrimPrefix(version, "v")); err == nil || version == "" {
+		return repo, version, nil
+	}
+	cons, err := semver.NewConstraint(version)
+	if err != nil {
+		return repo, version, nil // a plain tag
+	}
+	var best *semver.Version
+	var bestTag string
+	err = repo.Tags(ctx, "", func(tags []string) error {
+		for _, t := range tags {
+			v, err := semver.NewVersion(strings.ReplaceAll(t, "_", "+"))
+			if err == nil && cons.Check(v) && (best == nil || v.GreaterThan(best)) {
+				best, bestTag = v, t
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("listing tags: %w", err)
+	}
+	if best == nil {
+		return nil, "", fmt.Errorf("no tag matches version %q", version)
+	}
+	return repo, bestTag, nil
+}
+
+// repoChart downloads NAME at VERSION (an exact version or a semver
+// constraint) from a Helm HTTP repository, checking the archive against the
+// digest in index.yaml. The source it returns is URL@sha256:HEX. A chart
+// whose digest is in the store already is not downloaded again.
+func (c *creator) repoChart(ctx context.Context, repoURL, name, version string) ([]byte, string, error) {
+	base := strings.TrimSuffix(repoURL, "/")
+	resp, err := c.remotes.get(ctx, base+"/index.yaml")
+	if err != nil {
+		return nil, "", err
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxIndexSize+1))
+	resp.Body.Close()
+	if err != nil {
+		return nil, "", fmt.Errorf("reading %s/index.yaml: %w", base, err)
+	}
+	if len(raw) > maxIndexSize {
+		return nil, "", fmt.Errorf("%s/index.yaml is larger than %d bytes", base, maxIndexSize)
+	}
+	idx, err := parseRepoIndex(raw)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s/index.yaml: %w", base, err)
+	}
+	cv, err := idx.Get(name, version)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s/index.yaml: %s %s: %w", base, name, version, err)
+	}
+	if len(cv.URLs) == 0 {
+		return nil, "", fmt.Errorf("%s/index.yaml: %s %s has no download URL", base, name, cv.Version)
+	}
+	u, err := url.Parse(cv.URLs[0])
+	if err != nil {
+		return nil, "", err
+	}
+	if !u.IsAbs() {
+		b, err := url.Parse(base + "/")
+		if err != nil {
+			return nil, "", err
+		}
+		u = b.ResolveReference(u)
+	}
+	want := strings.TrimPrefix(cv.Digest, "sha256:")
+	if want != "" {
+		d := digest.NewDigestFromEncoded(digest.SHA256, want)
+		if d.Validate() == nil {
+			if sd, ok := c.store.stat(d); ok && sd.Size <= maxChartSize {
+				if b, err := content.FetchAll(ctx, c.store, sd); err == nil {
+					c.opts.Logger.Debug("chart from cache", "url", u.String(), "digest", d)
+					return b, u.String() + "@" + d.String(), nil
+				}
+			}
+		}
+	}
+	resp, err = c.remotes.get(ctx, u.String())
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	tgz, err := io.ReadAll(io.LimitReader(resp.Body, maxChartSize+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("reading %s: %w", u, err)
+	}
+	if len(tgz) > maxChartSize {
+		return nil, "", fmt.Errorf("%s is larger than %d bytes", u, maxChartSize)
+	}
+	sum := sha256.Sum256(tgz)
+	got := hex.EncodeToString(sum[:])
+	if want != "" && got != want {
+		return nil, "", &SourceDigestError{Source: u.String(), Want: want, Got: got}
+	}
+	// Kept in the store so that the next create need not download it.
+	if _, err := c.store.PutBytes(ctx, manifests.MediaTypeHelmChart, tgz); err != nil {
+		return nil, "", err
+	}
+	return tgz, u.String() + "@sha256:" + got, nil
+}
+
+// repoIndex is the part of a Helm repository's index.yaml zdt reads.
+type repoIndex struct {
+	APIVersion string                       `json:"apiVersion"`
+	Entries    map[string][]*repoChartEntry `json:"entries"`
+}
+
+type repoChartEntry struct {
+	Name    string   `json:"name"`
+	Version string   `json:"version"`
+	URLs    []string `json:"urls"`
+	Digest  string   `json:"digest"`
+}
+
+func parseRepoIndex(raw []byte) (*repoIndex, error) {
+	var idx repoIndex
+	if err := sigyaml.Unmarshal(raw, &idx); err != nil {
+		return nil, err
+	}
+	if idx.APIVersion == "" {
+		return nil, fmt.Errorf("no apiVersion: not a Helm repository index")
+	}
+	return &idx, nil
+}
+
+// Get finds a chart version: the version itself, else the highest version
+// matching it as a semver constraint (prereleases only when asked for).
+func (i *repoIndex) Get(name, version string) (*repoChartEntry, error) {
+	entries := i.Entries[name]
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("no chart named %q", name)
+	}
+	for _, e := range entries {
+		if e != nil && e.Version == version {
+			return e, nil
+		}
+	}
+	cons, err := semver.NewConstraint(orDefault(version, "*"))
+	if err != nil {
+		return nil, fmt.Errorf("no version %q", version)
+	}
+	var best *repoChartEntry
+	var bestV *semver.Version
+	for _, e := range entries {
+		if e == nil {
+			continue
+		}
+		v, err := semver.NewVersion(e.Version)
+		if err != nil || !cons.Check(v) {
+			continue
+		}
+		if bestV == nil || v.GreaterThan(bestV) {
+			best, bestV = e, v
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("no version matches %q", version)
+	}
+	return best, nil
+}
+
+// missingDeps lists the dependencies Chart.yaml declares that charts/ lacks.
+func missingDeps(ch *chart.Chart) []string {
+	have := map[string]bool{}
+	for _, d := range ch.Dependencies() {
+		have[d.Name()] = true
+	}
+	var out []string
+	for _, d := range ch.Metadata.Dependencies {
+		if !have[d.Name] {
+			out = append(out, d.Name)
+		}
+	}
+	return out
+}
+
+// vendorDeps fetches the dependencies a chart declares but does not carry
+// (from https Helm repositories, oci:// registries or file:// paths relative
+// to base) and adds them to the chart, as `helm dependency build` would.
+func (c *creator) vendorDeps(ctx context.Context, ch *chart.Chart, base string) error {
+	missing := map[string]bool{}
+	for _, n := range missingDeps(ch) {
+		missing[n] = true
+	}
+	for _, d := range ch.Metadata.Dependencies {
+		if !missing[d.Name] {
+			continue
+		}
+		var (
+			sub *chart.Chart
+			err error
+		)
+		switch {
+		case strings.HasPrefix(d.Repository, "file://"):
+			if base == "" {
+				return fmt.Errorf("dependency %s: file:// repositories need a local chart", d.Name)
+			}
+			sub, err = loader.Load(filepath.Join(base, strings.TrimPrefix(d.Repository, "file://")))
+		case strings.HasPrefix(d.Repository, "oci://"):
+			var tgz []byte
+			_, tgz, err = c.ociChart(ctx, "", manifests.Chart{Name: d.Name, Source: d.Repository, Version: d.Version})
+			if err == nil {
+				sub, err = loader.LoadArchive(bytes.NewReader(tgz))
+			}
+		case strings.HasPrefix(d.Repository, "https://") || strings.HasPrefix(d.Repository, "http://"):
+			var tgz []byte
+			if tgz, _, err = c.repoChart(ctx, d.Repository, d.Name, d.Version); err == nil {
+				sub, err = loader.LoadArchive(bytes.NewReader(tgz))
+			}
+		default:
+			err = fmt.Errorf("repository %q is not https://, oci:// or file:// (repository aliases need a Helm config zdt does not read)", d.Repository)
+		}
+		if err != nil {
+			return fmt.Errorf("vendoring dependency %s %s: %w", d.Name, d.Version, err)
+		}
+		if len(missingDeps(sub)) > 0 {
+			if err := c.vendorDeps(ctx, sub, ""); err != nil {
+				return err
+			}
+		}
+		c.opts.Logger.Info("vendored chart dependency", "chart", ch.Metadata.Name, "dependency", d.Name, "version", sub.Metadata.Version)
+		ch.AddDependency(sub)
+	}
+	return nil
+}
+
+// packageChart saves a loaded chart with Helm's own writer, then rewrites
+// the archive with fixed metadata so the same chart gives the same bytes.
+func packageChart(ch *chart.Chart) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "zdt-chart-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	saved, err := chartutil.Save(ch, dir)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(saved)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&out, gzip.BestCompression)
+	tw := tar.NewWriter(zw)
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		h.ModTime, h.AccessTime, h.ChangeTime = archiveModTime, time.Time{}, time.Time{}
+		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "", ""
+		h.Format = tar.FormatUSTAR
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// ImagesAnnotation is the Chart.yaml annotation listing a chart's images
+// (Artifact Hub's format: a YAML list of {name, image}).
+const ImagesAnnotation = "artifacthub.io/images"
+
+// discoverImages renders the chart (its values, then the spec's values
+// file) as a client-only install would and collects every `image:` string
+// of the rendered manifests, plus the images annotation. The result is
+// normalized, deduplicated and sorted. A chart that does not render is
+// reported in the log and contributes its annotation only.
+func (c *creator) discoverImages(comp string, ch manifests.Chart, tgz []byte) ([]string, error) {
+	loaded, err := loader.LoadArchive(bytes.NewReader(tgz))
+	if err != nil {
+		return nil, err
+	}
+	found := map[string]bool{}
+	add := func(ref string) {
+		ref = strings.TrimSpace(ref)
+		if ref == "" {
+			return
+		}
+		if n, err := NormalizeRef(ref); err == nil {
+			found[n] = true
+		}
+	}
+	if ann := loaded.Metadata.Annotations[ImagesAnnotation]; ann != "" {
+		var list []struct {
+			Name  string `yaml:"name"`
+			Image string `yaml:"image"`
+		}
+		if err := yaml.Unmarshal([]byte(ann), &list); err != nil {
+			return nil, fmt.Errorf("annotation %s: %w", ImagesAnnotation, err)
+		}
+		for _, e := range list {
+			add(e.Image)
+		}
+	}
+	vals := map[string]any{}
+	if ch.Values != "" {
+		b, err := os.ReadFile(c.path(ch.Values))
+		if err != nil {
+			return nil, fmt.Errorf("values: %w", err)
+		}
+		v, err := chartutil.ReadValues(b)
+		if err != nil {
+			return nil, fmt.Errorf("values %s: %w", ch.Values, err)
+		}
+		vals = v
+	}
+	rendered, err := renderChart(loaded, vals, orDefault(ch.Release, ch.Name), orDefault(ch.Namespace, comp))
+	if err != nil {
+		c.opts.Logger.Warn("chart does not render; only its images annotation is used", "chart", ch.Name, "err", err)
+	}
+	for _, ref := range imagesInManifests(rendered) {
+		add(ref)
+	}
+	out := make([]string, 0, len(found))
+	for r := range found {
+		out = append(out, r)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// renderChart renders a chart's templates without a cluster.
+func renderChart(ch *chart.Chart, vals map[string]any, release, namespace string) (map[string]string, error) {
+	if err := chartutil.ProcessDependenciesWithMerge(ch, vals); err != nil {
+		return nil, err
+	}
+	rv, err := chartutil.ToRenderValuesWithSchemaValidation(ch, vals, chartutil.ReleaseOptions{
+		Name: release, Namespace: namespace, Revision: 1, IsInstall: true,
+	}, chartutil.DefaultCapabilities, true)
+	if err != nil {
+		return nil, err
+	}
+	return engine.Render(ch, rv)
+}
+
+// imagesInManifests collects every string value under an "image" key in
+// the rendered YAML documents (NOTES.txt and partials skipped).
+func imagesInManifests(rendered map[string]string) []string {
+	names := make([]string, 0, len(rendered))
+	for n := range rendered {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, val := range x {
+				if s, ok := val.(string); ok && k == "image" {
+					out = append(out, s)
+					continue
+				}
+				walk(val)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	for _, n := range names {
+		base := path.Base(n)
+		if strings.HasSuffix(n, "NOTES.txt") || strings.HasPrefix(base, "_") {
+			continue
+		}
+		if ext := path.Ext(n); ext != ".yaml" && ext != ".yml" && ext != ".json" {
+			continue
+		}
+		dec := yaml.NewDecoder(strings.NewReader(rendered[n]))
+		for {
+			var doc any
+			if err := dec.Decode(&doc); err != nil {
+				break
+			}
+			walk(doc)
+		}
+	}
+	return out
+}

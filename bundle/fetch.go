@@ -1,0 +1,520 @@
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+
+	"zdt.dev/zdt/manifests"
+)
+
+// The create pipeline's fetching half runs in phases that share one
+// concurrency budget (CreateOptions.Concurrency) and never overlap:
+//
+//  1. charts: resolved, fetched and rendered, so the images they use can
+//     join the bundle (CreateOptions.DiscoverImages);
+//  2. items: every image is resolved (tag → digest) and its manifests are
+//     read (from the store when present, else from the source) — no layer
+//     is fetched yet; files and AMIs are staged;
+//  3. blobs: every layer and config that the store lacks is fetched once,
+//     however many images share it, largest first;
+//  4. commit: each image's manifests are written bottom-up.
+//
+// The store only ever holds a manifest once everything it points at is
+// there (phase 4 runs after phase 3, children before parents), so a
+// manifest found in the store stands for its whole graph, and an
+// interrupted create leaves at most whole blobs behind: the next create
+// fetches only what is missing.
+
+// PhaseCharts, PhaseResolve, PhaseFetch and PhaseWrite name the
+// create phases reported to CreateOptions.PhaseProgress.
+const (
+	PhaseCharts  = "charts"          // done/total: charts
+	PhaseResolve = "resolving"       // done/total: items
+	PhaseFetch   = "fetching"        // done/total: bytes
+	PhaseWrite   = "writing archive" // done/total: bytes (also CreateOptions.Progress)
+)
+
+// stagedManifest is a manifest read during planning, written to the store
+// in the commit phase.
+type stagedManifest struct {
+	desc ocispec.Descriptor
+	raw  []byte
+}
+
+// pendingBlob is a blob the store lacks and where to get it.
+type pendingBlob struct {
+	desc ocispec.Descriptor
+	src  content.Fetcher
+	item string
+}
+
+// fetchPlan collects the blobs every item needs, once each.
+type fetchPlan struct {
+	store *blobStore
+	mu    sync.Mutex
+	blobs map[digest.Digest]*pendingBlob
+	// counted holds the digests counted in cachedBlobs/cachedBytes.
+	counted map[digest.Digest]bool
+	// cached counts blobs and manifests found in the store while planning.
+	cachedBlobs, cachedBytes atomic.Int64
+}
+
+func newFetchPlan(store *blobStore) *fetchPlan {
+	return &fetchPlan{store: store, blobs: map[digest.Digest]*pendingBlob{}, counted: map[digest.Digest]bool{}}
+}
+
+// maxGraphDepth bounds index nesting (an index of indexes of …).
+const maxGraphDepth = 8
+
+// readManifest reads a manifest from the store if present, else from src,
+// checking its digest and size. fromStore says where it came from.
+func (p *fetchPlan) readManifest(ctx context.Context, src content.Fetcher, desc ocispec.Descriptor) (raw []byte, fromStore bool, err error) {
+	if desc.Size > MaxManifestSize {
+		return nil, false, fmt.Errorf("manifest %s is %d bytes (limit %d): %w", desc.Digest, desc.Size, MaxManifestSize, ErrTooLarge)
+	}
+	if ok, _ := p.store.Exists(ctx, desc); ok {
+		if raw, err := content.FetchAll(ctx, p.store, desc); err == nil {
+			return raw, true, nil
+		}
+	}
+	raw, err = content.FetchAll(ctx, src, desc)
+	if err != nil {
+		return nil, false, fmt.Errorf("fetching manifest %s: %w", desc.Digest, err)
+	}
+	return raw, false, nil
+}
+
+// walk plans the graph under desc: manifests missing from the store are
+// read from src and appended to out in post-order (children first); blobs
+// missing from the store are added to the plan. A manifest present in the
+// store is complete (see above) and is not descended into.
+func (p *fetchPlan) walk(ctx context.Context, src content.Fetcher, desc ocispec.Descriptor, item string, depth int, out *[]stagedManifest) error {
+	if depth > maxGraphDepth {
+		return fmt.Errorf("manifest %s: nested deeper than %d", desc.Digest, maxGraphDepth)
+	}
+	if !isManifest(desc.MediaType) {
+		return p.addBlob(ctx, src, desc, item)
+	}
+	if ok, err := p.store.Exists(ctx, desc); err != nil {
+		return err
+	} else if ok {
+		p.countCached(ctx, desc, depth)
+		return nil
+	}
+	raw, _, err := p.readManifest(ctx, src, desc)
+	if err != nil {
+		return err
+	}
+	children, err := successors(raw)
+	if err != nil {
+		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	for _, c := range children {
+		if c.role == "subject" {
+			continue // a referrer's subject is not part of the image
+		}
+		if err := p.walk(ctx, src, c.d, item, depth+1, out); err != nil {
+			return err
+		}
+	}
+	*out = append(*out, stagedManifest{desc: desc, raw: raw})
+	return nil
+}
+
+// countCached adds a stored graph to the cache statistics, each blob once.
+func (p *fetchPlan) countCached(ctx context.Context, desc ocispec.Descriptor, depth int) {
+	p.mu.Lock()
+	seen := p.counted[desc.Digest]
+	p.counted[desc.Digest] = true
+	p.mu.Unlock()
+	if seen {
+		return
+	}
+	p.cachedBlobs.Add(1)
+	p.cachedBytes.Add(desc.Size)
+	if !isManifest(desc.MediaType) || depth > maxGraphDepth {
+		return
+	}
+	raw, err := content.FetchAll(ctx, p.store, desc)
+	if err != nil {
+		return
+	}
+	children, err := successors(raw)
+	if err != nil {
+		return
+	}
+	for _, c := range children {
+		if c.role != "subject" {
+			p.countCached(ctx, c.d, depth+1)
+		}
+	}
+}
+
+// addBlob plans a non-manifest blob unless the store has it.
+func (p *fetchPlan) addBlob(ctx context.Context, src content.Fetcher, desc ocispec.Descriptor, item string) error {
+	if err := desc.Digest.Validate(); err != nil {
+		return fmt.Errorf("blob %q: %w", desc.Digest, err)
+	}
+	if desc.Digest.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("blob %s: %w", desc.Digest, ErrUnsupportedDigest)
+	}
+	p.mu.Lock()
+	_, planned := p.blobs[desc.Digest]
+	p.mu.Unlock()
+	if planned {
+		return nil
+	}
+	if ok, err := p.store.Exists(ctx, desc); err != nil {
+		return err
+	} else if ok {
+		p.countCached(ctx, desc, 0)
+		return nil
+	}
+	p.mu.Lock()
+	if _, planned := p.blobs[desc.Digest]; !planned {
+		p.blobs[desc.Digest] = &pendingBlob{desc: ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}, src: src, item: item}
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// fetchStats says what the fetch phase did.
+type fetchStats struct {
+	Blobs int
+	Bytes int64
+}
+
+// fetchAll fetches every planned blob into the store, at most conc at
+// once, largest first. progress gets the bytes fetched so far and the total.
+func (p *fetchPlan) fetchAll(ctx context.Context, conc int, progress func(done, total int64)) (fetchStats, error) {
+	list := make([]*pendingBlob, 0, len(p.blobs))
+	var total int64
+	for _, b := range p.blobs {
+		list = append(list, b)
+		total += b.desc.Size
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].desc.Size != list[j].desc.Size {
+			return list[i].desc.Size > list[j].desc.Size
+		}
+		return list[i].desc.Digest < list[j].desc.Digest
+	})
+	var done atomic.Int64
+	report := func(n int64) {
+		d := done.Add(n)
+		if progress != nil {
+			progress(d, total)
+		}
+	}
+	if progress != nil {
+		progress(0, total)
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(conc)
+	for _, b := range list {
+		eg.Go(func() error {
+			if err := p.fetchBlob(ectx, b, report); err != nil {
+				return &BlobError{Digest: b.desc.Digest, Item: b.item, Role: "fetching", Err: err}
+			}
+			return nil
+		})
+	}
+	err := eg.Wait()
+	return fetchStats{Blobs: len(list), Bytes: total}, err
+}
+
+// fetchBlob copies one blob into the store (digest-checked by the store),
+// trying again after a broken transfer.
+func (p *fetchPlan) fetchBlob(ctx context.Context, b *pendingBlob, report func(int64)) error {
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+			}
+		}
+		var sent int64
+		err = func() error {
+			rc, err := b.src.Fetch(ctx, b.desc)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			counted := &countingReader{r: rc, fn: func(n int) { sent += int64(n); report(int64(n)) }}
+			return p.store.Push(ctx, b.desc, counted)
+		}()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		report(-sent)
+		if isPermanent(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// isPermanent reports errors a retry will not fix.
+func isPermanent(err error) bool {
+	return errors.Is(err, ErrUnsupportedDigest) || errors.Is(err, ErrTooLarge) || errors.Is(err, errdef.ErrNotFound)
+}
+
+type countingReader struct {
+	r  io.Reader
+	fn func(int)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.fn(n)
+	}
+	return n, err
+}
+
+// commit writes planned manifests (already in post-order) to the store.
+func (p *fetchPlan) commit(ctx context.Context, ms []stagedManifest) error {
+	for _, m := range ms {
+		if ok, _ := p.store.Exists(ctx, m.desc); ok {
+			continue
+		}
+		if err := p.store.Push(ctx, m.desc, bytes.NewReader(m.raw)); err != nil {
+			return fmt.Errorf("storing manifest %s: %w", m.desc.Digest, err)
+		}
+	}
+	return nil
+}
+
+// filterManifest plans a platform-filtered copy of an index: the kept
+// children are walked, and the new index (every other field of the
+// original kept) is appended last. With every platform kept, the original
+// index is used as it is.
+func (p *fetchPlan) filterIndex(ctx context.Context, src content.Fetcher, desc ocispec.Descriptor, platforms []string, item string, out *[]stagedManifest) (ocispec.Descriptor, error) {
+	raw, _, err := p.readManifest(ctx, src, desc)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var doc map[string]json.RawMessage
+	var idx ocispec.Index
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if err := json.Unmarshal(raw, &idx); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var kept []ocispec.Descriptor
+	for _, m := range idx.Manifests {
+		if m.Platform != nil && platformWanted(platforms, m.Platform) {
+			kept = append(kept, m)
+		}
+	}
+	if len(kept) == 0 {
+		var have []string
+		for _, m := range idx.Manifests {
+			if m.Platform != nil {
+				have = append(have, platformString(m.Platform))
+			}
+		}
+		return ocispec.Descriptor{}, fmt.Errorf("none of its platforms %v is in %v", have, platforms)
+	}
+	for _, m := range kept {
+		if err := p.walk(ctx, src, m, item, 1, out); err != nil {
+			return ocispec.Descriptor{}, err
+		}
+	}
+	if len(kept) == len(idx.Manifests) {
+		*out = append(*out, stagedManifest{desc: desc, raw: raw})
+		return desc, nil
+	}
+	doc["manifests"], _ = json.Marshal(kept)
+	filtered, err := json.Marshal(doc)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	fd := content.NewDescriptorFromBytes(desc.MediaType, filtered)
+	*out = append(*out, stagedManifest{desc: fd, raw: filtered})
+	return fd, nil
+}
+
+func platformString(p *ocispec.Platform) string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// imageJob is an image to stage: from the spec or discovered in a chart.
+type imageJob struct {
+	comp string
+	im   manifests.Image
+	// from names the chart the image was discovered in ("" for spec images).
+	from string
+}
+
+// stageAll runs the phases above and returns every item in spec order:
+// per component its images (spec order, then discovered ones), charts,
+// files and AMIs.
+func (c *creator) stageAll(ctx context.Context) ([]resolved, []DiscoveredImage, error) {
+	conc := c.opts.Concurrency
+	phase := func(name string, done, total int64) {
+		if c.opts.PhaseProgress != nil {
+			c.opts.PhaseProgress(name, done, total)
+		}
+	}
+
+	// Phase 1: charts, so that their images can be planned with the rest.
+	type chartJob struct {
+		comp string
+		ch   manifests.Chart
+	}
+	var charts []chartJob
+	for _, comp := range c.spec.Components {
+		for _, ch := range comp.Charts {
+			charts = append(charts, chartJob{comp.Name, ch})
+		}
+	}
+	chartRes := make([]chartResult, len(charts))
+	var chartsDone atomic.Int64
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(conc)
+	for i, j := range charts {
+		eg.Go(func() error {
+			r, err := c.chart(ectx, j.comp, j.ch)
+			chartRes[i] = r
+			phase(PhaseCharts, chartsDone.Add(1), int64(len(charts)))
+			return err
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return nil, nil, err
+	}
+
+	// The images of each component: the spec's, then the discovered ones
+	// that no component lists (by normalized reference).
+	known := map[string]bool{}
+	for _, comp := range c.spec.Components {
+		for _, im := range comp.Images {
+			if n, err := NormalizeRef(im.Ref); err == nil {
+				known[n] = true
+			}
+		}
+	}
+	var discovered []DiscoveredImage
+	images := map[string][]imageJob{}
+	for _, comp := range c.spec.Components {
+		for _, im := range comp.Images {
+			images[comp.Name] = append(images[comp.Name], imageJob{comp: comp.Name, im: im})
+		}
+	}
+	for i, j := range charts {
+		for _, ref := range chartRes[i].images {
+			d := DiscoveredImage{Component: j.comp, Chart: j.ch.Name, Ref: ref, Added: !known[ref]}
+			discovered = append(discovered, d)
+			if d.Added {
+				known[ref] = true
+				images[j.comp] = append(images[j.comp], imageJob{comp: j.comp, im: manifests.Image{Ref: ref}, from: j.ch.Name})
+			}
+		}
+	}
+	for _, d := range discovered {
+		c.opts.Logger.Info("discovered image", "component", d.Component, "chart", d.Chart, "ref", d.Ref, "added", d.Added)
+	}
+
+	// Phase 2: resolve every item; plan image blobs; stage files and AMIs.
+	var jobs []func(context.Context) (resolved, []stagedManifest, error)
+	chartIdx := 0
+	for _, comp := range c.spec.Components {
+		for _, j := range images[comp.Name] {
+			jobs = append(jobs, func(ctx context.Context) (resolved, []stagedManifest, error) { return c.image(ctx, j.comp, j.im) })
+		}
+		for range comp.Charts {
+			r := chartRes[chartIdx]
+			chartIdx++
+			jobs = append(jobs, func(context.Context) (resolved, []stagedManifest, error) { return r.resolved, r.commit, nil })
+		}
+		for _, f := range comp.Files {
+			jobs = append(jobs, func(ctx context.Context) (resolved, []stagedManifest, error) {
+				r, err := c.file(ctx, comp.Name, f)
+				return r, nil, err
+			})
+		}
+		for _, a := range comp.AMIs {
+			jobs = append(jobs, func(ctx context.Context) (resolved, []stagedManifest, error) {
+				r, err := c.ami(ctx, comp.Name, a)
+				return r, nil, err
+			})
+		}
+	}
+	results := make([]resolved, len(jobs))
+	commits := make([][]stagedManifest, len(jobs))
+	var itemsDone atomic.Int64
+	eg, ectx = errgroup.WithContext(ctx)
+	eg.SetLimit(conc)
+	for i, job := range jobs {
+		eg.Go(func() error {
+			r, cm, err := job(ectx)
+			results[i], commits[i] = r, cm
+			phase(PhaseResolve, itemsDone.Add(1), int64(len(jobs)))
+			return err
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return nil, nil, err
+	}
+
+	// Phase 3: fetch the missing blobs, once each.
+	st, err := c.plan.fetchAll(ctx, conc, func(done, total int64) { phase(PhaseFetch, done, total) })
+	c.stats.FetchedBlobs, c.stats.FetchedBytes = st.Blobs, st.Bytes
+	c.stats.CachedBlobs, c.stats.CachedBytes = int(c.plan.cachedBlobs.Load()), c.plan.cachedBytes.Load()
+	c.opts.Logger.Info("fetched blobs", "fetched", st.Blobs, "bytes", st.Bytes, "cached", c.stats.CachedBlobs, "cachedBytes", c.stats.CachedBytes)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	// Phase 4: manifests, children first.
+	for _, cm := range commits {
+		if err := c.plan.commit(ctx, cm); err != nil {
+			return nil, nil, err
+		}
+	}
+	return results, discovered, nil
+}
+
+// DiscoveredImage is an image reference found in a chart (rendered
+// templates or its images annotation).
+type DiscoveredImage struct {
+	Component string `json:"component"`
+	Chart     string `json:"chart"`
+	// Ref is the normalized reference.
+	Ref string `json:"ref"`
+	// Added is false when the spec lists the image already.
+	Added bool `json:"added"`
+}
+
+// FetchStats says how much content came from the sources and how much was
+// in the store (the cache) already.
+type FetchStats struct {
+	// FetchedBlobs/FetchedBytes: image blobs fetched from their sources.
+	FetchedBlobs int   `json:"fetchedBlobs"`
+	FetchedBytes int64 `json:"fetchedBytes"`
+	// CachedBlobs/CachedBytes: image blobs and manifests found in the store.
+	CachedBlobs int   `json:"cachedBlobs"`
+	CachedBytes int64 `json:"cachedBytes"`
+}

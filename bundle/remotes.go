@@ -1,0 +1,290 @@
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/distribution/reference"
+	"gopkg.in/yaml.v3"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/retry"
+)
+
+// RegistryConfig is the --registry-config file: per-registry connection
+// settings, keyed by host[:port] as written in image references (docker.io
+// for Docker Hub). Hosts not listed use HTTPS with the system CAs, except
+// loopback hosts (localhost, 127.*, ::1), which default to plain HTTP.
+//
+//	registries:
+//	  registry.example:5000:
+//	    ca: /etc/zdt/registry-ca.pem   # PEM bundle trusted in addition to the system CAs
+//	  127.0.0.1:5000:
+//	    plainHTTP: true                 # speak http:// (default for loopback hosts)
+//	  mirror.internal:
+//	    insecure: true                  # HTTPS without certificate verification
+//	    username: robot                 # basic auth; overrides the Docker config
+//	    password: secret
+type RegistryConfig struct {
+	Registries map[string]RegistryHost `yaml:"registries"`
+}
+
+// RegistryHost is how to talk to one registry (or HTTP host, for chart
+// repositories and file URLs).
+type RegistryHost struct {
+	// CA is a PEM file of certificates to trust for this host, in addition
+	// to the system pool.
+	CA string `yaml:"ca"`
+	// Insecure skips TLS certificate verification.
+	Insecure bool `yaml:"insecure"`
+	// PlainHTTP speaks http:// instead of https://. Nil means the default:
+	// false when CA or Insecure is set, else true for loopback hosts and
+	// false otherwise.
+	PlainHTTP *bool `yaml:"plainHTTP"`
+	// Username and Password are basic-auth credentials; when empty the
+	// Docker config and its credential helpers are asked.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+// LoadRegistryConfig reads a --registry-config file. Unknown fields are an
+// error.
+func LoadRegistryConfig(path string) (*RegistryConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading registry config: %w", err)
+	}
+	return ParseRegistryConfig(path, data)
+}
+
+// ParseRegistryConfig decodes a registry config; file names it in errors.
+func ParseRegistryConfig(file string, data []byte) (*RegistryConfig, error) {
+	var c RegistryConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	for h, r := range c.Registries {
+		if h == "" || strings.Contains(h, "/") {
+			return nil, fmt.Errorf("%s: registry %q: a key is host[:port], without scheme or path", file, h)
+		}
+		if r.Insecure && r.CA != "" {
+			return nil, fmt.Errorf("%s: registry %q: insecure and ca exclude each other", file, h)
+		}
+	}
+	return &c, nil
+}
+
+// Hosts lists the configured hosts, sorted.
+func (c *RegistryConfig) Hosts() []string {
+	if c == nil {
+		return nil
+	}
+	var out []string
+	for h := range c.Registries {
+		out = append(out, h)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (c *RegistryConfig) host(h string) RegistryHost {
+	if c == nil {
+		return RegistryHost{}
+	}
+	if r, ok := c.Registries[h]; ok {
+		return r
+	}
+	if h == "registry-1.docker.io" || h == "index.docker.io" {
+		return c.Registries["docker.io"]
+	}
+	return RegistryHost{}
+}
+
+// isLoopback reports whether host[:port] names this machine.
+func isLoopback(host string) bool {
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		h = strings.Trim(host, "[]")
+	}
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// remotes hands out HTTP clients and repositories per host: one
+// connection pool, TLS setting and token cache per registry, with retries
+// (backoff on 429 and 5xx) under the auth layer. Safe for concurrent use.
+type remotes struct {
+	cfg    *RegistryConfig
+	conns  int
+	mu     sync.Mutex
+	http   map[string]*http.Client
+	auth   map[string]*auth.Client
+	creds  credentials.Store
+	credOK bool
+	cache  auth.Cache
+}
+
+func newRemotes(cfg *RegistryConfig, conns int) *remotes {
+	return &remotes{cfg: cfg, conns: max(conns, 4), http: map[string]*http.Client{}, auth: map[string]*auth.Client{}, cache: auth.NewCache()}
+}
+
+// plainHTTP says whether host is spoken to over http://.
+func (r *remotes) plainHTTP(host string) bool {
+	h := r.cfg.host(host)
+	switch {
+	case h.PlainHTTP != nil:
+		return *h.PlainHTTP
+	case h.CA != "" || h.Insecure:
+		return false // TLS settings imply HTTPS, loopback or not
+	}
+	return isLoopback(host)
+}
+
+// httpClient is the retrying client for host (TLS per the config).
+func (r *remotes) httpClient(host string) (*http.Client, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.http[host]; ok {
+		return c, nil
+	}
+	h := r.cfg.host(host)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = r.conns * 2
+	tr.MaxIdleConns = 0
+	tr.ResponseHeaderTimeout = 2 * time.Minute
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if h.Insecure {
+		tlsCfg.InsecureSkipVerify = true
+	}
+	if h.CA != "" {
+		pem, err := os.ReadFile(h.CA)
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: reading ca: %w", host, err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("registry %s: %s holds no PEM certificate", host, h.CA)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	tr.TLSClientConfig = tlsCfg
+	c := &http.Client{Transport: retry.NewTransport(tr)}
+	r.http[host] = c
+	return c, nil
+}
+
+// authClient is the registry client for host: retries, TLS and credentials.
+func (r *remotes) authClient(host string) (*auth.Client, error) {
+	hc, err := r.httpClient(host)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.auth[host]; ok {
+		return c, nil
+	}
+	var cred auth.CredentialFunc
+	if h := r.cfg.host(host); h.Username != "" || h.Password != "" {
+		cred = auth.StaticCredential(host, auth.Credential{Username: h.Username, Password: h.Password})
+	} else {
+		if !r.credOK {
+			s, err := credentials.NewStoreFromDocker(credentials.StoreOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("reading docker credentials: %w", err)
+			}
+			r.creds, r.credOK = s, true
+		}
+		cred = credentials.Credential(r.creds)
+	}
+	c := &auth.Client{Client: hc, Credential: cred, Cache: r.cache}
+	c.SetUserAgent("zdt")
+	r.auth[host] = c
+	return c, nil
+}
+
+// repository opens the repository of an image reference and returns the
+// tag or digest to resolve (default "latest").
+func (r *remotes) repository(ref string) (*remote.Repository, string, error) {
+	n, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return nil, "", err
+	}
+	repo, err := r.repo(reference.Domain(n), reference.Path(n))
+	if err != nil {
+		return nil, "", err
+	}
+	tag := "latest"
+	if d, ok := n.(reference.Digested); ok {
+		tag = d.Digest().String()
+	} else if t, ok := n.(reference.Tagged); ok {
+		tag = t.Tag()
+	}
+	return repo, tag, nil
+}
+
+// repo opens host/path (docker.io is Docker Hub's registry-1.docker.io).
+func (r *remotes) repo(host, path string) (*remote.Repository, error) {
+	regHost := host
+	if host == "docker.io" {
+		regHost = "registry-1.docker.io"
+	}
+	repo, err := remote.NewRepository(regHost + "/" + path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := r.authClient(host)
+	if err != nil {
+		return nil, err
+	}
+	repo.Client = c
+	repo.PlainHTTP = r.plainHTTP(host)
+	return repo, nil
+}
+
+// get fetches an http(s) URL with the host's TLS settings and retries. The
+// caller closes the body. A status other than 200 is an error naming the URL.
+func (r *remotes) get(ctx context.Context, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	c, err := r.httpClient(req.URL.Host)
+	if err != nil {
+		return nil, err
+	}
+	if h := r.cfg.host(req.URL.Host); h.Username != "" {
+		req.SetBasicAuth(h.Username, h.Password)
+	}
+	req.Header.Set("User-Agent", "zdt")
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return resp, nil
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/signing"
+)
+
+// passwordEnv is where cosign, and so zdt, reads a key file's password.
+const passwordEnv = "COSIGN_PASSWORD"
+
+func newKeyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "key",
+		Short: "Manage signing keys",
+	}
+	cmd.AddCommand(newKeyGenerateCmd(g))
+	return cmd
+}
+
+// keyGenerateOptions are the flags of `zdt key generate`.
+type keyGenerateOptions struct {
+	prefix string
+	force  bool
+}
+
+func (o *keyGenerateOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.prefix, "prefix", "cosign", "write PREFIX.key and PREFIX.pub (a path prefix)")
+	fs.BoolVar(&o.force, "force", false, "overwrite an existing key pair")
+}
+
+func newKeyGenerateCmd(g *globals) *cobra.Command {
+	o := &keyGenerateOptions{}
+	cmd := &cobra.Command{
+		Use:   "generate",
+		Short: "Write a cosign-compatible key pair",
+		Long: `Write a cosign-compatible ECDSA P-256 key pair: PREFIX.key (encrypted with
+the password in COSIGN_PASSWORD, which may be empty; asked for on a terminal
+when unset) and PREFIX.pub, plus trusted-root.json next to them: the minimal
+sigstore trusted root that lets 'cosign verify --insecure-ignore-tlog=true
+--trusted-root trusted-root.json' run offline.
+
+Keep PREFIX.key secret; give PREFIX.pub and trusted-root.json to whoever
+verifies bundles.`,
+		Example: `  COSIGN_PASSWORD=... zdt key generate --prefix keys/release
+  zdt bundle create --key keys/release.key -o platform.zdt
+  zdt bundle verify --key keys/release.pub platform.zdt`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pass, err := g.newPassword()
+			if err != nil {
+				return err
+			}
+			kp, err := signing.GenerateKeyPair(cmd.Context(), signing.KeyPairOptions{Prefix: o.prefix, Password: pass, Force: o.force})
+			if errors.Is(err, fs.ErrExist) {
+				return usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(kp)
+			}
+			fmt.Fprintf(g.stdout, "private key  %s (keep it secret)\n", kp.PrivateKey)
+			fmt.Fprintf(g.stdout, "public key   %s\n", kp.PublicKey)
+			fmt.Fprintf(g.stdout, "trust root   %s (for offline cosign)\n", kp.TrustedRoot)
+			fmt.Fprintf(g.stdout, "fingerprint  sha256:%s\n", kp.Fingerprint)
+			return nil
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// newPassword is the password for a new key: COSIGN_PASSWORD if set (even
+// empty), else asked twice on a terminal.
+func (g *globals) newPassword() ([]byte, error) {
+	if p, ok := os.LookupEnv(passwordEnv); ok {
+		return []byte(p), nil
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return nil, usageError{fmt.Errorf("set %s to the private key's password (it may be empty)", passwordEnv)}
+	}
+	fmt.Fprint(g.stderr, "Enter password for private key: ")
+	p1, err := term.ReadPassword(int(os.Stdin.Fd()))
+	fmt.Fprintln(g.stderr)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprint(g.stderr, "Enter password for private key again: ")
+	p2, err := term.ReadPassword(int(os.Stdin.Fd()))
+	fmt.Fprintln(g.stderr)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(p1, p2) {
+		return nil, usageError{errors.New("passwords do not match")}
+	}
+	return p1, nil
+}
+
+// keyPassword reads an existing key's password: COSIGN_PASSWORD if set,
+// else asked on a terminal, else empty.
+func (g *globals) keyPassword() ([]byte, error) {
+	if p, ok := os.LookupEnv(passwordEnv); ok {
+		return []byte(p), nil
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return nil, nil
+	}
+	fmt.Fprint(g.stderr, "Enter password for private key: ")
+	p, err := term.ReadPassword(int(os.Stdin.Fd()))
+	fmt.Fprintln(g.stderr)
+	return p, err
+}
+
+// trustOptions are the signature flags of every command that reads a
+// bundle before using it (bundle verify, bundle extract, install).
+type trustOptions struct {
+	keys     []string
+	policy   string
+	insecure bool
+}
+
+func (o *trustOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringArrayVar(&o.keys, "key", nil, "trusted public key (cosign .pub file or KMS URI); repeat to trust several")
+	fs.StringVar(&o.policy, "policy", "", "trust policy file (keys, keyless identities with an offline trusted root, required attestations)")
+	fs.BoolVar(&o.insecure, "insecure-skip-signature", false, "accept the bundle without checking its signature (prints a warning)")
+}
+
+// verifySignature checks a's signature against the policy the flags give,
+// before anything else is done with it, and warns about an unchecked one.
+func (g *globals) verifySignature(ctx context.Context, o *trustOptions, a *bundle.Archive) (signing.Result, error) {
+	p, err := signing.LoadPolicy(ctx, signing.PolicyOptions{Keys: o.keys, File: o.policy, InsecureSkipSignature: o.insecure})
+	if errors.Is(err, signing.ErrPolicyFile) {
+		return signing.Result{}, usageError{err}
+	}
+	if err != nil {
+		return signing.Result{}, err
+	}
+	res, err := signing.Verify(ctx, a, p)
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", filepath.Base(a.Path()), err)
+	}
+	for _, w := range res.Warnings {
+		if g.json() {
+			_ = json.NewEncoder(g.stderr).Encode(map[string]any{"warning": w, "bundle": a.Path(), "root": res.Root})
+		} else {
+			fmt.Fprintf(g.stderr, "zdt: warning: %s: %s\n", a.Path(), w)
+		}
+	}
+	return res, nil
+}

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/registry"
+)
+
+// serveOptions are the flags of `zdt serve`.
+type serveOptions struct {
+	root         string
+	bundles      []string
+	addr         string
+	hostnames    []string
+	tlsCert      string
+	tlsKey       string
+	insecureHTTP bool
+	htpasswd     string
+	verify       bool
+}
+
+func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.root, "root", "/", "install root: serve ROOT/var/lib/zdt/registry; the generated CA lives in ROOT/var/lib/zdt/tls")
+	fs.StringArrayVar(&o.bundles, "bundle", nil, "serve this bundle archive read-only, straight from the file (repeatable)")
+	fs.StringVar(&o.addr, "addr", registry.DefaultAddr, "HOST:PORT to listen on (use 0.0.0.0:5000 to serve other nodes)")
+	fs.StringArrayVar(&o.hostnames, "hostname", nil, "DNS name or IP address clients use to reach this registry (repeatable; default: this host's name, localhost, 127.0.0.1, ::1)")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve this PEM certificate chain (site PKI) instead of one from the local CA")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "key of --tls-cert")
+	fs.BoolVar(&o.insecureHTTP, "insecure-http", false, "serve plain HTTP (tests and trusted networks only)")
+	fs.StringVar(&o.htpasswd, "htpasswd", "", "htpasswd file (bcrypt); its users may push and delete, everyone else can only pull")
+	fs.BoolVar(&o.verify, "verify", false, "with --bundle: hash every blob before serving (otherwise clients check digests as they pull)")
+}
+
+func (o *serveOptions) validate() error {
+	switch {
+	case o.htpasswd != "" && len(o.bundles) > 0:
+		return usageError{errors.New("--htpasswd needs the installed store: a --bundle is served read-only")}
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return usageError{errors.New("--tls-cert and --tls-key go together")}
+	case o.insecureHTTP && o.tlsCert != "":
+		return usageError{errors.New("--insecure-http and --tls-cert exclude each other")}
+	case o.insecureHTTP && len(o.hostnames) > 0:
+		return usageError{errors.New("--hostname names the TLS certificate; it means nothing with --insecure-http")}
+	case o.verify && len(o.bundles) == 0:
+		return usageError{errors.New("--verify applies to --bundle")}
+	}
+	if _, _, err := net.SplitHostPort(o.addr); err != nil {
+		return usageError{fmt.Errorf("--addr: %w", err)}
+	}
+	return nil
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the embedded OCI registry over the installed store or bundle archives",
+		Long: `Run the embedded OCI registry (distribution, in-process).
+
+Without --bundle it serves what zdt install put in ROOT/var/lib/zdt/registry;
+with --bundle it serves the archives as they are, without extracting or
+copying them (a DVD can be served as-is).
+
+Images are served under their original repository paths: docker.io/library/nginx:1.25
+at HOST/library/nginx:1.25 (and HOST/docker.io/library/nginx:1.25), images of
+other registries under the registry's name (HOST/quay.io/cilium/cilium:v1.13.1),
+charts at HOST/charts/NAME:VERSION, files at HOST/files/NAME:BUNDLEVERSION, AMIs
+at HOST/amis/NAME:BUNDLEVERSION and the bundle root with its signatures at
+HOST/zdt/NAME:VERSION. The referrers API is served for signatures and
+attestations.
+
+Secure by default: it listens on 127.0.0.1:5000 unless --addr says otherwise,
+serves TLS with a certificate issued by a local CA (kept in
+ROOT/var/lib/zdt/tls/ca.crt: give it to clients) unless --tls-cert/--tls-key or
+--insecure-http, lets anonymous clients only pull, and accepts pushes only from
+the users of --htpasswd. /healthz answers "ok"; /metrics is Prometheus.
+Access logs go to stderr. SIGTERM or Ctrl-C shuts it down gracefully.`,
+		Example: `  zdt serve --bundle /media/dvd/platform-1.4.0.zdt --addr 0.0.0.0:5000 --hostname registry.site.local
+  zdt serve --root / --htpasswd /etc/zdt/htpasswd
+  zdt serve --bundle build/quickstart.zdt --insecure-http --addr 127.0.0.1:5000`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			// A server logs every request: Info level always.
+			var logger *slog.Logger
+			if g.json() {
+				logger = slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			} else {
+				logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			}
+			hopts := registry.HandlerOptions{Htpasswd: o.htpasswd, Logger: logger}
+			what := ""
+			if len(o.bundles) > 0 {
+				for _, p := range o.bundles {
+					a, err := bundle.Open(ctx, p)
+					if err != nil {
+						return err
+					}
+					defer a.Close()
+					if o.verify {
+						if _, err := a.Verify(ctx, bundle.VerifyOptions{}); err != nil {
+							return fmt.Errorf("%s: %w", p, err)
+						}
+					}
+					hopts.Archives = append(hopts.Archives, a)
+				}
+				what = strings.Join(o.bundles, ", ")
+			} else {
+				hopts.Store = registry.StoreDir(o.root)
+				what = hopts.Store
+			}
+			h, err := registry.NewHandler(ctx, hopts)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			sopts := registry.ServeOptions{
+				Handler: h, Addr: o.addr, CertFile: o.tlsCert, KeyFile: o.tlsKey,
+				Hostnames: o.hostnames, InsecureHTTP: o.insecureHTTP, Logger: logger,
+			}
+			caPath := ""
+			if !o.insecureHTTP && o.tlsCert == "" {
+				ca, err := registry.LoadOrCreateCA(registry.TLSDir(o.root))
+				if err != nil {
+					return err
+				}
+				sopts.CA, caPath = ca, ca.CertPath
+			}
+			var readyErr error
+			sopts.Ready = func(addr net.Addr) {
+				scheme := "https"
+				if o.insecureHTTP {
+					scheme = "http"
+				}
+				repos := map[string]bool{}
+				var list []string
+				for _, p := range h.Placements {
+					if !repos[p.Repository] {
+						repos[p.Repository] = true
+						list = append(list, p.Repository)
+					}
+				}
+				if g.json() {
+					readyErr = g.printJSON(map[string]any{
+						"url": scheme + "://" + addr.String(), "serving": what, "ca": caPath,
+						"readOnly": o.htpasswd == "", "repositories": list,
+					})
+					return
+				}
+				fmt.Fprintf(g.stdout, "serving %s at %s://%s\n", what, scheme, addr)
+				if caPath != "" {
+					fmt.Fprintf(g.stdout, "clients trust the CA in %s\n", caPath)
+				}
+				if len(list) > 0 {
+					fmt.Fprintf(g.stdout, "repositories: %s\n", strings.Join(list, " "))
+				}
+			}
+			if err := registry.Serve(ctx, sopts); err != nil {
+				return err
+			}
+			return readyErr
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}

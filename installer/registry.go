@@ -1,0 +1,188 @@
+package installer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/registry"
+)
+
+// StoreRegistry is the Registry of an install root: distribution's
+// filesystem storage at ROOT/var/lib/zdt/registry (what `zdt serve --root`
+// serves), with each imported bundle's placements recorded under
+// ROOT/var/lib/zdt/placements so a previous bundle can be served again
+// (rollback) without its archive.
+type StoreRegistry struct {
+	root   string
+	logger *slog.Logger
+	// Concurrency bounds blobs copied at once (default GOMAXPROCS).
+	Concurrency int
+}
+
+// NewStoreRegistry returns the registry storage under an install root.
+func NewStoreRegistry(root string, logger *slog.Logger) *StoreRegistry {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &StoreRegistry{root: root, logger: logger}
+}
+
+func (r *StoreRegistry) store() string { return registry.StoreDir(r.root) }
+
+func (r *StoreRegistry) placementsDir() string {
+	return filepath.Join(r.root, StateDir, "placements")
+}
+
+func (r *StoreRegistry) placementsFile(root digest.Digest) string {
+	return filepath.Join(r.placementsDir(), root.Encoded()+".json")
+}
+
+// Import copies the archive's blobs into the store (only those missing),
+// links its repositories and tags, and records its placements.
+func (r *StoreRegistry) Import(ctx context.Context, a *bundle.Archive, progress func(done, total int64)) error {
+	res, err := registry.Import(ctx, a, r.store(), registry.ImportOptions{Concurrency: r.Concurrency, Logger: r.logger, Progress: progress})
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(res.Placements)
+	if err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(r.root)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	rel := path.Join(StateDir, "placements", a.Root.Digest.Encoded()+".json")
+	if old, err := root.ReadFile(rel); err == nil && string(old) == string(b) {
+		return nil
+	}
+	return writeFileAtomic(root, rel, b, 0o644)
+}
+
+func (r *StoreRegistry) placements(root digest.Digest) ([]registry.Placement, error) {
+	b, err := os.ReadFile(r.placementsFile(root))
+	if err != nil {
+		return nil, fmt.Errorf("placements of bundle %s: %w", root, err)
+	}
+	var ps []registry.Placement
+	if err := json.Unmarshal(b, &ps); err != nil {
+		return nil, fmt.Errorf("placements of bundle %s: %w", root, err)
+	}
+	return ps, nil
+}
+
+// recorded lists the bundle roots whose placements are recorded.
+func (r *StoreRegistry) recorded() ([]digest.Digest, error) {
+	ents, err := os.ReadDir(r.placementsDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []digest.Digest
+	for _, e := range ents {
+		if hex, ok := strings.CutSuffix(e.Name(), ".json"); ok && !strings.HasPrefix(hex, ".") {
+			out = append(out, digest.NewDigestFromEncoded(digest.SHA256, hex))
+		}
+	}
+	return out, nil
+}
+
+// bundleOnly keeps the placements that hold a bundle's whole content by
+// digest (its root repository and its signatures), not its items' names.
+func bundleOnly(ps []registry.Placement) []registry.Placement {
+	var out []registry.Placement
+	for _, p := range ps {
+		if p.Kind == "bundle" || p.Kind == "attachment" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Activate serves exactly root's items under their names: its links are
+// (re)created, and every other recorded bundle keeps only its root
+// repository (all its content by digest, for a later rollback).
+func (r *StoreRegistry) Activate(ctx context.Context, root digest.Digest) error {
+	ps, err := r.placements(root)
+	if err != nil {
+		return err
+	}
+	if _, err := registry.Link(ctx, r.store(), ps); err != nil {
+		return err
+	}
+	others, err := r.recorded()
+	if err != nil {
+		return err
+	}
+	keep := append([]registry.Placement(nil), ps...)
+	var remove []registry.Placement
+	for _, o := range others {
+		if o == root {
+			continue
+		}
+		ops, err := r.placements(o)
+		if err != nil {
+			return err
+		}
+		remove = append(remove, ops...)
+		keep = append(keep, bundleOnly(ops)...)
+	}
+	if len(remove) == 0 {
+		return nil
+	}
+	_, err = registry.Prune(ctx, r.store(), registry.PruneOptions{Remove: remove, Keep: keep, Logger: r.logger})
+	return err
+}
+
+// Prune deletes every recorded bundle not in keep: its links, its
+// placements record, and the blobs no kept bundle references.
+func (r *StoreRegistry) Prune(ctx context.Context, keep []digest.Digest) error {
+	all, err := r.recorded()
+	if err != nil {
+		return err
+	}
+	kept := map[digest.Digest]bool{}
+	for _, k := range keep {
+		kept[k] = true
+	}
+	var remove, keepPs []registry.Placement
+	var drop []digest.Digest
+	for _, d := range all {
+		ps, err := r.placements(d)
+		if err != nil {
+			return err
+		}
+		if kept[d] {
+			keepPs = append(keepPs, ps...)
+		} else {
+			remove = append(remove, ps...)
+			drop = append(drop, d)
+		}
+	}
+	if len(remove) == 0 {
+		return nil
+	}
+	if _, err := registry.Prune(ctx, r.store(), registry.PruneOptions{Remove: remove, Keep: keepPs, Logger: r.logger}); err != nil {
+		return err
+	}
+	for _, d := range drop {
+		if err := os.Remove(r.placementsFile(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}

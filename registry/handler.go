@@ -1,0 +1,455 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/auth"
+	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd" // registers "htpasswd"
+	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/distribution/distribution/v3/registry/storage"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
+	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/manifests"
+)
+
+// HandlerOptions configure NewHandler. Exactly one of Store and Archives
+// is set.
+type HandlerOptions struct {
+	// Store is a distribution filesystem store directory to serve
+	// (StoreDir(root), what Import fills).
+	Store string
+	// Archives are opened bundles to serve read-only, straight from their
+	// files. The caller keeps them open until Close and closes them after.
+	Archives []*bundle.Archive
+	// Htpasswd is an htpasswd file (bcrypt entries); when set, its users
+	// may push to and delete from Store. Anonymous clients can only read,
+	// and without Htpasswd nobody can write.
+	Htpasswd string
+	// Logger receives access logs (Info) and errors (default: discard).
+	Logger *slog.Logger
+}
+
+// Handler is the registry as an http.Handler: the OCI distribution API
+// under /v2/ (distribution's handlers.App in-process, plus the referrers
+// API), /healthz and Prometheus /metrics. Safe for concurrent use; Close
+// once when done.
+type Handler struct {
+	// Placements are what the archives are served as (nil for a store).
+	Placements []Placement
+
+	app      *handlers.App
+	driver   storagedriver.StorageDriver
+	ns       distribution.Namespace
+	access   auth.AccessController
+	readOnly bool
+	logger   *slog.Logger
+	metrics  *metrics
+	refs     sync.Map // digest → *manifestInfo
+	authOK   sync.Map // credential hash → expiry time.Time
+	mux      *http.ServeMux
+}
+
+const instanceDriverName = "zdt-instance"
+
+var registerOnce sync.Once
+
+// instanceFactory hands distribution the driver instance given in its
+// parameters, so the App runs over a driver built here.
+type instanceFactory struct{}
+
+func (instanceFactory) Create(_ context.Context, p map[string]any) (storagedriver.StorageDriver, error) {
+	d, ok := p["instance"].(storagedriver.StorageDriver)
+	if !ok {
+		return nil, errors.New("no storage driver instance")
+	}
+	return d, nil
+}
+
+// NewHandler builds the registry over a store or archives. ctx bounds the
+// lifetime of distribution's App (which keeps it): cancel it or call Close
+// to stop background work.
+func NewHandler(ctx context.Context, opts HandlerOptions) (h *Handler, err error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	bridgeLogrus(logger)
+	registerOnce.Do(func() { factory.Register(instanceDriverName, instanceFactory{}) })
+	h = &Handler{logger: logger, metrics: newMetrics()}
+	switch {
+	case opts.Store != "" && len(opts.Archives) > 0:
+		return nil, fmt.Errorf("serve either a store or archives, not both: %w", ErrNoStorage)
+	case opts.Store != "":
+		if err := os.MkdirAll(opts.Store, 0o755); err != nil {
+			return nil, fmt.Errorf("creating store: %w", err)
+		}
+		h.driver = filesystem.New(filesystem.DriverParameters{RootDirectory: opts.Store, MaxThreads: 100})
+	case len(opts.Archives) > 0:
+		if opts.Htpasswd != "" {
+			return nil, ErrPushNeedsStore
+		}
+		var all [][]Placement
+		for _, a := range opts.Archives {
+			ps, err := Placements(ctx, a)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", a.Path(), err)
+			}
+			all = append(all, ps)
+			h.Placements = append(h.Placements, ps...)
+		}
+		if h.driver, err = newArchiveDriver(opts.Archives, all, logger); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, ErrNoStorage
+	}
+	h.readOnly = opts.Htpasswd == ""
+	if !h.readOnly {
+		if _, err := os.Stat(opts.Htpasswd); err != nil {
+			return nil, fmt.Errorf("htpasswd file: %w", err)
+		}
+		h.access, err = auth.GetAccessController("htpasswd", map[string]any{"realm": "zdt", "path": opts.Htpasswd})
+		if err != nil {
+			return nil, fmt.Errorf("htpasswd file: %w", err)
+		}
+	}
+	if h.ns, err = storage.NewRegistry(ctx, h.driver); err != nil {
+		return nil, err
+	}
+
+	cfg := &configuration.Configuration{}
+	purge := map[any]any{"enabled": false}
+	if !h.readOnly {
+		purge = map[any]any{"enabled": true, "age": "168h", "interval": "24h", "dryrun": false}
+	}
+	cfg.Storage = configuration.Storage{
+		instanceDriverName: configuration.Parameters{"instance": h.driver},
+		"maintenance":      configuration.Parameters{"uploadpurging": purge, "readonly": map[any]any{"enabled": h.readOnly}},
+		"delete":           configuration.Parameters{"enabled": !h.readOnly},
+		"redirect":         configuration.Parameters{"disable": true},
+		"cache":            configuration.Parameters{"blobdescriptor": "inmemory"},
+	}
+	cfg.HTTP.Secret = randHex() + randHex()
+	cfg.Catalog.MaxEntries, cfg.Tags.MaxTags = 1000, 1000 // distribution's defaults
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("starting distribution: %v", r)
+			}
+		}()
+		h.app = handlers.NewApp(ctx, cfg)
+	}()
+	if err != nil {
+		return nil, err
+	}
+	h.mux = http.NewServeMux()
+	h.mux.HandleFunc("/healthz", h.healthz)
+	h.mux.Handle("/metrics", h.metrics.handler())
+	h.mux.HandleFunc("/v2/", h.serveV2)
+	h.mux.HandleFunc("/v2", h.serveV2)
+	return h, nil
+}
+
+// Close stops distribution's App. It does not close the archives.
+func (h *Handler) Close() error { return h.app.Shutdown() }
+
+// ServeHTTP serves the registry and writes one access log line per request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
+	route := routeOf(r.URL.Path)
+	h.metrics.inFlight.Inc()
+	h.mux.ServeHTTP(rw, r)
+	h.metrics.inFlight.Dec()
+	d := time.Since(start)
+	h.metrics.observe(r.Method, route, rw.status, rw.bytes, d)
+	user, _, _ := r.BasicAuth()
+	h.logger.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("query", r.URL.RawQuery),
+		slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes), slog.Duration("duration", d),
+		slog.String("remote", r.RemoteAddr), slog.String("user", user), slog.String("userAgent", r.UserAgent()))
+}
+
+func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
+	if _, err := h.driver.Stat(r.Context(), "/"); err != nil {
+		http.Error(w, "storage: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+var referrersPath = regexp.MustCompile(`^/v2/(.+)/referrers/([^/]*)$`)
+
+func (h *Handler) serveV2(w http.ResponseWriter, r *http.Request) {
+	write := r.Method != http.MethodGet && r.Method != http.MethodHead
+	if h.readOnly && write {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeOCIError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "this registry is read-only")
+		return
+	}
+	if h.access != nil {
+		_, _, hasCreds := r.BasicAuth()
+		if write || hasCreds {
+			if !h.authorized(w, r) {
+				return
+			}
+		}
+	}
+	if m := referrersPath.FindStringSubmatch(r.URL.Path); m != nil && !write {
+		h.referrers(w, r, m[1], m[2])
+		return
+	}
+	isManifest := strings.Contains(r.URL.Path, "/manifests/")
+	if isManifest && !write {
+		// Distribution refuses an OCI manifest to a client that does not
+		// list OCI types in Accept; a client that lists none (or */*) gets
+		// what is stored, as the spec intends.
+		acc := strings.Join(r.Header.Values("Accept"), ",")
+		if acc == "" || strings.Contains(acc, "*/*") {
+			r.Header.Set("Accept", strings.Join([]string{
+				manifests.MediaTypeOCIManifest, manifests.MediaTypeOCIIndex,
+				manifests.MediaTypeDockerManifest, manifests.MediaTypeDockerManifestList,
+			}, ", "))
+		}
+	}
+	if isManifest && r.Method == http.MethodPut {
+		// Referrers: say that the subject was processed (OCI-Subject), so
+		// clients don't fall back to the tag schema.
+		body, err := io.ReadAll(io.LimitReader(r.Body, bundle.MaxManifestSize+1))
+		if err != nil {
+			writeOCIError(w, http.StatusBadRequest, "MANIFEST_INVALID", "reading manifest: "+err.Error())
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var m manifestRefs
+		if json.Unmarshal(body, &m) == nil && m.Subject != nil && m.Subject.Digest.Validate() == nil {
+			w = &subjectWriter{ResponseWriter: w, subject: m.Subject.Digest}
+		}
+	}
+	h.app.ServeHTTP(w, r)
+}
+
+// authorized checks Basic credentials against the htpasswd file, caching a
+// success for a few minutes (bcrypt is slow on purpose). On failure it
+// writes the 401 challenge.
+func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
+	user, pass, ok := r.BasicAuth()
+	if ok {
+		sum := sha256.Sum256([]byte(user + "\x00" + pass))
+		if exp, hit := h.authOK.Load(sum); hit && time.Now().Before(exp.(time.Time)) {
+			return true
+		}
+		if _, err := h.access.Authorized(r); err == nil {
+			h.authOK.Store(sum, time.Now().Add(5*time.Minute))
+			return true
+		}
+	}
+	w.Header().Set("WWW-Authenticate", `Basic realm="zdt"`)
+	writeOCIError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+	return false
+}
+
+// writeOCIError writes the spec's error body.
+func writeOCIError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]any{{"code": code, "message": msg}}})
+}
+
+// manifestInfo is what the referrers API needs of one manifest.
+type manifestInfo struct {
+	subject digest.Digest
+	desc    ocispec.Descriptor
+}
+
+// referrers serves GET /v2/<name>/referrers/<digest> (OCI distribution
+// spec 1.1): an image index of the repository's manifests whose subject is
+// digest, filtered by ?artifactType=. Never 404: no referrers is an empty
+// index.
+func (h *Handler) referrers(w http.ResponseWriter, r *http.Request, name, dg string) {
+	ctx := r.Context()
+	named, err := reference.WithName(name)
+	if err != nil {
+		writeOCIError(w, http.StatusBadRequest, "NAME_INVALID", "invalid repository name")
+		return
+	}
+	subject, err := digest.Parse(dg)
+	if err != nil {
+		writeOCIError(w, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest")
+		return
+	}
+	found, err := h.findReferrers(ctx, named, subject)
+	if err != nil {
+		h.logger.Error("listing referrers", "repository", name, "subject", subject, "err", err)
+		writeOCIError(w, http.StatusInternalServerError, "UNKNOWN", "listing referrers failed")
+		return
+	}
+	if at := r.URL.Query().Get("artifactType"); at != "" {
+		found = slices.DeleteFunc(found, func(d ocispec.Descriptor) bool { return d.ArtifactType != at })
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: found}
+	b, _ := json.Marshal(idx)
+	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(b)
+	}
+}
+
+func (h *Handler) findReferrers(ctx context.Context, named reference.Named, subject digest.Digest) ([]ocispec.Descriptor, error) {
+	found := []ocispec.Descriptor{}
+	repo, err := h.ns.Repository(ctx, named)
+	if err != nil {
+		return found, nil
+	}
+	ms, err := repo.Manifests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	enum, ok := ms.(distribution.ManifestEnumerator)
+	if !ok {
+		return nil, errors.New("manifest service can't enumerate")
+	}
+	err = enum.Enumerate(ctx, func(d digest.Digest) error {
+		info, err := h.manifestInfo(ctx, ms, d)
+		if err != nil {
+			h.logger.Warn("referrers: skipping unreadable manifest", "repository", named.Name(), "digest", d, "err", err)
+			return nil
+		}
+		if info.subject == subject {
+			found = append(found, info.desc)
+		}
+		return nil
+	})
+	var nf storagedriver.PathNotFoundError
+	if err != nil && !errors.As(err, &nf) {
+		return nil, err
+	}
+	slices.SortFunc(found, func(a, b ocispec.Descriptor) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
+	return found, nil
+}
+
+// manifestInfo reads a manifest once (manifests are immutable by digest).
+func (h *Handler) manifestInfo(ctx context.Context, ms distribution.ManifestService, d digest.Digest) (*manifestInfo, error) {
+	if v, ok := h.refs.Load(d); ok {
+		return v.(*manifestInfo), nil
+	}
+	m, err := ms.Get(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	mt, payload, err := m.Payload()
+	if err != nil {
+		return nil, err
+	}
+	var refs manifestRefs
+	if err := json.Unmarshal(payload, &refs); err != nil {
+		return nil, err
+	}
+	info := &manifestInfo{desc: ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(payload)),
+		ArtifactType: refs.ArtifactType, Annotations: refs.Annotations}}
+	if info.desc.ArtifactType == "" && refs.Config != nil && mt == ocispec.MediaTypeImageManifest {
+		info.desc.ArtifactType = refs.Config.MediaType
+	}
+	if refs.Subject != nil {
+		info.subject = refs.Subject.Digest
+	}
+	h.refs.Store(d, info)
+	return info, nil
+}
+
+// routeOf names the API route of a path for metrics.
+func routeOf(p string) string {
+	switch {
+	case p == "/v2/" || p == "/v2":
+		return "base"
+	case p == "/v2/_catalog":
+		return "catalog"
+	case p == "/healthz" || p == "/metrics":
+		return strings.TrimPrefix(p, "/")
+	case !strings.HasPrefix(p, "/v2/"):
+		return "other"
+	case strings.Contains(p, "/blobs/uploads"):
+		return "upload"
+	case referrersPath.MatchString(p):
+		return "referrers"
+	case strings.Contains(p, "/manifests/"):
+		return "manifest"
+	case strings.Contains(p, "/blobs/"):
+		return "blob"
+	case strings.HasSuffix(p, "/tags/list"):
+		return "tags"
+	}
+	return "other"
+}
+
+// recorder captures the status and size of a response.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// subjectWriter adds OCI-Subject to a successful manifest PUT.
+type subjectWriter struct {
+	http.ResponseWriter
+	subject digest.Digest
+}
+
+func (s *subjectWriter) WriteHeader(code int) {
+	if code == http.StatusCreated {
+		s.Header().Set("OCI-Subject", s.subject.String())
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *subjectWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

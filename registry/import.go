@@ -1,0 +1,347 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"zdt.dev/zdt/bundle"
+)
+
+// ImportOptions tune Import. The zero value is valid.
+type ImportOptions struct {
+	// Placements, if set, are the archive's placements (from Placements);
+	// computed when nil.
+	Placements []Placement
+	// Concurrency is the number of blobs copied at once (default GOMAXPROCS).
+	Concurrency int
+	// Logger receives what is done (default: discard).
+	Logger *slog.Logger
+	// Progress, if set, is called with the bytes of blobs handled so far
+	// (copied or found present) and the total; it may be called from
+	// several goroutines at once.
+	Progress func(done, total int64)
+}
+
+// ImportResult says what Import did.
+type ImportResult struct {
+	// Placements are what the store now serves for the archive.
+	Placements []Placement
+	// BlobsWritten/BytesWritten were copied; BlobsPresent were already in
+	// the store (from this or another bundle) and not read again.
+	BlobsWritten int
+	BytesWritten int64
+	BlobsPresent int
+	// LinksWritten counts the repository/tag link files written.
+	LinksWritten int
+}
+
+// StoreDir is where zdt keeps the registry storage under an install root:
+// ROOT/var/lib/zdt/registry.
+func StoreDir(root string) string { return path.Join(root, "var/lib/zdt/registry") }
+
+// Import puts every blob and manifest of a (verified) archive into the
+// distribution filesystem store at storeDir and links each repository and
+// tag per Placements, so that `zdt serve --root` (or distribution's own
+// `registry serve` over storeDir) serves them.
+//
+// Blobs are copied straight from the archive's offsets into a temp file
+// while being hashed (one pass), checked against their digest and size,
+// fsynced and renamed into place. A blob already in the store with the right
+// size is trusted (it was checked when written) and not read again, so a
+// re-import writes nothing and an upgrade writes only new blobs. Link files
+// are written temp + rename when missing or different, and the filesystem
+// is synced once at the end. Every write goes through an os.Root on
+// storeDir. Safe to run again after an interruption: it converges.
+func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts ImportOptions) (ImportResult, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = runtime.GOMAXPROCS(0)
+	}
+	ps := opts.Placements
+	if ps == nil {
+		var err error
+		if ps, err = Placements(ctx, a); err != nil {
+			return ImportResult{}, err
+		}
+	}
+	if err := os.MkdirAll(storeDir, 0o755); err != nil {
+		return ImportResult{}, fmt.Errorf("creating store: %w", err)
+	}
+	root, err := os.OpenRoot(storeDir)
+	if err != nil {
+		return ImportResult{}, fmt.Errorf("opening store: %w", err)
+	}
+	defer root.Close()
+
+	// Every blob the placements need (manifests included: distribution
+	// keeps them as blobs too).
+	need := map[digest.Digest]bool{}
+	for _, p := range ps {
+		for _, d := range p.Manifests {
+			need[d] = true
+		}
+		for _, d := range p.Blobs {
+			need[d] = true
+		}
+	}
+	blobs := sortedKeys(need)
+	var total int64
+	for _, d := range blobs {
+		size, ok := a.BlobSize(d)
+		if !ok {
+			return ImportResult{}, &bundle.BlobError{Digest: d, Err: bundle.ErrMissingBlob}
+		}
+		total += size
+	}
+	// Largest first keeps the workers busy to the end.
+	sort.SliceStable(blobs, func(i, j int) bool {
+		si, _ := a.BlobSize(blobs[i])
+		sj, _ := a.BlobSize(blobs[j])
+		return si > sj
+	})
+
+	var res ImportResult
+	var done, written atomic.Int64
+	var nWritten, nPresent atomic.Int64
+	report := func(n int64) {
+		v := done.Add(n)
+		if opts.Progress != nil {
+			opts.Progress(v, total)
+		}
+	}
+	bufs := sync.Pool{New: func() any { b := make([]byte, 4<<20); return &b }}
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(opts.Concurrency)
+	for _, d := range blobs {
+		eg.Go(func() error {
+			size, _ := a.BlobSize(d)
+			rel := strings.TrimPrefix(blobDataPath(d), "/")
+			if fi, err := root.Stat(rel); err == nil && fi.Mode().IsRegular() && fi.Size() == size {
+				nPresent.Add(1)
+				report(size)
+				return nil
+			}
+			buf := bufs.Get().(*[]byte)
+			defer bufs.Put(buf)
+			if err := importBlob(ectx, root, a, d, size, rel, *buf, report); err != nil {
+				return err
+			}
+			nWritten.Add(1)
+			written.Add(size)
+			return nil
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return ImportResult{}, err
+	}
+	res.BlobsWritten, res.BlobsPresent, res.BytesWritten = int(nWritten.Load()), int(nPresent.Load()), written.Load()
+
+	if res.LinksWritten, err = writeLinks(ctx, root, ps); err != nil {
+		return ImportResult{}, err
+	}
+	if res.BlobsWritten > 0 || res.LinksWritten > 0 {
+		if err := syncFS(root); err != nil {
+			return ImportResult{}, fmt.Errorf("syncing store: %w", err)
+		}
+	}
+	res.Placements = ps
+	opts.Logger.Info("imported bundle into registry store", "store", storeDir, "bundle", a.Config.Name+":"+a.Config.Version,
+		"blobsWritten", res.BlobsWritten, "bytesWritten", res.BytesWritten, "blobsPresent", res.BlobsPresent, "links", res.LinksWritten)
+	return res, nil
+}
+
+// Link (re)creates the repository and tag links of placements whose blobs
+// are in the store already (imported before, kept by Prune): how a rollback
+// serves a previous bundle again without its archive. It returns the
+// number of links written.
+func Link(ctx context.Context, storeDir string, ps []Placement) (int, error) {
+	root, err := os.OpenRoot(storeDir)
+	if err != nil {
+		return 0, fmt.Errorf("opening store: %w", err)
+	}
+	defer root.Close()
+	for _, p := range ps {
+		for _, d := range append(append([]digest.Digest(nil), p.Manifests...), p.Blobs...) {
+			if _, err := root.Stat(strings.TrimPrefix(blobDataPath(d), "/")); err != nil {
+				return 0, fmt.Errorf("linking %s: blob %s is not in the store: %w", p.Repository, d, err)
+			}
+		}
+	}
+	n, err := writeLinks(ctx, root, ps)
+	if err == nil && n > 0 {
+		err = syncFS(root)
+	}
+	return n, err
+}
+
+func writeLinks(ctx context.Context, root *os.Root, ps []Placement) (int, error) {
+	n := 0
+	for _, l := range layoutLinks(ps) {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		w, err := writeLink(root, strings.TrimPrefix(l.path, "/"), l.target)
+		if err != nil {
+			return n, fmt.Errorf("linking %s: %w", l.path, err)
+		}
+		if w {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// importBlob copies one blob from the archive into the store: temp file in
+// the blob's directory, hashed while written, checked, fsynced, renamed.
+func importBlob(ctx context.Context, root *os.Root, a *bundle.Archive, d digest.Digest, size int64, rel string, buf []byte, report func(int64)) error {
+	src, err := a.BlobReader(d)
+	if err != nil {
+		return &bundle.BlobError{Digest: d, Err: bundle.ErrMissingBlob}
+	}
+	dir := path.Dir(rel)
+	if err := root.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("importing blob %s: %w", d, err)
+	}
+	tmp := path.Join(dir, ".data.tmp-"+randHex())
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("importing blob %s: %w", d, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			_ = root.Remove(tmp)
+		}
+	}()
+	h := sha256.New()
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		m, rerr := src.Read(buf)
+		if m > 0 {
+			h.Write(buf[:m])
+			if _, err := f.Write(buf[:m]); err != nil {
+				return fmt.Errorf("importing blob %s: %w", d, err)
+			}
+			n += int64(m)
+			report(int64(m))
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("importing blob %s: reading archive: %w", d, rerr)
+		}
+	}
+	if got := digest.NewDigest(digest.SHA256, h); got != d || n != size {
+		return &bundle.BlobError{Digest: d, Err: fmt.Errorf("archive bytes hash to %s (%d bytes), want %d bytes: %w", got, n, size, bundle.ErrDigestMismatch)}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("importing blob %s: %w", d, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("importing blob %s: %w", d, err)
+	}
+	if err := root.Rename(tmp, rel); err != nil {
+		_ = root.Remove(tmp)
+		return fmt.Errorf("importing blob %s: %w", d, err)
+	}
+	ok = true
+	return nil
+}
+
+// writeLink makes rel hold target's digest string; it reports whether it
+// wrote (false when the link was already right).
+func writeLink(root *os.Root, rel string, target digest.Digest) (bool, error) {
+	want := []byte(target.String())
+	if got, err := readSmallFile(root, rel, 256); err == nil && bytes.Equal(got, want) {
+		return false, nil
+	}
+	return true, writeFileAtomic(root, rel, want, false)
+}
+
+// writeFileAtomic writes a small file through a temp file and a rename,
+// fsyncing it first if sync is set.
+func writeFileAtomic(root *os.Root, rel string, data []byte, sync bool) error {
+	dir := path.Dir(rel)
+	if err := root.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp := path.Join(dir, "."+path.Base(rel)+".tmp-"+randHex())
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = root.Rename(tmp, rel)
+	}
+	if err != nil {
+		_ = root.Remove(tmp)
+	}
+	return err
+}
+
+func readSmallFile(root *os.Root, rel string, limit int64) ([]byte, error) {
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: more than %d bytes: %w", rel, limit, ErrBadStore)
+	}
+	return b, nil
+}
+
+// syncFS flushes the filesystem holding root (one syncfs for all links).
+func syncFS(root *os.Root) error {
+	f, err := root.Open(".")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil && !errors.Is(err, unix.ENOSYS) {
+		return err
+	}
+	return nil
+}
+
+func randHex() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

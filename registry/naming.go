@@ -1,0 +1,312 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/manifests"
+)
+
+// Placement kinds beyond the item kinds of manifests (image, chart, file, ami).
+const (
+	// KindBundle is the placement of the bundle root at its rootRepository.
+	KindBundle = "bundle"
+	// KindAttachment is a signature or attestation of the bundle root.
+	KindAttachment = "attachment"
+)
+
+// Placement is one manifest of a bundle as the registry serves it: which
+// repository it is linked into, under which tag, and every manifest and blob
+// that repository must hold for it to be pulled. An image from docker.io has
+// two placements (library/nginx and docker.io/library/nginx).
+type Placement struct {
+	// Repository is the repository name, e.g. library/nginx,
+	// quay.io/cilium/cilium, charts/demo, zdt/quickstart.
+	Repository string `json:"repository"`
+	// Tag is the tag, empty for an image referenced by digest.
+	Tag string `json:"tag,omitempty"`
+	// Digest and MediaType describe the placed manifest.
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	// Kind is image, chart, file, ami, bundle or attachment.
+	Kind string `json:"kind"`
+	// Ref is the reference name the bundle gives it
+	// (docker.io/library/nginx:1.25, charts/demo:1.2.3, …).
+	Ref string `json:"ref"`
+	// Manifests are the manifests linked into Repository (the placed one and
+	// everything it references); Blobs the other blobs (configs, layers).
+	// Both sorted.
+	Manifests []digest.Digest `json:"manifests"`
+	Blobs     []digest.Digest `json:"blobs"`
+}
+
+// String is "repository:tag" or "repository@digest".
+func (p Placement) String() string {
+	if p.Tag != "" {
+		return p.Repository + ":" + p.Tag
+	}
+	return p.Repository + "@" + p.Digest.String()
+}
+
+// MirrorNamespace is the repository prefix under which images of registry
+// host are served: "" for docker.io (library/nginx), the host for others
+// (quay.io/cilium/cilium). A port becomes "_PORT" (registry.local_5000),
+// since repository names can't hold a colon and hostnames can't hold an
+// underscore. Mirror configs use it: containerd
+// `[host."https://ZDT:PORT/v2/<ns>"] override_path = true`, containers
+// registries.conf `location = "ZDT:PORT/<ns>"`.
+func MirrorNamespace(host string) string {
+	host = strings.ToLower(host)
+	if host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io" {
+		return ""
+	}
+	return strings.ReplaceAll(host, ":", "_")
+}
+
+// ImageRepositories maps an image reference to the repositories it is
+// served at, its tag ("" for a digest reference) and its digest (if the
+// reference has one). docker.io/library/nginx:1.25 gives
+// [library/nginx docker.io/library/nginx] and tag 1.25; quay.io/a/b:1 gives
+// [quay.io/a/b].
+func ImageRepositories(ref string) (repos []string, tag string, dgst digest.Digest, err error) {
+	n, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return nil, "", "", fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	domain, path := reference.Domain(n), reference.Path(n)
+	if ns := MirrorNamespace(domain); ns == "" {
+		repos = []string{path, "docker.io/" + path}
+	} else {
+		repos = []string{ns + "/" + path}
+	}
+	for _, r := range repos {
+		if err := validRepository(r); err != nil {
+			return nil, "", "", fmt.Errorf("image reference %q: %w", ref, err)
+		}
+	}
+	if t, ok := n.(reference.Tagged); ok {
+		tag = t.Tag()
+	}
+	if d, ok := n.(reference.Digested); ok {
+		dgst = d.Digest()
+	}
+	return repos, tag, dgst, nil
+}
+
+var (
+	tagRegexp       = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
+	componentRegexp = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
+)
+
+// validRepository accepts the repository names the registry serves:
+// lowercase path components of the OCI distribution spec (no host, no
+// port), at most 255 characters.
+func validRepository(r string) error {
+	if r == "" || len(r) > 255 {
+		return fmt.Errorf("repository %q: empty or longer than 255 characters: %w", r, ErrBadReference)
+	}
+	for _, c := range strings.Split(r, "/") {
+		if !componentRegexp.MatchString(c) {
+			return fmt.Errorf("repository %q: invalid component %q: %w", r, c, ErrBadReference)
+		}
+	}
+	return nil
+}
+
+// SanitizeTag makes a version usable as a tag the way helm does: "+" → "_".
+func SanitizeTag(v string) string { return strings.ReplaceAll(v, "+", "_") }
+
+// splitRepoTag splits "charts/demo:1.2.3" into a valid repository and tag.
+func splitRepoTag(ref string) (string, string, error) {
+	i := strings.LastIndex(ref, ":")
+	if i <= 0 || strings.Contains(ref[i:], "/") {
+		return "", "", fmt.Errorf("reference %q has no tag: %w", ref, ErrBadReference)
+	}
+	repo, tag := ref[:i], SanitizeTag(ref[i+1:])
+	if err := validRepository(repo); err != nil {
+		return "", "", fmt.Errorf("reference %q: %w", ref, err)
+	}
+	if !tagRegexp.MatchString(tag) {
+		return "", "", fmt.Errorf("reference %q: invalid tag %q: %w", ref, tag, ErrBadReference)
+	}
+	return repo, tag, nil
+}
+
+// RootRepository is the repository a bundle's root is served at: zdt/NAME.
+func RootRepository(name string) string {
+	repo, _, _ := strings.Cut(bundle.RootRef(name, "v"), ":")
+	return repo
+}
+
+// Placements lists where the registry serves every manifest of an opened
+// archive: each item per the naming rules (images at their original
+// repository paths, see ImageRepositories; charts/, files/, amis/ at their
+// reference names), the root at zdt/NAME:VERSION with every manifest and
+// blob of the bundle linked into that repository (so the whole bundle can
+// be copied from it), and the root's attachments there too (cosign's
+// sha256-<hex>.sig/.att tags). It reads manifests only (digest-checked);
+// call a.Verify first to trust the blobs. The order is deterministic.
+func Placements(ctx context.Context, a *bundle.Archive) ([]Placement, error) {
+	w := &walker{a: a, kids: map[digest.Digest][]ocispec.Descriptor{}}
+	var out []Placement
+	all := newDigestSets()
+	for _, d := range a.RootIndex.Manifests[1:] {
+		kind := d.Annotations[manifests.AnnotationKind]
+		ref := d.Annotations[manifests.AnnotationRefName]
+		sets := newDigestSets()
+		if err := w.walk(ctx, d, sets, 0); err != nil {
+			return nil, fmt.Errorf("item %s %s: %w", kind, ref, err)
+		}
+		all.merge(sets)
+		var repos []string
+		var tag string
+		switch kind {
+		case manifests.KindImage:
+			var err error
+			if repos, tag, _, err = ImageRepositories(ref); err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrBadReference, err)
+			}
+		default:
+			repo, t, err := splitRepoTag(ref)
+			if err != nil {
+				return nil, fmt.Errorf("item %s: %w", kind, err)
+			}
+			repos, tag = []string{repo}, t
+		}
+		for _, r := range repos {
+			out = append(out, sets.placement(r, tag, d, kind, ref))
+		}
+	}
+	// The root repository holds everything, the root, its config manifest
+	// and the attachments.
+	rootRepo, rootTag, err := splitRepoTag(bundle.RootRef(a.Config.Name, a.Config.Version))
+	if err != nil {
+		return nil, fmt.Errorf("bundle root: %w", err)
+	}
+	if err := w.walk(ctx, a.RootIndex.Manifests[0], all, 0); err != nil {
+		return nil, fmt.Errorf("bundle config: %w", err)
+	}
+	all.manifests[a.Root.Digest] = true
+	rootP := all.placement(rootRepo, rootTag, a.Root, KindBundle, bundle.RootRef(a.Config.Name, a.Config.Version))
+	out = append(out, rootP)
+	for _, d := range a.Attachments() {
+		sets := newDigestSets()
+		if err := w.walk(ctx, d, sets, 0); err != nil {
+			return nil, fmt.Errorf("attachment %s: %w", d.Digest, err)
+		}
+		tag := d.Annotations[manifests.AnnotationRefName]
+		if !tagRegexp.MatchString(tag) {
+			tag = "" // referrers-only (OCI 1.1 subject), served by digest
+		}
+		out = append(out, sets.placement(rootRepo, tag, d, KindAttachment, d.Annotations[manifests.AnnotationRefName]))
+	}
+	return out, nil
+}
+
+type digestSets struct {
+	manifests, blobs map[digest.Digest]bool
+}
+
+func newDigestSets() *digestSets {
+	return &digestSets{manifests: map[digest.Digest]bool{}, blobs: map[digest.Digest]bool{}}
+}
+
+func (s *digestSets) merge(o *digestSets) {
+	for d := range o.manifests {
+		s.manifests[d] = true
+	}
+	for d := range o.blobs {
+		s.blobs[d] = true
+	}
+}
+
+func sortedKeys(m map[digest.Digest]bool) []digest.Digest {
+	out := make([]digest.Digest, 0, len(m))
+	for d := range m {
+		out = append(out, d)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (s *digestSets) placement(repo, tag string, d ocispec.Descriptor, kind, ref string) Placement {
+	return Placement{Repository: repo, Tag: tag, Digest: d.Digest, MediaType: d.MediaType, Kind: kind, Ref: ref,
+		Manifests: sortedKeys(s.manifests), Blobs: sortedKeys(s.blobs)}
+}
+
+// walker follows manifests inside an archive, caching each manifest's
+// children.
+type walker struct {
+	a    *bundle.Archive
+	kids map[digest.Digest][]ocispec.Descriptor
+}
+
+// manifestRefs is the part of any manifest or index that points at blobs.
+type manifestRefs struct {
+	MediaType    string               `json:"mediaType"`
+	ArtifactType string               `json:"artifactType"`
+	Config       *ocispec.Descriptor  `json:"config"`
+	Layers       []ocispec.Descriptor `json:"layers"`
+	Blobs        []ocispec.Descriptor `json:"blobs"`
+	Manifests    []ocispec.Descriptor `json:"manifests"`
+	Subject      *ocispec.Descriptor  `json:"subject"`
+	Annotations  map[string]string    `json:"annotations"`
+}
+
+func isManifestType(mt string) bool {
+	switch mt {
+	case manifests.MediaTypeOCIManifest, manifests.MediaTypeOCIIndex,
+		manifests.MediaTypeDockerManifest, manifests.MediaTypeDockerManifestList:
+		return true
+	}
+	return false
+}
+
+func (w *walker) walk(ctx context.Context, d ocispec.Descriptor, s *digestSets, depth int) error {
+	if depth > 16 {
+		return fmt.Errorf("manifest %s: nested too deeply: %w", d.Digest, bundle.ErrNotBundle)
+	}
+	if !isManifestType(d.MediaType) {
+		s.blobs[d.Digest] = true
+		return nil
+	}
+	if s.manifests[d.Digest] {
+		return nil
+	}
+	s.manifests[d.Digest] = true
+	kids, ok := w.kids[d.Digest]
+	if !ok {
+		b, err := w.a.ReadSmall(ctx, d)
+		if err != nil {
+			return err
+		}
+		var m manifestRefs
+		if err := json.Unmarshal(b, &m); err != nil {
+			return fmt.Errorf("manifest %s: %v: %w", d.Digest, err, bundle.ErrNotBundle)
+		}
+		if m.Config != nil {
+			kids = append(kids, *m.Config)
+		}
+		kids = append(kids, m.Layers...)
+		kids = append(kids, m.Blobs...)
+		kids = append(kids, m.Manifests...)
+		// The subject is not followed: it is what this manifest is attached
+		// to, not part of it.
+		w.kids[d.Digest] = kids
+	}
+	for _, k := range kids {
+		if err := w.walk(ctx, k, s, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+package signing
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/fixtures"
+	"zdt.dev/zdt/manifests"
+)
+
+// testKey generates a key pair under dir and returns its prefix.
+func testKey(t testing.TB, dir, prefix string, password string) KeyPair {
+	t.Helper()
+	kp, err := GenerateKeyPair(context.Background(), KeyPairOptions{Prefix: filepath.Join(dir, prefix), Password: []byte(password)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+// testBundle builds a small bundle (a multi-layer image from an OCI layout
+// and a file) named name, signed with key (unsigned if key is ""). The
+// file's content is fileData, so two bundles can differ.
+func testBundle(t testing.TB, dir, name, key, password string, fileData []byte) (string, bundle.CreateResult) {
+	t.Helper()
+	ctx := context.Background()
+	in := filepath.Join(dir, "in-"+name)
+	l1, err := random.Layer(8<<10, types.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := random.Layer(4<<10, types.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := fixtures.Image(v1.Platform{OS: "linux", Architecture: "amd64"}, []string{"/app"}, l1, l2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fixtures.WriteLayoutImage(filepath.Join(in, "images", "web"), "1.0", img); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(in, "bin", "tool"), fileData)
+	sum := sha256.Sum256(fileData)
+	spec := `apiVersion: zdt.dev/v1alpha1
+kind: Bundle
+metadata:
+  name: ` + name + `
+  version: 1.0.0
+components:
+  - name: runtime
+    images:
+      - ref: registry.test/app/web:1.0
+        source: oci:images/web:1.0
+    files:
+      - source: bin/tool
+        sha256: ` + hex.EncodeToString(sum[:]) + `
+        target: /usr/local/bin/tool
+        mode: "0755"
+`
+	writeFile(t, filepath.Join(in, "zdt.yaml"), []byte(spec))
+	s, err := manifests.Load(filepath.Join(in, "zdt.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, name+".zdt")
+	opts := bundle.CreateOptions{Output: out, ToolVersion: "v0.0.0-test"}
+	if key != "" {
+		signer, err := NewSigner(ctx, SignOptions{Key: key, Password: func() ([]byte, error) { return []byte(password), nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer signer.Close()
+		opts.Attach, opts.ArchiveWritten = signer.Attach, signer.SignArchive(out)
+	}
+	res, err := bundle.Create(ctx, s, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, res
+}
+
+func writeFile(t testing.TB, p string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tarEntry is one entry of an archive being rewritten by a test.
+type tarEntry struct {
+	hdr  *tar.Header
+	data []byte
+}
+
+func readEntries(t testing.TB, p string) []tarEntry {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []tarEntry
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, tarEntry{hdr: h, data: data})
+	}
+}
+
+func writeEntries(t testing.TB, p string, entries []tarEntry) {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, e := range entries {
+		h := *e.hdr
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(e.data))
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, p, b.Bytes())
+}
+
+func entryData(t testing.TB, entries []tarEntry, name string) []byte {
+	t.Helper()
+	for _, e := range entries {
+		if e.hdr.Name == name {
+			return e.data
+		}
+	}
+	t.Fatalf("no entry %s", name)
+	return nil
+}
+
+func setEntry(entries []tarEntry, name string, data []byte) []tarEntry {
+	for i, e := range entries {
+		if e.hdr.Name == name {
+			entries[i].data = data
+			return entries
+		}
+	}
+	h := &tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644}
+	return append(entries, tarEntry{hdr: h, data: data})
+}
