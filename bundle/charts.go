@@ -639,7 +639,13 @@ func imagesInManifests(rendered map[string]string) []string {
 	walk = func(v any) {
 		switch x := v.(type) {
 		case map[string]any:
-			for k, val := range x {
+			keys := make([]string, 0, len(x))
+			for k := range x {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys) // map order is random; the lock file must not be
+			for _, k := range keys {
+				val := x[k]
 				if s, ok := val.(string); ok && k == "image" {
 					out = append(out, s)
 					continue

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path"
@@ -129,18 +130,45 @@ func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts Import
 			opts.Progress(v, total)
 		}
 	}
+	// A journal marks an import whose blobs are not synced yet. Blobs are
+	// written without a per-file fsync (one syncfs at the end makes them
+	// durable), so after a power loss during an import a blob of the right
+	// size may hold torn bytes: while the journal of an unfinished import
+	// is present, blobs already in the store are hashed before being
+	// trusted. A finished import leaves no journal, and then existing blobs
+	// are trusted without reading them (they were checked when written).
+	distrust := false
+	if _, err := root.Stat(importJournal); err == nil {
+		distrust = true
+		opts.Logger.Warn("an earlier import did not finish: re-checking the blobs already in the store")
+	}
+	var missing []digest.Digest
+	for _, d := range blobs {
+		size, _ := a.BlobSize(d)
+		rel := strings.TrimPrefix(blobDataPath(d), "/")
+		fi, err := root.Stat(rel)
+		if err == nil && fi.Mode().IsRegular() && fi.Size() == size && (!distrust || storedBlobOK(ctx, root, rel, d)) {
+			nPresent.Add(1)
+			report(size)
+			continue
+		}
+		missing = append(missing, d)
+	}
+	if len(missing) > 0 {
+		if err := writeFileAtomic(root, importJournal, []byte(a.Root.Digest.String()+"\n"), true); err != nil {
+			return ImportResult{}, fmt.Errorf("starting import: %w", err)
+		}
+		if err := syncFS(root); err != nil {
+			return ImportResult{}, fmt.Errorf("starting import: %w", err)
+		}
+	}
 	bufs := sync.Pool{New: func() any { b := make([]byte, 4<<20); return &b }}
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(opts.Concurrency)
-	for _, d := range blobs {
+	for _, d := range missing {
 		eg.Go(func() error {
 			size, _ := a.BlobSize(d)
 			rel := strings.TrimPrefix(blobDataPath(d), "/")
-			if fi, err := root.Stat(rel); err == nil && fi.Mode().IsRegular() && fi.Size() == size {
-				nPresent.Add(1)
-				report(size)
-				return nil
-			}
 			buf := bufs.Get().(*[]byte)
 			defer bufs.Put(buf)
 			if err := importBlob(ectx, root, a, d, size, rel, *buf, report); err != nil {
@@ -159,7 +187,15 @@ func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts Import
 	if res.LinksWritten, err = writeLinks(ctx, root, ps); err != nil {
 		return ImportResult{}, err
 	}
-	if res.BlobsWritten > 0 || res.LinksWritten > 0 {
+	if res.BlobsWritten > 0 || res.LinksWritten > 0 || distrust {
+		if err := syncFS(root); err != nil {
+			return ImportResult{}, fmt.Errorf("syncing store: %w", err)
+		}
+	}
+	if len(missing) > 0 || distrust {
+		if err := root.Remove(importJournal); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return ImportResult{}, fmt.Errorf("finishing import: %w", err)
+		}
 		if err := syncFS(root); err != nil {
 			return ImportResult{}, fmt.Errorf("syncing store: %w", err)
 		}
@@ -211,6 +247,23 @@ func writeLinks(ctx context.Context, root *os.Root, ps []Placement) (int, error)
 	return n, nil
 }
 
+// importJournal, at the store's top, marks an import not finished yet.
+const importJournal = ".zdt-import-journal"
+
+// storedBlobOK hashes a blob already in the store.
+func storedBlobOK(ctx context.Context, root *os.Root, rel string, d digest.Digest) bool {
+	f, err := root.Open(rel)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil || ctx.Err() != nil {
+		return false
+	}
+	return digest.NewDigest(digest.SHA256, h) == d
+}
+
 // importBlob copies one blob from the archive into the store: temp file in
 // the blob's directory, hashed while written, checked, fsynced, renamed.
 func importBlob(ctx context.Context, root *os.Root, a *bundle.Archive, d digest.Digest, size int64, rel string, buf []byte, report func(int64)) error {
@@ -259,9 +312,8 @@ func importBlob(ctx context.Context, root *os.Root, a *bundle.Archive, d digest.
 	if got := digest.NewDigest(digest.SHA256, h); got != d || n != size {
 		return &bundle.BlobError{Digest: d, Err: fmt.Errorf("archive bytes hash to %s (%d bytes), want %d bytes: %w", got, n, size, bundle.ErrDigestMismatch)}
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("importing blob %s: %w", d, err)
-	}
+	// No fsync here: Import syncs the whole store once at the end, and its
+	// journal makes a re-run after a crash re-check what this wrote.
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("importing blob %s: %w", d, err)
 	}
