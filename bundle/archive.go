@@ -2,9 +2,11 @@ package bundle
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"time"
 
@@ -42,23 +44,23 @@ type blobSource interface {
 }
 
 // writeArchive writes the layout as a deterministic tar: oci-layout,
-// index.json, the blob directories, then every blob in digest order.
-func writeArchive(ctx context.Context, w io.Writer, src blobSource, indexJSON []byte, blobs []ocispec.Descriptor, progress func(int64)) error {
-	tw := tar.NewWriter(w)
+// index.json, the blob directories, then every blob in digest order. Each
+// entry is tar's header blocks, the content and zero padding to 512 bytes,
+// exactly as archive/tar writes them; the content of a blob staged in a file
+// is copied file to file (copy_file_range: no trip through user space).
+func writeArchive(ctx context.Context, w *os.File, src blobSource, indexJSON []byte, blobs []ocispec.Descriptor, progress func(int64)) error {
+	aw := &archiveWriter{f: w}
 	layout := []byte(`{"imageLayoutVersion":"1.0.0"}`)
 	for _, e := range []struct {
 		name string
 		data []byte
 	}{{entryLayout, layout}, {entryIndex, indexJSON}} {
-		if err := tw.WriteHeader(header(e.name, int64(len(e.data)), false)); err != nil {
-			return err
-		}
-		if _, err := tw.Write(e.data); err != nil {
+		if err := aw.entry(header(e.name, int64(len(e.data)), false), bytes.NewReader(e.data)); err != nil {
 			return err
 		}
 	}
 	for _, d := range []string{dirBlobs, dirSHA256} {
-		if err := tw.WriteHeader(header(d, 0, true)); err != nil {
+		if err := aw.entry(header(d, 0, true), nil); err != nil {
 			return err
 		}
 	}
@@ -68,24 +70,55 @@ func writeArchive(ctx context.Context, w io.Writer, src blobSource, indexJSON []
 		if i > 0 && b.Digest == sorted[i-1].Digest {
 			continue
 		}
-		if err := tw.WriteHeader(header(dirSHA256+b.Digest.Encoded(), b.Size, false)); err != nil {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		rc, err := src.Fetch(ctx, b)
 		if err != nil {
 			return fmt.Errorf("reading staged blob %s: %w", b.Digest, err)
 		}
-		n, err := copyCtx(ctx, tw, rc)
+		err = aw.entry(header(dirSHA256+b.Digest.Encoded(), b.Size, false), rc)
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("writing blob %s: %w", b.Digest, err)
 		}
-		if n != b.Size {
-			return fmt.Errorf("writing blob %s: staged %d bytes, expected %d", b.Digest, n, b.Size)
-		}
 		if progress != nil {
-			progress(n)
+			progress(b.Size)
 		}
 	}
-	return tw.Close()
+	_, err := w.Write(make([]byte, 2*blockSize)) // end-of-archive marker
+	return err
+}
+
+const blockSize = 512
+
+// archiveWriter appends tar entries to a file.
+type archiveWriter struct {
+	f *os.File
+}
+
+// entry writes h's header blocks, then h.Size bytes of content, then the
+// padding.
+func (aw *archiveWriter) entry(h *tar.Header, content io.Reader) error {
+	var hb bytes.Buffer
+	if err := tar.NewWriter(&hb).WriteHeader(h); err != nil { // header blocks only
+		return err
+	}
+	if _, err := aw.f.Write(hb.Bytes()); err != nil {
+		return err
+	}
+	if h.Size == 0 {
+		return nil
+	}
+	n, err := io.Copy(aw.f, io.LimitReader(content, h.Size)) // copy_file_range from files
+	if err != nil {
+		return err
+	}
+	if n != h.Size {
+		return fmt.Errorf("%s: got %d bytes, expected %d", h.Name, n, h.Size)
+	}
+	if pad := (blockSize - h.Size%blockSize) % blockSize; pad > 0 {
+		_, err = aw.f.Write(make([]byte, pad))
+	}
+	return err
 }

@@ -1,11 +1,14 @@
 package bundle
 
 import (
+	"sync"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"hash"
 	"io"
 	"io/fs"
@@ -24,15 +27,115 @@ import (
 // appears under its digest only after its bytes were checked (temp file →
 // digest and size check → rename), so an existing blob is a valid one.
 // Safe for concurrent use.
+//
+// A persistent store (the cache) is made durable once per create rather
+// than per blob: the first write creates a journal, finish syncs the
+// filesystem and removes it. If a create dies before that (power loss), a
+// blob may exist with torn bytes; the journal left behind makes the next
+// create hash every cached blob once and drop the torn ones.
 type blobStore struct {
-	root string
+	root       string
+	persistent bool
+	begun      sync.Once
+	beginErr   error
 }
 
-func newBlobStore(root string) (*blobStore, error) {
+const cacheJournal = "journal"
+
+func newBlobStore(root string, persistent bool) (*blobStore, error) {
 	if err := os.MkdirAll(filepath.Join(root, "blobs", "sha256"), 0o755); err != nil {
 		return nil, fmt.Errorf("creating blob store: %w", err)
 	}
-	return &blobStore{root: root}, nil
+	s := &blobStore{root: root, persistent: persistent}
+	if _, err := os.Stat(filepath.Join(root, cacheJournal)); persistent && err == nil {
+		if err := s.recover(); err != nil {
+			return nil, fmt.Errorf("checking the cache after an interrupted create: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// recover hashes every blob an unfinished create may have left torn,
+// removes those that do not match their name, and clears the journal.
+func (s *blobStore) recover() error {
+	dir := filepath.Join(s.root, "blobs", "sha256")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for _, e := range ents {
+		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
+		if d.Validate() != nil || !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		hw := newHashingWriter()
+		_, err = io.CopyBuffer(hw, f, buf)
+		f.Close()
+		if err != nil || hw.digest() != d {
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+		}
+	}
+	return s.finish()
+}
+
+// begin creates the journal before the first blob is written.
+func (s *blobStore) begin() error {
+	if !s.persistent {
+		return nil
+	}
+	s.begun.Do(func() {
+		f, err := os.Create(filepath.Join(s.root, cacheJournal))
+		if err == nil {
+			err = f.Sync()
+			f.Close()
+		}
+		if err == nil {
+			err = syncDir(s.root)
+		}
+		s.beginErr = err
+	})
+	return s.beginErr
+}
+
+// finish makes every blob written durable and removes the journal.
+func (s *blobStore) finish() error {
+	j := filepath.Join(s.root, cacheJournal)
+	if _, err := os.Stat(j); !s.persistent || err != nil {
+		return nil // nothing was written
+	}
+	if err := syncFS(s.root); err != nil {
+		return fmt.Errorf("syncing the cache: %w", err)
+	}
+	if err := os.Remove(j); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return syncDir(s.root)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func syncFS(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return unix.Syncfs(int(d.Fd()))
 }
 
 func (s *blobStore) path(d digest.Digest) (string, error) {
@@ -106,6 +209,9 @@ func (s *blobStore) PutBytes(ctx context.Context, mediaType string, b []byte) (o
 // ingest copies r into a temp file while hashing, then renames it to its
 // digest. With want set, a mismatch is refused before the rename.
 func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descriptor) (ocispec.Descriptor, error) {
+	if err := s.begin(); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
+	}
 	tmp, err := os.CreateTemp(filepath.Join(s.root, "blobs"), ".ingest-*")
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
@@ -113,9 +219,6 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
 	n, err := copyCtx(ctx, io.MultiWriter(tmp, h), r)
-	if err == nil {
-		err = tmp.Sync() // a blob in a persistent cache must survive a crash
-	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
