@@ -337,6 +337,7 @@ func TestBadArchives(t *testing.T) {
 			return e
 		}), want: ErrTooLarge, wantMsg: "index.json"},
 		{name: "truncated", entries: good, raw: func(b []byte) []byte { return b[:len(b)/2] }, want: ErrTruncated},
+		{name: "cut at an entry boundary", entries: good, raw: func(b []byte) []byte { return b[:len(b)-1024] }, want: ErrTruncated, wantMsg: "end-of-archive"},
 		{name: "not a tar", entries: good, raw: func(b []byte) []byte { return bytes.Repeat([]byte("garbage!"), 200) }, want: ErrVerification},
 	}
 	for _, tc := range cases {

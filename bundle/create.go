@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/content"
 
+	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -359,7 +360,7 @@ func hashFile(ctx context.Context, p string) (digest.Digest, int64, error) {
 	}
 	defer f.Close()
 	hw := newHashingWriter()
-	if _, err := copyCtx(ctx, hw, f); err != nil {
+	if _, err := fsutil.CopyCtx(ctx, hw, f); err != nil {
 		return "", 0, err
 	}
 	return hw.digest(), hw.n, nil

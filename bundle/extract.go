@@ -2,15 +2,15 @@ package bundle
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"sort"
 
 	"github.com/opencontainers/go-digest"
+
+	"zdt.dev/zdt/internal/fsutil"
 )
 
 // ExtractOptions tune Extract. The zero value is valid.
@@ -78,25 +78,9 @@ func fileHasDigest(ctx context.Context, root *os.Root, name string, d digest.Dig
 
 // writeRootFile writes r to name under root via a temp file and rename.
 func writeRootFile(ctx context.Context, root *os.Root, name string, r io.Reader) error {
-	tmp := path.Join(path.Dir(name), ".tmp-"+path.Base(name))
-	f, err := root.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
+	_, err := fsutil.WriteAtomic(ctx, root, name, 0o644, func(w io.Writer) error {
+		_, err := fsutil.CopyCtx(ctx, w, r)
 		return err
-	}
-	_, err = copyCtx(ctx, f, r)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = root.Rename(tmp, name)
-	}
-	if err != nil {
-		if rerr := root.Remove(tmp); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			return errors.Join(err, rerr)
-		}
-	}
+	})
 	return err
 }

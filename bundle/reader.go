@@ -106,12 +106,18 @@ func (a *Archive) index(ctx context.Context) error {
 	tr := tar.NewReader(sr)
 	special := map[string]*entry{}
 	seen := map[string]bool{}
+	var lastEnd int64 // end of the last entry's padded content
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		h, err := tr.Next()
 		if err == io.EOF {
+			// A whole archive ends with two zero blocks; EOF right after an
+			// entry (a copy cut at an entry boundary) is a truncation.
+			if !a.zeroTrailer(lastEnd) {
+				return fmt.Errorf("no end-of-archive marker after entry %d: %w", len(a.names), ErrTruncated)
+			}
 			break
 		}
 		if err != nil {
@@ -133,12 +139,13 @@ func (a *Archive) index(ctx context.Context) error {
 		}
 		seen[key] = true
 		a.names = append(a.names, name)
-		if h.Typeflag == tar.TypeDir {
-			continue
-		}
 		off, err := sr.Seek(0, io.SeekCurrent)
 		if err != nil {
 			return err
+		}
+		lastEnd = off + (h.Size+511)/512*512
+		if h.Typeflag == tar.TypeDir {
+			continue
 		}
 		if h.Size < 0 || off+h.Size > a.size {
 			return &EntryError{Name: name, Err: fmt.Errorf("%d bytes at offset %d run past the end of the file (%d bytes): %w", h.Size, off, a.size, ErrTruncated)}
@@ -255,6 +262,23 @@ func checkEntryName(name string, h *tar.Header) error {
 		return fmt.Errorf("blob name is not a sha256 hex digest: %w", ErrUnsafeEntry)
 	}
 	return nil
+}
+
+// zeroTrailer reports whether two zero blocks follow offset.
+func (a *Archive) zeroTrailer(off int64) bool {
+	if off+1024 > a.size {
+		return false
+	}
+	b := make([]byte, 1024)
+	if _, err := a.f.ReadAt(b, off); err != nil {
+		return false
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (a *Archive) readEntry(e entry, limit int64, what string) ([]byte, error) {

@@ -20,6 +20,7 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/oci"
 
+	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -281,7 +282,7 @@ func (c *creator) stageCompressed(ctx context.Context, src, wantSHA, rawType, zs
 		go func() {
 			enc, err := zstd.NewWriter(pw, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
 			if err == nil {
-				_, err = copyCtx(ctx, enc, counted)
+				_, err = fsutil.CopyCtx(ctx, enc, counted)
 				if cerr := enc.Close(); err == nil {
 					err = cerr
 				}

@@ -19,6 +19,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
+
+	"zdt.dev/zdt/internal/fsutil"
 )
 
 // blobStore is a directory of blobs/sha256/<hex> used to stage a bundle's
@@ -218,7 +220,7 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 	}
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	n, err := copyCtx(ctx, io.MultiWriter(tmp, h), r)
+	n, err := fsutil.CopyCtx(ctx, io.MultiWriter(tmp, h), r)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -234,31 +236,6 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
 	}
 	return d, nil
-}
-
-// copyCtx is io.Copy with a large buffer that stops when ctx is cancelled.
-func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
-	buf := make([]byte, 1<<20)
-	var n int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		m, rerr := src.Read(buf)
-		if m > 0 {
-			w, werr := dst.Write(buf[:m])
-			n += int64(w)
-			if werr != nil {
-				return n, werr
-			}
-		}
-		if rerr == io.EOF {
-			return n, nil
-		}
-		if rerr != nil {
-			return n, rerr
-		}
-	}
 }
 
 // hashingWriter counts and hashes what passes through it.

@@ -12,6 +12,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/fsutil"
 )
 
 // exportAMI writes an AMI item's disk image (decompressed, digest-checked)
@@ -37,7 +38,7 @@ func exportAMI(ctx context.Context, a *bundle.Archive, it ItemState, layer ocisp
 	if err != nil {
 		return err
 	}
-	if _, err := writeAtomic(ctx, root, img, 0o644, func(w io.Writer) error { return decodeLayer(ctx, sr, layer, it.FileDigest, w) }); err != nil {
+	if _, err := fsutil.WriteAtomic(ctx, root, img, 0o644, func(w io.Writer) error { return decodeLayer(ctx, sr, layer, it.FileDigest, w) }); err != nil {
 		return fmt.Errorf("exporting ami %s: %w", it.Name, err)
 	}
 	meta, err := amiConfig(ctx, a, it)
@@ -45,7 +46,7 @@ func exportAMI(ctx context.Context, a *bundle.Archive, it ItemState, layer ocisp
 		return err
 	}
 	b, _ := json.MarshalIndent(meta, "", "  ")
-	return writeFileAtomic(root, name+".json", b, 0o644)
+	return fsutil.WriteFileAtomic(root, name+".json", b, 0o644)
 }
 
 // amiConfig reads an AMI item's metadata (its manifest's config).

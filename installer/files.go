@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -65,19 +66,19 @@ func keepVersion(root *os.Root, target, d string) error {
 	if got.String() != d {
 		return nil // changed by hand since zdt placed it: nothing to keep
 	}
-	tmp := tempName(sp)
+	tmp := fsutil.TempName(sp)
 	if err := root.Link(rel(target), tmp); err == nil {
 		if err := root.Rename(tmp, sp); err != nil {
 			return err
 		}
-		return syncDir(root, path.Dir(sp))
+		return fsutil.SyncDir(root, path.Dir(sp))
 	}
 	src, err := root.Open(rel(target))
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	_, err = writeAtomic(context.Background(), root, sp, 0o444, func(w io.Writer) error {
+	_, err = fsutil.WriteAtomic(context.Background(), root, sp, 0o444, func(w io.Writer) error {
 		_, err := io.CopyBuffer(w, src, make([]byte, 1<<20))
 		return err
 	})
@@ -101,7 +102,7 @@ func placeFile(ctx context.Context, root *os.Root, a *bundle.Archive, it ItemSta
 		return nil, err
 	}
 	fill := func(w io.Writer) error { return decodeLayer(ctx, sr, layer, it.FileDigest, w) }
-	if _, err := writeAtomic(ctx, root, rel(it.Target), mode.Perm(), fill); err != nil {
+	if _, err := fsutil.WriteAtomic(ctx, root, rel(it.Target), mode.Perm(), fill); err != nil {
 		return nil, fmt.Errorf("placing %s: %w", it.Target, err)
 	}
 	fi, err := root.Lstat(rel(it.Target))
@@ -125,13 +126,13 @@ func decodeLayer(ctx context.Context, r io.Reader, layer ocispec.Descriptor, wan
 		if err != nil {
 			return err
 		}
-		_, err = copyCtx(ctx, out, dec)
+		_, err = fsutil.CopyCtx(ctx, out, dec)
 		dec.Close()
 		if err == nil {
 			_, err = io.Copy(io.Discard, src) // the layer hash covers every byte
 		}
 	} else {
-		_, err = copyCtx(ctx, out, src)
+		_, err = fsutil.CopyCtx(ctx, out, src)
 	}
 	if err != nil {
 		return err
@@ -154,8 +155,8 @@ func restoreFile(ctx context.Context, root *os.Root, it ItemState) (*Placed, err
 	defer src.Close()
 	mode, _ := manifests.ParseMode(it.Mode)
 	h := sha256.New()
-	_, err = writeAtomic(ctx, root, rel(it.Target), mode.Perm(), func(w io.Writer) error {
-		if _, err := copyCtx(ctx, io.MultiWriter(w, h), src); err != nil {
+	_, err = fsutil.WriteAtomic(ctx, root, rel(it.Target), mode.Perm(), func(w io.Writer) error {
+		if _, err := fsutil.CopyCtx(ctx, io.MultiWriter(w, h), src); err != nil {
 			return err
 		}
 		if got := digest.NewDigest(digest.SHA256, h); got.String() != it.FileDigest {
@@ -181,30 +182,5 @@ func removeFile(root *os.Root, it ItemState) error {
 	if err := root.Remove(rel(it.Target)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing %s: %w", it.Target, err)
 	}
-	return syncDir(root, path.Dir(rel(it.Target)))
-}
-
-// copyCtx copies with a 1 MiB buffer, stopping when ctx is cancelled.
-func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
-	buf := make([]byte, 1<<20)
-	var n int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		m, rerr := src.Read(buf)
-		if m > 0 {
-			w, werr := dst.Write(buf[:m])
-			n += int64(w)
-			if werr != nil {
-				return n, werr
-			}
-		}
-		if rerr == io.EOF {
-			return n, nil
-		}
-		if rerr != nil {
-			return n, rerr
-		}
-	}
+	return fsutil.SyncDir(root, path.Dir(rel(it.Target)))
 }

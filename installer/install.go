@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -304,7 +305,7 @@ func writeGenerated(root *os.Root, files map[string][]byte, cur *Generation) (in
 		if got, err := root.ReadFile(p); err == nil && bytes.Equal(got, files[p]) {
 			continue
 		}
-		if err := writeFileAtomic(root, p, files[p], 0o644); err != nil {
+		if err := fsutil.WriteFileAtomic(root, p, files[p], 0o644); err != nil {
 			return n, fmt.Errorf("writing %s: %w", p, err)
 		}
 		n++
@@ -334,7 +335,7 @@ func backupState(root *os.Root, cur *Generation, next int) error {
 	if err != nil {
 		return fmt.Errorf("backing up generation %d: %w", cur.Number, err)
 	}
-	if err := writeFileAtomic(root, path.Join(dir, "generation.json"), b, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(root, path.Join(dir, "generation.json"), b, 0o644); err != nil {
 		return fmt.Errorf("backing up generation %d: %w", cur.Number, err)
 	}
 	for p := range cur.Generated {
@@ -345,7 +346,7 @@ func backupState(root *os.Root, cur *Generation, next int) error {
 		if err != nil {
 			return fmt.Errorf("backing up %s: %w", p, err)
 		}
-		if err := writeFileAtomic(root, path.Join(dir, "files", p), data, 0o644); err != nil {
+		if err := fsutil.WriteFileAtomic(root, path.Join(dir, "files", p), data, 0o644); err != nil {
 			return fmt.Errorf("backing up %s: %w", p, err)
 		}
 	}

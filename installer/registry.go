@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/registry"
 )
 
@@ -68,7 +69,7 @@ func (r *StoreRegistry) Import(ctx context.Context, a *bundle.Archive, progress 
 	if old, err := root.ReadFile(rel); err == nil && string(old) == string(b) {
 		return nil
 	}
-	return writeFileAtomic(root, rel, b, 0o644)
+	return fsutil.WriteFileAtomic(root, rel, b, 0o644)
 }
 
 func (r *StoreRegistry) placements(root digest.Digest) ([]registry.Placement, error) {

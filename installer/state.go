@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"zdt.dev/zdt/internal/fsutil"
 )
 
 // StateDir is zdt's data directory relative to the root.
@@ -151,14 +153,14 @@ func (s *state) record(g *Generation) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(s.root, path.Join(StateDir, "generations", strconv.Itoa(g.Number)+".json"), b, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(s.root, path.Join(StateDir, "generations", strconv.Itoa(g.Number)+".json"), b, 0o644); err != nil {
 		return fmt.Errorf("recording generation %d: %w", g.Number, err)
 	}
 	return s.setCurrent(g.Number)
 }
 
 func (s *state) setCurrent(n int) error {
-	if err := writeFileAtomic(s.root, path.Join(StateDir, "current"), []byte(strconv.Itoa(n)+"\n"), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(s.root, path.Join(StateDir, "current"), []byte(strconv.Itoa(n)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("switching to generation %d: %w", n, err)
 	}
 	return nil

@@ -1,0 +1,123 @@
+// Package fsutil holds the file-writing discipline every zdt package shares:
+// nothing is written in place (temp file, fsync, rename, directory fsync),
+// every write under a root goes through os.Root, and long copies stop when
+// their context is cancelled.
+package fsutil
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+)
+
+// TempPrefix starts the name of every temp file zdt writes, so stale ones
+// left by a killed process can be recognised and removed.
+const TempPrefix = ".zdt-tmp-"
+
+// TempName is a unique temp file name in the directory of name.
+func TempName(name string) string {
+	var b [6]byte
+	rand.Read(b[:])
+	return path.Join(path.Dir(name), TempPrefix+path.Base(name)+"-"+hex.EncodeToString(b[:]))
+}
+
+// WriteFileAtomic writes data to name under root (see WriteAtomic).
+func WriteFileAtomic(root *os.Root, name string, data []byte, mode os.FileMode) error {
+	_, err := WriteAtomic(context.Background(), root, name, mode, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+	return err
+}
+
+// WriteAtomic writes name under root through a temp file filled by fill:
+// the rename happens only if fill, the mode change and the fsync succeed,
+// and the directory is fsynced after it. Parents are created. On failure
+// the temp file is removed and name is untouched. It returns the bytes
+// written.
+func WriteAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMode, fill func(io.Writer) error) (int64, error) {
+	if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
+		return 0, err
+	}
+	tmp := TempName(name)
+	f, err := root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	cw := &countWriter{w: f}
+	err = fill(cw)
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = root.Rename(tmp, name)
+	}
+	if err != nil {
+		if rerr := root.Remove(tmp); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return 0, errors.Join(err, rerr)
+		}
+		return 0, err
+	}
+	return cw.n, SyncDir(root, path.Dir(name))
+}
+
+// SyncDir fsyncs a directory under root (making renames in it durable).
+func SyncDir(root *os.Root, dir string) error {
+	d, err := root.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// CopyCtx copies src to dst with a 1 MiB buffer, stopping when ctx is
+// cancelled. It returns the bytes copied.
+func CopyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		m, rerr := src.Read(buf)
+		if m > 0 {
+			w, werr := dst.Write(buf[:m])
+			n += int64(w)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
