@@ -177,7 +177,7 @@ func (c *creator) putChart(ctx context.Context, comp string, ch manifests.Chart,
 	if loaded.Metadata.Description != "" {
 		ann[ocispec.AnnotationDescription] = loaded.Metadata.Description
 	}
-	desc, err := c.putManifest(ctx, "", cfgDesc, []ocispec.Descriptor{layer}, ann)
+	desc, err := c.store.putManifest(ctx, "", cfgDesc, []ocispec.Descriptor{layer}, ann)
 	if err != nil {
 		return resolved{}, err
 	}

@@ -190,8 +190,7 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 	if err != nil {
 		return CreateResult{}, err
 	}
-	c2 := &creator{store: store}
-	meta, err := c2.putManifest(ctx, manifests.MediaTypeBundleConfig, cfgDesc, []ocispec.Descriptor{empty}, nil)
+	meta, err := store.putManifest(ctx, manifests.MediaTypeBundleConfig, cfgDesc, []ocispec.Descriptor{empty}, nil)
 	if err != nil {
 		return CreateResult{}, err
 	}

@@ -221,7 +221,9 @@ func platformWanted(want []string, p *ocispec.Platform) bool {
 	return false
 }
 
-func (c *creator) putManifest(ctx context.Context, artifactType string, cfg ocispec.Descriptor, layers []ocispec.Descriptor, ann map[string]string) (ocispec.Descriptor, error) {
+// putManifest stores an OCI image manifest (an artifact when artifactType
+// is set) and returns its descriptor.
+func (s *blobStore) putManifest(ctx context.Context, artifactType string, cfg ocispec.Descriptor, layers []ocispec.Descriptor, ann map[string]string) (ocispec.Descriptor, error) {
 	m := ocispec.Manifest{
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageManifest,
@@ -234,7 +236,7 @@ func (c *creator) putManifest(ctx context.Context, artifactType string, cfg ocis
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	d, err := c.store.PutBytes(ctx, ocispec.MediaTypeImageManifest, b)
+	d, err := s.PutBytes(ctx, ocispec.MediaTypeImageManifest, b)
 	d.ArtifactType = artifactType
 	return d, err
 }
@@ -339,7 +341,7 @@ func (c *creator) file(ctx context.Context, comp string, f manifests.File) (reso
 	if mode == "" {
 		mode = "0644"
 	}
-	desc, err := c.putManifest(ctx, manifests.ArtifactTypeFile, empty, []ocispec.Descriptor{layer}, map[string]string{
+	desc, err := c.store.putManifest(ctx, manifests.ArtifactTypeFile, empty, []ocispec.Descriptor{layer}, map[string]string{
 		manifests.AnnotationTarget: f.Target,
 		manifests.AnnotationMode:   mode,
 	})
@@ -402,7 +404,7 @@ func (c *creator) ami(ctx context.Context, comp string, a manifests.AMI) (resolv
 	if err != nil {
 		return fail(err)
 	}
-	desc, err := c.putManifest(ctx, manifests.ArtifactTypeAMI, cfgDesc, []ocispec.Descriptor{layer}, map[string]string{
+	desc, err := c.store.putManifest(ctx, manifests.ArtifactTypeAMI, cfgDesc, []ocispec.Descriptor{layer}, map[string]string{
 		ocispec.AnnotationTitle: a.Name,
 	})
 	if err != nil {
