@@ -59,7 +59,7 @@ func benchMain(ctx context.Context, args []string) error {
 	fs.StringVar(&o.out, "out", "bench", "where results.md and results.json go")
 	fs.StringVar(&o.rows, "rows", os.Getenv("BENCH_ROWS"), "run only rows whose name matches this regexp (env BENCH_ROWS)")
 	fs.StringVar(&o.readme, "readme", "", "also replace the marked Performance block of this README")
-	fs.BoolVar(&o.keep, "keep", false, "keep this run's outputs under WORK/run/out")
+	fs.BoolVar(&o.keep, "keep", false, "keep this run's outputs and caches under WORK/run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -166,8 +166,10 @@ func benchMain(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	if !o.keep {
-		_ = os.RemoveAll(filepath.Join(runDir, "out"))
+	if !o.keep { // the logs and specs stay for reading; the GBs go
+		for _, d := range []string{"out", "cache", "cache-cold", "tmp"} {
+			_ = os.RemoveAll(filepath.Join(runDir, d))
+		}
 	}
 	if err := write(); err != nil {
 		return err

@@ -222,6 +222,9 @@ func markdown(res *Results) string {
 	b.WriteString("\n## Rows\n")
 	for _, r := range res.Rows {
 		fmt.Fprintf(&b, "\n### %s — %s\n\n", r.Name, r.Title)
+		if r.Status == "ok" {
+			fmt.Fprintf(&b, "The row took %s.\n\n", (time.Duration(r.Seconds) * time.Second).String())
+		}
 		if r.Status != "ok" {
 			fmt.Fprintf(&b, "**%s**: %s\n\n", r.Status, r.Reason)
 		}

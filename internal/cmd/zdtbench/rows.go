@@ -362,7 +362,8 @@ func (b *bench) rows(ctx context.Context) []*Row {
 				b.createPeers(true)...),
 				b.hashFloor(fmt.Sprintf("$DATA/registry/…/blobs/sha256/*/*/data  (the images' %d distinct blobs)", len(ds.UniqueBlobs(nil))), b.blobPaths(nil)...)),
 			Goals: []Goal{vsFastestPeer(0.5)},
-			Note:  "zdt writes one archive; each peer writes an OCI layout directory. crane takes every image in one call; regctl, skopeo and oras take one image per call.",
+			Note: "zdt writes one archive, with a fresh empty --cache-dir each run (a first create); each peer writes a fresh OCI layout directory. " +
+				"crane takes every image in one call; regctl, skopeo and oras take one image per call.",
 		},
 		cached,
 		{
