@@ -48,7 +48,7 @@ func hashFile(root *os.Root, name string) (digest.Digest, error) {
 // target, is kept in the file store (for rollback): a hard link when
 // possible, else a copy. It does nothing if the store has it or the target
 // does not hold that version any more.
-func keepVersion(root *os.Root, target, d string) error {
+func keepVersion(ctx context.Context, root *os.Root, target, d string) error {
 	if d == "" {
 		return nil
 	}
@@ -78,7 +78,7 @@ func keepVersion(root *os.Root, target, d string) error {
 		return err
 	}
 	defer src.Close()
-	_, err = fsutil.WriteAtomic(context.Background(), root, sp, 0o444, func(w io.Writer) error {
+	_, err = fsutil.WriteAtomic(ctx, root, sp, 0o444, func(w io.Writer) error {
 		_, err := io.CopyBuffer(w, src, make([]byte, 1<<20))
 		return err
 	})
@@ -90,7 +90,7 @@ func keepVersion(root *os.Root, target, d string) error {
 // both the layer digest and the content digest are checked before the
 // rename. The version being replaced is kept in the file store first.
 func placeFile(ctx context.Context, root *os.Root, a *bundle.Archive, it ItemState, layer ocispec.Descriptor, oldDigest string) (*Placed, error) {
-	if err := keepVersion(root, it.Target, oldDigest); err != nil {
+	if err := keepVersion(ctx, root, it.Target, oldDigest); err != nil {
 		return nil, err
 	}
 	mode, err := manifests.ParseMode(it.Mode)
@@ -175,8 +175,8 @@ func restoreFile(ctx context.Context, root *os.Root, it ItemState) (*Placed, err
 }
 
 // removeFile keeps the installed version, then removes the target.
-func removeFile(root *os.Root, it ItemState) error {
-	if err := keepVersion(root, it.Target, it.FileDigest); err != nil {
+func removeFile(ctx context.Context, root *os.Root, it ItemState) error {
+	if err := keepVersion(ctx, root, it.Target, it.FileDigest); err != nil {
 		return err
 	}
 	if err := root.Remove(rel(it.Target)); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -201,7 +201,7 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 			oldDigest = old.FileDigest
 		}
 		if old.Target != "" && old.Target != it.Target {
-			if err := removeFile(root, old); err != nil {
+			if err := removeFile(ctx, root, old); err != nil {
 				return Result{}, err
 			}
 		}
@@ -232,7 +232,7 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 	for _, c := range plan.Changes {
 		if c.Action == ActionRemove && c.Kind == manifests.KindFile {
 			opts.Logger.Info("removing file", "target", c.Target)
-			if err := removeFile(root, installed[c.Kind+" "+c.Name]); err != nil {
+			if err := removeFile(ctx, root, installed[c.Kind+" "+c.Name]); err != nil {
 				return Result{}, err
 			}
 		}

@@ -73,7 +73,7 @@ func Rollback(ctx context.Context, opts Options) (Result, error) {
 			continue
 		}
 		if c, ok := now[it.key()]; ok && c.Target == it.Target {
-			if err := keepVersion(root, c.Target, c.FileDigest); err != nil {
+			if err := keepVersion(ctx, root, c.Target, c.FileDigest); err != nil {
 				return Result{}, err
 			}
 		}
@@ -86,7 +86,7 @@ func Rollback(ctx context.Context, opts Options) (Result, error) {
 	}
 	for _, it := range cur.Items {
 		if it.Kind == manifests.KindFile && !want[it.key()] {
-			if err := removeFile(root, it); err != nil {
+			if err := removeFile(ctx, root, it); err != nil {
 				return Result{}, err
 			}
 			res.FilesWritten++
