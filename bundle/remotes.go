@@ -288,3 +288,15 @@ func (r *remotes) get(ctx context.Context, url string) (*http.Response, error) {
 	}
 	return resp, nil
 }
+
+// Remotes opens repositories of registries with the TLS, plain-HTTP and
+// credential settings of a registry config (nil: defaults, Docker
+// credentials), retrying 429/5xx with backoff. Safe for concurrent use.
+type Remotes struct{ r *remotes }
+
+// NewRemotes returns the repository opener for cfg with a pool of conns
+// connections per registry.
+func NewRemotes(cfg *RegistryConfig, conns int) *Remotes { return &Remotes{r: newRemotes(cfg, conns)} }
+
+// Repository opens host/path.
+func (r *Remotes) Repository(host, path string) (*remote.Repository, error) { return r.r.repo(host, path) }

@@ -36,10 +36,7 @@ type createOptions struct {
 	key         string
 	cacheDir    string
 	noCache     bool
-	regConfig   string
-	regCA       []string
-	regInsecure []string
-	regPlain    []string
+	reg         registryOptions
 	discover    bool
 }
 
@@ -52,10 +49,7 @@ func (o *createOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.concurrency, "concurrency", 0, "one budget for everything fetched at once: items, charts, files and image blobs (default: 2 x CPUs, at least 4)")
 	fs.StringVar(&o.cacheDir, "cache-dir", "", "persistent blob cache shared by creates; blobs found there are not fetched again (default $XDG_CACHE_HOME/zdt, ~/.cache/zdt)")
 	fs.BoolVar(&o.noCache, "no-cache", false, "stage blobs in a temp dir next to the archive instead of the cache")
-	fs.StringVar(&o.regConfig, "registry-config", "", "YAML file of per-registry settings: CA, insecure, plain HTTP, credentials (see below)")
-	fs.StringArrayVar(&o.regCA, "registry-ca", nil, "HOST[:PORT]=FILE: trust the PEM certificates in FILE for that registry (repeatable)")
-	fs.StringArrayVar(&o.regInsecure, "insecure-registry", nil, "HOST[:PORT]: speak HTTPS to that registry without verifying its certificate (repeatable)")
-	fs.StringArrayVar(&o.regPlain, "plain-http-registry", nil, "HOST[:PORT]: speak plain HTTP to that registry (repeatable; loopback hosts default to it)")
+	o.reg.AddFlags(fs)
 	fs.BoolVar(&o.discover, "discover-images", true, "render each chart with its values and add the images it uses (and its artifacthub.io/images annotation) to the bundle")
 	fs.StringVar(&o.key, "key", "", "sign with this cosign private key (password in COSIGN_PASSWORD) or KMS URI; also writes ARCHIVE.sigstore.json")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/spf13/pflag"
 	"strings"
 	"sync"
 	"time"
@@ -26,35 +27,9 @@ func (o *createOptions) apply(opts *bundle.CreateOptions) error {
 	} else if o.cacheDir != "" {
 		return usageError{fmt.Errorf("--no-cache and --cache-dir exclude each other")}
 	}
-	cfg := &bundle.RegistryConfig{}
-	if o.regConfig != "" {
-		var err error
-		if cfg, err = bundle.LoadRegistryConfig(o.regConfig); err != nil {
-			return err
-		}
-	}
-	if cfg.Registries == nil {
-		cfg.Registries = map[string]bundle.RegistryHost{}
-	}
-	for _, kv := range o.regCA {
-		host, file, ok := strings.Cut(kv, "=")
-		if !ok || host == "" || file == "" {
-			return usageError{fmt.Errorf("--registry-ca %q is not HOST=FILE", kv)}
-		}
-		h := cfg.Registries[host]
-		h.CA = file
-		cfg.Registries[host] = h
-	}
-	for _, host := range o.regInsecure {
-		h := cfg.Registries[host]
-		h.Insecure = true
-		cfg.Registries[host] = h
-	}
-	for _, host := range o.regPlain {
-		h := cfg.Registries[host]
-		t := true
-		h.PlainHTTP = &t
-		cfg.Registries[host] = h
+	cfg, err := o.reg.config()
+	if err != nil {
+		return err
 	}
 	opts.Registries = cfg
 	return nil
@@ -121,4 +96,55 @@ func (b *phaseBars) finish() {
 	if b.p != nil {
 		b.p.finish()
 	}
+}
+
+// registryOptions are the flags that say how to reach registries (create
+// fetches from them, push writes to them).
+type registryOptions struct {
+	file     string
+	ca       []string
+	insecure []string
+	plain    []string
+}
+
+func (o *registryOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.file, "registry-config", "", "YAML file of per-registry settings: CA, insecure, plain HTTP, credentials (see zdt bundle create --help)")
+	fs.StringArrayVar(&o.ca, "registry-ca", nil, "HOST[:PORT]=FILE: trust the PEM certificates in FILE for that registry (repeatable)")
+	fs.StringArrayVar(&o.insecure, "insecure-registry", nil, "HOST[:PORT]: speak HTTPS to that registry without verifying its certificate (repeatable)")
+	fs.StringArrayVar(&o.plain, "plain-http-registry", nil, "HOST[:PORT]: speak plain HTTP to that registry (repeatable; loopback hosts default to it)")
+}
+
+// config merges the --registry-config file with the per-host flags.
+func (o *registryOptions) config() (*bundle.RegistryConfig, error) {
+	cfg := &bundle.RegistryConfig{}
+	if o.file != "" {
+		var err error
+		if cfg, err = bundle.LoadRegistryConfig(o.file); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Registries == nil {
+		cfg.Registries = map[string]bundle.RegistryHost{}
+	}
+	for _, kv := range o.ca {
+		host, file, ok := strings.Cut(kv, "=")
+		if !ok || host == "" || file == "" {
+			return nil, usageError{fmt.Errorf("--registry-ca %q is not HOST=FILE", kv)}
+		}
+		h := cfg.Registries[host]
+		h.CA = file
+		cfg.Registries[host] = h
+	}
+	for _, host := range o.insecure {
+		h := cfg.Registries[host]
+		h.Insecure = true
+		cfg.Registries[host] = h
+	}
+	for _, host := range o.plain {
+		h := cfg.Registries[host]
+		t := true
+		h.PlainHTTP = &t
+		cfg.Registries[host] = h
+	}
+	return cfg, nil
 }

@@ -3,9 +3,12 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"zdt.dev/zdt/internal/testregistry"
 )
 
 // TestExitCodes checks the documented exit codes and the messages users see.
@@ -121,5 +124,48 @@ func TestInstallCLI(t *testing.T) {
 	zdt(t, dir, "uninstall", "--root", root).must(t, "uninstall")
 	if ents, _ := os.ReadDir(filepath.Join(root, "usr/local/bin")); len(ents) != 0 {
 		t.Fatalf("uninstall left %v", ents)
+	}
+}
+
+// TestPush mirrors a signed bundle into a stock distribution registry and
+// checks it with crane, and with cosign when it is installed.
+func TestPush(t *testing.T) {
+	dir := quickstart(t)
+	env := []string{"COSIGN_PASSWORD=test"}
+	runIn(t, dir, env, zdtBin, "key", "generate", "--prefix", "k").must(t, "key generate")
+	runIn(t, dir, env, zdtBin, "bundle", "create", "--key", "k.key", "-o", "q.zdt").must(t, "create --key")
+	var info inspectJSON
+	out := zdt(t, dir, "bundle", "inspect", "--output", "json", "q.zdt").must(t, "inspect")
+	if err := json.Unmarshal([]byte(out.stdout), &info); err != nil {
+		t.Fatal(err)
+	}
+	reg := testregistry.New(t, testregistry.Options{})
+	to := reg.Host + "/site"
+	zdt(t, dir, "push", "--bundle", "q.zdt", "--key", "k.pub", "--to", to).must(t, "push")
+	zdt(t, dir, "push", "--bundle", "q.zdt", "--key", "k.pub", "--to", to).must(t, "push again")
+	if r := zdt(t, dir, "push", "--bundle", "q.zdt", "--to", to); r.code != 3 {
+		t.Fatalf("push without a trust policy: exit %d, want 3", r.code)
+	}
+	crane := client(t, "crane")
+	want := map[string]string{
+		to + "/zdt/quickstart:0.1.0":             info.Root,
+		to + "/zdt.example/quickstart/hello:1.0": info.Items[0].Digest,
+		to + "/charts/hello:0.1.0":               info.Items[3].Digest,
+		to + "/files/zdt-hello:0.1.0":            info.Items[2].Digest,
+	}
+	for ref, d := range want {
+		got := strings.TrimSpace(runIn(t, dir, nil, crane, "digest", "--insecure", ref).must(t, "crane digest "+ref).stdout)
+		if got != d {
+			t.Errorf("%s = %s, want %s", ref, got, d)
+		}
+	}
+	if _, err := exec.LookPath("cosign"); err == nil || os.Getenv("ZDT_REQUIRE_CLIENTS") == "1" {
+		cosign := client(t, "cosign")
+		tr := filepath.Join(dir, "trusted-root.json")
+		if _, err := os.Stat(tr); err != nil {
+			t.Fatalf("key generate wrote no trusted-root.json next to the key: %v", err)
+		}
+		runIn(t, dir, nil, cosign, "verify", "--key", "k.pub", "--allow-http-registry", "--insecure-ignore-tlog=true",
+			"--trusted-root", tr, to+"/zdt/quickstart@"+info.Root).must(t, "cosign verify of the pushed root")
 	}
 }
