@@ -299,4 +299,6 @@ type Remotes struct{ r *remotes }
 func NewRemotes(cfg *RegistryConfig, conns int) *Remotes { return &Remotes{r: newRemotes(cfg, conns)} }
 
 // Repository opens host/path.
-func (r *Remotes) Repository(host, path string) (*remote.Repository, error) { return r.r.repo(host, path) }
+func (r *Remotes) Repository(host, path string) (*remote.Repository, error) {
+	return r.r.repo(host, path)
+}
