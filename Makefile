@@ -20,7 +20,9 @@ tools:
 test: tools
 	ZDT_REQUIRE_CLIENTS=1 $(GO) test -count=1 -timeout 20m ./...
 
+# The demo pulls from zdt serve with a stock client: crane (installed once, ~30 s).
 demo: build
+	.ci/install-tools crane
 	./scripts/demo.sh
 
 bench: build
