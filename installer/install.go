@@ -15,6 +15,7 @@ import (
 	"strconv"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
@@ -173,44 +174,55 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 		}
 	}
 
-	// 1. Registry content (only new blobs are written).
-	if opts.Registry != nil {
-		opts.Logger.Info("importing into the registry storage")
-		if err := opts.Registry.Import(ctx, a, opts.Progress); err != nil {
-			return Result{}, fmt.Errorf("importing %s: %w", a.Root.Digest, err)
-		}
-	}
-	// 2. Files, in component order.
+	// 1. Registry content (only new blobs are written) and 2. files, in
+	// component order, run side by side: both are mostly disk writes of
+	// different bytes, and neither depends on the other.
 	byKey := map[string]Change{}
 	for _, c := range plan.Changes {
 		byKey[c.Kind+" "+c.Name] = c
 	}
-	for i, it := range desired {
-		if it.Kind != manifests.KindFile {
-			continue
-		}
-		c := byKey[it.key()]
-		old := installed[it.key()]
-		if c.Action == ActionUnchanged {
-			desired[i].Placed = old.Placed
-			continue
-		}
-		opts.Logger.Info("placing file", "target", it.Target, "action", c.Action)
-		oldDigest := ""
-		if old.Target == it.Target {
-			oldDigest = old.FileDigest
-		}
-		if old.Target != "" && old.Target != it.Target {
-			if err := removeFile(ctx, root, old); err != nil {
-				return Result{}, err
+	eg, ectx := errgroup.WithContext(ctx)
+	if opts.Registry != nil {
+		eg.Go(func() error {
+			opts.Logger.Info("importing into the registry storage")
+			if err := opts.Registry.Import(ectx, a, opts.Progress); err != nil {
+				return fmt.Errorf("importing %s: %w", a.Root.Digest, err)
 			}
+			return nil
+		})
+	}
+	eg.Go(func() error {
+		for i, it := range desired {
+			if it.Kind != manifests.KindFile {
+				continue
+			}
+			c := byKey[it.key()]
+			old := installed[it.key()]
+			if c.Action == ActionUnchanged {
+				desired[i].Placed = old.Placed
+				continue
+			}
+			opts.Logger.Info("placing file", "target", it.Target, "action", c.Action)
+			oldDigest := ""
+			if old.Target == it.Target {
+				oldDigest = old.FileDigest
+			}
+			if old.Target != "" && old.Target != it.Target {
+				if err := removeFile(ectx, root, old); err != nil {
+					return err
+				}
+			}
+			placed, err := placeFile(ectx, root, a, it, layers[it.key()], oldDigest)
+			if err != nil {
+				return err
+			}
+			desired[i].Placed = placed
+			res.FilesWritten++
 		}
-		placed, err := placeFile(ctx, root, a, it, layers[it.key()], oldDigest)
-		if err != nil {
-			return Result{}, err
-		}
-		desired[i].Placed = placed
-		res.FilesWritten++
+		return nil
+	})
+	if err := eg.Wait(); err != nil {
+		return Result{}, err
 	}
 	// 3. Generated configuration.
 	n, err := writeGenerated(root, files, cur)
