@@ -3,6 +3,8 @@ package installer
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"math/rand"
 	"os"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"zdt.dev/zdt/registry"
 )
 
 // TestCrashHelper is the install process TestCrashDuringUpgrade kills.
@@ -121,6 +125,9 @@ func TestCrashDuringUpgrade(t *testing.T) {
 		if left := tempFiles(t, root); len(left) > 0 {
 			t.Fatalf("kill point %d: temp files left after the re-run: %v", i, left)
 		}
+		if bad := badStoreBlobs(t, root); len(bad) > 0 {
+			t.Fatalf("kill point %d: registry blobs that do not hash to their name: %v", i, bad)
+		}
 	}
 	t.Logf("%d of %d runs were killed before finishing", killed, i)
 	if killed < want {
@@ -140,10 +147,36 @@ func contains(list []string, s string) bool {
 func tempFiles(t *testing.T, root string) []string {
 	var out []string
 	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && strings.HasPrefix(fi.Name(), ".zdt-tmp-") {
+		if err == nil && (strings.HasPrefix(fi.Name(), ".zdt-tmp-") || strings.HasPrefix(fi.Name(), ".data.tmp-")) {
 			out = append(out, p)
 		}
 		return nil
 	})
 	return out
+}
+
+// badStoreBlobs hashes every blob of the registry store under root.
+func badStoreBlobs(t *testing.T, root string) []string {
+	t.Helper()
+	var bad []string
+	n := 0
+	dir := filepath.Join(registry.StoreDir(root), "docker/registry/v2/blobs")
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() || fi.Name() != "data" {
+			return err
+		}
+		n++
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != filepath.Base(filepath.Dir(p)) {
+			bad = append(bad, p)
+		}
+		return nil
+	})
+	if n == 0 {
+		t.Fatal("no registry blobs under the root: the install did not import")
+	}
+	return bad
 }

@@ -367,7 +367,7 @@ func backupState(root *os.Root, cur *Generation, next int) error {
 
 // tempDirs lists every directory an install writes temp files in.
 func tempDirs(cur *Generation, desired []ItemState, files map[string][]byte) []string {
-	dirs := []string{StateDir, path.Join(StateDir, "generations"), path.Join(StateDir, "files", "sha256")}
+	dirs := []string{StateDir, path.Join(StateDir, "generations"), path.Join(StateDir, "files", "sha256"), path.Join(StateDir, "placements")}
 	items := desired
 	if cur != nil {
 		items = append(append([]ItemState(nil), desired...), cur.Items...)

@@ -105,7 +105,7 @@ func installArchive(archive, root string) (Result, error) {
 		return Result{}, err
 	}
 	defer a.Close()
-	return Install(context.Background(), a, Options{Root: root, ToolVersion: "test"})
+	return Install(context.Background(), a, Options{Root: root, ToolVersion: "test", Registry: NewStoreRegistry(root, nil)})
 }
 
 type fileState struct {

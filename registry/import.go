@@ -275,6 +275,16 @@ func importBlob(ctx context.Context, root *os.Root, a *bundle.Archive, d digest.
 	if err := root.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("importing blob %s: %w", d, err)
 	}
+	// A killed import may have left its temp file for this blob here.
+	if f, err := root.Open(dir); err == nil {
+		names, _ := f.Readdirnames(-1)
+		f.Close()
+		for _, n := range names {
+			if strings.HasPrefix(n, ".data.tmp-") {
+				_ = root.Remove(path.Join(dir, n))
+			}
+		}
+	}
 	tmp := path.Join(dir, ".data.tmp-"+randHex())
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {

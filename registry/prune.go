@@ -107,6 +107,11 @@ func Prune(ctx context.Context, storeDir string, opts PruneOptions) (PruneResult
 			removeEmptyDirs(root, dir, stop)
 		}
 	}
+	if !opts.DryRun {
+		if err := repairRepositories(root); err != nil {
+			return res, err
+		}
+	}
 	before, beforeBytes, err := countBlobs(storeDir)
 	if err != nil {
 		return res, err
@@ -129,6 +134,40 @@ func Prune(ctx context.Context, storeDir string, opts PruneOptions) (PruneResult
 	opts.Logger.Info("pruned registry store", "store", storeDir, "tags", len(res.TagsRemoved), "links", res.LinksRemoved,
 		"blobsDeleted", res.BlobsDeleted, "bytesFreed", res.BytesFreed, "dryRun", opts.DryRun)
 	return res, nil
+}
+
+// repairRepositories gives every repository both its _manifests and its
+// _layers directory. A prune or import killed half-way can leave one of
+// them removed (or not yet created), and distribution's mark and sweep
+// fails on a repository that lacks either.
+func repairRepositories(root *os.Root) error {
+	repos := strings.TrimPrefix(reposRoot, "/")
+	if _, err := root.Stat(repos); err != nil {
+		return nil
+	}
+	var fix []string
+	err := fs.WalkDir(root.FS(), repos, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		switch path.Base(p) {
+		case "_manifests", "_layers", "_uploads":
+			fix = append(fix, path.Dir(p))
+			return fs.SkipDir
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("checking repositories: %w", err)
+	}
+	for _, repo := range fix {
+		for _, sub := range []string{"_manifests", "_layers"} {
+			if err := root.MkdirAll(path.Join(repo, sub), 0o755); err != nil {
+				return fmt.Errorf("repairing repository %s: %w", repo, err)
+			}
+		}
+	}
+	return nil
 }
 
 // removeEmptyDirs removes dir and its parents while they are empty, up to
