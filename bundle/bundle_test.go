@@ -173,7 +173,7 @@ func TestSharedBlobsAreStoredOnce(t *testing.T) {
 	}
 	counts := map[string]int{}
 	for _, e := range readEntries(t, res.Path) {
-		counts[e.hdr.Name]++
+		counts[e.Hdr.Name]++
 	}
 	for name, n := range counts {
 		if n != 1 {
@@ -294,18 +294,18 @@ func TestBadArchives(t *testing.T) {
 	good := readEntries(t, res.Path)
 	blobIdx := -1 // a large (layer) blob to tamper with
 	for i, e := range good {
-		if strings.HasPrefix(e.hdr.Name, dirSHA256) && (blobIdx < 0 || len(e.data) > len(good[blobIdx].data)) {
+		if strings.HasPrefix(e.Hdr.Name, dirSHA256) && (blobIdx < 0 || len(e.Data) > len(good[blobIdx].Data)) {
 			blobIdx = i
 		}
 	}
 	reg := func(name string, data []byte) tarEntry {
-		return tarEntry{hdr: &tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data))}, data: data}
+		return tarEntry{Hdr: &tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data))}, Data: data}
 	}
 	with := func(mut func([]tarEntry) []tarEntry) []tarEntry {
 		cp := make([]tarEntry, len(good))
 		for i, e := range good {
-			h := *e.hdr
-			cp[i] = tarEntry{hdr: &h, data: append([]byte(nil), e.data...)}
+			h := *e.Hdr
+			cp[i] = tarEntry{Hdr: &h, Data: append([]byte(nil), e.Data...)}
 		}
 		return mut(cp)
 	}
@@ -319,21 +319,21 @@ func TestBadArchives(t *testing.T) {
 		{name: "dotdot", entries: with(func(e []tarEntry) []tarEntry { return append(e, reg("blobs/../../evil", []byte("x"))) }), want: ErrUnsafeEntry, wantMsg: "blobs/../../evil"},
 		{name: "absolute", entries: with(func(e []tarEntry) []tarEntry { return append(e, reg("/etc/passwd", []byte("x"))) }), want: ErrUnsafeEntry, wantMsg: "/etc/passwd"},
 		{name: "symlink", entries: with(func(e []tarEntry) []tarEntry {
-			return append(e, tarEntry{hdr: &tar.Header{Name: dirSHA256 + strings.Repeat("a", 64), Typeflag: tar.TypeSymlink, Linkname: "/etc/shadow"}})
+			return append(e, tarEntry{Hdr: &tar.Header{Name: dirSHA256 + strings.Repeat("a", 64), Typeflag: tar.TypeSymlink, Linkname: "/etc/shadow"}})
 		}), want: ErrUnsafeEntry, wantMsg: "links are not allowed"},
 		{name: "hardlink", entries: with(func(e []tarEntry) []tarEntry {
-			return append(e, tarEntry{hdr: &tar.Header{Name: dirSHA256 + strings.Repeat("b", 64), Typeflag: tar.TypeLink, Linkname: "index.json"}})
+			return append(e, tarEntry{Hdr: &tar.Header{Name: dirSHA256 + strings.Repeat("b", 64), Typeflag: tar.TypeLink, Linkname: "index.json"}})
 		}), want: ErrUnsafeEntry, wantMsg: "links are not allowed"},
 		{name: "stray file", entries: with(func(e []tarEntry) []tarEntry { return append(e, reg("README", []byte("x"))) }), want: ErrUnsafeEntry, wantMsg: "README"},
 		{name: "duplicate entry", entries: with(func(e []tarEntry) []tarEntry { return append(e, e[len(e)-1]) }), want: ErrUnsafeEntry, wantMsg: "twice"},
-		{name: "flipped byte", entries: with(func(e []tarEntry) []tarEntry { e[blobIdx].data[len(e[blobIdx].data)/2] ^= 0xff; return e }), want: ErrDigestMismatch, wantMsg: "image registry.test/app/"},
+		{name: "flipped byte", entries: with(func(e []tarEntry) []tarEntry { e[blobIdx].Data[len(e[blobIdx].Data)/2] ^= 0xff; return e }), want: ErrDigestMismatch, wantMsg: "image registry.test/app/"},
 		{name: "unreachable blob", entries: with(func(e []tarEntry) []tarEntry {
 			d := digest.FromString("stray")
 			return append(e, reg(dirSHA256+d.Encoded(), []byte("stray")))
 		}), want: ErrUnreachable, wantMsg: digest.FromString("stray").Encoded()},
-		{name: "missing blob", entries: with(func(e []tarEntry) []tarEntry { return append(e[:blobIdx], e[blobIdx+1:]...) }), want: ErrMissingBlob, wantMsg: strings.TrimPrefix(good[blobIdx].hdr.Name, dirSHA256)},
+		{name: "missing blob", entries: with(func(e []tarEntry) []tarEntry { return append(e[:blobIdx], e[blobIdx+1:]...) }), want: ErrMissingBlob, wantMsg: strings.TrimPrefix(good[blobIdx].Hdr.Name, dirSHA256)},
 		{name: "index.json over 4 MiB", entries: with(func(e []tarEntry) []tarEntry {
-			e[1].data = append(e[1].data, bytes.Repeat([]byte(" "), MaxIndexSize)...)
+			e[1].Data = append(e[1].Data, bytes.Repeat([]byte(" "), MaxIndexSize)...)
 			return e
 		}), want: ErrTooLarge, wantMsg: "index.json"},
 		{name: "truncated", entries: good, raw: func(b []byte) []byte { return b[:len(b)/2] }, want: ErrTruncated},

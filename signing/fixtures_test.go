@@ -2,11 +2,9 @@ package signing
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -103,63 +101,29 @@ func writeFile(t testing.TB, p string, data []byte) {
 }
 
 // tarEntry is one entry of an archive being rewritten by a test.
-type tarEntry struct {
-	hdr  *tar.Header
-	data []byte
-}
+type tarEntry = fixtures.TarEntry
 
 func readEntries(t testing.TB, p string) []tarEntry {
 	t.Helper()
-	f, err := os.Open(p)
+	es, err := fixtures.ReadTar(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []tarEntry
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, tarEntry{hdr: h, data: data})
-	}
+	return es
 }
 
 func writeEntries(t testing.TB, p string, entries []tarEntry) {
 	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, e := range entries {
-		h := *e.hdr
-		if h.Typeflag == tar.TypeReg {
-			h.Size = int64(len(e.data))
-		}
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
+	if err := fixtures.WriteTar(p, entries); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, p, b.Bytes())
 }
 
 func entryData(t testing.TB, entries []tarEntry, name string) []byte {
 	t.Helper()
 	for _, e := range entries {
-		if e.hdr.Name == name {
-			return e.data
+		if e.Hdr.Name == name {
+			return e.Data
 		}
 	}
 	t.Fatalf("no entry %s", name)
@@ -168,11 +132,11 @@ func entryData(t testing.TB, entries []tarEntry, name string) []byte {
 
 func setEntry(entries []tarEntry, name string, data []byte) []tarEntry {
 	for i, e := range entries {
-		if e.hdr.Name == name {
-			entries[i].data = data
+		if e.Hdr.Name == name {
+			entries[i].Data = data
 			return entries
 		}
 	}
 	h := &tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644}
-	return append(entries, tarEntry{hdr: h, data: data})
+	return append(entries, tarEntry{Hdr: h, Data: data})
 }

@@ -298,10 +298,10 @@ func TestVerifyRefuses(t *testing.T) {
 		}
 	})
 	for _, e := range aEntries {
-		if strings.HasPrefix(e.hdr.Name, "blobs/sha256/") {
+		if strings.HasPrefix(e.Hdr.Name, "blobs/sha256/") {
 			found := false
 			for _, s := range swapped {
-				found = found || s.hdr.Name == e.hdr.Name
+				found = found || s.Hdr.Name == e.Hdr.Name
 			}
 			if !found {
 				swapped = append(swapped, e)
@@ -366,16 +366,16 @@ func TestVerifyRefuses(t *testing.T) {
 	entries := readEntries(t, signed)
 	n := 0
 	for i, e := range entries {
-		hex, ok := strings.CutPrefix(e.hdr.Name, "blobs/sha256/")
-		if !ok || len(e.data) == 0 {
+		hex, ok := strings.CutPrefix(e.Hdr.Name, "blobs/sha256/")
+		if !ok || len(e.Data) == 0 {
 			continue
 		}
 		n++
 		t.Run("flipped byte in "+hex[:12], func(t *testing.T) {
 			mod := append([]tarEntry(nil), entries...)
-			data := append([]byte(nil), e.data...)
+			data := append([]byte(nil), e.Data...)
 			data[len(data)/2] ^= 0x01
-			mod[i].data = data
+			mod[i].Data = data
 			p := write("flip-"+hex[:12], mod)
 			_, err := checkBundle(ctx, p, policy)
 			if !errors.Is(err, bundle.ErrVerification) {
