@@ -111,11 +111,8 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 	defer root.Close()
 	bundleName := a.Config.Name + " " + a.Config.Version
 
-	if opts.PlanOnly {
-		cur, err := readCurrent(root)
-		if err != nil {
-			return Result{}, err
-		}
+	// planFor is the plan against the current generation cur.
+	planFor := func(cur *Generation) (Result, error) {
 		plan, err := makePlan(root, cur, desired, bundleName, a.Root.Digest.String())
 		if err != nil {
 			return Result{}, err
@@ -125,6 +122,13 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 			res.Generation = cur.Number
 		}
 		return res, nil
+	}
+	if opts.PlanOnly { // no lock, nothing created
+		cur, err := readCurrent(root)
+		if err != nil {
+			return Result{}, err
+		}
+		return planFor(cur)
 	}
 
 	st, err := openState(root)
@@ -136,14 +140,11 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 	if err != nil {
 		return Result{}, err
 	}
-	plan, err := makePlan(root, cur, desired, bundleName, a.Root.Digest.String())
+	res, err := planFor(cur)
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{Plan: plan}
-	if cur != nil {
-		res.Generation = cur.Number
-	}
+	plan := res.Plan
 	gen := genContext{
 		header:      Header(opts.ToolVersion, a.Config.Name, a.Config.Version, a.Root.Digest.String()),
 		toolVersion: opts.ToolVersion, bundleDigest: a.Root.Digest.String(),
