@@ -27,9 +27,9 @@ if command -v cosign >/dev/null; then
     --insecure-ignore-tlog=true --trusted-root build/trusted-root.json build/quickstart.zdt 2>&1 | grep -v '^WARNING'
 fi
 
-step "zdt serve --bundle build/quickstart.zdt: a registry straight from the archive (nothing extracted)"
+step "zdt serve --bundle build/quickstart.zdt --key build/demo.pub: a registry straight from the archive (signature checked, nothing extracted)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-$zdt serve --bundle build/quickstart.zdt --insecure-http --addr 127.0.0.1:$port >build/serve.out 2>build/serve.log &
+$zdt serve --bundle build/quickstart.zdt --key build/demo.pub --insecure-http --addr 127.0.0.1:$port >build/serve.out 2>build/serve.log &
 serve_pid=$!
 for _ in $(seq 50); do curl -fs http://127.0.0.1:$port/healthz >/dev/null 2>&1 && break; sleep 0.1; done
 cat build/serve.out

@@ -25,6 +25,7 @@ type serveOptions struct {
 	insecureHTTP bool
 	htpasswd     string
 	verify       bool
+	trust        trustOptions
 }
 
 func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
@@ -37,6 +38,7 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.insecureHTTP, "insecure-http", false, "serve plain HTTP (tests and trusted networks only)")
 	fs.StringVar(&o.htpasswd, "htpasswd", "", "htpasswd file (bcrypt); its users may push and delete, everyone else can only pull")
 	fs.BoolVar(&o.verify, "verify", false, "with --bundle: hash every blob before serving (otherwise clients check digests as they pull)")
+	o.trust.AddFlags(fs) // with --bundle: checked before the archive is served
 }
 
 func (o *serveOptions) validate() error {
@@ -67,7 +69,9 @@ func newServeCmd(g *globals) *cobra.Command {
 
 Without --bundle it serves what zdt install put in ROOT/var/lib/zdt/registry;
 with --bundle it serves the archives as they are, without extracting or
-copying them (a DVD can be served as-is).
+copying them (a DVD can be served as-is), after checking each one's signature
+against the trust policy (--key, --policy; an unsigned bundle is refused
+unless --insecure-skip-signature).
 
 Images are served under their original repository paths: docker.io/library/nginx:1.25
 at HOST/library/nginx:1.25 (and HOST/docker.io/library/nginx:1.25), images of
@@ -105,6 +109,10 @@ Access logs go to stderr. SIGTERM or Ctrl-C shuts it down gracefully.`,
 				for _, p := range o.bundles {
 					a, err := bundle.Open(ctx, p)
 					if err != nil {
+						return err
+					}
+					if _, err := g.verifySignature(ctx, &o.trust, a); err != nil {
+						a.Close()
 						return err
 					}
 					defer a.Close()

@@ -39,6 +39,7 @@ func TestExitCodes(t *testing.T) {
 		{"tampered extract", []string{"bundle", "extract", "--insecure-skip-signature", "bad.zdt", "out"}, 3, ""},
 		{"plan with changes", []string{"install", "--bundle", "q.zdt", "--root", "root", "--plan", "--detailed-exitcode", "--insecure-skip-signature"}, 4, ""},
 		{"unsigned install", []string{"install", "--bundle", "q.zdt", "--root", "root"}, 3, ""},
+		{"unsigned serve", []string{"serve", "--bundle", "q.zdt", "--insecure-http", "--addr", "127.0.0.1:0"}, 3, ""},
 		{"missing file", []string{"bundle", "inspect", "nope.zdt"}, 1, ""},
 	}
 	os.MkdirAll(filepath.Join(dir, "root"), 0o755)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -243,6 +244,9 @@ func (b *bench) zdtServe(ready bool, args ...string) func(ctx context.Context) (
 			return nil, err
 		}
 		argv := append(append([]string{b.zdt, "serve"}, args...), "--insecure-http", "--addr", addr)
+		if slices.Contains(args, "--bundle") { // the bench's archives are unsigned
+			argv = append(argv, b.optional(ctx, []string{"serve"}, "--insecure-skip-signature")...)
+		}
 		p, err := startProc(ctx, addr, filepath.Join(b.logDir, "zdt-serve.log"), nil, argv...)
 		if err != nil || !ready {
 			return p, err
