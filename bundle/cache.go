@@ -3,9 +3,7 @@ package bundle
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +11,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"zdt.dev/zdt/internal/fsutil"
 )
 
 // The persistent cache (CreateOptions.CacheDir) is the create pipeline's
@@ -160,31 +160,9 @@ func (s *blobStore) recordSource(rawSHA, mediaType string, e sourceEntry) error 
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), p); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	return nil
+	return fsutil.WritePath(p, b, 0o644)
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/registry"
 )
 
@@ -147,7 +148,7 @@ func contains(list []string, s string) bool {
 func tempFiles(t *testing.T, root string) []string {
 	var out []string
 	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && (strings.HasPrefix(fi.Name(), ".zdt-tmp-") || strings.HasPrefix(fi.Name(), ".data.tmp-")) {
+		if err == nil && strings.HasPrefix(fi.Name(), fsutil.TempPrefix) {
 			out = append(out, p)
 		}
 		return nil

@@ -156,7 +156,7 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 		return res, nil
 	}
 
-	if err := removeStaleTemps(root, tempDirs(cur, desired, files)); err != nil {
+	if err := fsutil.RemoveTemps(root, tempDirs(cur, desired, files)); err != nil {
 		return Result{}, err
 	}
 	next, err := st.nextNumber()

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/fsutil"
 )
 
 // ImportOptions tune Import. The zero value is valid.
@@ -155,7 +156,7 @@ func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts Import
 		missing = append(missing, d)
 	}
 	if len(missing) > 0 {
-		if err := writeFileAtomic(root, importJournal, []byte(a.Root.Digest.String()+"\n"), true); err != nil {
+		if err := fsutil.WriteFileAtomic(root, importJournal, []byte(a.Root.Digest.String()+"\n"), 0o644); err != nil {
 			return ImportResult{}, fmt.Errorf("starting import: %w", err)
 		}
 		if err := syncFS(root); err != nil {
@@ -276,16 +277,10 @@ func importBlob(ctx context.Context, root *os.Root, a *bundle.Archive, d digest.
 		return fmt.Errorf("importing blob %s: %w", d, err)
 	}
 	// A killed import may have left its temp file for this blob here.
-	if f, err := root.Open(dir); err == nil {
-		names, _ := f.Readdirnames(-1)
-		f.Close()
-		for _, n := range names {
-			if strings.HasPrefix(n, ".data.tmp-") {
-				_ = root.Remove(path.Join(dir, n))
-			}
-		}
+	if err := fsutil.RemoveTemps(root, []string{dir}); err != nil {
+		return fmt.Errorf("importing blob %s: %w", d, err)
 	}
-	tmp := path.Join(dir, ".data.tmp-"+randHex())
+	tmp := fsutil.TempName(rel)
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("importing blob %s: %w", d, err)
@@ -342,36 +337,14 @@ func writeLink(root *os.Root, rel string, target digest.Digest) (bool, error) {
 	if got, err := readSmallFile(root, rel, 256); err == nil && bytes.Equal(got, want) {
 		return false, nil
 	}
-	return true, writeFileAtomic(root, rel, want, false)
+	if err := fsutil.RemoveTemps(root, []string{path.Dir(rel)}); err != nil { // left by a killed import
+		return false, err
+	}
+	return true, fsutil.WriteFileAtomicNoSync(root, rel, want, 0o644) // Import syncs the store once at the end
 }
 
 // writeFileAtomic writes a small file through a temp file and a rename,
 // fsyncing it first if sync is set.
-func writeFileAtomic(root *os.Root, rel string, data []byte, sync bool) error {
-	dir := path.Dir(rel)
-	if err := root.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp := path.Join(dir, "."+path.Base(rel)+".tmp-"+randHex())
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil && sync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = root.Rename(tmp, rel)
-	}
-	if err != nil {
-		_ = root.Remove(tmp)
-	}
-	return err
-}
 
 func readSmallFile(root *os.Root, rel string, limit int64) ([]byte, error) {
 	f, err := root.Open(rel)

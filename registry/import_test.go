@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/fsutil"
 )
 
 // pullAll pulls every platform image of an index with ggcr, which checks
@@ -215,7 +216,7 @@ func TestImportRefusesCorruptBlobs(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(store, blobDataPath(big))); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("corrupt blob left in the store: %v", err)
 	}
-	leftovers, _ := filepath.Glob(filepath.Join(store, filepath.Dir(blobDataPath(big)), ".data.tmp-*"))
+	leftovers, _ := filepath.Glob(filepath.Join(store, filepath.Dir(blobDataPath(big)), fsutil.TempPrefix+"*"))
 	if len(leftovers) != 0 {
 		t.Fatalf("temp files left: %v", leftovers)
 	}

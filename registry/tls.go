@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"zdt.dev/zdt/internal/fsutil"
 )
 
 // Lifetimes of the generated certificates.
@@ -83,36 +85,14 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 	}
 	defer root.Close()
 	// The key first: a cert without its key is never left behind.
-	if err := writeFileAtomicMode(root, "ca.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(root, "ca.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
 		return nil, fmt.Errorf("writing CA key: %w", err)
 	}
-	if err := writeFileAtomicMode(root, "ca.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(root, "ca.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return nil, fmt.Errorf("writing CA certificate: %w", err)
 	}
 	cert, _ := x509.ParseCertificate(der)
 	return &CA{CertPath: certPath, Cert: cert, key: key}, nil
-}
-
-func writeFileAtomicMode(root *os.Root, name string, data []byte, mode os.FileMode) error {
-	tmp := "." + name + ".tmp-" + randHex()
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = root.Rename(tmp, name)
-	}
-	if err != nil {
-		_ = root.Remove(tmp)
-	}
-	return err
 }
 
 func loadCA(certPath, keyPath string) (*CA, error) {

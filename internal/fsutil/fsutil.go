@@ -9,10 +9,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
+	"strings"
 )
 
 // TempPrefix starts the name of every temp file zdt writes, so stale ones
@@ -28,11 +31,37 @@ func TempName(name string) string {
 
 // WriteFileAtomic writes data to name under root (see WriteAtomic).
 func WriteFileAtomic(root *os.Root, name string, data []byte, mode os.FileMode) error {
-	_, err := WriteAtomic(context.Background(), root, name, mode, func(w io.Writer) error {
+	_, err := writeAtomic(context.Background(), root, name, mode, writeData(data), true)
+	return err
+}
+
+// WriteFileAtomicNoSync is WriteFileAtomic without the fsyncs, for many
+// small files whose durability the caller gets from one later syncfs (a
+// crash before it leaves the old file or the complete new one, never a
+// partial one, as long as the process, not the machine, dies).
+func WriteFileAtomicNoSync(root *os.Root, name string, data []byte, mode os.FileMode) error {
+	_, err := writeAtomic(context.Background(), root, name, mode, writeData(data), false)
+	return err
+}
+
+// WritePath is WriteFileAtomic for a path outside any root (caches, tools).
+func WritePath(p string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(filepath.Dir(p))
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return WriteFileAtomic(root, filepath.Base(p), data, mode)
+}
+
+func writeData(data []byte) func(io.Writer) error {
+	return func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
-	})
-	return err
+	}
 }
 
 // WriteAtomic writes name under root through a temp file filled by fill:
@@ -41,6 +70,10 @@ func WriteFileAtomic(root *os.Root, name string, data []byte, mode os.FileMode) 
 // the temp file is removed and name is untouched. It returns the bytes
 // written.
 func WriteAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMode, fill func(io.Writer) error) (int64, error) {
+	return writeAtomic(ctx, root, name, mode, fill, true)
+}
+
+func writeAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMode, fill func(io.Writer) error, sync bool) (int64, error) {
 	if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
 		return 0, err
 	}
@@ -57,7 +90,7 @@ func WriteAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMo
 	if err == nil {
 		err = f.Chmod(mode)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -71,6 +104,9 @@ func WriteAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMo
 			return 0, errors.Join(err, rerr)
 		}
 		return 0, err
+	}
+	if !sync {
+		return cw.n, nil
 	}
 	return cw.n, SyncDir(root, path.Dir(name))
 }
@@ -120,4 +156,37 @@ func CopyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
 			return n, rerr
 		}
 	}
+}
+
+// RemoveTemps deletes the temp files (TempPrefix) an interrupted run left in dirs an interrupted run left in dirs
+// (relative to root; missing dirs are skipped). Only zdt's own temp names
+// are touched.
+func RemoveTemps(root *os.Root, dirs []string) error {
+	seen := map[string]bool{}
+	for _, d := range dirs {
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		f, err := root.Open(d)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		if err != nil {
+			continue // not a directory
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, TempPrefix) {
+				if err := root.Remove(path.Join(d, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("removing stale temp file: %w", err)
+				}
+			}
+		}
+	}
+	return nil
 }

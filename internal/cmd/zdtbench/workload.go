@@ -26,6 +26,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"zdt.dev/zdt/internal/fixtures"
+	"zdt.dev/zdt/internal/fsutil"
 )
 
 // genVersion is part of the dataset cache key: bump it whenever the
@@ -599,25 +600,4 @@ spec:
 }
 
 // writeFileAtomic writes data to path through a synced temp file.
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
+func writeFileAtomic(path string, data []byte) error { return fsutil.WritePath(path, data, 0o644) }
