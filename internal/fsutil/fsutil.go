@@ -158,7 +158,7 @@ func CopyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
 	}
 }
 
-// RemoveTemps deletes the temp files (TempPrefix) an interrupted run left in dirs an interrupted run left in dirs
+// RemoveTemps deletes the temp files (TempPrefix) an interrupted run left in dirs
 // (relative to root; missing dirs are skipped). Only zdt's own temp names
 // are touched.
 func RemoveTemps(root *os.Root, dirs []string) error {
