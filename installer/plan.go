@@ -88,8 +88,7 @@ func desiredItems(ctx context.Context, a *bundle.Archive, g *bundle.Graph) ([]It
 	var out []ItemState
 	layers := map[string]ocispec.Descriptor{}
 	for _, it := range g.Items {
-		st := ItemState{Component: it.Component, Kind: it.Kind, Name: it.Name, Ref: it.Ref, Digest: it.Digest,
-			MediaType: it.MediaType, Size: it.Size, Target: it.Target, Mode: it.Mode}
+		st := ItemState{Item: it}
 		if it.Kind == manifests.KindFile || it.Kind == manifests.KindAMI {
 			layer, err := itemLayer(ctx, a, it)
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
 )
 
@@ -40,19 +41,11 @@ type Generation struct {
 	Generated map[string]string `json:"generated,omitempty"`
 }
 
-// ItemState is one installed item.
+// ItemState is one installed item: the bundle's item as the archive
+// describes it, plus what installing it produced.
 type ItemState struct {
-	Component string `json:"component"`
-	Kind      string `json:"kind"`
-	Name      string `json:"name"`
-	Ref       string `json:"ref"`
-	// Digest is the item's manifest digest in the bundle.
-	Digest    string `json:"digest"`
-	MediaType string `json:"mediaType"`
-	Size      int64  `json:"size"`
-	// For files: where, with which mode, and the sha256 of the content.
-	Target     string `json:"target,omitempty"`
-	Mode       string `json:"mode,omitempty"`
+	bundle.Item
+	// For files and AMIs: the sha256 and size of the content.
 	FileDigest string `json:"fileDigest,omitempty"`
 	FileSize   int64  `json:"fileSize,omitempty"`
 	// Placed is the target as zdt left it, so a re-install need not re-hash it.
