@@ -18,7 +18,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/kms"
 
-	"zdt.dev/zdt/manifests"
+	"zdt.dev/zdt/internal/fsutil"
 )
 
 // TrustedRootFile is the name of the minimal sigstore trusted root that
@@ -100,7 +100,7 @@ func GenerateKeyPair(ctx context.Context, opts KeyPairOptions) (KeyPair, error) 
 		{kp.PublicKey, keys.PublicBytes, 0o644},
 		{kp.TrustedRoot, []byte(MinimalTrustedRoot), 0o644},
 	} {
-		if err := manifests.WriteFileAtomic(f.path, f.data, f.mode); err != nil {
+		if err := fsutil.WritePath(f.path, f.data, f.mode); err != nil {
 			return KeyPair{}, fmt.Errorf("writing %s: %w", f.path, err)
 		}
 	}

@@ -34,6 +34,7 @@ import (
 	"oras.land/oras-go/v2/content"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -216,7 +217,7 @@ func (s *Signer) SignArchive(archive string) func(ctx context.Context, sum diges
 			return err
 		}
 		p := ArchiveBundlePath(archive)
-		if err := manifests.WriteFileAtomic(p, b, 0o644); err != nil {
+		if err := fsutil.WritePath(p, b, 0o644); err != nil {
 			return fmt.Errorf("writing %s: %w", p, err)
 		}
 		s.logger.Info("signed archive", "sha256", sum.Encoded(), "bytes", size, "bundle", p)

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/internal/version"
 	"zdt.dev/zdt/manifests"
 	"zdt.dev/zdt/signing"
@@ -159,7 +160,7 @@ them. The --registry-config file:
 				if err != nil {
 					return err
 				}
-				if err := manifests.WriteFileAtomic(lockPath, data, 0o644); err != nil {
+				if err := fsutil.WritePath(lockPath, data, 0o644); err != nil {
 					return fmt.Errorf("writing lock file: %w", err)
 				}
 			}
