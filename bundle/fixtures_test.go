@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"zdt.dev/zdt/internal/fixtures"
+	"zdt.dev/zdt/internal/testregistry"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -25,22 +26,7 @@ func testInputs(t testing.TB, dir string, fileData []byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var imgs []v1.Image
-	for _, arch := range []string{"amd64", "arm64"} {
-		app, err := random.Layer(32<<10, types.OCILayer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err := fixtures.Image(v1.Platform{OS: "linux", Architecture: arch}, []string{"/app"}, base, app)
-		if err != nil {
-			t.Fatal(err)
-		}
-		imgs = append(imgs, img)
-	}
-	idx, err := fixtures.Index(imgs...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx := testregistry.RandomIndex(t, []string{"linux/amd64", "linux/arm64"}, []v1.Layer{base}, 1, 32<<10)
 	if err := fixtures.WriteLayoutIndex(filepath.Join(dir, "images", "web"), "1.0", idx); err != nil {
 		t.Fatal(err)
 	}
