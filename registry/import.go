@@ -156,6 +156,9 @@ func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts Import
 		missing = append(missing, d)
 	}
 	if len(missing) > 0 {
+		if err := fsutil.RemoveTemps(root, []string{"."}); err != nil { // a journal write a kill interrupted
+			return ImportResult{}, fmt.Errorf("starting import: %w", err)
+		}
 		if err := fsutil.WriteFileAtomic(root, importJournal, []byte(a.Root.Digest.String()+"\n"), 0o644); err != nil {
 			return ImportResult{}, fmt.Errorf("starting import: %w", err)
 		}
