@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/registry"
 )
@@ -34,10 +35,22 @@ func TestCrashHelper(t *testing.T) {
 // TestCrashDuringUpgrade kills an upgrade with SIGKILL at random points and
 // checks that every installed file is always either its complete v1 or its
 // complete v2 version, and that a re-run always ends at v2.
+//
+// It runs twice: with the archive kept in the registry store by a hard
+// link (the default) and with its blobs copied into the store.
 func TestCrashDuringUpgrade(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
 	}
+	for _, mode := range []struct{ name, copy string }{{"kept", "0"}, {"copied", "1"}} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Setenv("ZDT_COPY_BLOBS", mode.copy)
+			crashDuringUpgrade(t)
+		})
+	}
+}
+
+func crashDuringUpgrade(t *testing.T) {
 	dir := t.TempDir()
 	big1 := bytes.Repeat([]byte("v1 big file "), 400_000) // ~4.8 MB each, written with fsync
 	big2 := bytes.Repeat([]byte("v2 big file "), 400_000)
@@ -156,11 +169,25 @@ func tempFiles(t *testing.T, root string) []string {
 	return out
 }
 
-// badStoreBlobs hashes every blob of the registry store under root.
+// badStoreBlobs hashes every blob of the registry store under root and
+// verifies every kept archive.
 func badStoreBlobs(t *testing.T, root string) []string {
 	t.Helper()
 	var bad []string
 	n := 0
+	kept, _ := filepath.Glob(filepath.Join(registry.StoreDir(root), "archives", "*.zdt"))
+	for _, p := range kept {
+		n++
+		a, err := bundle.Open(t.Context(), p)
+		if err != nil {
+			bad = append(bad, p+": "+err.Error())
+			continue
+		}
+		if _, err := a.Verify(t.Context(), bundle.VerifyOptions{}); err != nil || a.Root.Digest.Encoded()+".zdt" != filepath.Base(p) {
+			bad = append(bad, fmt.Sprintf("%s: root %s: %v", p, a.Root.Digest, err))
+		}
+		a.Close()
+	}
 	dir := filepath.Join(registry.StoreDir(root), "docker/registry/v2/blobs")
 	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || !fi.Mode().IsRegular() || fi.Name() != "data" {
@@ -177,7 +204,7 @@ func badStoreBlobs(t *testing.T, root string) []string {
 		return nil
 	})
 	if n == 0 {
-		t.Fatal("no registry blobs under the root: the install did not import")
+		t.Fatal("no registry blobs or kept archives under the root: the install did not import")
 	}
 	return bad
 }

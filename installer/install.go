@@ -13,6 +13,7 @@ import (
 	"path"
 	"sort"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -56,6 +57,9 @@ type Options struct {
 	// Progress is called with bytes imported so far and the total.
 	Progress func(done, total int64)
 }
+
+// placeConcurrency is how many files are placed at once.
+const placeConcurrency = 3
 
 // Result says what Install did.
 type Result struct {
@@ -183,6 +187,7 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 		byKey[c.Kind+" "+c.Name] = c
 	}
 	eg, ectx := errgroup.WithContext(ctx)
+	filesSem := make(chan struct{}, placeConcurrency)
 	if opts.Registry != nil {
 		eg.Go(func() error {
 			opts.Logger.Info("importing into the registry storage")
@@ -192,17 +197,22 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 			return nil
 		})
 	}
-	eg.Go(func() error {
-		for i, it := range desired {
-			if it.Kind != manifests.KindFile {
-				continue
-			}
-			c := byKey[it.key()]
-			old := installed[it.key()]
-			if c.Action == ActionUnchanged {
-				desired[i].Placed = old.Placed
-				continue
-			}
+	// Files are placed a few at a time: each is decompressed and hashed
+	// (CPU) and fsynced (disk), so several in flight keep both busy.
+	var filesWritten atomic.Int64
+	for i, it := range desired {
+		if it.Kind != manifests.KindFile {
+			continue
+		}
+		c := byKey[it.key()]
+		old := installed[it.key()]
+		if c.Action == ActionUnchanged {
+			desired[i].Placed = old.Placed
+			continue
+		}
+		eg.Go(func() error {
+			filesSem <- struct{}{}
+			defer func() { <-filesSem }()
 			opts.Logger.Info("placing file", "target", it.Target, "action", c.Action)
 			oldDigest := ""
 			if old.Target == it.Target {
@@ -218,11 +228,13 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 				return err
 			}
 			desired[i].Placed = placed
-			res.FilesWritten++
-		}
-		return nil
-	})
-	if err := eg.Wait(); err != nil {
+			filesWritten.Add(1)
+			return nil
+		})
+	}
+	err = eg.Wait()
+	res.FilesWritten += int(filesWritten.Load())
+	if err != nil {
 		return Result{}, err
 	}
 	// 3. Generated configuration.

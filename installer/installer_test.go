@@ -105,7 +105,9 @@ func installArchive(archive, root string) (Result, error) {
 		return Result{}, err
 	}
 	defer a.Close()
-	return Install(context.Background(), a, Options{Root: root, ToolVersion: "test", Registry: NewStoreRegistry(root, nil)})
+	reg := NewStoreRegistry(root, nil)
+	reg.CopyBlobs = os.Getenv("ZDT_COPY_BLOBS") == "1"
+	return Install(context.Background(), a, Options{Root: root, ToolVersion: "test", Registry: reg})
 }
 
 type fileState struct {

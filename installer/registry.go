@@ -27,8 +27,13 @@ import (
 type StoreRegistry struct {
 	root   string
 	logger *slog.Logger
-	// Concurrency bounds blobs copied at once (default GOMAXPROCS).
+	// Concurrency bounds blobs copied or verified at once (default
+	// GOMAXPROCS).
 	Concurrency int
+	// CopyBlobs copies every blob into the store even when the archive is
+	// on the store's filesystem and could be kept there by a hard link
+	// (registry.ImportOptions.LinkArchive), which is the default.
+	CopyBlobs bool
 }
 
 // NewStoreRegistry returns the registry storage under an install root.
@@ -49,10 +54,12 @@ func (r *StoreRegistry) placementsFile(root digest.Digest) string {
 	return filepath.Join(r.placementsDir(), root.Encoded()+".json")
 }
 
-// Import copies the archive's blobs into the store (only those missing),
-// links its repositories and tags, and records its placements.
+// Import keeps the archive in the store (a hard link, after verifying it)
+// or, when it is on another filesystem or CopyBlobs is set, copies the
+// blobs the store lacks; then it links its repositories and tags and
+// records its placements.
 func (r *StoreRegistry) Import(ctx context.Context, a *bundle.Archive, progress func(done, total int64)) error {
-	res, err := registry.Import(ctx, a, r.store(), registry.ImportOptions{Concurrency: r.Concurrency, Logger: r.logger, Progress: progress})
+	res, err := registry.Import(ctx, a, r.store(), registry.ImportOptions{Concurrency: r.Concurrency, Logger: r.logger, Progress: progress, LinkArchive: !r.CopyBlobs})
 	if err != nil {
 		return err
 	}
@@ -102,19 +109,8 @@ func (r *StoreRegistry) recorded() ([]digest.Digest, error) {
 	return out, nil
 }
 
-// bundleOnly keeps the placements that hold a bundle's whole content by
-// digest (its root repository and its signatures), not its items' names.
-func bundleOnly(ps []registry.Placement) []registry.Placement {
-	var out []registry.Placement
-	for _, p := range ps {
-		if p.Kind == "bundle" || p.Kind == "attachment" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// Activate serves exactly root's items under their names: its links are
+// Activate serves exactly root's items under their names: its kept
+// archive is made the active one, or (blobs copied) its links are
 // (re)created, and every other recorded bundle keeps only its root
 // repository (all its content by digest, for a later rollback).
 func (r *StoreRegistry) Activate(ctx context.Context, root digest.Digest) error {
@@ -122,7 +118,12 @@ func (r *StoreRegistry) Activate(ctx context.Context, root digest.Digest) error 
 	if err != nil {
 		return err
 	}
-	if _, err := registry.Link(ctx, r.store(), ps); err != nil {
+	if _, kept := registry.KeptArchive(r.store(), root); !kept {
+		if _, err := registry.Link(ctx, r.store(), ps); err != nil {
+			return err
+		}
+	}
+	if err := registry.SetActive(r.store(), root); err != nil { // none when not kept
 		return err
 	}
 	others, err := r.recorded()
@@ -140,7 +141,7 @@ func (r *StoreRegistry) Activate(ctx context.Context, root digest.Digest) error 
 			return err
 		}
 		remove = append(remove, ops...)
-		keep = append(keep, bundleOnly(ops)...)
+		keep = append(keep, registry.BundleOnly(ops)...)
 	}
 	if len(remove) == 0 {
 		return nil
@@ -181,6 +182,12 @@ func (r *StoreRegistry) Prune(ctx context.Context, keep []digest.Digest) error {
 		return err
 	}
 	for _, d := range drop {
+		// The kept archive goes before the record that names it, so a
+		// crash in between leaves a record whose content is gone from
+		// the store, not an archive nothing will ever remove.
+		if err := registry.RemoveKeptArchive(r.store(), d); err != nil {
+			return err
+		}
 		if err := os.Remove(r.placementsFile(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/registry"
 )
@@ -68,7 +70,19 @@ func serveStore(t *testing.T, root string) *httptest.Server {
 // TestUpgradeWithRegistry: an upgrade writes only the blobs the old bundle
 // did not have, serves the new image under the same name, stops serving
 // removed images, and rollback serves the old ones again.
+//
+// With the archives kept in the store (the default) no blob is copied at
+// all: each bundle's archive is hard-linked, and the previous one stays
+// for rollback until the next upgrade.
 func TestUpgradeWithRegistry(t *testing.T) {
+	for _, copyBlobs := range []bool{false, true} {
+		t.Run(map[bool]string{false: "kept", true: "copied"}[copyBlobs], func(t *testing.T) {
+			upgradeWithRegistry(t, copyBlobs)
+		})
+	}
+}
+
+func upgradeWithRegistry(t *testing.T, copyBlobs bool) {
 	dir := t.TempDir()
 	rv1 := release{version: "1.0.0", images: map[string]int64{"registry.test/app/a:1": 1, "registry.test/app/b:1": 2, "quay.io/gone/c:1": 4}}
 	rv2 := release{version: "2.0.0", images: map[string]int64{"registry.test/app/a:1": 3, "registry.test/app/b:1": 2}}
@@ -82,17 +96,47 @@ func TestUpgradeWithRegistry(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer a.Close()
-		res, err := Install(ctx, a, Options{Root: root, Registry: NewStoreRegistry(root, nil)})
+		reg := NewStoreRegistry(root, nil)
+		reg.CopyBlobs = copyBlobs
+		res, err := Install(ctx, a, Options{Root: root, Registry: reg})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return res
 	}
+	store := registry.StoreDir(root)
+	rootOf := func(p string) digest.Digest {
+		a, err := bundle.Open(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		return a.Root.Digest
+	}
+	r1, r2 := rootOf(a1), rootOf(a2)
+	// isKept reports whether p's archive is kept: the same inode in the store.
+	isKept := func(p string, r digest.Digest) bool {
+		kp, ok := registry.KeptArchive(store, r)
+		if !ok {
+			return false
+		}
+		a, _ := os.Stat(p)
+		k, _ := os.Stat(kp)
+		if !os.SameFile(a, k) {
+			t.Fatalf("kept archive %s is not a hard link of %s", kp, p)
+		}
+		return true
+	}
 	run(a1)
 	before := blobFiles(t, root)
 	d1 := archiveDigests(t, a1)
+	if !copyBlobs {
+		if len(before) != 0 || !isKept(a1, r1) {
+			t.Fatalf("v1 not kept: %d blobs copied, kept %v", len(before), isKept(a1, r1))
+		}
+	}
 	for d := range d1 {
-		if _, ok := before[d]; !ok {
+		if _, ok := before[d]; !ok && copyBlobs {
 			t.Fatalf("blob %s of v1 not in the store", d)
 		}
 	}
@@ -124,8 +168,11 @@ func TestUpgradeWithRegistry(t *testing.T) {
 			newInV2++
 		}
 	}
-	if written != newInV2 {
+	if copyBlobs && written != newInV2 {
 		t.Errorf("upgrade wrote %d blobs, v2 has %d new ones", written, newInV2)
+	}
+	if !copyBlobs && (written != 0 || !isKept(a1, r1) || !isKept(a2, r2)) {
+		t.Errorf("kept upgrade: %d blobs copied, v1 kept %v, v2 kept %v (both should be, for rollback)", written, isKept(a1, r1), isKept(a2, r2))
 	}
 	v2a, code := manifestDigest(t, srv, "registry.test/app/a", "1")
 	if code != 200 || v2a == v1a {
@@ -144,4 +191,104 @@ func TestUpgradeWithRegistry(t *testing.T) {
 	if _, code := manifestDigest(t, srv, "quay.io/gone/c", "1"); code != 200 {
 		t.Fatalf("rollback did not serve the removed image again: %d", code)
 	}
+
+	// A third bundle: the current (v1) is kept as the previous, v2 goes.
+	rv3 := release{version: "3.0.0", images: map[string]int64{"registry.test/app/a:1": 6}}
+	a3 := rv3.build(t, filepath.Join(dir, "v3"))
+	run(a3)
+	if !copyBlobs && (isKept(a2, r2) || !isKept(a1, r1) || !isKept(a3, rootOf(a3))) {
+		t.Errorf("after v3: v1 kept %v (want true), v2 kept %v (want false), v3 kept %v", isKept(a1, r1), isKept(a2, r2), isKept(a3, rootOf(a3)))
+	}
+	srv3 := serveStore(t, root)
+	if _, code := manifestDigest(t, srv3, "registry.test/app/a", "1"); code != 200 {
+		t.Fatalf("v3 a:1 not served: %d", code)
+	}
+	if _, code := manifestDigest(t, srv3, "registry.test/app/b", "1"); code != 404 {
+		t.Fatalf("b:1, gone in v3, still served: %d", code)
+	}
+}
+
+// TestMixedStoreModes: a bundle whose blobs were copied (say, installed
+// from a DVD) followed by bundles kept by hard links. Each step serves the
+// current images; once the copied bundle is neither current nor previous,
+// garbage collection deletes the copied blobs only it had (one a kept
+// bundle also references stays), and kept archives come and go with their
+// bundles.
+func TestMixedStoreModes(t *testing.T) {
+	dir := t.TempDir()
+	root := t.TempDir()
+	ctx := context.Background()
+	rv := func(v string, seed int64) string {
+		return release{version: v, images: map[string]int64{"registry.test/app/a:1": seed, "quay.io/x/y:2": seed + 100}}.build(t, filepath.Join(dir, v))
+	}
+	a1, a2, a3 := rv("1.0.0", 1), rv("2.0.0", 2), rv("3.0.0", 3)
+	run := func(p string, copyBlobs bool) {
+		a, err := bundle.Open(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		reg := NewStoreRegistry(root, nil)
+		reg.CopyBlobs = copyBlobs
+		if _, err := Install(ctx, a, Options{Root: root, Registry: reg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept := func() []string {
+		m, _ := filepath.Glob(filepath.Join(registry.StoreDir(root), "archives", "*.zdt"))
+		return m
+	}
+	srv := serveStore(t, root)
+	want := func(step string, p string) {
+		t.Helper()
+		a, err := bundle.Open(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		ps, err := registry.Placements(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pl := range ps {
+			if pl.Tag == "" {
+				continue
+			}
+			if got, code := manifestDigest(t, srv, pl.Repository, pl.Tag); code != 200 || got != pl.Digest.String() {
+				t.Fatalf("%s: %s:%s is %s (%d), want %s", step, pl.Repository, pl.Tag, got, code, pl.Digest)
+			}
+		}
+	}
+	run(a1, true)
+	want("v1 copied", a1)
+	if n := len(blobFiles(t, root)); n == 0 || len(kept()) != 0 {
+		t.Fatalf("v1: %d blobs copied, %d archives kept", n, len(kept()))
+	}
+	run(a2, false)
+	want("v2 kept", a2)
+	if len(blobFiles(t, root)) == 0 || len(kept()) != 1 {
+		t.Fatalf("v2: v1's copied blobs must stay for rollback (%d), one archive kept (%d)", len(blobFiles(t, root)), len(kept()))
+	}
+	v1Only := archiveDigests(t, a1)
+	for _, p := range []string{a2, a3} {
+		for d := range archiveDigests(t, p) {
+			delete(v1Only, d)
+		}
+	}
+	run(a3, false)
+	want("v3 kept", a3)
+	left := 0
+	for d := range blobFiles(t, root) {
+		if v1Only[d] {
+			left++
+		}
+	}
+	if left != 0 || len(kept()) != 2 {
+		t.Fatalf("v3: %d blobs only v1 had are still in the store (want 0), %d archives kept (want v2 and v3)", left, len(kept()))
+	}
+	if _, err := Rollback(ctx, Options{Root: root, Registry: NewStoreRegistry(root, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	want("rolled back to v2", a2)
+
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
-	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -70,6 +69,7 @@ type Handler struct {
 	refs     sync.Map // digest → *manifestInfo
 	authOK   sync.Map // credential hash → expiry time.Time
 	mux      *http.ServeMux
+	store    *storeDriver // for a store: closed by Close
 }
 
 const instanceDriverName = "zdt-instance"
@@ -106,7 +106,16 @@ func NewHandler(ctx context.Context, opts HandlerOptions) (h *Handler, err error
 		if err := os.MkdirAll(opts.Store, 0o755); err != nil {
 			return nil, fmt.Errorf("creating store: %w", err)
 		}
-		h.driver = filesystem.New(filesystem.DriverParameters{RootDirectory: opts.Store, MaxThreads: 100})
+		sd, err := newStoreDriver(ctx, opts.Store, logger)
+		if err != nil {
+			return nil, err
+		}
+		h.driver, h.store = sd, sd
+		defer func() {
+			if err != nil {
+				sd.Close()
+			}
+		}()
 	case len(opts.Archives) > 0:
 		if opts.Htpasswd != "" {
 			return nil, ErrPushNeedsStore
@@ -173,8 +182,15 @@ func NewHandler(ctx context.Context, opts HandlerOptions) (h *Handler, err error
 	return h, nil
 }
 
-// Close stops distribution's App. It does not close the archives.
-func (h *Handler) Close() error { return h.app.Shutdown() }
+// Close stops distribution's App. It does not close the archives given in
+// HandlerOptions (it does close the store's kept archives).
+func (h *Handler) Close() error {
+	err := h.app.Shutdown()
+	if h.store != nil {
+		h.store.Close()
+	}
+	return err
+}
 
 // ServeHTTP serves the registry and writes one access log line per request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -37,9 +37,13 @@ type ImportOptions struct {
 	// Logger receives what is done (default: discard).
 	Logger *slog.Logger
 	// Progress, if set, is called with the bytes of blobs handled so far
-	// (copied or found present) and the total; it may be called from
-	// several goroutines at once.
+	// (copied, verified or found present) and the total; it may be called
+	// from several goroutines at once.
 	Progress func(done, total int64)
+	// LinkArchive keeps the archive itself in the store (a hard link,
+	// verified and fsynced; see KeptArchive) instead of copying its blobs,
+	// when it is on the store's filesystem; otherwise blobs are copied.
+	LinkArchive bool
 }
 
 // ImportResult says what Import did.
@@ -53,6 +57,9 @@ type ImportResult struct {
 	BlobsPresent int
 	// LinksWritten counts the repository/tag link files written.
 	LinksWritten int
+	// ArchiveKept is set when the archive was kept (LinkArchive) and no
+	// blob was copied.
+	ArchiveKept bool
 }
 
 // StoreDir is where zdt keeps the registry storage under an install root:
@@ -123,6 +130,26 @@ func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts Import
 	})
 
 	var res ImportResult
+	if opts.LinkArchive {
+		err := keepArchive(ctx, root, storeDir, a, opts)
+		switch {
+		case err == nil:
+			res.ArchiveKept, res.BlobsPresent = true, len(blobs)
+			if opts.Progress != nil {
+				opts.Progress(total, total)
+			}
+			// No link files: the store synthesizes them from the kept
+			// archive (its bundle repository now, all once SetActive).
+			res.Placements = ps
+			opts.Logger.Info("kept bundle archive in the registry store", "store", storeDir, "bundle", a.Config.Name+":"+a.Config.Version,
+				"archive", keptRel(a.Root.Digest))
+			return res, nil
+		case errors.Is(err, errCannotLink):
+			opts.Logger.Info("copying blobs into the registry store", "reason", err.Error())
+		default:
+			return ImportResult{}, err
+		}
+	}
 	var done, written atomic.Int64
 	var nWritten, nPresent atomic.Int64
 	report := func(n int64) {
@@ -211,7 +238,7 @@ func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts Import
 }
 
 // Link (re)creates the repository and tag links of placements whose blobs
-// are in the store already (imported before, kept by Prune): how a rollback
+// are in the store already (imported or kept before, kept by Prune): how a rollback
 // serves a previous bundle again without its archive. It returns the
 // number of links written.
 func Link(ctx context.Context, storeDir string, ps []Placement) (int, error) {
@@ -220,8 +247,16 @@ func Link(ctx context.Context, storeDir string, ps []Placement) (int, error) {
 		return 0, fmt.Errorf("opening store: %w", err)
 	}
 	defer root.Close()
+	kept, err := newStoreDriver(ctx, storeDir, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer kept.Close()
 	for _, p := range ps {
 		for _, d := range append(append([]digest.Digest(nil), p.Manifests...), p.Blobs...) {
+			if kept.has(ctx, d) {
+				continue
+			}
 			if _, err := root.Stat(strings.TrimPrefix(blobDataPath(d), "/")); err != nil {
 				return 0, fmt.Errorf("linking %s: blob %s is not in the store: %w", p.Repository, d, err)
 			}
@@ -234,22 +269,34 @@ func Link(ctx context.Context, storeDir string, ps []Placement) (int, error) {
 	return n, err
 }
 
+// writeLinks writes the link files of placements that are missing or
+// different, a few at a time (each is a handful of small metadata
+// operations), and returns how many it wrote.
 func writeLinks(ctx context.Context, root *os.Root, ps []Placement) (int, error) {
-	n := 0
+	var n atomic.Int64
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.SetLimit(linkConcurrency)
 	for _, l := range layoutLinks(ps) {
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		w, err := writeLink(root, strings.TrimPrefix(l.path, "/"), l.target)
-		if err != nil {
-			return n, fmt.Errorf("linking %s: %w", l.path, err)
-		}
-		if w {
-			n++
-		}
+		eg.Go(func() error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			w, err := writeLink(root, strings.TrimPrefix(l.path, "/"), l.target)
+			if err != nil {
+				return fmt.Errorf("linking %s: %w", l.path, err)
+			}
+			if w {
+				n.Add(1)
+			}
+			return nil
+		})
 	}
-	return n, nil
+	err := eg.Wait()
+	return int(n.Load()), err
 }
+
+// linkConcurrency is how many link files are written at once.
+const linkConcurrency = 8
 
 // importJournal, at the store's top, marks an import not finished yet.
 const importJournal = ".zdt-import-journal"
@@ -334,20 +381,46 @@ func importBlob(ctx context.Context, root *os.Root, a *bundle.Archive, d digest.
 }
 
 // writeLink makes rel hold target's digest string; it reports whether it
-// wrote (false when the link was already right).
+// wrote (false when the link was already right). The link's directory is
+// opened once and everything else is done in it. The temp file has a fixed
+// name, so one a killed import left is simply overwritten (imports never
+// run concurrently: the installer holds its lock); the store is synced
+// once at the end by the caller.
 func writeLink(root *os.Root, rel string, target digest.Digest) (bool, error) {
 	want := []byte(target.String())
-	if got, err := readSmallFile(root, rel, 256); err == nil && bytes.Equal(got, want) {
-		return false, nil
+	dir, name := path.Dir(rel), path.Base(rel)
+	d, err := root.OpenRoot(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return false, err
+		}
+		d, err = root.OpenRoot(dir)
 	}
-	if err := fsutil.RemoveTemps(root, []string{path.Dir(rel)}); err != nil { // left by a killed import
+	if err != nil {
 		return false, err
 	}
-	return true, fsutil.WriteFileAtomicNoSync(root, rel, want, 0o644) // Import syncs the store once at the end
+	defer d.Close()
+	if got, err := readSmallFile(d, name, 256); err == nil && bytes.Equal(got, want) {
+		return false, nil
+	}
+	tmp := fsutil.TempPrefix + name
+	f, err := d.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return false, err
+	}
+	_, err = f.Write(want)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = d.Rename(tmp, name)
+	}
+	if err != nil {
+		_ = d.Remove(tmp)
+		return false, err
+	}
+	return true, nil
 }
-
-// writeFileAtomic writes a small file through a temp file and a rename,
-// fsyncing it first if sync is set.
 
 func readSmallFile(root *os.Root, rel string, limit int64) ([]byte, error) {
 	f, err := root.Open(rel)

@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/distribution/distribution/v3/registry/storage"
-	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 )
 
 // PruneOptions say what Prune removes. Remove are the placements of what is
@@ -116,7 +115,13 @@ func Prune(ctx context.Context, storeDir string, opts PruneOptions) (PruneResult
 	if err != nil {
 		return res, err
 	}
-	drv := filesystem.New(filesystem.DriverParameters{RootDirectory: storeDir, MaxThreads: 100})
+	// Manifests may be in kept archives: mark reads them there; sweep only
+	// lists (and deletes) blobs copied into the store.
+	drv, err := newStoreDriver(ctx, storeDir, opts.Logger)
+	if err != nil {
+		return res, err
+	}
+	defer drv.Close()
 	ns, err := storage.NewRegistry(ctx, drv, storage.EnableDelete)
 	if err != nil {
 		return res, fmt.Errorf("opening store: %w", err)

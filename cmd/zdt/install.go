@@ -22,6 +22,7 @@ type installOptions struct {
 	detailedExitCode bool
 	amiExport        string
 	serveAddr        string
+	copyBlobs        bool
 	trust            trustOptions
 }
 
@@ -32,6 +33,7 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.detailedExitCode, "detailed-exitcode", false, "with --plan: exit 4 when the plan has changes")
 	fs.StringVar(&o.amiExport, "ami-export", "", "write each AMI's disk image and metadata to this directory")
 	fs.StringVar(&o.serveAddr, "serve-addr", installer.DefaultServeAddr, "address `zdt serve` listens on, for the generated mirror configuration")
+	fs.BoolVar(&o.copyBlobs, "copy-blobs", false, "copy the blobs into the registry storage even when the bundle is on the same filesystem and could be kept there by a hard link")
 	o.trust.AddFlags(fs)
 }
 
@@ -47,8 +49,12 @@ trust policy (--key, --policy; an unsigned bundle is refused unless
 --insecure-skip-signature) and its structure is checked; every byte that is
 written is hashed while it is copied. The plan compares the bundle
 with what is installed (add / change / unchanged / remove per item);
---plan prints it and stops. Applying it imports the images, charts and
-artifacts into the registry storage that 'zdt serve' serves (only new blobs),
+--plan prints it and stops. Applying it makes the images, charts and
+artifacts part of the registry storage that 'zdt serve' serves: when the
+bundle is on the same filesystem as ROOT the archive itself is kept there
+(a hard link, made after every blob of it was hashed; nothing is copied, so
+do not overwrite the bundle file in place afterwards: replace it), otherwise
+(or with --copy-blobs) the blobs the storage lacks are copied. It then
 places files atomically (keeping the previous version for rollback), writes
 the containerd and containers mirror configuration and the systemd unit of
 'zdt serve', exports AMIs, removes what the bundle no longer has, and records
@@ -71,7 +77,7 @@ bundle again changes nothing. State lives under ROOT/var/lib/zdt.`,
 			res, err := installer.Install(ctx, a, installer.Options{
 				Root: o.root, PlanOnly: o.plan, AMIExportDir: o.amiExport, ServeAddr: o.serveAddr,
 				ToolVersion: version.String(), Logger: g.logger(), Progress: bar.update,
-				Registry: newRegistry(o.root),
+				Registry: newRegistry(o.root, o.copyBlobs),
 				VerifySignature: func(ctx context.Context, a *bundle.Archive) error {
 					_, err := g.verifySignature(ctx, &o.trust, a)
 					return err
@@ -106,7 +112,11 @@ bundle again changes nothing. State lives under ROOT/var/lib/zdt.`,
 }
 
 // newRegistry is the registry storage under an install root.
-var newRegistry = func(root string) installer.Registry { return installer.NewStoreRegistry(root, nil) }
+var newRegistry = func(root string, copyBlobs bool) installer.Registry {
+	r := installer.NewStoreRegistry(root, nil)
+	r.CopyBlobs = copyBlobs
+	return r
+}
 
 var planSigns = map[installer.Action]string{
 	installer.ActionAdd: "+", installer.ActionChange: "~", installer.ActionRepair: "!",
@@ -186,7 +196,7 @@ func newRollbackCmd(g *globals) *cobra.Command {
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runSimple(cmd.Context(), g, "rolled back", func(ctx context.Context) (installer.Result, error) {
-				return installer.Rollback(ctx, installer.Options{Root: o.root, ToolVersion: version.String(), Logger: g.logger(), Registry: newRegistry(o.root)})
+				return installer.Rollback(ctx, installer.Options{Root: o.root, ToolVersion: version.String(), Logger: g.logger(), Registry: newRegistry(o.root, false)})
 			})
 		},
 	}

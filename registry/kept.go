@@ -1,0 +1,396 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	"github.com/opencontainers/go-digest"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/fsutil"
+)
+
+// Kept archives. When the bundle archive is on the same filesystem as the
+// store, Import (with LinkArchive) keeps the archive itself instead of
+// copying its blobs: a hard link at STORE/archives/<root hex>.zdt, made
+// only after every blob of the archive was hashed and the file fsynced.
+// The store then serves kept archives the way `zdt serve --bundle` serves
+// archives (storeDriver): blob data at their archive offsets, and the
+// repository and tag links synthesized in memory from their placements —
+// all of them for the archive SetActive named (STORE/archives/active), the
+// bundle's own repository for the others (what a rollback needs). Nothing
+// is copied and no file is written per blob or link, so installing costs a
+// verification. Distribution's own `registry serve` cannot read kept
+// archives; `zdt serve --root` can.
+//
+// The link shares the archive's inode: overwriting the original bundle
+// file in place (cp onto it, a shell redirection) changes the kept one too.
+// Replacing it by a rename (how zdt writes bundles) does not. A kept archive
+// whose root digest no longer matches its name is refused when opened.
+const keptDir = "archives"
+
+// errCannotLink says the archive cannot be kept by a hard link (another
+// filesystem, a filesystem without hard links, an archive read from a
+// stream); Import falls back to copying blobs.
+var errCannotLink = errors.New("cannot hard-link the archive into the store")
+
+func keptRel(root digest.Digest) string { return path.Join(keptDir, root.Encoded()+".zdt") }
+
+// KeptArchive is the path of a bundle's kept archive in storeDir, and
+// whether it exists.
+func KeptArchive(storeDir string, root digest.Digest) (string, bool) {
+	p := filepath.Join(storeDir, filepath.FromSlash(keptRel(root)))
+	fi, err := os.Stat(p)
+	return p, err == nil && fi.Mode().IsRegular()
+}
+
+// RemoveKeptArchive removes a bundle's kept archive (nothing when it has
+// none).
+func RemoveKeptArchive(storeDir string, root digest.Digest) error {
+	if _, ok := KeptArchive(storeDir, root); !ok {
+		return nil
+	}
+	r, err := os.OpenRoot(storeDir)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := r.Remove(keptRel(root)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing kept archive: %w", err)
+	}
+	return fsutil.SyncDir(r, keptDir)
+}
+
+// keepArchive links a's file into the store as its kept archive: hard
+// link to a temp name, verify every blob, fsync, rename. An archive kept
+// by an earlier install is not read again. It returns an error wrapping
+// errCannotLink when no hard link can be made.
+func keepArchive(ctx context.Context, root *os.Root, storeDir string, a *bundle.Archive, opts ImportOptions) error {
+	rel := keptRel(a.Root.Digest)
+	if fi, err := root.Stat(rel); err == nil && fi.Mode().IsRegular() && fi.Size() == a.Size() {
+		return nil // verified and synced when it was kept
+	}
+	if a.Path() == "" {
+		return fmt.Errorf("%w: the archive has no file", errCannotLink)
+	}
+	if err := root.MkdirAll(keptDir, 0o755); err != nil {
+		return fmt.Errorf("keeping archive: %w", err)
+	}
+	if err := fsutil.RemoveTemps(root, []string{keptDir}); err != nil { // left by a killed install
+		return fmt.Errorf("keeping archive: %w", err)
+	}
+	tmp := fsutil.TempName(rel)
+	abs := filepath.Join(storeDir, filepath.FromSlash(tmp))
+	if err := os.Link(a.Path(), abs); err != nil {
+		return fmt.Errorf("%w: %w", errCannotLink, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = root.Remove(tmp)
+		}
+	}()
+	// The link shares the bytes Verify reads through a, so what is kept is
+	// what was verified.
+	if _, err := a.Verify(ctx, bundle.VerifyOptions{Concurrency: opts.Concurrency, Progress: opts.Progress}); err != nil {
+		return err
+	}
+	f, err := root.Open(tmp)
+	if err != nil {
+		return fmt.Errorf("keeping archive: %w", err)
+	}
+	err = f.Sync() // cheap when the archive is already on disk (zdt bundle create syncs it)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("keeping archive: %w", err)
+	}
+	if err := root.Rename(tmp, rel); err != nil {
+		return fmt.Errorf("keeping archive: %w", err)
+	}
+	ok = true
+	return fsutil.SyncDir(root, keptDir)
+}
+
+// activeRel names the kept archive whose placements are all served.
+const activeRel = keptDir + "/active"
+
+// SetActive makes root's kept archive the one whose placements are all
+// served (the others serve only their bundle repository); an empty root,
+// or a bundle without a kept archive, makes none active.
+func SetActive(storeDir string, root digest.Digest) error {
+	r, err := os.OpenRoot(storeDir)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := fsutil.RemoveTemps(r, []string{keptDir}); err != nil { // left by a killed install
+		return err
+	}
+	if root != "" {
+		if _, ok := KeptArchive(storeDir, root); ok {
+			want := []byte(root.Encoded() + "\n")
+			if got, err := r.ReadFile(activeRel); err == nil && string(got) == string(want) {
+				return nil
+			}
+			return fsutil.WriteFileAtomic(r, activeRel, want, 0o644)
+		}
+	}
+	if err := r.Remove(activeRel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// BundleOnly keeps the placements that hold a bundle's whole content by
+// digest (its own repository and its signatures), not its items' names.
+func BundleOnly(ps []Placement) []Placement {
+	var out []Placement
+	for _, p := range ps {
+		if p.Kind == "bundle" || p.Kind == "attachment" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// storeDriver is distribution's filesystem driver over a store, overlaid
+// with the tree synthesized from its kept archives (an archiveDriver): a
+// path in the tree is read from it, any other from the filesystem, and a
+// directory lists both. Writes go to the filesystem; deleting a kept blob
+// is a no-op (garbage collection may try: the archive goes as a whole when
+// its bundle is pruned), deleting anything else of the tree fails.
+//
+// An install may keep, activate or remove archives while the store is
+// served: every operation stats the archives directory and rebuilds the
+// tree when it changed. Archives removed from it stay open (their blobs
+// readable by digest) until Close.
+type storeDriver struct {
+	storagedriver.StorageDriver
+	dir    string // STORE/archives
+	logger *slog.Logger
+
+	mu    sync.Mutex                 // serializes rebuilds
+	open  map[string]*bundle.Archive // by file name, every archive opened
+	ps    map[string][]Placement     // their placements
+	state atomic.Pointer[keptState]
+}
+
+// keptState is the tree for one state of the archives directory.
+type keptState struct {
+	dirStat os.FileInfo // nil: no archives directory
+	tree    *archiveDriver
+}
+
+// newStoreDriver is the driver over a store directory and its kept
+// archives. Close it once done.
+func newStoreDriver(ctx context.Context, storeDir string, logger *slog.Logger) (*storeDriver, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	d := &storeDriver{
+		StorageDriver: filesystem.New(filesystem.DriverParameters{RootDirectory: storeDir, MaxThreads: 100}),
+		dir:           filepath.Join(storeDir, keptDir),
+		logger:        logger,
+		open:          map[string]*bundle.Archive{},
+		ps:            map[string][]Placement{},
+	}
+	if _, err := d.refresh(ctx); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// refresh returns the tree for the archives directory as it is now,
+// rebuilding it when the directory changed since the last time.
+func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
+	fi, err := os.Stat(d.dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	same := func(st *keptState) bool {
+		if st == nil {
+			return false
+		}
+		if fi == nil || st.dirStat == nil {
+			return fi == nil && st.dirStat == nil
+		}
+		return os.SameFile(fi, st.dirStat) && fi.ModTime().Equal(st.dirStat.ModTime()) && fi.Size() == st.dirStat.Size()
+	}
+	if st := d.state.Load(); same(st) {
+		return st, nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if st := d.state.Load(); same(st) {
+		return st, nil
+	}
+	st := &keptState{dirStat: fi}
+	if fi == nil {
+		st.tree, _ = newArchiveDriver(nil, nil, d.logger)
+		d.state.Store(st)
+		return st, nil
+	}
+	ents, err := os.ReadDir(d.dir)
+	if err != nil {
+		return nil, err
+	}
+	active := ""
+	if b, err := os.ReadFile(filepath.Join(d.dir, "active")); err == nil {
+		active = strings.TrimSpace(string(b)) + ".zdt"
+	}
+	var archives []*bundle.Archive
+	var placements [][]Placement
+	var act *bundle.Archive
+	for _, e := range ents {
+		hex, ok := strings.CutSuffix(e.Name(), ".zdt")
+		if !ok || strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
+			continue
+		}
+		a := d.open[e.Name()]
+		if a == nil {
+			p := filepath.Join(d.dir, e.Name())
+			if a, err = bundle.Open(ctx, p); err != nil {
+				return nil, fmt.Errorf("kept archive %s: %w (changed since it was installed? run zdt install again)", p, err)
+			}
+			if a.Root.Digest.Encoded() != hex {
+				a.Close()
+				return nil, fmt.Errorf("kept archive %s holds bundle %s, not sha256:%s: %w (overwritten in place since it was installed? run zdt install again)",
+					p, a.Root.Digest, hex, ErrBadStore)
+			}
+			ps, err := Placements(ctx, a)
+			if err != nil {
+				a.Close()
+				return nil, fmt.Errorf("kept archive %s: %w", p, err)
+			}
+			d.open[e.Name()], d.ps[e.Name()] = a, ps
+		}
+		if e.Name() == active {
+			act = a
+			continue
+		}
+		archives = append(archives, a)
+		placements = append(placements, BundleOnly(d.ps[e.Name()]))
+	}
+	if act != nil { // last: its tags win
+		archives = append(archives, act)
+		placements = append(placements, d.ps[active])
+	}
+	if st.tree, err = newArchiveDriver(archives, placements, d.logger); err != nil {
+		return nil, err
+	}
+	d.state.Store(st)
+	return st, nil
+}
+
+// tree is the current synthesized tree; on an error reading the archives
+// directory the last good one is kept (and the error logged).
+func (d *storeDriver) tree(ctx context.Context) *archiveDriver {
+	st, err := d.refresh(ctx)
+	if err != nil {
+		d.logger.Error("reading kept archives", "dir", d.dir, "err", err)
+		st = d.state.Load()
+	}
+	return st.tree
+}
+
+// node finds p in the current tree.
+func (d *storeDriver) node(ctx context.Context, p string) (*archiveDriver, *vnode) {
+	t := d.tree(ctx)
+	return t, t.nodes[p]
+}
+
+// has reports whether a kept archive holds blob dg.
+func (d *storeDriver) has(ctx context.Context, dg digest.Digest) bool {
+	_, n := d.node(ctx, blobDataPath(dg))
+	return n != nil && n.blob != nil
+}
+
+// Close closes every archive the driver opened.
+func (d *storeDriver) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, a := range d.open {
+		a.Close()
+	}
+	d.open, d.ps = map[string]*bundle.Archive{}, map[string][]Placement{}
+}
+
+func (d *storeDriver) GetContent(ctx context.Context, p string) ([]byte, error) {
+	if t, n := d.node(ctx, p); n != nil && !n.dir {
+		return t.GetContent(ctx, p)
+	}
+	return d.StorageDriver.GetContent(ctx, p)
+}
+
+func (d *storeDriver) Reader(ctx context.Context, p string, offset int64) (io.ReadCloser, error) {
+	if t, n := d.node(ctx, p); n != nil && !n.dir {
+		return t.Reader(ctx, p, offset)
+	}
+	return d.StorageDriver.Reader(ctx, p, offset)
+}
+
+func (d *storeDriver) Stat(ctx context.Context, p string) (storagedriver.FileInfo, error) {
+	if t, n := d.node(ctx, p); n != nil {
+		return t.Stat(ctx, p)
+	}
+	return d.StorageDriver.Stat(ctx, p)
+}
+
+// List merges the tree's and the filesystem's entries of a directory.
+func (d *storeDriver) List(ctx context.Context, p string) ([]string, error) {
+	t, n := d.node(ctx, p)
+	fsList, err := d.StorageDriver.List(ctx, p)
+	if n == nil || !n.dir {
+		return fsList, err
+	}
+	var nf storagedriver.PathNotFoundError
+	if err != nil && !errors.As(err, &nf) {
+		return nil, err
+	}
+	tl, _ := t.List(ctx, p)
+	seen := map[string]bool{}
+	out := make([]string, 0, len(tl)+len(fsList))
+	for _, c := range append(tl, fsList...) {
+		if !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (d *storeDriver) Walk(ctx context.Context, p string, f storagedriver.WalkFn, options ...func(*storagedriver.WalkOptions)) error {
+	return storagedriver.WalkFallback(ctx, d, p, f, options...)
+}
+
+func (d *storeDriver) Delete(ctx context.Context, p string) error {
+	if _, n := d.node(ctx, p); n != nil {
+		err := d.StorageDriver.Delete(ctx, p) // whatever the filesystem has there
+		var nf storagedriver.PathNotFoundError
+		if err != nil && !errors.As(err, &nf) {
+			return err
+		}
+		if strings.HasPrefix(p, blobsRoot+"/") {
+			return nil // a kept blob goes with its archive
+		}
+		return storagedriver.Error{DriverName: d.Name(), Detail: fmt.Errorf("%s is served from a kept bundle archive: %w", p, ErrReadOnly)}
+	}
+	return d.StorageDriver.Delete(ctx, p)
+}
