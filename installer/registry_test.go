@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -291,4 +292,21 @@ func TestMixedStoreModes(t *testing.T) {
 	}
 	want("rolled back to v2", a2)
 
+	// Status reads the registry's health: healthy, then a kept archive
+	// deleted behind zdt's back is reported, naming what is not served.
+	st, err := GetStatus(ctx, root)
+	if err != nil || st.Registry == nil || len(st.Registry.Problems) != 0 || st.Registry.Served == 0 || len(st.Registry.KeptArchives) != 2 {
+		t.Fatalf("status = %+v, %v; want a healthy registry with 2 kept archives", st.Registry, err)
+	}
+	a, _ := bundle.Open(ctx, a2)
+	r2 := a.Root.Digest
+	a.Close()
+	kp, _ := registry.KeptArchive(registry.StoreDir(root), r2)
+	if err := os.Remove(kp); err != nil {
+		t.Fatal(err)
+	}
+	st, err = GetStatus(ctx, root)
+	if err != nil || st.Registry == nil || st.Registry.Served != 0 || len(st.Registry.Problems) == 0 || !strings.Contains(strings.Join(st.Registry.Problems, "\n"), "registry.test/app/a:1") {
+		t.Fatalf("status with v2's archive gone = %+v, %v; want every placement reported", st.Registry, err)
+	}
 }

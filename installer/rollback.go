@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"zdt.dev/zdt/manifests"
+	"zdt.dev/zdt/registry"
 )
 
 // ErrNoPrevious is returned by Rollback when there is nothing to go back to.
@@ -123,12 +124,15 @@ func Rollback(ctx context.Context, opts Options) (Result, error) {
 
 // Status is what `zdt status` reports.
 type Status struct {
-	Installed  bool              `json:"installed"`
-	Generation *Generation       `json:"current,omitempty"`
-	Counts     map[string]int    `json:"counts,omitempty"`
-	Drift      []string          `json:"drift,omitempty"` // files that differ from what was installed
-	History    []int             `json:"generations,omitempty"`
-	Extra      map[string]string `json:"extra,omitempty"`
+	Installed  bool           `json:"installed"`
+	Generation *Generation    `json:"current,omitempty"`
+	Counts     map[string]int `json:"counts,omitempty"`
+	Drift      []string       `json:"drift,omitempty"` // files that differ from what was installed
+	History    []int          `json:"generations,omitempty"`
+	// Registry is the health of the registry storage (nil when the
+	// installed bundle put nothing there).
+	Registry *registry.Health  `json:"registry,omitempty"`
+	Extra    map[string]string `json:"extra,omitempty"`
 }
 
 // GetStatus reads the state under root without writing anything.
@@ -165,6 +169,14 @@ func GetStatus(ctx context.Context, rootDir string) (Status, error) {
 		}
 	}
 	s.History, _ = (&state{root: root}).generations()
+	reg := NewStoreRegistry(rootDir, nil)
+	if ps, err := reg.placements(digest.Digest(cur.BundleDigest)); err == nil {
+		h, err := registry.Check(ctx, reg.store(), ps)
+		if err != nil {
+			h.Problems = append(h.Problems, err.Error())
+		}
+		s.Registry = &h
+	}
 	return s, nil
 }
 

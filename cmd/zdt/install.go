@@ -159,7 +159,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 	o := &rootOptions{}
 	cmd := &cobra.Command{
 		Use:   "status [--root DIR]",
-		Short: "Show what is installed and whether installed files drifted",
+		Short: "Show what is installed, whether installed files drifted, and the registry's health",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := installer.GetStatus(cmd.Context(), o.root)
@@ -180,6 +180,18 @@ func newStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "drift      %d file(s) differ from what zdt installed: %v (re-run zdt install to repair)\n", len(s.Drift), s.Drift)
 			} else {
 				fmt.Fprintln(g.stdout, "drift      none")
+			}
+			if r := s.Registry; r != nil {
+				where := fmt.Sprintf("%d kept archive(s), %d copied blob(s) (%s)", len(r.KeptArchives), r.CopiedBlobs, humanBytes(r.CopiedBytes))
+				if len(r.Problems) == 0 {
+					fmt.Fprintf(g.stdout, "registry   healthy: %d placements served from %s\n", r.Served, where)
+				} else {
+					fmt.Fprintf(g.stdout, "registry   %d problem(s), %d placements served from %s:\n", len(r.Problems), r.Served, where)
+					for _, p := range r.Problems {
+						fmt.Fprintf(g.stdout, "           %s\n", p)
+					}
+					fmt.Fprintln(g.stdout, "           (re-run zdt install to repair)")
+				}
 			}
 			return nil
 		},
