@@ -48,8 +48,11 @@ type blobSource interface {
 // entry is tar's header blocks, the content and zero padding to 512 bytes,
 // exactly as archive/tar writes them; the content of a blob staged in a file
 // is copied file to file (copy_file_range: no trip through user space).
-func writeArchive(ctx context.Context, w *os.File, src blobSource, indexJSON []byte, blobs []ocispec.Descriptor, progress func(int64)) error {
-	aw := &archiveWriter{f: w}
+//
+// written, if set, is called after each entry with the file's length so
+// far (for a hasher following the writer, and early writeback).
+func writeArchive(ctx context.Context, w *os.File, src blobSource, indexJSON []byte, blobs []ocispec.Descriptor, progress func(int64), written func(end int64)) error {
+	aw := &archiveWriter{f: w, written: written}
 	layout := []byte(`{"imageLayoutVersion":"1.0.0"}`)
 	for _, e := range []struct {
 		name string
@@ -86,15 +89,25 @@ func writeArchive(ctx context.Context, w *os.File, src blobSource, indexJSON []b
 			progress(b.Size)
 		}
 	}
-	_, err := w.Write(make([]byte, 2*blockSize)) // end-of-archive marker
-	return err
+	return aw.write(make([]byte, 2*blockSize)) // end-of-archive marker
 }
 
 const blockSize = 512
 
 // archiveWriter appends tar entries to a file.
 type archiveWriter struct {
-	f *os.File
+	f       *os.File
+	end     int64 // bytes written
+	written func(end int64)
+}
+
+func (aw *archiveWriter) write(b []byte) error {
+	n, err := aw.f.Write(b)
+	aw.end += int64(n)
+	if err == nil && aw.written != nil {
+		aw.written(aw.end)
+	}
+	return err
 }
 
 // entry writes h's header blocks, then h.Size bytes of content, then the
@@ -104,21 +117,21 @@ func (aw *archiveWriter) entry(h *tar.Header, content io.Reader) error {
 	if err := tar.NewWriter(&hb).WriteHeader(h); err != nil { // header blocks only
 		return err
 	}
+	if h.Size == 0 {
+		return aw.write(hb.Bytes())
+	}
 	if _, err := aw.f.Write(hb.Bytes()); err != nil {
 		return err
 	}
-	if h.Size == 0 {
-		return nil
-	}
+	aw.end += int64(hb.Len())
 	n, err := io.Copy(aw.f, io.LimitReader(content, h.Size)) // copy_file_range from files
+	aw.end += n
 	if err != nil {
 		return err
 	}
 	if n != h.Size {
 		return fmt.Errorf("%s: got %d bytes, expected %d", h.Name, n, h.Size)
 	}
-	if pad := (blockSize - h.Size%blockSize) % blockSize; pad > 0 {
-		_, err = aw.f.Write(make([]byte, pad))
-	}
-	return err
+	pad := (blockSize - h.Size%blockSize) % blockSize
+	return aw.write(make([]byte, pad))
 }

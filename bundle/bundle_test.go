@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/opencontainers/go-digest"
@@ -376,10 +377,13 @@ func openVerifyExtract(p, out string) error {
 	return Extract(ctx, a, out, ExtractOptions{})
 }
 
-// TestCacheRecoversFromTornBlobs: the cache is synced once per create, so a
-// power loss may leave a blob of the right size with torn bytes. The journal
-// the interrupted create left makes the next one drop such blobs, and the
-// archive comes out right.
+// TestCacheRecoversFromTornBlobs: a create does not sync the cache; its
+// journal names the boot. A later create in the same boot trusts the cache
+// (a killed process cannot tear a renamed blob) and, once the journal is
+// old, syncs it and drops the journal. A journal of another boot (the
+// machine crashed: unsynced bytes may be lost) makes the next create hash
+// the blobs written since, drop the torn one, and the archive comes out
+// right.
 func TestCacheRecoversFromTornBlobs(t *testing.T) {
 	dir := t.TempDir()
 	spec, err := manifests.Load(testInputs(t, dir, []byte("tool")))
@@ -387,15 +391,27 @@ func TestCacheRecoversFromTornBlobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache := filepath.Join(dir, "cache")
+	journal := filepath.Join(cache, cacheJournal)
 	ctx := context.Background()
 	first, err := Create(ctx, spec, CreateOptions{Output: filepath.Join(dir, "a.zdt"), CacheDir: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(cache, cacheJournal)); !os.IsNotExist(err) {
-		t.Fatalf("a finished create left the journal: %v", err)
+	if b, err := os.ReadFile(journal); err != nil || strings.TrimSpace(string(b)) != bootID() {
+		t.Fatalf("journal after a create = %q, %v; want this boot's id %q", b, err, bootID())
 	}
-	// The crash: the largest cached blob zeroed, the journal present.
+	// Same boot, journal old: settled (synced, removed) by the next create
+	// (which starts a new one if it writes blobs).
+	old := time.Now().Add(-settleAfter - time.Minute)
+	os.Chtimes(journal, old, old)
+	if _, err := Create(ctx, spec, CreateOptions{Output: filepath.Join(dir, "s.zdt"), CacheDir: cache}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(journal); err == nil && !fi.ModTime().After(old) {
+		t.Fatalf("an old journal of this boot was not settled (still from %v)", fi.ModTime())
+	}
+	// The crash: the largest cached blob zeroed, a journal of another boot
+	// from before that blob was written.
 	ents, _ := os.ReadDir(filepath.Join(cache, "blobs", "sha256"))
 	var big string
 	var size int64
@@ -405,7 +421,8 @@ func TestCacheRecoversFromTornBlobs(t *testing.T) {
 		}
 	}
 	writeFile(t, filepath.Join(cache, "blobs", "sha256", big), make([]byte, size))
-	writeFile(t, filepath.Join(cache, cacheJournal), nil)
+	writeFile(t, journal, []byte("another-boot\n"))
+	os.Chtimes(journal, old, old)
 	again, err := Create(ctx, spec, CreateOptions{Output: filepath.Join(dir, "b.zdt"), CacheDir: cache})
 	if err != nil {
 		t.Fatal(err)

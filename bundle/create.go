@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,14 +11,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 	"oras.land/oras-go/v2/content"
 
-	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -138,11 +140,6 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 	if err != nil {
 		return CreateResult{}, err
 	}
-	defer func() {
-		if ferr := store.finish(); ferr != nil {
-			opts.Logger.Warn("cache not synced", "err", ferr)
-		}
-	}()
 	if n := store.cleanStale(staleIngest); n > 0 {
 		opts.Logger.Info("removed temp files of interrupted creates", "dir", work, "files", n)
 	}
@@ -270,14 +267,14 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 		unique += b.Size
 	}
 	opts.Logger.Info("writing archive", "path", opts.Output, "blobs", len(blobs), "bytes", unique)
-	sum, size, err := writeAtomic(ctx, opts.Output, opts.ArchiveWritten, func(w *os.File) error {
+	sum, size, err := writeAtomic(ctx, opts.Output, opts.ArchiveWritten, func(w *os.File, written func(int64)) error {
 		var done int64
 		return writeArchive(ctx, w, store, indexJSON, blobs, func(n int64) {
 			done += n
 			if opts.Progress != nil {
 				opts.Progress(done, unique)
 			}
-		})
+		}, written)
 	})
 	if err != nil {
 		return CreateResult{}, fmt.Errorf("writing %s: %w", opts.Output, err)
@@ -299,39 +296,56 @@ const KindBundleConfig = "bundle-config"
 func RootRef(name, version string) string { return "zdt/" + name + ":" + version }
 
 // writeAtomic writes a file through a temp file in the same directory,
-// then fsyncs it and renames it into place. The file's sha256 is computed
-// from the page cache while the fsync waits for the disk, so it costs no
-// extra wall time; written, if set, sees it before the rename.
-func writeAtomic(ctx context.Context, path string, written func(context.Context, digest.Digest, int64) error, write func(*os.File) error) (digest.Digest, int64, error) {
+// then fsyncs it and renames it into place. write reports how far it got
+// through written: a hasher follows it through the page cache (the file's
+// sha256 costs no pass of its own), and the disk is asked to start writing
+// every few MiB (so the final fsync waits for little more than the tail).
+// written (the callback), if set, sees the digest before the rename.
+func writeAtomic(ctx context.Context, path string, written func(context.Context, digest.Digest, int64) error, write func(f *os.File, progress func(end int64)) error) (digest.Digest, int64, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
 		return "", 0, err
 	}
 	tmp := f.Name()
 	ok := false
+	th := newTrailHasher(ctx, f)
 	defer func() {
+		th.close()
+		th.wait()
 		if !ok {
 			f.Close()
 			os.Remove(tmp)
 		}
 	}()
-	if err := write(f); err != nil {
+	var kicked int64
+	progress := func(end int64) {
+		th.advance(end)
+		if end-kicked >= writebackChunk {
+			_ = unix.SyncFileRange(int(f.Fd()), kicked, end-kicked, unix.SYNC_FILE_RANGE_WRITE) // a hint: errors change nothing
+			kicked = end
+		}
+	}
+	if err := write(f, progress); err != nil {
 		return "", 0, err
 	}
 	if err := ctx.Err(); err != nil {
 		return "", 0, err
 	}
+	th.close()
 	var sum digest.Digest
 	var size int64
-	eg, ectx := errgroup.WithContext(ctx)
+	eg := errgroup.Group{}
 	eg.Go(f.Sync)
 	eg.Go(func() error {
 		var err error
-		sum, size, err = hashFile(ectx, tmp)
+		sum, size, err = th.wait()
 		return err
 	})
 	if err := eg.Wait(); err != nil {
 		return "", 0, err
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != size {
+		return "", 0, fmt.Errorf("hashed %d bytes of %s, the file has %v: %w", size, tmp, fi.Size(), err)
 	}
 	if err := f.Chmod(0o644); err != nil {
 		return "", 0, err
@@ -351,18 +365,85 @@ func writeAtomic(ctx context.Context, path string, written func(context.Context,
 	return sum, size, nil
 }
 
-// hashFile hashes a whole file.
-func hashFile(ctx context.Context, p string) (digest.Digest, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", 0, err
+// writebackChunk is how much written data writeAtomic lets accumulate
+// before asking the disk to start on it.
+const writebackChunk = 32 << 20
+
+// trailHasher hashes a file while it is written, following the writer:
+// advance(end) says [0, end) is written, close that nothing more will be,
+// and wait returns the digest of everything up to the last end.
+type trailHasher struct {
+	f    *os.File
+	mu   sync.Mutex
+	cond *sync.Cond
+	end  int64
+	shut bool
+	once sync.Once
+	done chan struct{}
+	sum  digest.Digest
+	n    int64
+	err  error
+}
+
+func newTrailHasher(ctx context.Context, f *os.File) *trailHasher {
+	t := &trailHasher{f: f, done: make(chan struct{})}
+	t.cond = sync.NewCond(&t.mu)
+	go t.run(ctx)
+	return t
+}
+
+func (t *trailHasher) advance(end int64) {
+	t.mu.Lock()
+	if end > t.end {
+		t.end = end
+		t.cond.Signal()
 	}
-	defer f.Close()
-	hw := newHashingWriter()
-	if _, err := fsutil.CopyCtx(ctx, hw, f); err != nil {
-		return "", 0, err
+	t.mu.Unlock()
+}
+
+func (t *trailHasher) close() {
+	t.once.Do(func() {
+		t.mu.Lock()
+		t.shut = true
+		t.cond.Signal()
+		t.mu.Unlock()
+	})
+}
+
+func (t *trailHasher) wait() (digest.Digest, int64, error) {
+	<-t.done
+	return t.sum, t.n, t.err
+}
+
+func (t *trailHasher) run(ctx context.Context) {
+	defer close(t.done)
+	h := sha256.New()
+	buf := make([]byte, 4<<20)
+	for {
+		t.mu.Lock()
+		for t.n >= t.end && !t.shut {
+			t.cond.Wait()
+		}
+		end, shut := t.end, t.shut
+		t.mu.Unlock()
+		if t.n >= end && shut {
+			t.sum = digest.NewDigest(digest.SHA256, h)
+			return
+		}
+		for t.n < end {
+			if err := ctx.Err(); err != nil {
+				t.err = err
+				return
+			}
+			m := int(min(int64(len(buf)), end-t.n))
+			if _, err := t.f.ReadAt(buf[:m], t.n); err != nil {
+				t.err = err
+				return
+			}
+			h.Write(buf[:m])
+			t.n += int64(m)
+		}
 	}
-	return hw.digest(), hw.n, nil
 }
 
 // collectBlobs lists every blob reachable from root in the staging store.

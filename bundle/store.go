@@ -1,7 +1,9 @@
 package bundle
 
 import (
+	"strings"
 	"sync"
+	"time"
 
 	"bytes"
 	"context"
@@ -49,17 +51,66 @@ func newBlobStore(root string, persistent bool) (*blobStore, error) {
 		return nil, fmt.Errorf("creating blob store: %w", err)
 	}
 	s := &blobStore{root: root, persistent: persistent}
-	if _, err := os.Stat(filepath.Join(root, cacheJournal)); persistent && err == nil {
-		if err := s.recover(); err != nil {
-			return nil, fmt.Errorf("checking the cache after an interrupted create: %w", err)
+	if persistent {
+		if err := s.settle(); err != nil {
+			return nil, fmt.Errorf("checking the cache after an earlier create: %w", err)
 		}
 	}
 	return s, nil
 }
 
-// recover hashes every blob an unfinished create may have left torn,
-// removes those that do not match their name, and clears the journal.
-func (s *blobStore) recover() error {
+// The cache is not synced by the create that writes it (that would double
+// the durable writes of a create: the cache, then the archive). Instead
+// the journal, written before the first blob, names the boot it was
+// written in. A blob is renamed under its digest only once complete, so a
+// killed process never leaves a torn one; only a crash of the machine can
+// (unsynced bytes lost), and that is a new boot. So a later create finds:
+//
+//   - no journal: every blob was synced;
+//   - a journal of this boot: blobs are intact; once it is older than
+//     settleAfter the kernel has written them back, so one syncfs (cheap
+//     by then) makes them durable and the journal goes;
+//   - a journal of another boot (or unreadable): blobs written since it
+//     may be torn: each is hashed, and those that do not match are
+//     removed.
+const settleAfter = 2 * time.Minute
+
+// settle applies the rules above to the journal an earlier create left.
+func (s *blobStore) settle() error {
+	j := filepath.Join(s.root, cacheJournal)
+	fi, err := os.Stat(j)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	b, _ := os.ReadFile(j)
+	if boot := bootID(); boot != "" && strings.TrimSpace(string(b)) == boot {
+		if time.Since(fi.ModTime()) < settleAfter {
+			s.begun.Do(func() {}) // the journal stands for this create's blobs too
+			return nil
+		}
+		return s.finish()
+	}
+	return s.recover(fi.ModTime())
+}
+
+// bootID identifies this boot of the machine ("" when unknown, which makes
+// every journal look like another boot's).
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// recover hashes every blob written since the journal was (since: its
+// modification time, less a margin for clock granularity), removes those
+// that do not match their name, and clears the journal. Blobs older than
+// that were synced by the create that finished the previous journal.
+func (s *blobStore) recover(since time.Time) error {
 	dir := filepath.Join(s.root, "blobs", "sha256")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -69,6 +120,9 @@ func (s *blobStore) recover() error {
 	for _, e := range ents {
 		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
 		if d.Validate() != nil || !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.ModTime().Before(since.Add(-2*time.Second)) {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
@@ -88,26 +142,19 @@ func (s *blobStore) recover() error {
 	return s.finish()
 }
 
-// begin creates the journal before the first blob is written.
+// begin writes the journal (this boot's id) before the first blob is.
 func (s *blobStore) begin() error {
 	if !s.persistent {
 		return nil
 	}
 	s.begun.Do(func() {
-		f, err := os.Create(filepath.Join(s.root, cacheJournal))
-		if err == nil {
-			err = f.Sync()
-			f.Close()
-		}
-		if err == nil {
-			err = syncDir(s.root)
-		}
-		s.beginErr = err
+		s.beginErr = fsutil.WritePath(filepath.Join(s.root, cacheJournal), []byte(bootID()+"\n"), 0o644)
 	})
 	return s.beginErr
 }
 
-// finish makes every blob written durable and removes the journal.
+// finish makes every blob durable (one syncfs) and removes the journal.
+// Create does not call it (see settle); a later create does.
 func (s *blobStore) finish() error {
 	j := filepath.Join(s.root, cacheJournal)
 	if _, err := os.Stat(j); !s.persistent || err != nil {
