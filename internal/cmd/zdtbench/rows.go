@@ -456,6 +456,38 @@ func (b *bench) rows(ctx context.Context) []*Row {
 			},
 			Goals:    []Goal{vsFloor(1.5), vsFastestPeer(0.5)},
 			Teardown: func(context.Context) error { return os.RemoveAll(b.out("dst-skopeo")) },
+			Note: "The archive and the root are on one filesystem, so install keeps the verified archive in the registry storage " +
+				"(a hard link) and serves from it: it hashes every blob and writes only the files. Row install-copy is the other case.",
+		},
+		{
+			Name:      "install-copy",
+			Title:     "first install of the release archive with --copy-blobs (what happens when the bundle is on another filesystem, a DVD say)",
+			Probes:    []Probe{{Args: []string{"install"}, Flags: append(installFlags, "--copy-blobs")}},
+			Requires:  []string{"install"},
+			BytesFile: release,
+			Cmds: []*Cmd{
+				func() *Cmd {
+					rootCopy := b.out("root-copy")
+					c := b.zdtCmd(rootCopy, append(install(release, rootCopy), "--copy-blobs")...)
+					c.Before = func(context.Context, int) error {
+						if err := os.RemoveAll(rootCopy); err != nil {
+							return err
+						}
+						return os.MkdirAll(rootCopy, 0o755)
+					}
+					return c
+				}(),
+				b.pushPeer("crane", "crane push --index $WORK/out/layout $DST/bench/release:1.0  (as in row install)",
+					b.out("dst-crane-copy"), true, func(dst string) [][]string {
+						return [][]string{{"crane", "push", "--insecure", "--index", layout, dst + "/bench/release:1.0"}}
+					}),
+				b.hashFloor("", release),
+			},
+			Note: "Every blob is copied into the registry storage and made durable (one syncfs), files too; the peers' registry writes are not synced.",
+			Teardown: func(context.Context) error {
+				os.RemoveAll(b.out("root-copy"))
+				return os.RemoveAll(b.out("dst-crane-copy"))
+			},
 		},
 		{
 			Name:     "reinstall",
