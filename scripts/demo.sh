@@ -81,6 +81,19 @@ step "Installing again changes nothing (installation == upgrade; re-runs are no-
 $zdt install --bundle build/quickstart.zdt --key build/demo.pub --root build/root | tail -n 1
 $zdt status --root build/root
 
+step "zdt serve --root build/root: what was installed, served from the archive install kept (a hard link: nothing copied)"
+ls -li build/quickstart.zdt build/root/var/lib/zdt/registry/archives/*.zdt | awk '{print $1, $3, $NF}'
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+$zdt serve --root build/root --insecure-http --addr 127.0.0.1:$port >build/serve-root.out 2>build/serve-root.log &
+serve_pid=$!
+for _ in $(seq 50); do curl -fs http://127.0.0.1:$port/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+if command -v crane >/dev/null; then
+  rm -rf build/pulled-root
+  echo "$ crane pull --insecure --format=oci 127.0.0.1:$port/zdt.example/quickstart/hello:1.0 build/pulled-root"
+  crane pull --insecure --format=oci 127.0.0.1:$port/zdt.example/quickstart/hello:1.0 build/pulled-root && echo "pulled $(find build/pulled-root/blobs -type f | wc -l) blobs, digests checked by crane"
+fi
+kill -TERM $serve_pid && wait $serve_pid || true
+
 cat <<'MSG'
 
 What next:
