@@ -96,6 +96,18 @@ func OpenReader(ctx context.Context, r io.ReaderAt, size int64) (*Archive, error
 func (a *Archive) Close() error { return a.close() }
 
 // Path is the file the archive was opened from.
+// Stat describes the open file the archive is read from (an error when it
+// was opened from a reader that is not a file): what a caller that links
+// or copies the file at Path compares with, since that path may have been
+// replaced since Open.
+func (a *Archive) Stat() (os.FileInfo, error) {
+	f, ok := a.f.(*os.File)
+	if !ok {
+		return nil, errors.New("archive is not read from a file")
+	}
+	return f.Stat()
+}
+
 func (a *Archive) Path() string { return a.path }
 
 // Size is the archive file's size in bytes.

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
@@ -103,8 +104,16 @@ func keepArchive(ctx context.Context, root *os.Root, storeDir string, a *bundle.
 			_ = root.Remove(tmp)
 		}
 	}()
-	// The link shares the bytes Verify reads through a, so what is kept is
-	// what was verified.
+	// The link must be the file a reads (the path may have been replaced
+	// since it was opened): then it shares the bytes Verify reads through
+	// a, and what is kept is what was verified.
+	afi, err := a.Stat()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errCannotLink, err)
+	}
+	if lfi, err := root.Stat(tmp); err != nil || !os.SameFile(afi, lfi) {
+		return fmt.Errorf("keeping archive: %s was replaced while being installed; run zdt install again", a.Path())
+	}
 	if _, err := a.Verify(ctx, bundle.VerifyOptions{Concurrency: opts.Concurrency, Progress: opts.Progress}); err != nil {
 		return err
 	}
@@ -193,8 +202,16 @@ type storeDriver struct {
 // keptState is the tree for one state of the archives directory.
 type keptState struct {
 	dirStat os.FileInfo // nil: no archives directory
+	read    time.Time   // when the directory was read
+	sig     string      // the archive names and the active one
 	tree    *archiveDriver
 }
+
+// racyWindow: a directory may change twice within one tick of its
+// modification time (timestamps tick in jiffies), so a state read within
+// this window of the last change is checked again (the listing compared)
+// rather than trusted on the time alone.
+const racyWindow = 2 * time.Second
 
 // newStoreDriver is the driver over a store directory and its kept
 // archives. Close it once done.
@@ -230,7 +247,9 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 		if fi == nil || st.dirStat == nil {
 			return fi == nil && st.dirStat == nil
 		}
-		return os.SameFile(fi, st.dirStat) && fi.ModTime().Equal(st.dirStat.ModTime()) && fi.Size() == st.dirStat.Size()
+		// A state read less than racyWindow after the directory's last
+		// change may have missed a change in the same timestamp tick.
+		return os.SameFile(fi, st.dirStat) && fi.ModTime().Equal(st.dirStat.ModTime()) && st.read.After(fi.ModTime().Add(racyWindow))
 	}
 	if st := d.state.Load(); same(st) {
 		return st, nil
@@ -240,7 +259,7 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 	if st := d.state.Load(); same(st) {
 		return st, nil
 	}
-	st := &keptState{dirStat: fi}
+	st := &keptState{dirStat: fi, read: time.Now()}
 	if fi == nil {
 		st.tree, _ = newArchiveDriver(nil, nil, d.logger)
 		d.state.Store(st)
@@ -253,6 +272,19 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 	active := ""
 	if b, err := os.ReadFile(filepath.Join(d.dir, "active")); err == nil {
 		active = strings.TrimSpace(string(b)) + ".zdt"
+	}
+	var sig strings.Builder
+	sig.WriteString(active)
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".zdt") && !strings.HasPrefix(e.Name(), ".") {
+			sig.WriteString("\n" + e.Name())
+		}
+	}
+	st.sig = sig.String()
+	if old := d.state.Load(); old != nil && old.sig == st.sig && old.dirStat != nil {
+		st.tree = old.tree // same archives, same active: only the time moved
+		d.state.Store(st)
+		return st, nil
 	}
 	var archives []*bundle.Archive
 	var placements [][]Placement

@@ -100,8 +100,9 @@ func headManifest(t testing.TB, base, repo, tag string) int {
 
 // TestKeptArchiveFallsBackAndRefuses: an archive that is not a file is
 // copied instead of kept; a corrupt archive is refused before it is kept
-// (no link, no temp file left); a kept archive overwritten in place is
-// refused, naming it, when the store is opened.
+// (no link, no temp file left), and so is one whose path was replaced
+// after it was opened; a kept archive overwritten in place is refused,
+// naming it, when the store is opened.
 func TestKeptArchiveFallsBackAndRefuses(t *testing.T) {
 	ctx := context.Background()
 	tb := buildBundle(t, bundleSpec{layerSize: 64 << 10, noAMI: true})
@@ -155,14 +156,35 @@ func TestKeptArchiveFallsBackAndRefuses(t *testing.T) {
 		t.Fatalf("left in the archives directory: %v", left)
 	}
 
-	// Kept, then overwritten in place with another bundle's bytes.
-	store3 := t.TempDir()
-	if _, err := Import(ctx, tb.archive, store3, ImportOptions{LinkArchive: true}); err != nil {
-		t.Fatal(err)
-	}
+	// The bundle path replaced (renamed over) after it was opened: what
+	// would be linked is not what was opened and verified; refused.
 	other := buildBundle(t, bundleSpec{name: "other", version: "9.9.9", layerSize: 64 << 10, noAMI: true})
 	ob, err := os.ReadFile(other.path)
 	if err != nil {
+		t.Fatal(err)
+	}
+	swapped := filepath.Join(t.TempDir(), "swapped.zdt")
+	if err := os.WriteFile(swapped, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := bundle.Open(ctx, swapped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	if err := os.WriteFile(swapped+".new", ob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(swapped+".new", swapped); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Import(ctx, sa, t.TempDir(), ImportOptions{LinkArchive: true}); err == nil || !strings.Contains(err.Error(), "was replaced") {
+		t.Fatalf("import after the bundle path was replaced: %v, want a refusal", err)
+	}
+
+	// Kept, then overwritten in place with another bundle's bytes.
+	store3 := t.TempDir()
+	if _, err := Import(ctx, tb.archive, store3, ImportOptions{LinkArchive: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(tb.path, ob, 0o644); err != nil { // truncates and rewrites the shared inode
