@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -437,5 +439,94 @@ func TestCacheRecoversFromTornBlobs(t *testing.T) {
 	defer a.Close()
 	if _, err := a.Verify(ctx, VerifyOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDeltaBundle: a create with Base leaves out every blob the base holds
+// and names the base in its root. Alone, the delta opens but reading it
+// stops at the first left-out blob with ErrNeedsBase; with another bundle
+// as base it is refused (ErrWrongBase); with its base it walks, verifies
+// and extracts to the complete layout of the whole bundle.
+func TestDeltaBundle(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	specPath := testInputs(t, dir, []byte("tool v1"))
+	spec1, err := manifests.Load(specPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := filepath.Join(dir, "cache")
+	v1, err := Create(ctx, spec1, CreateOptions{Output: filepath.Join(dir, "v1.zdt"), CacheDir: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// v2: the file changes, nothing else.
+	old := sha256.Sum256([]byte("tool v1"))
+	nu := sha256.Sum256([]byte("tool v2"))
+	writeFile(t, filepath.Join(dir, "bin", "tool"), []byte("tool v2"))
+	b, _ := os.ReadFile(specPath)
+	text := strings.Replace(strings.Replace(string(b), hex.EncodeToString(old[:]), hex.EncodeToString(nu[:]), 1), "version: 1.0.0", "version: 2.0.0", 1)
+	writeFile(t, specPath, []byte(text))
+	spec2, err := manifests.Load(specPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := Create(ctx, spec2, CreateOptions{Output: filepath.Join(dir, "v2-full.zdt"), CacheDir: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := Open(ctx, v1.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	delta, err := Create(ctx, spec2, CreateOptions{Output: filepath.Join(dir, "v2-delta.zdt"), CacheDir: cache, Base: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if delta.BaseBlobs == 0 || delta.Blobs+delta.BaseBlobs != full.Blobs || delta.Size*4 > full.Size {
+		t.Fatalf("delta: %d blobs (%d bytes) + %d left to the base; the whole bundle has %d blobs (%d bytes)",
+			delta.Blobs, delta.Size, delta.BaseBlobs, full.Blobs, full.Size)
+	}
+	if delta.Root.Digest == full.Root.Digest {
+		t.Fatal("the delta's root does not name its base")
+	}
+
+	d, err := Open(ctx, delta.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Base() != v1.Root.Digest {
+		t.Fatalf("delta names base %q, want %s", d.Base(), v1.Root.Digest)
+	}
+	if _, err := d.Walk(ctx); !errors.Is(err, ErrNeedsBase) || !strings.Contains(err.Error(), v1.Root.Digest.String()) {
+		t.Fatalf("walking a delta without its base: %v, want ErrNeedsBase naming %s", err, v1.Root.Digest)
+	}
+	other, err := Open(ctx, full.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := d.AttachBase(ctx, other); !errors.Is(err, ErrWrongBase) {
+		t.Fatalf("attaching another bundle as base: %v, want ErrWrongBase", err)
+	}
+	if err := d.AttachBase(ctx, base); err != nil {
+		t.Fatal(err)
+	}
+	vr, err := d.Verify(ctx, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vr.Blobs != full.Blobs {
+		t.Fatalf("delta with its base verifies %d blobs, the whole bundle has %d", vr.Blobs, full.Blobs)
+	}
+	out := filepath.Join(dir, "layout")
+	if err := Extract(ctx, d, out, ExtractOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(out, "blobs", "sha256"))
+	if len(ents) != full.Blobs {
+		t.Fatalf("extracted %d blobs, want %d (the whole bundle)", len(ents), full.Blobs)
 	}
 }

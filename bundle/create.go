@@ -37,6 +37,12 @@ type CreateOptions struct {
 	Lock *manifests.Lock
 	// Platforms overrides the spec's platform filter for multi-arch images.
 	Platforms []string
+	// Base, when set, makes a delta bundle: the blobs this (open) bundle
+	// holds are left out, and the root names it (Archive.Base), so the
+	// delta is signed as a delta on exactly that bundle. Installing the
+	// delta needs the base installed (or given); everything else reads it
+	// through AttachBase.
+	Base *Archive
 	// Concurrency is the one budget for everything fetched at once: items
 	// resolved, charts and files downloaded, image blobs fetched (default:
 	// 2×GOMAXPROCS, at least 4).
@@ -90,6 +96,9 @@ type CreateResult struct {
 	// Blobs and UniqueSize count the archive's blobs once each.
 	Blobs      int
 	UniqueSize int64
+	// BaseBlobs and BaseSize count the blobs a delta left to its base.
+	BaseBlobs int
+	BaseSize  int64
 	// Discovered lists the images found in charts (DiscoverImages).
 	Discovered []DiscoveredImage
 	// Fetch says what was fetched and what came from the cache.
@@ -202,6 +211,9 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 			ocispec.AnnotationVersion: spec.Metadata.Version,
 		},
 	}
+	if opts.Base != nil {
+		root.Annotations[manifests.AnnotationBase] = opts.Base.Root.Digest.String()
+	}
 	index := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
 	for _, r := range results {
 		d := r.desc
@@ -258,6 +270,21 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 		}
 		blobs = dedupDescriptors(blobs)
 	}
+	var baseBlobs int
+	var baseSize int64
+	if opts.Base != nil {
+		kept := blobs[:0]
+		for _, b := range blobs {
+			if opts.Base.HasLocal(b.Digest) {
+				baseBlobs++
+				baseSize += b.Size
+				continue
+			}
+			kept = append(kept, b)
+		}
+		blobs = kept
+		opts.Logger.Info("delta bundle", "base", opts.Base.Root.Digest, "leftToBase", baseBlobs, "bytes", baseSize)
+	}
 	indexJSON, err := json.Marshal(index)
 	if err != nil {
 		return CreateResult{}, err
@@ -280,7 +307,7 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 		return CreateResult{}, fmt.Errorf("writing %s: %w", opts.Output, err)
 	}
 	res := CreateResult{Path: opts.Output, Size: size, Digest: sum, Root: rootDesc, Lock: lock, Blobs: len(blobs), UniqueSize: unique,
-		Discovered: discovered, Fetch: c.stats}
+		BaseBlobs: baseBlobs, BaseSize: baseSize, Discovered: discovered, Fetch: c.stats}
 	for _, r := range results {
 		res.Items = append(res.Items, r.item)
 	}

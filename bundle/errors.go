@@ -20,6 +20,11 @@ var (
 	ErrNotBundle         = fmt.Errorf("not a zdt bundle: %w", ErrVerification)
 	ErrUnsupportedDigest = errors.New("unsupported digest algorithm (zdt uses sha256)")
 	ErrLockMismatch      = errors.New("source does not match the lock file")
+	// ErrNeedsBase: a delta bundle's blob is in its base, which was not
+	// given (AttachBase).
+	ErrNeedsBase = errors.New("delta bundle: this blob is in its base bundle, which was not given")
+	// ErrWrongBase: the bundle given as base is not the one the delta names.
+	ErrWrongBase = errors.New("not the base bundle this delta was made on")
 )
 
 // BlobError names the blob that failed and the bundle item it belongs to.

@@ -38,6 +38,9 @@ type entry struct {
 // Close once when done.
 type Archive struct {
 	path  string
+	base  BlobSource // a delta's base (AttachBase), nil otherwise
+	// fromBase are the blobs the delta reaches and reads from base.
+	fromBase map[digest.Digest]int64
 	f     io.ReaderAt
 	close func() error
 	size  int64
@@ -307,16 +310,23 @@ func (a *Archive) readEntry(e entry, limit int64, what string) ([]byte, error) {
 // ReadSmall reads a manifest, index or config blob (at most MaxManifestSize)
 // and checks its size and digest.
 func (a *Archive) ReadSmall(_ context.Context, desc ocispec.Descriptor) ([]byte, error) {
-	e, ok := a.blobs[desc.Digest]
+	size, ok := a.BlobSize(desc.Digest)
 	if !ok {
-		return nil, &BlobError{Digest: desc.Digest, Err: ErrMissingBlob}
+		return nil, &BlobError{Digest: desc.Digest, Err: a.missing(desc.Digest)}
 	}
-	if desc.Size != e.size {
-		return nil, &BlobError{Digest: desc.Digest, Err: fmt.Errorf("descriptor says %d bytes, archive holds %d: %w", desc.Size, e.size, ErrDigestMismatch)}
+	if desc.Size != size {
+		return nil, &BlobError{Digest: desc.Digest, Err: fmt.Errorf("descriptor says %d bytes, archive holds %d: %w", desc.Size, size, ErrDigestMismatch)}
 	}
-	b, err := a.readEntry(e, MaxManifestSize, "blob "+desc.Digest.String())
+	if size > MaxManifestSize {
+		return nil, &BlobError{Digest: desc.Digest, Err: fmt.Errorf("%d bytes (limit %d): %w", size, MaxManifestSize, ErrTooLarge)}
+	}
+	r, err := a.BlobReader(desc.Digest)
 	if err != nil {
 		return nil, err
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, fmt.Errorf("reading blob %s: %w", desc.Digest, err)
 	}
 	if got := digest.FromBytes(b); got != desc.Digest {
 		return nil, &BlobError{Digest: desc.Digest, Err: fmt.Errorf("content hashes to %s: %w", got, ErrDigestMismatch)}
@@ -354,9 +364,81 @@ func IsAttachment(root digest.Digest, m ocispec.Descriptor) bool {
 	return false
 }
 
-// Exists reports whether the archive holds the blob.
+// BlobSource is what a delta bundle reads the blobs it leaves out from: its
+// base bundle (an *Archive), or an install's registry storage.
+type BlobSource interface {
+	BlobReader(d digest.Digest) (*io.SectionReader, error)
+	BlobSize(d digest.Digest) (int64, bool)
+}
+
+// Base is the root digest of the bundle this one is a delta on: it holds
+// only the blobs that bundle lacks (bundle create --base). "" for a whole
+// bundle.
+func (a *Archive) Base() digest.Digest {
+	return digest.Digest(a.RootIndex.Annotations[manifests.AnnotationBase])
+}
+
+// AttachBase gives a delta bundle the source of the blobs it leaves out;
+// from then on the archive reads, walks, verifies, extracts and serves as
+// the whole bundle (Verify hashes the base's blobs like its own unless told
+// otherwise). Only the blobs the delta reaches are taken from src, and all
+// of them must be there. src must be the base bundle itself when it is an
+// *Archive.
+func (a *Archive) AttachBase(ctx context.Context, src BlobSource) error {
+	if a.Base() == "" {
+		return fmt.Errorf("%s is a whole bundle, not a delta: %w", a.Root.Digest, ErrWrongBase)
+	}
+	if b, ok := src.(*Archive); ok && b.Root.Digest != a.Base() {
+		return fmt.Errorf("%s is bundle %s %s (%s), the delta is on %s: %w", b.path, b.Config.Name, b.Config.Version, b.Root.Digest, a.Base(), ErrWrongBase)
+	}
+	a.base, a.fromBase = src, nil
+	g, err := a.Walk(ctx)
+	if err != nil {
+		a.base = nil
+		return fmt.Errorf("delta on %s: %w", a.Base(), err)
+	}
+	from := map[digest.Digest]int64{}
+	for d := range g.Blobs {
+		if _, ok := a.blobs[d]; !ok {
+			size, _ := src.BlobSize(d)
+			from[d] = size
+		}
+	}
+	a.fromBase = from
+	return nil
+}
+
+// fromBaseSize finds a blob the delta takes from its base: during
+// AttachBase's walk any blob of the base, afterwards only those reached.
+func (a *Archive) fromBaseSize(d digest.Digest) (int64, bool) {
+	if a.base == nil {
+		return 0, false
+	}
+	if a.fromBase != nil {
+		size, ok := a.fromBase[d]
+		return size, ok
+	}
+	return a.base.BlobSize(d)
+}
+
+// HasLocal reports whether the archive file itself holds the blob (not its
+// base).
+func (a *Archive) HasLocal(d digest.Digest) bool {
+	_, ok := a.blobs[d]
+	return ok
+}
+
+// missing is the error for a blob neither the archive nor its base has.
+func (a *Archive) missing(d digest.Digest) error {
+	if a.Base() != "" && a.base == nil {
+		return fmt.Errorf("%w (base %s): %w", ErrNeedsBase, a.Base(), ErrMissingBlob)
+	}
+	return ErrMissingBlob
+}
+
+// Exists reports whether the archive (or its base) holds the blob.
 func (a *Archive) Exists(_ context.Context, desc ocispec.Descriptor) (bool, error) {
-	_, ok := a.blobs[desc.Digest]
+	_, ok := a.BlobSize(desc.Digest)
 	return ok, nil
 }
 
@@ -370,25 +452,37 @@ func (a *Archive) Fetch(_ context.Context, desc ocispec.Descriptor) (io.ReadClos
 	return io.NopCloser(r), nil
 }
 
-// BlobReader returns a random-access reader of a blob's bytes.
+// BlobReader returns a random-access reader of a blob's bytes (from the
+// base for a blob a delta leaves out).
 func (a *Archive) BlobReader(d digest.Digest) (*io.SectionReader, error) {
 	e, ok := a.blobs[d]
 	if !ok {
+		if _, ok := a.fromBaseSize(d); ok {
+			return a.base.BlobReader(d)
+		}
 		return nil, fmt.Errorf("%s: %w", d, errdef.ErrNotFound)
 	}
 	return io.NewSectionReader(a.f, e.off, e.size), nil
 }
 
-// BlobSize is the size of a blob in the archive and whether it exists.
+// BlobSize is the size of a blob in the archive (or its base) and whether
+// it exists.
 func (a *Archive) BlobSize(d digest.Digest) (int64, bool) {
 	e, ok := a.blobs[d]
+	if !ok {
+		return a.fromBaseSize(d)
+	}
 	return e.size, ok
 }
 
-// Digests lists every blob in the archive.
+// Digests lists every blob in the archive and, for a delta with its base
+// attached, the base's blobs it reaches: the whole bundle's blobs.
 func (a *Archive) Digests() []digest.Digest {
-	out := make([]digest.Digest, 0, len(a.blobs))
+	out := make([]digest.Digest, 0, len(a.blobs)+len(a.fromBase))
 	for d := range a.blobs {
+		out = append(out, d)
+	}
+	for d := range a.fromBase {
 		out = append(out, d)
 	}
 	return out

@@ -130,12 +130,12 @@ func (a *Archive) walk(ctx context.Context, g *Graph, d ocispec.Descriptor, role
 		return err
 	}
 	seen[d.Digest] = true
-	size, ok := a.blobs[d.Digest]
+	size, ok := a.BlobSize(d.Digest)
 	if !ok {
-		return &BlobError{Digest: d.Digest, Role: role, Item: item, Err: ErrMissingBlob}
+		return &BlobError{Digest: d.Digest, Role: role, Item: item, Err: a.missing(d.Digest)}
 	}
-	if size.size != d.Size {
-		return &BlobError{Digest: d.Digest, Role: role, Item: item, Err: fmt.Errorf("descriptor says %d bytes, archive holds %d: %w", d.Size, size.size, ErrDigestMismatch)}
+	if size != d.Size {
+		return &BlobError{Digest: d.Digest, Role: role, Item: item, Err: fmt.Errorf("descriptor says %d bytes, archive holds %d: %w", d.Size, size, ErrDigestMismatch)}
 	}
 	if r, ok := g.refs[d.Digest]; ok && (r.parsed || !isManifest(d.MediaType)) {
 		return nil // already walked from another item
@@ -204,6 +204,10 @@ type VerifyOptions struct {
 	// Progress, if set, is called with the bytes hashed so far and the total;
 	// it may be called from several goroutines at once.
 	Progress func(done, total int64)
+	// SkipBase leaves out of the hashing the blobs a delta reads from its
+	// attached base: for a base that was verified already (an installed
+	// bundle). Manifests are read and digest-checked either way.
+	SkipBase bool
 }
 
 // VerifyResult says what Verify checked.
@@ -227,7 +231,7 @@ func (a *Archive) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult,
 	var todo []*blobRef
 	var total int64
 	for _, r := range g.refs {
-		if !r.parsed {
+		if !r.parsed && (!opts.SkipBase || a.HasLocal(r.desc.Digest)) {
 			todo = append(todo, r)
 			total += r.desc.Size
 		}

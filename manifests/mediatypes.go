@@ -65,6 +65,9 @@ const (
 	AnnotationSubject = "dev.zdt.subject"
 	// AnnotationBundleRoot marks the root manifest's entry in index.json.
 	AnnotationBundleRoot = "dev.zdt.bundle.root"
+	// AnnotationBase, on a bundle root, makes the bundle a delta: the root
+	// digest of the bundle whose blobs it leaves out.
+	AnnotationBase = "dev.zdt.base"
 )
 
 // Item kinds.
