@@ -22,7 +22,7 @@ var (
 	ErrLockMismatch      = errors.New("source does not match the lock file")
 	// ErrNeedsBase: a delta bundle's blob is in its base, which was not
 	// given (AttachBase).
-	ErrNeedsBase = errors.New("delta bundle: this blob is in its base bundle, which was not given")
+	ErrNeedsBase = errors.New("the delta bundle's base is needed")
 	// ErrWrongBase: the bundle given as base is not the one the delta names.
 	ErrWrongBase = errors.New("not the base bundle this delta was made on")
 )

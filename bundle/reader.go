@@ -37,16 +37,16 @@ type entry struct {
 // and reads its root; Verify checks every byte. Safe for concurrent reads;
 // Close once when done.
 type Archive struct {
-	path  string
-	base  BlobSource // a delta's base (AttachBase), nil otherwise
+	path string
+	base BlobSource // a delta's base (AttachBase), nil otherwise
 	// fromBase are the blobs the delta reaches and reads from base.
 	fromBase map[digest.Digest]int64
-	f     io.ReaderAt
-	close func() error
-	size  int64
-	blobs map[digest.Digest]entry
-	names []string         // entry names in archive order
-	other map[string]entry // oci-layout and index.json
+	f        io.ReaderAt
+	close    func() error
+	size     int64
+	blobs    map[digest.Digest]entry
+	names    []string         // entry names in archive order
+	other    map[string]entry // oci-layout and index.json
 
 	// Index is the layout's index.json.
 	Index ocispec.Index
@@ -407,6 +407,9 @@ func (a *Archive) AttachBase(ctx context.Context, src BlobSource) error {
 	a.fromBase = from
 	return nil
 }
+
+// BaseAttached reports whether AttachBase gave the delta its base.
+func (a *Archive) BaseAttached() bool { return a.fromBase != nil }
 
 // fromBaseSize finds a blob the delta takes from its base: during
 // AttachBase's walk any blob of the base, afterwards only those reached.

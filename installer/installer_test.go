@@ -29,6 +29,7 @@ type release struct {
 	version string
 	images  map[string]int64  // ref → seed of its one 64 KiB layer
 	files   map[string][]byte // target → content
+	base    string            // a bundle to make this one a delta on
 }
 
 // build creates the bundle of r in dir and returns its path.
@@ -75,7 +76,16 @@ func (r release) build(t testing.TB, dir string) string {
 		t.Fatalf("%v\n%s", err, b.String())
 	}
 	out := filepath.Join(dir, "plat-"+r.version+".zdt")
-	if _, err := bundle.Create(context.Background(), spec, bundle.CreateOptions{Output: out}); err != nil {
+	opts := bundle.CreateOptions{Output: out}
+	if r.base != "" {
+		base, err := bundle.Open(context.Background(), r.base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer base.Close()
+		opts.Base = base
+	}
+	if _, err := bundle.Create(context.Background(), spec, opts); err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -150,16 +150,26 @@ func (r *StoreRegistry) Activate(ctx context.Context, root digest.Digest) error 
 	return err
 }
 
-// Prune deletes every recorded bundle not in keep: its links, its
-// placements record, and the blobs no kept bundle references.
+// Prune deletes every recorded bundle not in keep (nor the base of a delta
+// in keep): its links, its placements record, its kept archive, and the
+// blobs no kept bundle references.
 func (r *StoreRegistry) Prune(ctx context.Context, keep []digest.Digest) error {
 	all, err := r.recorded()
 	if err != nil {
 		return err
 	}
 	kept := map[digest.Digest]bool{}
-	for _, k := range keep {
+	// A kept bundle that is a delta needs its base (and that its own).
+	for len(keep) > 0 {
+		k := keep[0]
+		keep = keep[1:]
+		if kept[k] {
+			continue
+		}
 		kept[k] = true
+		if b := registry.KeptBase(ctx, r.store(), k); b != "" {
+			keep = append(keep, b)
+		}
 	}
 	var remove, keepPs []registry.Placement
 	var drop []digest.Digest

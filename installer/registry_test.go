@@ -2,6 +2,7 @@ package installer
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -308,5 +309,144 @@ func TestMixedStoreModes(t *testing.T) {
 	st, err = GetStatus(ctx, root)
 	if err != nil || st.Registry == nil || st.Registry.Served != 0 || len(st.Registry.Problems) == 0 || !strings.Contains(strings.Join(st.Registry.Problems, "\n"), "registry.test/app/a:1") {
 		t.Fatalf("status with v2's archive gone = %+v, %v; want every placement reported", st.Registry, err)
+	}
+}
+
+// TestDeltaUpgrade: v1 installed (kept or copied), then v2 as a delta on v1
+// (one image and one file changed): the delta reads the rest from what is
+// installed, serves every v2 image, places the v2 file, and rolls back to
+// v1. A kept delta keeps its base while it is kept itself; once neither is
+// current or previous both go.
+func TestDeltaUpgrade(t *testing.T) {
+	for _, copyBlobs := range []bool{false, true} {
+		t.Run(map[bool]string{false: "kept", true: "copied"}[copyBlobs], func(t *testing.T) {
+			deltaUpgrade(t, copyBlobs)
+		})
+	}
+}
+
+func deltaUpgrade(t *testing.T, copyBlobs bool) {
+	dir := t.TempDir()
+	root := t.TempDir()
+	ctx := context.Background()
+	images := func(seedA int64) map[string]int64 {
+		return map[string]int64{"registry.test/app/a:1": seedA, "registry.test/app/b:1": 2, "quay.io/x/c:3": 3}
+	}
+	a1 := release{version: "1.0.0", images: images(1), files: map[string][]byte{"/opt/tool": []byte("tool v1"), "/opt/same": []byte("same")}}.build(t, filepath.Join(dir, "v1"))
+	a2 := release{version: "2.0.0", images: images(11), files: map[string][]byte{"/opt/tool": []byte("tool v2"), "/opt/same": []byte("same")}, base: a1}.build(t, filepath.Join(dir, "v2"))
+	install := func(p string) {
+		t.Helper()
+		a, err := bundle.Open(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		if a.Base() != "" { // as zdt install does
+			src, c, err := registry.InstalledBase(ctx, registry.StoreDir(root), a.Base())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := a.AttachBase(ctx, src); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reg := NewStoreRegistry(root, nil)
+		reg.CopyBlobs = copyBlobs
+		if _, err := Install(ctx, a, Options{Root: root, Registry: reg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := serveStore(t, root)
+	served := func(step, p string) {
+		t.Helper()
+		a, err := bundle.Open(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		if a.Base() != "" {
+			b, err := bundle.Open(ctx, a1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			if err := a.AttachBase(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ps, err := registry.Placements(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pl := range ps {
+			if pl.Tag == "" {
+				continue
+			}
+			if got, code := manifestDigest(t, srv, pl.Repository, pl.Tag); code != 200 || got != pl.Digest.String() {
+				t.Fatalf("%s: %s:%s is %s (%d), want %s", step, pl.Repository, pl.Tag, got, code, pl.Digest)
+			}
+		}
+	}
+	// The delta alone cannot be installed where v1 is not.
+	{
+		a, _ := bundle.Open(ctx, a2)
+		_, _, err := registry.InstalledBase(ctx, registry.StoreDir(t.TempDir()), a.Base())
+		a.Close()
+		if !errors.Is(err, bundle.ErrNeedsBase) {
+			t.Fatalf("base of a delta on an empty root: %v, want ErrNeedsBase", err)
+		}
+	}
+	install(a1)
+	served("v1", a1)
+	d1, d2 := archiveDigests(t, a1), archiveDigests(t, a2)
+	for d := range d2 {
+		if d1[d] {
+			t.Fatalf("the delta holds blob %s, which v1 has", d)
+		}
+	}
+	install(a2)
+	served("v2 (delta)", a2)
+	if n := len(blobFiles(t, root)); !copyBlobs && n != 0 {
+		t.Fatalf("kept delta: %d blobs copied", n)
+	}
+	readIs(t, root, "opt/tool", "tool v2")
+	st, err := GetStatus(ctx, root)
+	if err != nil || st.Registry == nil || len(st.Registry.Problems) != 0 {
+		t.Fatalf("status after the delta: %+v, %v", st.Registry, err)
+	}
+	if _, err := Rollback(ctx, Options{Root: root, Registry: NewStoreRegistry(root, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	served("rolled back to v1", a1)
+	readIs(t, root, "opt/tool", "tool v1")
+	install(a2) // forward again: v2 current, v1 previous
+
+	// v3 and v4, whole bundles: after v3 the delta v2 is the previous
+	// generation and keeps its base v1; after v4 both are gone.
+	a3 := release{version: "3.0.0", images: images(21)}.build(t, filepath.Join(dir, "v3"))
+	a4 := release{version: "4.0.0", images: images(31)}.build(t, filepath.Join(dir, "v4"))
+	rootOf := func(p string) digest.Digest {
+		a, _ := bundle.Open(ctx, p)
+		defer a.Close()
+		return a.Root.Digest
+	}
+	install(a3)
+	served("v3", a3)
+	if !copyBlobs {
+		for _, p := range []string{a1, a2, a3} {
+			if _, ok := registry.KeptArchive(registry.StoreDir(root), rootOf(p)); !ok {
+				t.Fatalf("after v3: %s not kept (v2 is the previous generation, v1 its base)", filepath.Base(p))
+			}
+		}
+	}
+	install(a4)
+	served("v4", a4)
+	if !copyBlobs {
+		for _, p := range []string{a1, a2} {
+			if _, ok := registry.KeptArchive(registry.StoreDir(root), rootOf(p)); ok {
+				t.Fatalf("after v4: %s still kept", filepath.Base(p))
+			}
+		}
 	}
 }

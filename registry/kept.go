@@ -114,7 +114,9 @@ func keepArchive(ctx context.Context, root *os.Root, storeDir string, a *bundle.
 	if lfi, err := root.Stat(tmp); err != nil || !os.SameFile(afi, lfi) {
 		return fmt.Errorf("keeping archive: %s was replaced while being installed; run zdt install again", a.Path())
 	}
-	if _, err := a.Verify(ctx, bundle.VerifyOptions{Concurrency: opts.Concurrency, Progress: opts.Progress}); err != nil {
+	// A delta's base is the store's own content (InstalledBase), verified
+	// when it was installed: only the delta's own blobs are hashed.
+	if _, err := a.Verify(ctx, bundle.VerifyOptions{Concurrency: opts.Concurrency, Progress: opts.Progress, SkipBase: true}); err != nil {
 		return err
 	}
 	f, err := root.Open(tmp)
@@ -197,6 +199,9 @@ type storeDriver struct {
 	open  map[string]*bundle.Archive // by file name, every archive opened
 	ps    map[string][]Placement     // their placements
 	state atomic.Pointer[keptState]
+	// copied reads blobs copied into the store, for kept deltas whose
+	// base was copied.
+	copied *storeBlobs
 }
 
 // keptState is the tree for one state of the archives directory.
@@ -289,28 +294,39 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 	var archives []*bundle.Archive
 	var placements [][]Placement
 	var act *bundle.Archive
+	var fresh []string
 	for _, e := range ents {
 		hex, ok := strings.CutSuffix(e.Name(), ".zdt")
-		if !ok || strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
+		if !ok || strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() || d.open[e.Name()] != nil {
 			continue
 		}
+		p := filepath.Join(d.dir, e.Name())
+		a, err := bundle.Open(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("kept archive %s: %w (changed since it was installed? run zdt install again)", p, err)
+		}
+		if a.Root.Digest.Encoded() != hex {
+			a.Close()
+			return nil, fmt.Errorf("kept archive %s holds bundle %s, not sha256:%s: %w (overwritten in place since it was installed? run zdt install again)",
+				p, a.Root.Digest, hex, ErrBadStore)
+		}
+		d.open[e.Name()] = a
+		fresh = append(fresh, e.Name())
+	}
+	for _, name := range fresh {
+		if err := d.attachBase(ctx, d.open[name], map[string]bool{}); err != nil {
+			return nil, err
+		}
+		ps, err := Placements(ctx, d.open[name])
+		if err != nil {
+			return nil, fmt.Errorf("kept archive %s: %w", d.open[name].Path(), err)
+		}
+		d.ps[name] = ps
+	}
+	for _, e := range ents {
 		a := d.open[e.Name()]
-		if a == nil {
-			p := filepath.Join(d.dir, e.Name())
-			if a, err = bundle.Open(ctx, p); err != nil {
-				return nil, fmt.Errorf("kept archive %s: %w (changed since it was installed? run zdt install again)", p, err)
-			}
-			if a.Root.Digest.Encoded() != hex {
-				a.Close()
-				return nil, fmt.Errorf("kept archive %s holds bundle %s, not sha256:%s: %w (overwritten in place since it was installed? run zdt install again)",
-					p, a.Root.Digest, hex, ErrBadStore)
-			}
-			ps, err := Placements(ctx, a)
-			if err != nil {
-				a.Close()
-				return nil, fmt.Errorf("kept archive %s: %w", p, err)
-			}
-			d.open[e.Name()], d.ps[e.Name()] = a, ps
+		if a == nil || d.ps[e.Name()] == nil {
+			continue
 		}
 		if e.Name() == active {
 			act = a
@@ -328,6 +344,35 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 	}
 	d.state.Store(st)
 	return st, nil
+}
+
+// attachBase gives a kept delta its base: the base's kept archive (itself
+// given its base first), else the blobs copied into the store.
+func (d *storeDriver) attachBase(ctx context.Context, a *bundle.Archive, seen map[string]bool) error {
+	if a.Base() == "" || a.BaseAttached() {
+		return nil
+	}
+	name := a.Base().Encoded() + ".zdt"
+	if seen[name] {
+		return fmt.Errorf("kept archive %s: its bases form a loop: %w", a.Path(), ErrBadStore)
+	}
+	seen[name] = true
+	var src bundle.BlobSource
+	if b := d.open[name]; b != nil {
+		if err := d.attachBase(ctx, b, seen); err != nil {
+			return err
+		}
+		src = b
+	} else {
+		if d.copied == nil {
+			d.copied = &storeBlobs{dir: filepath.Dir(d.dir), open: map[digest.Digest]*os.File{}}
+		}
+		src = d.copied
+	}
+	if err := a.AttachBase(ctx, src); err != nil {
+		return fmt.Errorf("kept archive %s: %w", a.Path(), err)
+	}
+	return nil
 }
 
 // tree is the current synthesized tree; on an error reading the archives
@@ -359,6 +404,9 @@ func (d *storeDriver) Close() {
 	defer d.mu.Unlock()
 	for _, a := range d.open {
 		a.Close()
+	}
+	if d.copied != nil {
+		d.copied.Close()
 	}
 	d.open, d.ps = map[string]*bundle.Archive{}, map[string][]Placement{}
 }

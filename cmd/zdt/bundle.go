@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,6 +40,7 @@ type createOptions struct {
 	noCache     bool
 	reg         registryOptions
 	discover    bool
+	base        string
 }
 
 func (o *createOptions) AddFlags(fs *pflag.FlagSet) {
@@ -53,6 +55,7 @@ func (o *createOptions) AddFlags(fs *pflag.FlagSet) {
 	o.reg.AddFlags(fs)
 	fs.BoolVar(&o.discover, "discover-images", true, "render each chart with its values and add the images it uses (and its artifacthub.io/images annotation) to the bundle")
 	fs.StringVar(&o.key, "key", "", "sign with this cosign private key (password in COSIGN_PASSWORD) or KMS URI; also writes ARCHIVE.sigstore.json")
+	fs.StringVar(&o.base, "base", "", "make a delta bundle: leave out every blob this earlier bundle holds (installing it needs that bundle installed, or given with --base)")
 }
 
 func newCreateCmd(g *globals) *cobra.Command {
@@ -147,6 +150,14 @@ them. The --registry-config file:
 			if err := o.apply(&opts); err != nil {
 				return err
 			}
+			if o.base != "" {
+				base, err := bundle.Open(ctx, o.base)
+				if err != nil {
+					return fmt.Errorf("--base: %w", err)
+				}
+				defer base.Close()
+				opts.Base = base
+			}
 			bars := g.phaseBars()
 			opts.PhaseProgress = bars.update
 			opts.Progress = func(done, total int64) { bars.update(bundle.PhaseWrite, done, total) }
@@ -171,6 +182,9 @@ them. The --registry-config file:
 					"items": res.Items, "blobs": res.Blobs, "uniqueSize": res.UniqueSize, "lockFile": lockPath,
 					"discovered": res.Discovered, "fetch": res.Fetch,
 				}
+				if opts.Base != nil {
+					out["base"] = map[string]any{"root": opts.Base.Root.Digest, "path": o.base, "blobs": res.BaseBlobs, "size": res.BaseSize}
+				}
 				if signer != nil {
 					out["signedBy"] = "sha256:" + signer.Fingerprint()
 					out["sigstoreBundle"] = signing.ArchiveBundlePath(res.Path)
@@ -182,6 +196,10 @@ them. The --registry-config file:
 			fmt.Fprintf(g.stdout, "sha256  %s\n", res.Digest.Encoded())
 			fmt.Fprintf(g.stdout, "fetched %d blobs (%s); %d from the cache (%s)\n",
 				res.Fetch.FetchedBlobs, humanBytes(res.Fetch.FetchedBytes), res.Fetch.CachedBlobs, humanBytes(res.Fetch.CachedBytes))
+			if opts.Base != nil {
+				fmt.Fprintf(g.stdout, "delta   on %s %s (%s): %d blobs (%s) left to it\n",
+					opts.Base.Config.Name, opts.Base.Config.Version, opts.Base.Root.Digest, res.BaseBlobs, humanBytes(res.BaseSize))
+			}
 			printDiscovered(g, res.Discovered)
 			if signer != nil {
 				fmt.Fprintf(g.stdout, "signed  key sha256:%s, with provenance and SBOM attestations\n", signer.Fingerprint())
@@ -198,7 +216,8 @@ them. The --registry-config file:
 }
 
 func newInspectCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	base := &baseOptions{}
+	cmd := &cobra.Command{
 		Use:   "inspect BUNDLE",
 		Short: "List a bundle's components, items, digests and sizes",
 		Long: `List a bundle's components, items, digests and sizes.
@@ -213,6 +232,11 @@ stored size counts each blob once, as the archive holds it.`,
 				return err
 			}
 			defer a.Close()
+			done, err := base.attach(cmd.Context(), a)
+			if err != nil {
+				return err
+			}
+			defer done()
 			gr, err := a.Walk(cmd.Context())
 			if err != nil {
 				return err
@@ -224,10 +248,14 @@ stored size counts each blob once, as the archive holds it.`,
 					"root": a.Root.Digest, "rootRepository": repo, "toolVersion": a.Config.ToolVersion,
 					"platforms": a.Config.Platforms, "items": gr.Items,
 					"totalSize": gr.TotalSize(), "uniqueSize": gr.UniqueSize(), "blobs": len(gr.Blobs), "archiveSize": a.Size(),
+					"base": a.Base(),
 				})
 			}
 			fmt.Fprintf(g.stdout, "bundle      %s %s\n", a.Config.Name, a.Config.Version)
 			fmt.Fprintf(g.stdout, "root        %s\n", a.Root.Digest)
+			if a.Base() != "" {
+				fmt.Fprintf(g.stdout, "delta on    %s (its blobs not in this archive are read from there)\n", a.Base())
+			}
 			fmt.Fprintf(g.stdout, "repository  %s:%s\n", repo, a.Config.Version)
 			fmt.Fprintf(g.stdout, "created by  zdt %s\n\n", a.Config.ToolVersion)
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
@@ -245,17 +273,21 @@ stored size counts each blob once, as the archive holds it.`,
 			return nil
 		},
 	}
+	base.AddFlags(cmd.Flags())
+	return cmd
 }
 
 // verifyOptions are the flags of `zdt bundle verify`.
 type verifyOptions struct {
 	concurrency int
 	trust       trustOptions
+	base        baseOptions
 }
 
 func (o *verifyOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.concurrency, "concurrency", 0, "blobs hashed at once (default: number of CPUs)")
 	o.trust.AddFlags(fs)
+	o.base.AddFlags(fs)
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {
@@ -285,6 +317,11 @@ straight from the archive. Exit code 3 when verification fails.`,
 			if err != nil {
 				return err
 			}
+			done, err := o.base.attach(cmd.Context(), a)
+			if err != nil {
+				return err
+			}
+			defer done()
 			bar := g.progress("verifying")
 			res, err := a.Verify(cmd.Context(), bundle.VerifyOptions{Concurrency: o.concurrency, Progress: bar.update})
 			bar.finish()
@@ -313,6 +350,7 @@ straight from the archive. Exit code 3 when verification fails.`,
 
 func newExtractCmd(g *globals) *cobra.Command {
 	o := &trustOptions{}
+	base := &baseOptions{}
 	cmd := &cobra.Command{
 		Use:   "extract BUNDLE DIR",
 		Short: "Verify a bundle and write its OCI layout to DIR",
@@ -332,6 +370,11 @@ against the trust policy (--key, --policy or --insecure-skip-signature, as for
 			if _, err := g.verifySignature(cmd.Context(), o, a); err != nil {
 				return err
 			}
+			done, err := base.attach(cmd.Context(), a)
+			if err != nil {
+				return err
+			}
+			defer done()
 			bar := g.progress("verifying")
 			err = bundle.Extract(cmd.Context(), a, args[1], bundle.ExtractOptions{VerifyOptions: bundle.VerifyOptions{Progress: bar.update}})
 			bar.finish()
@@ -346,6 +389,7 @@ against the trust policy (--key, --policy or --insecure-skip-signature, as for
 		},
 	}
 	o.AddFlags(cmd.Flags())
+	base.AddFlags(cmd.Flags())
 	return cmd
 }
 
@@ -401,4 +445,38 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// baseOptions is --base, for the commands that read a delta bundle.
+type baseOptions struct {
+	files []string
+}
+
+func (o *baseOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringArrayVar(&o.files, "base", nil, "base bundle of a delta bundle (repeatable): the delta reads the blobs it leaves out from it")
+}
+
+// attach gives a delta bundle its base from the --base files (the one
+// whose root the delta names); a whole bundle is left alone. The returned
+// func closes what was opened.
+func (o *baseOptions) attach(ctx context.Context, a *bundle.Archive) (func(), error) {
+	if a.Base() == "" {
+		return func() {}, nil
+	}
+	for _, p := range o.files {
+		b, err := bundle.Open(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		if b.Root.Digest != a.Base() {
+			b.Close()
+			continue
+		}
+		if err := a.AttachBase(ctx, b); err != nil {
+			b.Close()
+			return nil, err
+		}
+		return func() { b.Close() }, nil
+	}
+	return nil, fmt.Errorf("%s is a delta bundle on %s: give that bundle with --base FILE (%w)", a.Path(), a.Base(), bundle.ErrNeedsBase)
 }

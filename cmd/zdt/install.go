@@ -12,6 +12,7 @@ import (
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/version"
+	"zdt.dev/zdt/registry"
 )
 
 // installOptions are the flags of `zdt install`.
@@ -73,15 +74,24 @@ bundle again changes nothing. State lives under ROOT/var/lib/zdt.`,
 				return err
 			}
 			defer a.Close()
+			if _, err := g.verifySignature(ctx, &o.trust, a); err != nil {
+				return err
+			}
+			if a.Base() != "" { // a delta: its base must be installed here
+				src, c, err := registry.InstalledBase(ctx, registry.StoreDir(o.root), a.Base())
+				if err == nil {
+					defer c.Close()
+					err = a.AttachBase(ctx, src)
+				}
+				if err != nil {
+					return fmt.Errorf("%s is a delta bundle on %s, which is not installed under %s: install that bundle (or the whole of this one) first (%w)", o.bundle, a.Base(), o.root, err)
+				}
+			}
 			bar := g.progress("importing")
 			res, err := installer.Install(ctx, a, installer.Options{
 				Root: o.root, PlanOnly: o.plan, AMIExportDir: o.amiExport, ServeAddr: o.serveAddr,
 				ToolVersion: version.String(), Logger: g.logger(), Progress: bar.update,
 				Registry: newRegistry(o.root, o.copyBlobs),
-				VerifySignature: func(ctx context.Context, a *bundle.Archive) error {
-					_, err := g.verifySignature(ctx, &o.trust, a)
-					return err
-				},
 			})
 			bar.finish()
 			if err != nil {

@@ -17,6 +17,7 @@ type pushOptions struct {
 	concurrency int
 	reg         registryOptions
 	trust       trustOptions
+	base        baseOptions
 }
 
 func (o *pushOptions) AddFlags(fs *pflag.FlagSet) {
@@ -25,6 +26,7 @@ func (o *pushOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.concurrency, "concurrency", 4, "manifests and blobs copied at once")
 	o.reg.AddFlags(fs)
 	o.trust.AddFlags(fs)
+	o.base.AddFlags(fs)
 }
 
 func newPushCmd(g *globals) *cobra.Command {
@@ -62,6 +64,11 @@ the Docker config and credential helpers, or --registry-config.`,
 			if _, err := g.verifySignature(ctx, &o.trust, a); err != nil {
 				return err
 			}
+			done, err := o.base.attach(ctx, a)
+			if err != nil {
+				return err
+			}
+			defer done()
 			bar := g.progress("verifying")
 			_, err = a.Verify(ctx, bundle.VerifyOptions{Progress: bar.update})
 			bar.finish()

@@ -26,6 +26,7 @@ type serveOptions struct {
 	htpasswd     string
 	verify       bool
 	trust        trustOptions
+	base         baseOptions
 }
 
 func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
@@ -39,6 +40,7 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.htpasswd, "htpasswd", "", "htpasswd file (bcrypt); its users may push and delete, everyone else can only pull")
 	fs.BoolVar(&o.verify, "verify", false, "with --bundle: hash every blob before serving (otherwise clients check digests as they pull)")
 	o.trust.AddFlags(fs) // with --bundle: checked before the archive is served
+	o.base.AddFlags(fs)
 }
 
 func (o *serveOptions) validate() error {
@@ -116,6 +118,11 @@ Access logs go to stderr. SIGTERM or Ctrl-C shuts it down gracefully.`,
 						return err
 					}
 					defer a.Close()
+					done, err := o.base.attach(ctx, a)
+					if err != nil {
+						return err
+					}
+					defer done()
 					if o.verify {
 						if _, err := a.Verify(ctx, bundle.VerifyOptions{}); err != nil {
 							return fmt.Errorf("%s: %w", p, err)
