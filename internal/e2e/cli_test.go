@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -168,5 +170,65 @@ func TestPush(t *testing.T) {
 		}
 		runIn(t, dir, nil, cosign, "verify", "--key", "k.pub", "--allow-http-registry", "--insecure-ignore-tlog=true",
 			"--trusted-root", tr, to+"/zdt/quickstart@"+info.Root).must(t, "cosign verify of the pushed root")
+	}
+}
+
+// TestDeltaCLI: a signed delta bundle of the quickstart with one file
+// changed is a fraction of the whole; stock cosign verifies the delta file;
+// zdt needs the base to read it (--base), refuses to install it where the
+// base is not installed (writing nothing), and installs it over the base.
+func TestDeltaCLI(t *testing.T) {
+	dir := quickstart(t)
+	env := []string{"COSIGN_PASSWORD=test"}
+	runIn(t, dir, env, zdtBin, "key", "generate", "--prefix", "k").must(t, "key generate")
+	runIn(t, dir, env, zdtBin, "bundle", "create", "--key", "k.key", "-o", "v1.zdt").must(t, "create v1")
+	script := []byte("#!/bin/sh\necho hello from v2\n")
+	old, _ := os.ReadFile(filepath.Join(dir, "files", "zdt-hello.sh"))
+	oldSum, newSum := sha256.Sum256(old), sha256.Sum256(script)
+	if err := os.WriteFile(filepath.Join(dir, "files", "zdt-hello.sh"), script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := os.ReadFile(filepath.Join(dir, "zdt.yaml"))
+	s := strings.Replace(strings.Replace(string(spec), hex.EncodeToString(oldSum[:]), hex.EncodeToString(newSum[:]), 1), "version: 0.1.0", "version: 0.2.0", 1)
+	if err := os.WriteFile(filepath.Join(dir, "zdt.yaml"), []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := runIn(t, dir, env, zdtBin, "bundle", "create", "--key", "k.key", "-o", "v2.zdt", "--base", "v1.zdt").must(t, "create v2 --base v1")
+	if !strings.Contains(out.stdout, "delta   on quickstart 0.1.0") {
+		t.Fatalf("create --base said:\n%s", out.stdout)
+	}
+	v1, _ := os.Stat(filepath.Join(dir, "v1.zdt"))
+	v2, _ := os.Stat(filepath.Join(dir, "v2.zdt"))
+	if v2.Size()*5 > v1.Size() {
+		t.Fatalf("delta is %d bytes, the whole bundle %d", v2.Size(), v1.Size())
+	}
+	if r := zdt(t, dir, "bundle", "verify", "--key", "k.pub", "v2.zdt"); r.code == 0 || !strings.Contains(r.stderr, "--base") {
+		t.Fatalf("verify of a delta without its base: exit %d\n%s", r.code, r.stderr)
+	}
+	zdt(t, dir, "bundle", "verify", "--key", "k.pub", "--base", "v1.zdt", "v2.zdt").must(t, "verify v2 --base v1")
+	if _, err := exec.LookPath("cosign"); err == nil || os.Getenv("ZDT_REQUIRE_CLIENTS") == "1" {
+		cosign := client(t, "cosign")
+		runIn(t, dir, nil, cosign, "verify-blob", "--key", "k.pub", "--bundle", "v2.zdt.sigstore.json", "--new-bundle-format",
+			"--insecure-ignore-tlog=true", "--trusted-root", "trusted-root.json", "v2.zdt").must(t, "cosign verify-blob of the delta")
+	}
+	root := filepath.Join(dir, "root")
+	os.MkdirAll(root, 0o755)
+	if r := zdt(t, dir, "install", "--bundle", "v2.zdt", "--root", root, "--key", "k.pub"); r.code == 0 || !strings.Contains(r.stderr, "not installed") {
+		t.Fatalf("install of a delta without its base: exit %d\n%s", r.code, r.stderr)
+	}
+	if ents, _ := os.ReadDir(root); len(ents) != 0 {
+		t.Fatalf("a refused install wrote %v", ents)
+	}
+	zdt(t, dir, "install", "--bundle", "v1.zdt", "--root", root, "--key", "k.pub").must(t, "install v1")
+	up := zdt(t, dir, "install", "--bundle", "v2.zdt", "--root", root, "--key", "k.pub").must(t, "install v2 (delta)")
+	if !strings.Contains(up.stdout, "installed: generation 2") {
+		t.Fatalf("install of the delta said %q", up.stdout)
+	}
+	if got, _ := os.ReadFile(filepath.Join(root, "usr/local/bin/zdt-hello")); string(got) != string(script) {
+		t.Fatalf("after the delta the file is %q", got)
+	}
+	st := zdt(t, dir, "status", "--root", root).must(t, "status")
+	if !strings.Contains(st.stdout, "registry   healthy") {
+		t.Fatalf("status after the delta:\n%s", st.stdout)
 	}
 }
