@@ -357,6 +357,35 @@ func (b *bench) rows(ctx context.Context) []*Row {
 		return pushManifest(ctx, b.src.Addr, ds.Images[0])
 	}
 
+	// create-delta: the same change as create-cached, written as a delta
+	// bundle on the create-images archive (only what that archive lacks).
+	delta := &Row{
+		Name:     "create-delta",
+		Title:    fmt.Sprintf("bundle create --base: the create-cached change (one of %d images with %d new layers) as a delta bundle on the create-images archive", len(ds.Images), w.AppLayers),
+		Probes:   []Probe{{Args: []string{"bundle", "create"}, Flags: []string{"--cache-dir", "--base"}}},
+		Requires: []string{"create-images"},
+		Cmds: []*Cmd{func() *Cmd {
+			out := b.out("images-delta.zdt")
+			c := b.zdtCmd(out, "bundle", "create", "-f", b.specs["images"], "-o", out, "--lock-file", out+".lock.yaml",
+				"--cache-dir", filepath.Join(b.work, "cache"), "--base", imagesZdt)
+			c.Before = func(context.Context, int) error { return os.RemoveAll(out) }
+			return c
+		}()},
+		Goals: []Goal{vsRow("create-images", 0.1)},
+		Note: "Before every run (untimed) bench/app-00:1.0 is pushed again with new unique layers, as in create-cached. " +
+			"The delta holds those layers and the new manifests only; installing it needs the create-images bundle installed (zdt install finds it there).",
+	}
+	for i, c := range delta.Cmds {
+		c.Before = chainBefore(func(ctx context.Context, run int) error {
+			_, err := pushImage(ctx, b.src.Addr, filepath.Join(b.work, "tmp"), w, ds.Bases, 0, 1000+run*len(delta.Cmds)+i)
+			return err
+		}, c.Before)
+	}
+	delta.Teardown = func(ctx context.Context) error {
+		os.RemoveAll(b.out("images-delta.zdt"))
+		return pushManifest(ctx, b.src.Addr, ds.Images[0])
+	}
+
 	return []*Row{
 		{
 			Name:  "create-images",
@@ -370,6 +399,7 @@ func (b *bench) rows(ctx context.Context) []*Row {
 				"crane takes every image in one call; regctl, skopeo and oras take one image per call.",
 		},
 		cached,
+		delta,
 		{
 			Name: "create-release",
 			Title: fmt.Sprintf("bundle create: the whole release (%d images, %d charts, %d binaries of %s, a %s sparse disk image)",
@@ -614,4 +644,17 @@ func fileSize(path string) int64 {
 		return 0
 	}
 	return fi.Size()
+}
+
+// chainBefore runs first, then next (when set), as one Before hook.
+func chainBefore(first, next func(context.Context, int) error) func(context.Context, int) error {
+	return func(ctx context.Context, run int) error {
+		if err := first(ctx, run); err != nil {
+			return err
+		}
+		if next != nil {
+			return next(ctx, run)
+		}
+		return nil
+	}
 }
