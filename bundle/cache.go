@@ -19,10 +19,12 @@ import (
 // blob store kept between runs: DIR/blobs/sha256/<hex>, shared by every
 // create on the machine. Its invariants:
 //
-//   - a blob appears under its digest only after its bytes were hashed and
-//     fsynced (temp file → check → fsync → rename), so an existing entry is
-//     a valid one and a killed create leaves at most a temp file
-//     (blobs/.ingest-*), which a later create removes once it is stale;
+//   - a blob appears under its digest only after its bytes were hashed
+//     (temp file → check → rename), so a killed create leaves at most a temp
+//     file (blobs/.ingest-*), which a later create removes once it is stale;
+//     blobs are not synced by the create that writes them: the journal names
+//     the boot, and a later create syncs them, or re-hashes them after a
+//     machine crash (store.go, settle);
 //   - a manifest appears only after every blob it points at (post-order
 //     commit), so a manifest in the cache stands for its whole graph;
 //   - DIR/sources/sha256/<hex>.json maps the sha256 of a file's original

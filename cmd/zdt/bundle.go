@@ -79,10 +79,14 @@ Content is fetched in phases that share one --concurrency budget: charts
 with their dependencies vendored, and rendered to discover the images they
 use), then every image is resolved to a digest and its manifests read, then
 every missing blob is fetched once however many images share it, largest
-first. Blobs are kept in the --cache-dir cache (digest-checked and fsynced
-before they appear there), so a second create fetches only what changed and a
+first. Blobs are kept in the --cache-dir cache (digest-checked before they
+appear there; synced by a later create), so a second create fetches only what changed and a
 create that was interrupted (Ctrl-C, kill -9) resumes without fetching again
 what it had finished. Requests are retried with backoff on 429 and 5xx.
+
+--base OLD.zdt makes a delta bundle: every blob OLD holds is left out and
+the root names OLD's root digest, so an update carries only what changed.
+Installing the delta needs OLD installed; other commands take --base OLD.zdt.
 
 Registry credentials come from the Docker config (~/.docker/config.json,
 $DOCKER_CONFIG) and its credential helpers, unless --registry-config gives

@@ -60,7 +60,11 @@ places files atomically (keeping the previous version for rollback), writes
 the containerd and containers mirror configuration and the systemd unit of
 'zdt serve', exports AMIs, removes what the bundle no longer has, and records
 a new generation — only when every step succeeded. Installing the same
-bundle again changes nothing. State lives under ROOT/var/lib/zdt.`,
+bundle again changes nothing. State lives under ROOT/var/lib/zdt.
+
+A delta bundle (bundle create --base) is installed over its base: the blobs
+it leaves out are read from what is installed (the base's kept archive or
+its copied blobs); where the base is not installed it is refused, naming it.`,
 		Example: `  zdt install --bundle platform-1.4.0.zdt --key cosign.pub --plan
   zdt install --bundle platform-1.4.0.zdt --key cosign.pub --root /mnt/image`,
 		Args: exactArgs(0),
