@@ -94,6 +94,18 @@ if command -v crane >/dev/null; then
 fi
 kill -TERM $serve_pid && wait $serve_pid || true
 
+step "An update as a delta bundle: v0.2.0 changes one file; zdt bundle create --base build/quickstart.zdt"
+rm -rf build/quickstart-v2 && cp -r examples/quickstart build/quickstart-v2 && rm -f build/quickstart-v2/zdt.lock.yaml
+printf '#!/bin/sh\necho "hello from zdt quickstart 0.2.0"\n' > build/quickstart-v2/files/zdt-hello.sh
+sum=$(sha256sum build/quickstart-v2/files/zdt-hello.sh | cut -d' ' -f1)
+sed -i "s/sha256: [0-9a-f]\{64\}/sha256: $sum/; s/^  version: 0.1.0/  version: 0.2.0/" build/quickstart-v2/zdt.yaml
+$zdt bundle create --key build/demo.key -f build/quickstart-v2/zdt.yaml -o build/quickstart-0.2.0-delta.zdt --base build/quickstart.zdt | grep -E '^(created|delta)'
+ls -l build/quickstart.zdt build/quickstart-0.2.0-delta.zdt | awk '{print $5, $NF}'
+echo "$ zdt install --bundle build/quickstart-0.2.0-delta.zdt --key build/demo.pub --root build/root   # reads the rest from the installed 0.1.0"
+$zdt install --bundle build/quickstart-0.2.0-delta.zdt --key build/demo.pub --root build/root | tail -n 2
+build/root/usr/local/bin/zdt-hello
+$zdt status --root build/root | grep -E '^(generation|registry)'
+
 cat <<'MSG'
 
 What next:
