@@ -312,7 +312,7 @@ func (a *Archive) readEntry(e entry, limit int64, what string) ([]byte, error) {
 func (a *Archive) ReadSmall(_ context.Context, desc ocispec.Descriptor) ([]byte, error) {
 	size, ok := a.BlobSize(desc.Digest)
 	if !ok {
-		return nil, &BlobError{Digest: desc.Digest, Err: a.missing(desc.Digest)}
+		return nil, &BlobError{Digest: desc.Digest, Err: a.missing()}
 	}
 	if desc.Size != size {
 		return nil, &BlobError{Digest: desc.Digest, Err: fmt.Errorf("descriptor says %d bytes, archive holds %d: %w", desc.Size, size, ErrDigestMismatch)}
@@ -383,7 +383,8 @@ func (a *Archive) Base() digest.Digest {
 // the whole bundle (Verify hashes the base's blobs like its own unless told
 // otherwise). Only the blobs the delta reaches are taken from src, and all
 // of them must be there. src must be the base bundle itself when it is an
-// *Archive.
+// *Archive. Call it before the archive is shared: it is not safe
+// concurrently with reads.
 func (a *Archive) AttachBase(ctx context.Context, src BlobSource) error {
 	if a.Base() == "" {
 		return fmt.Errorf("%s is a whole bundle, not a delta: %w", a.Root.Digest, ErrWrongBase)
@@ -432,7 +433,7 @@ func (a *Archive) HasLocal(d digest.Digest) bool {
 }
 
 // missing is the error for a blob neither the archive nor its base has.
-func (a *Archive) missing(d digest.Digest) error {
+func (a *Archive) missing() error {
 	if a.Base() != "" && a.base == nil {
 		return fmt.Errorf("%w (base %s): %w", ErrNeedsBase, a.Base(), ErrMissingBlob)
 	}

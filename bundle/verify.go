@@ -132,7 +132,7 @@ func (a *Archive) walk(ctx context.Context, g *Graph, d ocispec.Descriptor, role
 	seen[d.Digest] = true
 	size, ok := a.BlobSize(d.Digest)
 	if !ok {
-		return &BlobError{Digest: d.Digest, Role: role, Item: item, Err: a.missing(d.Digest)}
+		return &BlobError{Digest: d.Digest, Role: role, Item: item, Err: a.missing()}
 	}
 	if size != d.Size {
 		return &BlobError{Digest: d.Digest, Role: role, Item: item, Err: fmt.Errorf("descriptor says %d bytes, archive holds %d: %w", d.Size, size, ErrDigestMismatch)}
