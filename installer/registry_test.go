@@ -76,11 +76,13 @@ func serveStore(t *testing.T, root string) *httptest.Server {
 // With the archives kept in the store (the default) no blob is copied at
 // all: each bundle's archive is hard-linked, and the previous one stays
 // for rollback until the next upgrade.
-func TestUpgradeWithRegistry(t *testing.T) {
+func TestUpgradeWithRegistry(t *testing.T) { inBothStoreModes(t, upgradeWithRegistry) }
+
+// inBothStoreModes runs f with the archives kept in the store (the
+// default) and with their blobs copied.
+func inBothStoreModes(t *testing.T, f func(t *testing.T, copyBlobs bool)) {
 	for _, copyBlobs := range []bool{false, true} {
-		t.Run(map[bool]string{false: "kept", true: "copied"}[copyBlobs], func(t *testing.T) {
-			upgradeWithRegistry(t, copyBlobs)
-		})
+		t.Run(map[bool]string{false: "kept", true: "copied"}[copyBlobs], func(t *testing.T) { f(t, copyBlobs) })
 	}
 }
 
@@ -243,23 +245,7 @@ func TestMixedStoreModes(t *testing.T) {
 	srv := serveStore(t, root)
 	want := func(step string, p string) {
 		t.Helper()
-		a, err := bundle.Open(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		ps, err := registry.Placements(ctx, a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, pl := range ps {
-			if pl.Tag == "" {
-				continue
-			}
-			if got, code := manifestDigest(t, srv, pl.Repository, pl.Tag); code != 200 || got != pl.Digest.String() {
-				t.Fatalf("%s: %s:%s is %s (%d), want %s", step, pl.Repository, pl.Tag, got, code, pl.Digest)
-			}
-		}
+		servesAll(t, srv, step, p, "")
 	}
 	run(a1, true)
 	want("v1 copied", a1)
@@ -317,13 +303,7 @@ func TestMixedStoreModes(t *testing.T) {
 // installed, serves every v2 image, places the v2 file, and rolls back to
 // v1. A kept delta keeps its base while it is kept itself; once neither is
 // current or previous both go.
-func TestDeltaUpgrade(t *testing.T) {
-	for _, copyBlobs := range []bool{false, true} {
-		t.Run(map[bool]string{false: "kept", true: "copied"}[copyBlobs], func(t *testing.T) {
-			deltaUpgrade(t, copyBlobs)
-		})
-	}
-}
+func TestDeltaUpgrade(t *testing.T) { inBothStoreModes(t, deltaUpgrade) }
 
 func deltaUpgrade(t *testing.T, copyBlobs bool) {
 	dir := t.TempDir()
@@ -360,33 +340,7 @@ func deltaUpgrade(t *testing.T, copyBlobs bool) {
 	srv := serveStore(t, root)
 	served := func(step, p string) {
 		t.Helper()
-		a, err := bundle.Open(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		if a.Base() != "" {
-			b, err := bundle.Open(ctx, a1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
-			if err := a.AttachBase(ctx, b); err != nil {
-				t.Fatal(err)
-			}
-		}
-		ps, err := registry.Placements(ctx, a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, pl := range ps {
-			if pl.Tag == "" {
-				continue
-			}
-			if got, code := manifestDigest(t, srv, pl.Repository, pl.Tag); code != 200 || got != pl.Digest.String() {
-				t.Fatalf("%s: %s:%s is %s (%d), want %s", step, pl.Repository, pl.Tag, got, code, pl.Digest)
-			}
-		}
+		servesAll(t, srv, step, p, a1)
 	}
 	// The delta alone cannot be installed where v1 is not.
 	{
@@ -447,6 +401,40 @@ func deltaUpgrade(t *testing.T, copyBlobs bool) {
 			if _, ok := registry.KeptArchive(registry.StoreDir(root), rootOf(p)); ok {
 				t.Fatalf("after v4: %s still kept", filepath.Base(p))
 			}
+		}
+	}
+}
+
+// servesAll checks that srv serves every tagged placement of the bundle at
+// p (given its base, when it is a delta) under its digest.
+func servesAll(t *testing.T, srv *httptest.Server, step, p, base string) {
+	t.Helper()
+	ctx := context.Background()
+	a, err := bundle.Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if a.Base() != "" {
+		b, err := bundle.Open(ctx, base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		if err := a.AttachBase(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ps, err := registry.Placements(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pl := range ps {
+		if pl.Tag == "" {
+			continue
+		}
+		if got, code := manifestDigest(t, srv, pl.Repository, pl.Tag); code != 200 || got != pl.Digest.String() {
+			t.Fatalf("%s: %s:%s is %s (%d), want %s", step, pl.Repository, pl.Tag, got, code, pl.Digest)
 		}
 	}
 }

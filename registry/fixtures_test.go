@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	mrand "math/rand/v2"
 	"net/http/httptest"
 	"os"
@@ -298,3 +299,31 @@ func needClient(t testing.TB, name string) string {
 }
 
 func digestOf(b []byte) digest.Digest { return digest.FromBytes(b) }
+
+// flipLargestBlob returns the bytes of tb's archive with one byte flipped
+// in the middle of its largest blob, and that blob's digest.
+func flipLargestBlob(t testing.TB, tb *testBundle) ([]byte, digest.Digest) {
+	t.Helper()
+	data, err := os.ReadFile(tb.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var big digest.Digest
+	var bigSize int64
+	for _, d := range tb.archive.Digests() {
+		if s, _ := tb.archive.BlobSize(d); s > bigSize {
+			big, bigSize = d, s
+		}
+	}
+	sr, _ := tb.archive.BlobReader(big)
+	blob := make([]byte, bigSize)
+	if _, err := io.ReadFull(sr, blob); err != nil {
+		t.Fatal(err)
+	}
+	off := bytes.Index(data, blob)
+	if off < 0 {
+		t.Fatal("blob not found in archive bytes")
+	}
+	data[off+int(bigSize/2)] ^= 0xff
+	return data, big
+}

@@ -181,28 +181,7 @@ func mustDigest(t testing.TB, l v1.Layer) string {
 func TestImportRefusesCorruptBlobs(t *testing.T) {
 	ctx := context.Background()
 	tb := buildBundle(t, bundleSpec{layerSize: 256 << 10, noAMI: true})
-	data, err := os.ReadFile(tb.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Flip a byte in the middle of the largest blob.
-	var big digest.Digest
-	var bigSize int64
-	for _, d := range tb.archive.Digests() {
-		if s, _ := tb.archive.BlobSize(d); s > bigSize {
-			big, bigSize = d, s
-		}
-	}
-	sr, _ := tb.archive.BlobReader(big)
-	blob := make([]byte, bigSize)
-	if _, err := io.ReadFull(sr, blob); err != nil {
-		t.Fatal(err)
-	}
-	off := bytes.Index(data, blob)
-	if off < 0 {
-		t.Fatal("blob not found in archive bytes")
-	}
-	data[off+int(bigSize/2)] ^= 0xff
+	data, big := flipLargestBlob(t, tb)
 	bad, err := bundle.OpenReader(ctx, bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		t.Fatal(err)

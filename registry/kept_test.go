@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/opencontainers/go-digest"
 
 	"zdt.dev/zdt/bundle"
 )
@@ -123,20 +120,7 @@ func TestKeptArchiveFallsBackAndRefuses(t *testing.T) {
 	}
 
 	// A flipped byte in the largest blob: refused, nothing kept.
-	var big digest.Digest
-	var bigSize int64
-	for _, d := range tb.archive.Digests() {
-		if s, _ := tb.archive.BlobSize(d); s > bigSize {
-			big, bigSize = d, s
-		}
-	}
-	sr, _ := tb.archive.BlobReader(big)
-	blob := make([]byte, bigSize)
-	if _, err := io.ReadFull(sr, blob); err != nil {
-		t.Fatal(err)
-	}
-	bad := bytes.Clone(data)
-	bad[bytes.Index(bad, blob)+int(bigSize/2)] ^= 0xff
+	bad, big := flipLargestBlob(t, tb)
 	badPath := filepath.Join(t.TempDir(), "bad.zdt")
 	if err := os.WriteFile(badPath, bad, 0o644); err != nil {
 		t.Fatal(err)
