@@ -197,6 +197,38 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 			return nil
 		})
 	}
+	// A path may change hands: an item moves away from it or is removed
+	// while another item is placed there. Before anything is placed, each
+	// old file whose path nobody takes any more is removed, and one whose
+	// path another item takes is only kept in the file store (for
+	// rollback): its new owner replaces it atomically.
+	newTargets := map[string]bool{}
+	for _, it := range desired {
+		if it.Kind == manifests.KindFile {
+			newTargets[it.Target] = true
+		}
+	}
+	vacate := func(old ItemState) error {
+		if newTargets[old.Target] {
+			return keepVersion(ctx, root, old.Target, old.FileDigest)
+		}
+		return removeFile(ctx, root, old)
+	}
+	for _, it := range desired {
+		if old := installed[it.key()]; it.Kind == manifests.KindFile && old.Target != "" && old.Target != it.Target {
+			if err := vacate(old); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+	for _, c := range plan.Changes {
+		if old := installed[c.Kind+" "+c.Name]; c.Action == ActionRemove && c.Kind == manifests.KindFile && newTargets[old.Target] {
+			if err := vacate(old); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+
 	// Files are placed a few at a time: each is decompressed and hashed
 	// (CPU) and fsynced (disk), so several in flight keep both busy.
 	var filesWritten atomic.Int64
@@ -217,11 +249,6 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 			oldDigest := ""
 			if old.Target == it.Target {
 				oldDigest = old.FileDigest
-			}
-			if old.Target != "" && old.Target != it.Target {
-				if err := removeFile(ectx, root, old); err != nil {
-					return err
-				}
 			}
 			placed, err := placeFile(ectx, root, a, it, layers[it.key()], oldDigest)
 			if err != nil {
@@ -255,7 +282,7 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 	}
 	// 5. What the new bundle no longer has.
 	for _, c := range plan.Changes {
-		if c.Action == ActionRemove && c.Kind == manifests.KindFile {
+		if c.Action == ActionRemove && c.Kind == manifests.KindFile && !newTargets[installed[c.Kind+" "+c.Name].Target] {
 			opts.Logger.Info("removing file", "target", c.Target)
 			if err := removeFile(ctx, root, installed[c.Kind+" "+c.Name]); err != nil {
 				return Result{}, err

@@ -349,3 +349,64 @@ func TestUninstall(t *testing.T) {
 		t.Fatalf("uninstall left %v", keys(left))
 	}
 }
+
+// buildSpec creates a bundle from a spec text whose file sources are
+// relative to dir, and returns its path.
+func buildSpec(t *testing.T, dir, name, spec string) string {
+	t.Helper()
+	s, err := manifests.Parse(filepath.Join(dir, "zdt.yaml"), []byte(spec))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, spec)
+	}
+	out := filepath.Join(dir, name)
+	if _, err := bundle.Create(context.Background(), s, bundle.CreateOptions{Output: out}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestTargetsChangeHands: between versions a path can pass from one item to
+// another (an item renamed, or moved while another takes its place). The
+// upgrade must leave each path with its new owner's content, whatever the
+// order items are handled in, and rollback must restore every old file.
+func TestTargetsChangeHands(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256([]byte(content))
+		return hex.EncodeToString(sum[:])
+	}
+	spec := func(version string, files ...string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "apiVersion: zdt.dev/v1alpha1\nkind: Bundle\nmetadata: {name: hands, version: %q}\ncomponents:\n  - name: c\n    files:\n", version)
+		for i := 0; i < len(files); i += 3 {
+			fmt.Fprintf(&b, "      - {name: %s, source: %s, sha256: %s, target: %s}\n", files[i], filepath.Join(dir, files[i]+"-"+version), file(files[i]+"-"+version, files[i+2]), files[i+1])
+		}
+		return b.String()
+	}
+	// v1: old at /opt/x, mover at /opt/y.
+	// v2: old is gone and renamed as new at /opt/x; mover moves to /opt/z
+	//     and taker takes /opt/y.
+	v1 := buildSpec(t, dir, "v1.zdt", spec("1.0.0", "old", "/opt/x", "old v1", "mover", "/opt/y", "mover v1"))
+	v2 := buildSpec(t, dir, "v2.zdt", spec("2.0.0", "new", "/opt/x", "new v2", "mover", "/opt/z", "mover v2", "taker", "/opt/y", "taker v2"))
+	root := t.TempDir()
+	install(t, v1, root)
+	install(t, v2, root)
+	readIs(t, root, "opt/x", "new v2")
+	readIs(t, root, "opt/y", "taker v2")
+	readIs(t, root, "opt/z", "mover v2")
+	if again := install(t, v2, root); again.Applied {
+		t.Fatalf("re-install changed things: %+v", again.Plan.Changes)
+	}
+	if _, err := Rollback(context.Background(), Options{Root: root}); err != nil {
+		t.Fatal(err)
+	}
+	readIs(t, root, "opt/x", "old v1")
+	readIs(t, root, "opt/y", "mover v1")
+	if _, err := os.Stat(filepath.Join(root, "opt/z")); !os.IsNotExist(err) {
+		t.Fatalf("opt/z survived the rollback: %v", err)
+	}
+}

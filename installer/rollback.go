@@ -61,10 +61,31 @@ func Rollback(ctx context.Context, opts Options) (Result, error) {
 	for _, it := range cur.Items {
 		now[it.key()] = it
 	}
-	want := map[string]bool{}
+	// Current files at paths the previous generation does not use go first
+	// (kept in the file store); a path it uses is replaced atomically by
+	// the restore, its current file kept first. So a path that changed
+	// hands between the two generations gets its previous owner back.
+	prevTargets := map[string]bool{}
+	for _, it := range prev.Items {
+		if it.Kind == manifests.KindFile {
+			prevTargets[it.Target] = true
+		}
+	}
+	for _, it := range cur.Items {
+		if it.Kind != manifests.KindFile {
+			continue
+		}
+		if !prevTargets[it.Target] {
+			if err := removeFile(ctx, root, it); err != nil {
+				return Result{}, err
+			}
+			res.FilesWritten++
+		} else if err := keepVersion(ctx, root, it.Target, it.FileDigest); err != nil {
+			return Result{}, err
+		}
+	}
 	items := append([]ItemState(nil), prev.Items...)
 	for i, it := range items {
-		want[it.key()] = true
 		if it.Kind != manifests.KindFile {
 			continue
 		}
@@ -73,25 +94,12 @@ func Rollback(ctx context.Context, opts Options) (Result, error) {
 		} else if ok {
 			continue
 		}
-		if c, ok := now[it.key()]; ok && c.Target == it.Target {
-			if err := keepVersion(ctx, root, c.Target, c.FileDigest); err != nil {
-				return Result{}, err
-			}
-		}
 		placed, err := restoreFile(ctx, root, it)
 		if err != nil {
 			return Result{}, err
 		}
 		items[i].Placed = placed
 		res.FilesWritten++
-	}
-	for _, it := range cur.Items {
-		if it.Kind == manifests.KindFile && !want[it.key()] {
-			if err := removeFile(ctx, root, it); err != nil {
-				return Result{}, err
-			}
-			res.FilesWritten++
-		}
 	}
 	// Generated files as they were before cur was installed.
 	backup := path.Join(StateDir, "backups", strconv.Itoa(cur.Number), "files")
