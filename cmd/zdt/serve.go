@@ -69,11 +69,13 @@ func newServeCmd(g *globals) *cobra.Command {
 		Short: "Run the embedded OCI registry over the installed store or bundle archives",
 		Long: `Run the embedded OCI registry (distribution, in-process).
 
-Without --bundle it serves what zdt install put in ROOT/var/lib/zdt/registry;
+Without --bundle it serves what zdt install put in ROOT/var/lib/zdt/registry:
+the bundle archives it kept there (hard links; blobs read at their offsets)
+and the blobs it copied, picking up installs and rollbacks as they happen;
 with --bundle it serves the archives as they are, without extracting or
 copying them (a DVD can be served as-is), after checking each one's signature
 against the trust policy (--key, --policy; an unsigned bundle is refused
-unless --insecure-skip-signature).
+unless --insecure-skip-signature). A delta bundle needs its base: --base.
 
 Images are served under their original repository paths: docker.io/library/nginx:1.25
 at HOST/library/nginx:1.25 (and HOST/docker.io/library/nginx:1.25), images of
