@@ -179,23 +179,12 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 		}
 	}
 
-	// 1. Registry content (only new blobs are written) and 2. files, in
-	// component order, run side by side: both are mostly disk writes of
-	// different bytes, and neither depends on the other.
+	// 1. Registry content (the archive kept, or only new blobs copied) and
+	// 2. files run side by side: hashing and disk writes of different
+	// bytes, neither depending on the other.
 	byKey := map[string]Change{}
 	for _, c := range plan.Changes {
 		byKey[c.Kind+" "+c.Name] = c
-	}
-	eg, ectx := errgroup.WithContext(ctx)
-	filesSem := make(chan struct{}, placeConcurrency)
-	if opts.Registry != nil {
-		eg.Go(func() error {
-			opts.Logger.Info("importing into the registry storage")
-			if err := opts.Registry.Import(ectx, a, opts.Progress); err != nil {
-				return fmt.Errorf("importing %s: %w", a.Root.Digest, err)
-			}
-			return nil
-		})
 	}
 	// A path may change hands: an item moves away from it or is removed
 	// while another item is placed there. Before anything is placed, each
@@ -229,6 +218,17 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 		}
 	}
 
+	eg, ectx := errgroup.WithContext(ctx)
+	filesSem := make(chan struct{}, placeConcurrency)
+	if opts.Registry != nil {
+		eg.Go(func() error {
+			opts.Logger.Info("importing into the registry storage")
+			if err := opts.Registry.Import(ectx, a, opts.Progress); err != nil {
+				return fmt.Errorf("importing %s: %w", a.Root.Digest, err)
+			}
+			return nil
+		})
+	}
 	// Files are placed a few at a time: each is decompressed and hashed
 	// (CPU) and fsynced (disk), so several in flight keep both busy.
 	var filesWritten atomic.Int64
