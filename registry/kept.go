@@ -311,7 +311,11 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 				p, a.Root.Digest, hex, ErrBadStore)
 		}
 		d.open[e.Name()] = a
-		fresh = append(fresh, e.Name())
+	}
+	for _, e := range ents { // newly opened, or not served yet (a base was missing)
+		if d.open[e.Name()] != nil && d.ps[e.Name()] == nil {
+			fresh = append(fresh, e.Name())
+		}
 	}
 	for _, name := range fresh {
 		if err := d.attachBase(ctx, d.open[name], map[string]bool{}); err != nil {
