@@ -94,20 +94,7 @@ func upgradeWithRegistry(t *testing.T, copyBlobs bool) {
 	a2 := rv2.build(t, filepath.Join(dir, "v2"))
 	root := t.TempDir()
 	ctx := context.Background()
-	run := func(p string) Result {
-		a, err := bundle.Open(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		reg := NewStoreRegistry(root, nil)
-		reg.CopyBlobs = copyBlobs
-		res, err := Install(ctx, a, Options{Root: root, Registry: reg})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
+	run := func(p string) Result { return installStore(t, p, root, copyBlobs) }
 	store := registry.StoreDir(root)
 	rootOf := func(p string) digest.Digest {
 		a, err := bundle.Open(ctx, p)
@@ -226,18 +213,7 @@ func TestMixedStoreModes(t *testing.T) {
 		return release{version: v, images: map[string]int64{"registry.test/app/a:1": seed, "quay.io/x/y:2": seed + 100}}.build(t, filepath.Join(dir, v))
 	}
 	a1, a2, a3 := rv("1.0.0", 1), rv("2.0.0", 2), rv("3.0.0", 3)
-	run := func(p string, copyBlobs bool) {
-		a, err := bundle.Open(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		reg := NewStoreRegistry(root, nil)
-		reg.CopyBlobs = copyBlobs
-		if _, err := Install(ctx, a, Options{Root: root, Registry: reg}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	run := func(p string, copyBlobs bool) { installStore(t, p, root, copyBlobs) }
 	kept := func() []string {
 		m, _ := filepath.Glob(filepath.Join(registry.StoreDir(root), "archives", "*.zdt"))
 		return m
@@ -314,29 +290,7 @@ func deltaUpgrade(t *testing.T, copyBlobs bool) {
 	}
 	a1 := release{version: "1.0.0", images: images(1), files: map[string][]byte{"/opt/tool": []byte("tool v1"), "/opt/same": []byte("same")}}.build(t, filepath.Join(dir, "v1"))
 	a2 := release{version: "2.0.0", images: images(11), files: map[string][]byte{"/opt/tool": []byte("tool v2"), "/opt/same": []byte("same")}, base: a1}.build(t, filepath.Join(dir, "v2"))
-	install := func(p string) {
-		t.Helper()
-		a, err := bundle.Open(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		if a.Base() != "" { // as zdt install does
-			src, c, err := registry.InstalledBase(ctx, registry.StoreDir(root), a.Base())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if err := a.AttachBase(ctx, src); err != nil {
-				t.Fatal(err)
-			}
-		}
-		reg := NewStoreRegistry(root, nil)
-		reg.CopyBlobs = copyBlobs
-		if _, err := Install(ctx, a, Options{Root: root, Registry: reg}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	install := func(p string) { installStore(t, p, root, copyBlobs) }
 	srv := serveStore(t, root)
 	served := func(step, p string) {
 		t.Helper()
@@ -437,4 +391,34 @@ func servesAll(t *testing.T, srv *httptest.Server, step, p, base string) {
 			t.Fatalf("%s: %s:%s is %s (%d), want %s", step, pl.Repository, pl.Tag, got, code, pl.Digest)
 		}
 	}
+}
+
+// installStore installs the bundle at p under root with the store
+// registry, copying blobs or keeping the archive, and giving a delta its
+// base from what is installed, as zdt install does.
+func installStore(t *testing.T, p, root string, copyBlobs bool) Result {
+	t.Helper()
+	ctx := context.Background()
+	a, err := bundle.Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if a.Base() != "" {
+		src, c, err := registry.InstalledBase(ctx, registry.StoreDir(root), a.Base())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := a.AttachBase(ctx, src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := NewStoreRegistry(root, nil)
+	reg.CopyBlobs = copyBlobs
+	res, err := Install(ctx, a, Options{Root: root, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }
