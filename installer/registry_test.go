@@ -3,6 +3,7 @@ package installer
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -364,21 +365,11 @@ func deltaUpgrade(t *testing.T, copyBlobs bool) {
 func servesAll(t *testing.T, srv *httptest.Server, step, p, base string) {
 	t.Helper()
 	ctx := context.Background()
-	a, err := bundle.Open(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	if a.Base() != "" {
+	a, done := openDelta(t, p, func(digest.Digest) (bundle.BlobSource, io.Closer, error) {
 		b, err := bundle.Open(ctx, base)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		if err := a.AttachBase(ctx, b); err != nil {
-			t.Fatal(err)
-		}
-	}
+		return b, b, err
+	})
+	defer done()
 	ps, err := registry.Placements(ctx, a)
 	if err != nil {
 		t.Fatal(err)
@@ -399,21 +390,10 @@ func servesAll(t *testing.T, srv *httptest.Server, step, p, base string) {
 func installStore(t *testing.T, p, root string, copyBlobs bool) Result {
 	t.Helper()
 	ctx := context.Background()
-	a, err := bundle.Open(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	if a.Base() != "" {
-		src, c, err := registry.InstalledBase(ctx, registry.StoreDir(root), a.Base())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := a.AttachBase(ctx, src); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a, done := openDelta(t, p, func(base digest.Digest) (bundle.BlobSource, io.Closer, error) {
+		return registry.InstalledBase(ctx, registry.StoreDir(root), base)
+	})
+	defer done()
 	reg := NewStoreRegistry(root, nil)
 	reg.CopyBlobs = copyBlobs
 	res, err := Install(ctx, a, Options{Root: root, Registry: reg})
@@ -421,4 +401,27 @@ func installStore(t *testing.T, p, root string, copyBlobs bool) Result {
 		t.Fatal(err)
 	}
 	return res
+}
+
+// openDelta opens the bundle at p; a delta gets its base from base. done
+// closes both.
+func openDelta(t *testing.T, p string, base func(digest.Digest) (bundle.BlobSource, io.Closer, error)) (*bundle.Archive, func()) {
+	t.Helper()
+	ctx := context.Background()
+	a, err := bundle.Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Base() == "" {
+		return a, func() { a.Close() }
+	}
+	src, c, err := base(a.Base())
+	if err == nil {
+		err = a.AttachBase(ctx, src)
+	}
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	return a, func() { c.Close(); a.Close() }
 }

@@ -231,12 +231,7 @@ Reads the archive's tar headers and manifests only (no blob is hashed; use
 stored size counts each blob once, as the archive holds it.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := bundle.Open(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			done, err := base.attach(cmd.Context(), a)
+			a, _, done, err := g.openBundle(cmd.Context(), args[0], nil, base)
 			if err != nil {
 				return err
 			}
@@ -312,16 +307,7 @@ the first bad blob and the item it belongs to. Blobs are hashed in parallel
 straight from the archive. Exit code 3 when verification fails.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := bundle.Open(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			sig, err := g.verifySignature(cmd.Context(), &o.trust, a)
-			if err != nil {
-				return err
-			}
-			done, err := o.base.attach(cmd.Context(), a)
+			a, sig, done, err := g.openBundle(cmd.Context(), args[0], &o.trust, &o.base)
 			if err != nil {
 				return err
 			}
@@ -366,15 +352,7 @@ against the trust policy (--key, --policy or --insecure-skip-signature, as for
   skopeo inspect oci:/tmp/layout:zdt.example/quickstart/hello:1.0`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := bundle.Open(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			if _, err := g.verifySignature(cmd.Context(), o, a); err != nil {
-				return err
-			}
-			done, err := base.attach(cmd.Context(), a)
+			a, _, done, err := g.openBundle(cmd.Context(), args[0], o, base)
 			if err != nil {
 				return err
 			}
@@ -483,4 +461,27 @@ func (o *baseOptions) attach(ctx context.Context, a *bundle.Archive) (func(), er
 		return func() { b.Close() }, nil
 	}
 	return nil, fmt.Errorf("%s is a delta bundle on %s: give that bundle with --base FILE (%w)", a.Path(), a.Base(), bundle.ErrNeedsBase)
+}
+
+// openBundle opens the bundle at p, checks its signature against trust
+// (when given: before anything else reads it) and gives a delta its base
+// from the --base files (when given). done closes the archive and its base.
+func (g *globals) openBundle(ctx context.Context, p string, trust *trustOptions, base *baseOptions) (a *bundle.Archive, sig signing.Result, done func(), err error) {
+	if a, err = bundle.Open(ctx, p); err != nil {
+		return nil, sig, nil, err
+	}
+	if trust != nil {
+		if sig, err = g.verifySignature(ctx, trust, a); err != nil {
+			a.Close()
+			return nil, sig, nil, err
+		}
+	}
+	closeBase := func() {}
+	if base != nil {
+		if closeBase, err = base.attach(ctx, a); err != nil {
+			a.Close()
+			return nil, sig, nil, err
+		}
+	}
+	return a, sig, func() { closeBase(); a.Close() }, nil
 }

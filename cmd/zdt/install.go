@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/version"
 	"zdt.dev/zdt/registry"
@@ -73,14 +72,11 @@ its copied blobs); where the base is not installed it is refused, naming it.`,
 				return usageError{fmt.Errorf("--bundle is required")}
 			}
 			ctx := cmd.Context()
-			a, err := bundle.Open(ctx, o.bundle)
+			a, _, done, err := g.openBundle(ctx, o.bundle, &o.trust, nil)
 			if err != nil {
 				return err
 			}
-			defer a.Close()
-			if _, err := g.verifySignature(ctx, &o.trust, a); err != nil {
-				return err
-			}
+			defer done()
 			if a.Base() != "" { // a delta: its base must be installed here
 				src, c, err := registry.InstalledBase(ctx, registry.StoreDir(o.root), a.Base())
 				if err == nil {

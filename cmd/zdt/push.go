@@ -56,15 +56,7 @@ the Docker config and credential helpers, or --registry-config.`,
 			if err != nil {
 				return err
 			}
-			a, err := bundle.Open(ctx, o.bundle)
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			if _, err := g.verifySignature(ctx, &o.trust, a); err != nil {
-				return err
-			}
-			done, err := o.base.attach(ctx, a)
+			a, _, done, err := g.openBundle(ctx, o.bundle, &o.trust, &o.base)
 			if err != nil {
 				return err
 			}

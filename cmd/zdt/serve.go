@@ -111,16 +111,7 @@ Access logs go to stderr. SIGTERM or Ctrl-C shuts it down gracefully.`,
 			what := ""
 			if len(o.bundles) > 0 {
 				for _, p := range o.bundles {
-					a, err := bundle.Open(ctx, p)
-					if err != nil {
-						return err
-					}
-					if _, err := g.verifySignature(ctx, &o.trust, a); err != nil {
-						a.Close()
-						return err
-					}
-					defer a.Close()
-					done, err := o.base.attach(ctx, a)
+					a, _, done, err := g.openBundle(ctx, p, &o.trust, &o.base)
 					if err != nil {
 						return err
 					}

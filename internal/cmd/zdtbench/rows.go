@@ -319,6 +319,17 @@ func (b *bench) rows(ctx context.Context) []*Row {
 	install := func(bundlePath, rootDir string) []string {
 		return append([]string{"install", "--bundle", bundlePath, "--root", rootDir}, skipSig...)
 	}
+	// installInto is a first install of the release into a fresh rootDir.
+	installInto := func(rootDir string, flags ...string) *Cmd {
+		c := b.zdtCmd(rootDir, append(install(release, rootDir), flags...)...)
+		c.Before = func(context.Context, int) error {
+			if err := os.RemoveAll(rootDir); err != nil {
+				return err
+			}
+			return os.MkdirAll(rootDir, 0o755)
+		}
+		return c
+	}
 	verify := func(archive string) []string {
 		return append([]string{"bundle", "verify", archive}, b.optional(ctx, []string{"bundle", "verify"}, "--insecure-skip-signature")...)
 	}
@@ -459,16 +470,7 @@ func (b *bench) rows(ctx context.Context) []*Row {
 				return err
 			},
 			Cmds: []*Cmd{
-				func() *Cmd {
-					c := b.zdtCmd(root, install(release, root)...)
-					c.Before = func(context.Context, int) error {
-						if err := os.RemoveAll(root); err != nil {
-							return err
-						}
-						return os.MkdirAll(root, 0o755)
-					}
-					return c
-				}(),
+				installInto(root),
 				b.pushPeer("crane", "crane push --index $WORK/out/layout $DST/bench/release:1.0  (the layout extracted from the archive with tar, untimed; into a fresh distribution registry)",
 					b.out("dst-crane"), true, func(dst string) [][]string {
 						return [][]string{{"crane", "push", "--insecure", "--index", layout, dst + "/bench/release:1.0"}}
@@ -496,17 +498,7 @@ func (b *bench) rows(ctx context.Context) []*Row {
 			Requires:  []string{"install"},
 			BytesFile: release,
 			Cmds: []*Cmd{
-				func() *Cmd {
-					rootCopy := b.out("root-copy")
-					c := b.zdtCmd(rootCopy, append(install(release, rootCopy), "--copy-blobs")...)
-					c.Before = func(context.Context, int) error {
-						if err := os.RemoveAll(rootCopy); err != nil {
-							return err
-						}
-						return os.MkdirAll(rootCopy, 0o755)
-					}
-					return c
-				}(),
+				installInto(b.out("root-copy"), "--copy-blobs"),
 				b.pushPeer("crane", "crane push --index $WORK/out/layout $DST/bench/release:1.0  (as in row install)",
 					b.out("dst-crane-copy"), true, func(dst string) [][]string {
 						return [][]string{{"crane", "push", "--insecure", "--index", layout, dst + "/bench/release:1.0"}}
