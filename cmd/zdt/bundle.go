@@ -19,10 +19,10 @@ import (
 )
 
 func newBundleCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{
+	cmd := group(&cobra.Command{
 		Use:   "bundle",
 		Short: "Create, inspect, verify and extract bundles",
-	}
+	})
 	cmd.AddCommand(newCreateCmd(g), newInspectCmd(g), newVerifyCmd(g), newExtractCmd(g))
 	return cmd
 }

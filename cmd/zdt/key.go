@@ -22,10 +22,10 @@ import (
 const passwordEnv = "COSIGN_PASSWORD"
 
 func newKeyCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{
+	cmd := group(&cobra.Command{
 		Use:   "key",
 		Short: "Manage signing keys",
-	}
+	})
 	cmd.AddCommand(newKeyGenerateCmd(g))
 	return cmd
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -104,9 +105,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := newRootCmd(g)
 	root.SetArgs(args)
-	if _, _, ferr := root.Find(args); ferr != nil {
-		fmt.Fprintf(stderr, "zdt: %v\n", ferr)
-		return exitUsage
+	// help and completion are added by cobra only while executing; add them
+	// now so that the unknown-command check below knows them.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	if len(args) == 0 || !strings.HasPrefix(args[0], "__complete") {
+		if _, _, ferr := root.Find(args); ferr != nil {
+			fmt.Fprintf(stderr, "zdt: %v\n", ferr)
+			return exitUsage
+		}
 	}
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -136,6 +143,26 @@ func exitCode(err error) int {
 }
 
 var errPlanChanges = errors.New("plan has changes")
+
+// group makes cmd a command that only groups subcommands: run alone it
+// prints its help, and an unknown subcommand is a usage error (exit 2)
+// naming it and suggesting the closest ones, where cobra would print the
+// help and exit 0.
+func group(cmd *cobra.Command) *cobra.Command {
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		c.SuggestionsMinimumDistance = 2 // cobra's default, set only on the root
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+		}
+		return usageError{errors.New(msg)}
+	}
+	cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+	return cmd
+}
 
 // exactArgs is cobra.ExactArgs with a usage error (exit 2).
 func exactArgs(n int) cobra.PositionalArgs {

@@ -232,3 +232,38 @@ func TestDeltaCLI(t *testing.T) {
 		t.Fatalf("status after the delta:\n%s", st.stdout)
 	}
 }
+
+// TestCommandLookup checks what cobra adds while executing (help,
+// completion, __complete) is found, and that a mistyped subcommand of a
+// group is a usage error naming it, not help with exit 0.
+func TestCommandLookup(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		args   []string
+		code   int
+		stdout string // a substring of stdout, or ""
+		stderr string // a substring of stderr, or ""
+	}{
+		{[]string{"help"}, 0, "Available Commands", ""},
+		{[]string{"help", "bundle"}, 0, "inspect", ""},
+		{[]string{"completion", "bash"}, 0, "__start_zdt", ""},
+		{[]string{"completion", "zsh"}, 0, "#compdef zdt", ""},
+		{[]string{"completion", "fish"}, 0, "complete -c zdt", ""},
+		{[]string{"__complete", "bundle", ""}, 0, "inspect", ""},
+		{[]string{"bundle"}, 0, "Available Commands", ""},
+		{[]string{"bundle", "inspct", "x.zdt"}, 2, "", `unknown command "inspct" for "zdt bundle"`},
+		{[]string{"key", "generat"}, 2, "", "generate"},
+		{[]string{"bundel"}, 2, "", `unknown command "bundel"`},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := zdt(t, dir, tc.args...)
+			if r.code != tc.code || !strings.Contains(r.stdout, tc.stdout) || !strings.Contains(r.stderr, tc.stderr) {
+				t.Fatalf("zdt %v: exit %d (want %d)\nstdout:\n%s\nstderr:\n%s", tc.args, r.code, tc.code, r.stdout, r.stderr)
+			}
+		})
+	}
+	if r := zdt(t, dir, "bundle", "inspct", "x.zdt"); !strings.Contains(r.stderr, "inspect") {
+		t.Fatalf("no suggestion for a mistyped subcommand: %s", r.stderr)
+	}
+}
