@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -48,8 +49,7 @@ func DefaultCacheDir() (string, error) {
 // cleanStale removes temp files of killed creates. Errors are ignored: a
 // temp file is never mistaken for a blob.
 func (s *blobStore) cleanStale(olderThan time.Duration) int {
-	dir := filepath.Join(s.root, "blobs")
-	ents, err := os.ReadDir(dir)
+	ents, err := s.readDir("blobs")
 	if err != nil {
 		return 0
 	}
@@ -62,7 +62,7 @@ func (s *blobStore) cleanStale(olderThan time.Duration) int {
 		if err != nil || time.Since(fi.ModTime()) < olderThan {
 			continue
 		}
-		if os.Remove(filepath.Join(dir, e.Name())) == nil {
+		if s.root.Remove(path.Join("blobs", e.Name())) == nil {
 			n++
 		}
 	}
@@ -75,7 +75,7 @@ func (s *blobStore) stat(d digest.Digest) (ocispec.Descriptor, bool) {
 	if err != nil {
 		return ocispec.Descriptor{}, false
 	}
-	fi, err := os.Stat(p)
+	fi, err := s.root.Stat(p)
 	if err != nil || !fi.Mode().IsRegular() {
 		return ocispec.Descriptor{}, false
 	}
@@ -130,7 +130,7 @@ func (s *blobStore) sourcePath(rawSHA, mediaType string) (string, error) {
 		return "", err
 	}
 	mt := digest.FromString(mediaType).Encoded()[:16]
-	return filepath.Join(s.root, "sources", "sha256", rawSHA+"-"+mt+".json"), nil
+	return path.Join("sources", "sha256", rawSHA+"-"+mt+".json"), nil
 }
 
 // lookupSource returns the stored layer for a source's original sha256 if
@@ -140,7 +140,7 @@ func (s *blobStore) lookupSource(ctx context.Context, rawSHA, mediaType string) 
 	if err != nil {
 		return sourceEntry{}, false
 	}
-	b, err := os.ReadFile(p)
+	b, err := s.root.ReadFile(p)
 	if err != nil {
 		return sourceEntry{}, false
 	}
@@ -166,5 +166,5 @@ func (s *blobStore) recordSource(rawSHA, mediaType string, e sourceEntry) error 
 	if err != nil {
 		return err
 	}
-	return fsutil.WritePath(p, b, 0o644)
+	return fsutil.WriteFileAtomic(s.root, p, b, 0o644)
 }

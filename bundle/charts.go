@@ -14,6 +14,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -36,8 +37,8 @@ import (
 // maxChartSize bounds a chart archive read into memory.
 const maxChartSize = 64 << 20
 
-// maxIndexSize bounds a Helm repository's index.yaml.
-const maxIndexSize = 256 << 20
+// DefaultMaxChartIndexSize is CreateOptions.MaxChartIndexSize's default.
+const DefaultMaxChartIndexSize = 64 << 20
 
 // chartResult is a staged chart and the images found in it.
 type chartResult struct {
@@ -92,7 +93,7 @@ func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (c
 			return fail(err)
 		}
 		if len(missingDeps(loaded)) > 0 {
-			if err := c.vendorDeps(ctx, loaded, ""); err != nil {
+			if err := c.vendorDeps(ctx, loaded, "", nil); err != nil {
 				return fail(err)
 			}
 			if tgz, err = packageChart(loaded); err != nil {
@@ -119,7 +120,7 @@ func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (c
 			if !fi.IsDir() {
 				base = filepath.Dir(p)
 			}
-			if err := c.vendorDeps(ctx, loaded, base); err != nil {
+			if err := c.vendorDeps(ctx, loaded, base, nil); err != nil {
 				return fail(err)
 			}
 			if tgz, err = packageChart(loaded); err != nil {
@@ -238,7 +239,7 @@ func (c *creator) ociChart(ctx context.Context, comp string, ch manifests.Chart)
 		return chartResult{}, nil, err
 	}
 	var res chartResult
-	if err := c.plan.walk(ctx, repo, desc, "chart "+ch.Name, 0, &res.commit); err != nil {
+	if err := c.plan.walk(ctx, repo, desc, "chart "+ch.Name, 0, &res.commit, &walkBudget{}); err != nil {
 		return chartResult{}, nil, err
 	}
 	loaded, err := loader.LoadArchive(bytes.NewReader(tgz))
@@ -299,31 +300,31 @@ func (c *creator) ociChartRepo(ctx context.Context, src, name, version string) (
 // repoChart downloads NAME at VERSION (an exact version or a semver
 // constraint) from a Helm HTTP repository, checking the archive against the
 // digest in index.yaml. The source it returns is URL@sha256:HEX. A chart
-// whose digest is in the store already is not downloaded again.
+// whose digest is in the store already (and whose bytes still hash to it)
+// is not downloaded again.
 func (c *creator) repoChart(ctx context.Context, repoURL, name, version string) ([]byte, string, error) {
 	base := strings.TrimSuffix(repoURL, "/")
-	resp, err := c.remotes.get(ctx, base+"/index.yaml")
+	indexURL := base + "/index.yaml"
+	var raw []byte
+	err := retryTransient(ctx, func() error {
+		var err error
+		raw, err = c.getLimited(ctx, indexURL, c.opts.MaxChartIndexSize)
+		return err
+	})
 	if err != nil {
 		return nil, "", err
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxIndexSize+1))
-	resp.Body.Close()
+	idx, err := parseRepoIndex(raw, c.opts.MaxChartIndexSize)
+	raw = nil
 	if err != nil {
-		return nil, "", fmt.Errorf("reading %s/index.yaml: %w", base, err)
-	}
-	if len(raw) > maxIndexSize {
-		return nil, "", fmt.Errorf("%s/index.yaml is larger than %d bytes", base, maxIndexSize)
-	}
-	idx, err := parseRepoIndex(raw)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s/index.yaml: %w", base, err)
+		return nil, "", fmt.Errorf("%s: %w", indexURL, err)
 	}
 	cv, err := idx.Get(name, version)
 	if err != nil {
-		return nil, "", fmt.Errorf("%s/index.yaml: %s %s: %w", base, name, version, err)
+		return nil, "", fmt.Errorf("%s: %s %s: %w", indexURL, name, version, err)
 	}
 	if len(cv.URLs) == 0 {
-		return nil, "", fmt.Errorf("%s/index.yaml: %s %s has no download URL", base, name, cv.Version)
+		return nil, "", fmt.Errorf("%s: %s %s has no download URL", indexURL, name, cv.Version)
 	}
 	u, err := url.Parse(cv.URLs[0])
 	if err != nil {
@@ -337,39 +338,57 @@ func (c *creator) repoChart(ctx context.Context, repoURL, name, version string) 
 		u = b.ResolveReference(u)
 	}
 	want := strings.TrimPrefix(cv.Digest, "sha256:")
-	if want != "" {
-		d := digest.NewDigestFromEncoded(digest.SHA256, want)
-		if d.Validate() == nil {
-			if sd, ok := c.store.stat(d); ok && sd.Size <= maxChartSize {
-				if b, err := content.FetchAll(ctx, c.store, sd); err == nil {
-					c.opts.Logger.Debug("chart from cache", "url", u.String(), "digest", d)
-					return b, u.String() + "@" + d.String(), nil
-				}
-			}
+	if want == "" {
+		if c.opts.RequireChartDigests {
+			return nil, "", fmt.Errorf("%s: %s %s has no digest (--require-chart-digests): %w", indexURL, name, cv.Version, ErrNoChartDigest)
+		}
+		c.opts.Logger.Warn("chart index entry has no digest: the download is not checked", "index", indexURL, "chart", name, "version", cv.Version)
+	} else if d := digest.NewDigestFromEncoded(digest.SHA256, want); d.Validate() == nil {
+		if b, ok := c.store.readVerified(ctx, d, maxChartSize); ok {
+			c.opts.Logger.Debug("chart from cache", "url", u.String(), "digest", d)
+			return b, u.String() + "@" + d.String(), nil
 		}
 	}
-	resp, err = c.remotes.get(ctx, u.String())
+	var tgz []byte
+	err = retryTransient(ctx, func() error {
+		var err error
+		tgz, err = c.getLimited(ctx, u.String(), maxChartSize)
+		return err
+	})
 	if err != nil {
 		return nil, "", err
-	}
-	defer resp.Body.Close()
-	tgz, err := io.ReadAll(io.LimitReader(resp.Body, maxChartSize+1))
-	if err != nil {
-		return nil, "", fmt.Errorf("reading %s: %w", u, err)
-	}
-	if len(tgz) > maxChartSize {
-		return nil, "", fmt.Errorf("%s is larger than %d bytes", u, maxChartSize)
 	}
 	sum := sha256.Sum256(tgz)
 	got := hex.EncodeToString(sum[:])
 	if want != "" && got != want {
-		return nil, "", &SourceDigestError{Source: u.String(), Want: want, Got: got}
+		return nil, "", &SourceDigestError{Source: u.String(), Want: want, Got: got, Origin: indexURL}
 	}
 	// Kept in the store so that the next create need not download it.
 	if _, err := c.store.PutBytes(ctx, manifests.MediaTypeHelmChart, tgz); err != nil {
 		return nil, "", err
 	}
 	return tgz, u.String() + "@sha256:" + got, nil
+}
+
+// getLimited reads an http(s) URL whole, refusing more than limit bytes
+// (without reading further than limit+1).
+func (c *creator) getLimited(ctx context.Context, u string, limit int64) ([]byte, error) {
+	resp, err := c.remotes.get(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength > limit {
+		return nil, fmt.Errorf("%s is %d bytes (limit %d): %w", u, resp.ContentLength, limit, ErrTooLarge)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", u, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes: %w", u, limit, ErrTooLarge)
+	}
+	return b, nil
 }
 
 // repoIndex is the part of a Helm repository's index.yaml zdt reads.
@@ -385,7 +404,11 @@ type repoChartEntry struct {
 	Digest  string   `json:"digest"`
 }
 
-func parseRepoIndex(raw []byte) (*repoIndex, error) {
+// parseRepoIndex decodes an index.yaml of at most limit bytes.
+func parseRepoIndex(raw []byte, limit int64) (*repoIndex, error) {
+	if int64(len(raw)) > limit {
+		return nil, fmt.Errorf("index is %d bytes (limit %d): %w", len(raw), limit, ErrTooLarge)
+	}
 	var idx repoIndex
 	if err := sigyaml.Unmarshal(raw, &idx); err != nil {
 		return nil, err
@@ -447,10 +470,75 @@ func missingDeps(ch *chart.Chart) []string {
 	return out
 }
 
+// maxDepDepth bounds how deep chart dependencies nest (a chart's
+// dependency's dependency …).
+const maxDepDepth = 8
+
+// chartRepos collects the hosts chart dependencies may be fetched from:
+// those of the spec's chart sources and CreateOptions.AllowChartRepos.
+func (c *creator) chartRepos() error {
+	c.repoHosts = map[string]bool{}
+	c.repoPlain = map[string]bool{}
+	add := func(src string, explicit bool) error {
+		if !strings.Contains(src, "://") {
+			if !explicit {
+				return nil // a local chart
+			}
+			src = "https://" + src
+		}
+		u, err := url.Parse(src)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("chart repository %q: not HOST[:PORT] or a URL", src)
+		}
+		c.repoHosts[u.Host] = true
+		if u.Scheme == "http" {
+			c.repoPlain[u.Host] = true
+		}
+		return nil
+	}
+	for _, comp := range c.spec.Components {
+		for _, ch := range comp.Charts {
+			if err := add(ch.Source, false); err != nil {
+				return err
+			}
+		}
+	}
+	for _, r := range c.opts.AllowChartRepos {
+		if err := add(r, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkDepRepo refuses a dependency repository (named by a chart, so
+// untrusted) on a host the spec does not allow, or over plain http where
+// neither the spec, the registry config nor a loopback host allows it.
+func (c *creator) checkDepRepo(repo string) error {
+	u, err := url.Parse(repo)
+	if err != nil {
+		return err
+	}
+	if !c.repoHosts[u.Host] {
+		return fmt.Errorf("repository %s: host %q is not a chart source of the spec (allow it with --allow-chart-repo): %w", repo, u.Host, ErrChartRepoNotAllowed)
+	}
+	if u.Scheme == "http" && !c.repoPlain[u.Host] && !c.remotes.plainHTTP(u.Host) {
+		return fmt.Errorf("repository %s: plain http to %q (allow it with --allow-chart-repo http://%s): %w", repo, u.Host, u.Host, ErrChartRepoNotAllowed)
+	}
+	return nil
+}
+
 // vendorDeps fetches the dependencies a chart declares but does not carry
 // (from https Helm repositories, oci:// registries or file:// paths relative
 // to base) and adds them to the chart, as `helm dependency build` would.
-func (c *creator) vendorDeps(ctx context.Context, ch *chart.Chart, base string) error {
+// chain names the charts that led here ("web 1.0.0"), for cycles: a chart
+// that depends on itself, directly or not, or dependencies nested deeper
+// than maxDepDepth, are an error naming the chain.
+func (c *creator) vendorDeps(ctx context.Context, ch *chart.Chart, base string, chain []string) error {
+	chain = append(chain, ch.Metadata.Name+" "+ch.Metadata.Version)
+	if len(chain) > maxDepDepth {
+		return fmt.Errorf("dependencies nest deeper than %d: %s: %w", maxDepDepth, strings.Join(chain, " → "), ErrChartCycle)
+	}
 	missing := map[string]bool{}
 	for _, n := range missingDeps(ch) {
 		missing[n] = true
@@ -470,12 +558,18 @@ func (c *creator) vendorDeps(ctx context.Context, ch *chart.Chart, base string) 
 			}
 			sub, err = loader.Load(filepath.Join(base, strings.TrimPrefix(d.Repository, "file://")))
 		case strings.HasPrefix(d.Repository, "oci://"):
+			if err = c.checkDepRepo(d.Repository); err != nil {
+				break
+			}
 			var tgz []byte
 			_, tgz, err = c.ociChart(ctx, "", manifests.Chart{Name: d.Name, Source: d.Repository, Version: d.Version})
 			if err == nil {
 				sub, err = loader.LoadArchive(bytes.NewReader(tgz))
 			}
 		case strings.HasPrefix(d.Repository, "https://") || strings.HasPrefix(d.Repository, "http://"):
+			if err = c.checkDepRepo(d.Repository); err != nil {
+				break
+			}
 			var tgz []byte
 			if tgz, _, err = c.repoChart(ctx, d.Repository, d.Name, d.Version); err == nil {
 				sub, err = loader.LoadArchive(bytes.NewReader(tgz))
@@ -484,10 +578,14 @@ func (c *creator) vendorDeps(ctx context.Context, ch *chart.Chart, base string) 
 			err = fmt.Errorf("repository %q is not https://, oci:// or file:// (repository aliases need a Helm config zdt does not read)", d.Repository)
 		}
 		if err != nil {
-			return fmt.Errorf("vendoring dependency %s %s: %w", d.Name, d.Version, err)
+			return fmt.Errorf("vendoring dependency %s %s of %s: %w", d.Name, d.Version, strings.Join(chain, " → "), err)
+		}
+		self := sub.Metadata.Name + " " + sub.Metadata.Version
+		if slices.Contains(chain, self) {
+			return fmt.Errorf("dependencies loop: %s → %s: %w", strings.Join(chain, " → "), self, ErrChartCycle)
 		}
 		if len(missingDeps(sub)) > 0 {
-			if err := c.vendorDeps(ctx, sub, ""); err != nil {
+			if err := c.vendorDeps(ctx, sub, "", chain); err != nil {
 				return err
 			}
 		}
@@ -677,3 +775,10 @@ func imagesInManifests(rendered map[string]string) []string {
 	}
 	return out
 }
+
+// DefaultRenderTimeout and DefaultMaxRenderSize are the defaults of
+// CreateOptions.RenderTimeout and MaxRenderSize.
+const (
+	DefaultRenderTimeout = time.Minute
+	DefaultMaxRenderSize = 64 << 20
+)

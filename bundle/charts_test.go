@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -274,13 +275,18 @@ func TestChartFromOCI(t *testing.T) {
 }
 
 // FuzzRepoIndex: a Helm repository's index.yaml comes from the network;
-// parsing and looking a chart up must not panic.
+// parsing (within the size cap) and looking a chart up must not panic, and
+// an index over the cap is refused before it is parsed.
 func FuzzRepoIndex(f *testing.F) {
 	f.Add([]byte("apiVersion: v1\nentries:\n  web:\n  - name: web\n    version: 1.0.0\n    urls: [web-1.0.0.tgz]\n    digest: abc\n"), "web", "^1")
 	f.Add([]byte("apiVersion: v1\nentries:\n  web: [null]\n"), "web", "1.0.0")
 	f.Add([]byte("{}"), "x", "")
 	f.Fuzz(func(t *testing.T, raw []byte, name, version string) {
-		idx, err := parseRepoIndex(raw)
+		const limit = 4 << 10
+		idx, err := parseRepoIndex(raw, limit)
+		if len(raw) > limit && !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("a %d-byte index over the %d-byte cap: err = %v", len(raw), limit, err)
+		}
 		if err != nil {
 			return
 		}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -61,6 +62,33 @@ type CreateOptions struct {
 	// those of its images annotation) to the chart's component, unless the
 	// spec lists them already. The lock file records them.
 	DiscoverImages bool
+	// DiscoveryRequired makes a chart that cannot be rendered within the
+	// render limits (RenderTimeout, MaxRenderSize) fail the create; when
+	// false it is skipped with a warning (only its images annotation is
+	// used). The CLI sets it when --discover-images is given explicitly.
+	DiscoveryRequired bool
+	// RenderTimeout bounds the rendering of one chart during discovery
+	// (default DefaultRenderTimeout); MaxRenderSize bounds its output
+	// (default DefaultMaxRenderSize).
+	RenderTimeout time.Duration
+	MaxRenderSize int64
+	// AllowChartRepos lists the extra hosts (HOST[:PORT], or a URL whose
+	// scheme says whether plain http is allowed) a chart's dependencies may
+	// be fetched from. A dependency's repository comes from the chart, so it
+	// is untrusted: by default only the hosts of the spec's chart sources are
+	// allowed, over https unless the spec or the registry config uses plain
+	// http for that host (loopback hosts too).
+	AllowChartRepos []string
+	// RequireChartDigests refuses a Helm repository index entry without a
+	// digest (else such a chart is downloaded unchecked, with a warning).
+	RequireChartDigests bool
+	// MaxChartIndexSize bounds a Helm repository's index.yaml (default
+	// DefaultMaxChartIndexSize).
+	MaxChartIndexSize int64
+	// StallTimeout fails a request (after retries) that receives less than
+	// 1 KiB in a window this long: a registry, repository or file server
+	// that stalls or trickles (default DefaultStallTimeout).
+	StallTimeout time.Duration
 	// PhaseProgress, if set, is called from several goroutines with the
 	// progress of each phase (PhaseCharts, PhaseResolve: items;
 	// PhaseFetch: bytes).
@@ -129,6 +157,18 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = max(4, 2*runtime.GOMAXPROCS(0))
 	}
+	if opts.MaxChartIndexSize <= 0 {
+		opts.MaxChartIndexSize = DefaultMaxChartIndexSize
+	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = DefaultStallTimeout
+	}
+	if opts.RenderTimeout <= 0 {
+		opts.RenderTimeout = DefaultRenderTimeout
+	}
+	if opts.MaxRenderSize <= 0 {
+		opts.MaxRenderSize = DefaultMaxRenderSize
+	}
 	platforms := spec.Platforms
 	if len(opts.Platforms) > 0 {
 		platforms = opts.Platforms
@@ -149,11 +189,17 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 	if err != nil {
 		return CreateResult{}, err
 	}
+	defer store.close()
 	if n := store.cleanStale(staleIngest); n > 0 {
 		opts.Logger.Info("removed temp files of interrupted creates", "dir", work, "files", n)
 	}
+	rem := newRemotes(opts.Registries, opts.Concurrency)
+	rem.stall = opts.StallTimeout
 	c := &creator{spec: spec, store: store, opts: opts, platforms: platforms,
-		remotes: newRemotes(opts.Registries, opts.Concurrency), plan: newFetchPlan(store)}
+		remotes: rem, plan: newFetchPlan(store)}
+	if err := c.chartRepos(); err != nil {
+		return CreateResult{}, err
+	}
 
 	// Resolve and stage every item (bundle/fetch.go); results keep spec order.
 	results, discovered, err := c.stageAll(ctx)

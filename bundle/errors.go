@@ -20,6 +20,20 @@ var (
 	ErrNotBundle         = fmt.Errorf("not a zdt bundle: %w", ErrVerification)
 	ErrUnsupportedDigest = errors.New("unsupported digest algorithm (zdt uses sha256)")
 	ErrLockMismatch      = errors.New("source does not match the lock file")
+	// ErrNoChartDigest: a Helm repository index entry gives no digest and
+	// CreateOptions.RequireChartDigests is set.
+	ErrNoChartDigest = errors.New("chart index entry without a digest")
+	// ErrChartRepoNotAllowed: a chart dependency names a repository the
+	// spec and CreateOptions.AllowChartRepos do not allow.
+	ErrChartRepoNotAllowed = errors.New("chart repository not allowed")
+	// ErrChartCycle: chart dependencies that loop, or nest too deep.
+	ErrChartCycle = errors.New("chart dependencies loop or nest too deep")
+	// ErrRenderLimit: a chart's rendering exceeded its time or size limit.
+	ErrRenderLimit = errors.New("chart rendering exceeded its limits")
+	// ErrSizeMismatch: a source's size is not the one the spec gives.
+	ErrSizeMismatch = errors.New("size mismatch")
+	// ErrNoSpace: the disk lacks room for what is about to be written.
+	ErrNoSpace = errors.New("not enough free disk space")
 	// ErrNeedsBase: a delta bundle's blob is in its base, which was not
 	// given (AttachBase).
 	ErrNeedsBase = errors.New("the delta bundle's base is needed")

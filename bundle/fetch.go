@@ -10,6 +10,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -65,8 +66,19 @@ type pendingBlob struct {
 // fetchPlan collects the blobs every item needs, once each.
 type fetchPlan struct {
 	store *blobStore
+	// deep makes the walk descend into manifests the store has (after a
+	// cache entry failed its check: what it pointed at is fetched again).
+	deep  bool
 	mu    sync.Mutex
 	blobs map[digest.Digest]*pendingBlob
+	// walked holds the manifests some item's walk has claimed: each is
+	// read and descended into once per create, however many indexes (and
+	// items) list it.
+	walked map[digest.Digest]bool
+	// staged holds the manifests read while planning, by digest, for the
+	// commit phase (children first) and so that none is fetched twice.
+	staged    map[digest.Digest]stagedManifest
+	committed map[digest.Digest]bool
 	// counted holds the digests counted in cachedBlobs/cachedBytes.
 	counted map[digest.Digest]bool
 	// cached counts blobs and manifests found in the store while planning.
@@ -74,11 +86,69 @@ type fetchPlan struct {
 }
 
 func newFetchPlan(store *blobStore) *fetchPlan {
-	return &fetchPlan{store: store, blobs: map[digest.Digest]*pendingBlob{}, counted: map[digest.Digest]bool{}}
+	return &fetchPlan{store: store, blobs: map[digest.Digest]*pendingBlob{}, counted: map[digest.Digest]bool{},
+		walked: map[digest.Digest]bool{}, staged: map[digest.Digest]stagedManifest{}, committed: map[digest.Digest]bool{}}
 }
 
 // maxGraphDepth bounds index nesting (an index of indexes of …).
 const maxGraphDepth = 8
+
+// MaxManifestsPerItem bounds the distinct manifests of one item's graph,
+// and MaxRefsPerItem the descriptors its manifests list in all (the same
+// manifest listed 19,000 times counts 19,000 times, but is fetched once).
+const (
+	MaxManifestsPerItem = 1024
+	MaxRefsPerItem      = 100_000
+)
+
+// walkBudget counts what one item's walk has visited.
+type walkBudget struct{ manifests, refs int }
+
+// ErrTooManyManifests: an item's graph exceeds MaxManifestsPerItem or
+// MaxRefsPerItem.
+var ErrTooManyManifests = errors.New("too many manifests")
+
+func (b *walkBudget) ref(d digest.Digest) error {
+	b.refs++
+	if b.refs > MaxRefsPerItem {
+		return fmt.Errorf("manifest %s: the graph lists more than %d descriptors: %w", d, MaxRefsPerItem, ErrTooManyManifests)
+	}
+	return nil
+}
+
+func (b *walkBudget) manifest(d digest.Digest) error {
+	b.manifests++
+	if b.manifests > MaxManifestsPerItem {
+		return fmt.Errorf("manifest %s: the graph has more than %d manifests: %w", d, MaxManifestsPerItem, ErrTooManyManifests)
+	}
+	return nil
+}
+
+// retryTransient runs fn up to three times, with backoff, while it fails
+// in a way a retry may fix: a body that stalled or broke off. (Requests
+// that get no answer are retried by the transport, see retryPolicy.)
+func retryTransient(ctx context.Context, fn func() error) error {
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+			}
+		}
+		if err = fn(); err == nil || ctx.Err() != nil || !isTransient(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// isTransient reports errors a retry may fix.
+func isTransient(err error) bool {
+	var se *StallError
+	return errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+}
 
 // readManifest reads a manifest from the store if present, else from src,
 // checking its digest and size. fromStore says where it came from.
@@ -86,15 +156,30 @@ func (p *fetchPlan) readManifest(ctx context.Context, src content.Fetcher, desc 
 	if desc.Size > MaxManifestSize {
 		return nil, false, fmt.Errorf("manifest %s is %d bytes (limit %d): %w", desc.Digest, desc.Size, MaxManifestSize, ErrTooLarge)
 	}
+	p.mu.Lock()
+	sm, ok := p.staged[desc.Digest]
+	p.mu.Unlock()
+	if ok {
+		return sm.raw, false, nil
+	}
 	if ok, _ := p.store.Exists(ctx, desc); ok {
+		// FetchAll checks the digest: a poisoned entry is fetched again.
 		if raw, err := content.FetchAll(ctx, p.store, desc); err == nil {
 			return raw, true, nil
 		}
+		_ = p.store.remove(desc.Digest)
 	}
-	raw, err = content.FetchAll(ctx, src, desc)
+	err = retryTransient(ctx, func() error {
+		var err error
+		raw, err = content.FetchAll(ctx, src, desc)
+		return err
+	})
 	if err != nil {
 		return nil, false, fmt.Errorf("fetching manifest %s: %w", desc.Digest, err)
 	}
+	p.mu.Lock()
+	p.staged[desc.Digest] = stagedManifest{desc: desc, raw: raw}
+	p.mu.Unlock()
 	return raw, false, nil
 }
 
@@ -102,16 +187,32 @@ func (p *fetchPlan) readManifest(ctx context.Context, src content.Fetcher, desc 
 // read from src and appended to out in post-order (children first); blobs
 // missing from the store are added to the plan. A manifest present in the
 // store is complete (see above) and is not descended into.
-func (p *fetchPlan) walk(ctx context.Context, src content.Fetcher, desc ocispec.Descriptor, item string, depth int, out *[]stagedManifest) error {
+//
+// Each manifest is walked once per create (the first item to reach it
+// claims it); budget counts what this item's walk visited.
+func (p *fetchPlan) walk(ctx context.Context, src content.Fetcher, desc ocispec.Descriptor, item string, depth int, out *[]stagedManifest, budget *walkBudget) error {
 	if depth > maxGraphDepth {
 		return fmt.Errorf("manifest %s: nested deeper than %d", desc.Digest, maxGraphDepth)
+	}
+	if err := budget.ref(desc.Digest); err != nil {
+		return err
 	}
 	if !isManifest(desc.MediaType) {
 		return p.addBlob(ctx, src, desc, item)
 	}
+	p.mu.Lock()
+	claimed := p.walked[desc.Digest]
+	p.walked[desc.Digest] = true
+	p.mu.Unlock()
+	if claimed {
+		return nil
+	}
+	if err := budget.manifest(desc.Digest); err != nil {
+		return err
+	}
 	if ok, err := p.store.Exists(ctx, desc); err != nil {
 		return err
-	} else if ok {
+	} else if ok && !p.deep {
 		p.countCached(ctx, desc, depth)
 		return nil
 	}
@@ -127,7 +228,7 @@ func (p *fetchPlan) walk(ctx context.Context, src content.Fetcher, desc ocispec.
 		if c.role == "subject" {
 			continue // a referrer's subject is not part of the image
 		}
-		if err := p.walk(ctx, src, c.d, item, depth+1, out); err != nil {
+		if err := p.walk(ctx, src, c.d, item, depth+1, out, budget); err != nil {
 			return err
 		}
 	}
@@ -288,15 +389,36 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// commit writes planned manifests (already in post-order) to the store.
+// commit writes planned manifests to the store, each after the manifests
+// it points at (another item's walk may have planned those).
 func (p *fetchPlan) commit(ctx context.Context, ms []stagedManifest) error {
 	for _, m := range ms {
-		if ok, _ := p.store.Exists(ctx, m.desc); ok {
-			continue
+		if err := p.commitOne(ctx, m, 0); err != nil {
+			return err
 		}
-		if err := p.store.Push(ctx, m.desc, bytes.NewReader(m.raw)); err != nil {
-			return fmt.Errorf("storing manifest %s: %w", m.desc.Digest, err)
+	}
+	return nil
+}
+
+func (p *fetchPlan) commitOne(ctx context.Context, m stagedManifest, depth int) error {
+	if p.committed[m.desc.Digest] || depth > maxGraphDepth {
+		return nil
+	}
+	if children, err := successors(m.raw); err == nil {
+		for _, c := range children {
+			if child, ok := p.staged[c.d.Digest]; ok && c.role != "subject" {
+				if err := p.commitOne(ctx, child, depth+1); err != nil {
+					return err
+				}
+			}
 		}
+	}
+	p.committed[m.desc.Digest] = true
+	if ok, _ := p.store.Exists(ctx, m.desc); ok && !p.deep {
+		return nil
+	}
+	if err := p.store.Push(ctx, m.desc, bytes.NewReader(m.raw)); err != nil {
+		return fmt.Errorf("storing manifest %s: %w", m.desc.Digest, err)
 	}
 	return nil
 }
@@ -333,8 +455,9 @@ func (p *fetchPlan) filterIndex(ctx context.Context, src content.Fetcher, desc o
 		}
 		return ocispec.Descriptor{}, fmt.Errorf("none of its platforms %v is in %v", have, platforms)
 	}
+	budget := &walkBudget{}
 	for _, m := range kept {
-		if err := p.walk(ctx, src, m, item, 1, out); err != nil {
+		if err := p.walk(ctx, src, m, item, 1, out, budget); err != nil {
 			return ocispec.Descriptor{}, err
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/distribution/reference"
@@ -134,6 +135,7 @@ func isLoopback(host string) bool {
 type remotes struct {
 	cfg    *RegistryConfig
 	conns  int
+	stall  time.Duration
 	mu     sync.Mutex
 	http   map[string]*http.Client
 	auth   map[string]*auth.Client
@@ -143,7 +145,7 @@ type remotes struct {
 }
 
 func newRemotes(cfg *RegistryConfig, conns int) *remotes {
-	return &remotes{cfg: cfg, conns: max(conns, 4), http: map[string]*http.Client{}, auth: map[string]*auth.Client{}, cache: auth.NewCache()}
+	return &remotes{cfg: cfg, conns: max(conns, 4), stall: DefaultStallTimeout, http: map[string]*http.Client{}, auth: map[string]*auth.Client{}, cache: auth.NewCache()}
 }
 
 // plainHTTP says whether host is spoken to over http://.
@@ -169,7 +171,7 @@ func (r *remotes) httpClient(host string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = r.conns * 2
 	tr.MaxIdleConns = 0
-	tr.ResponseHeaderTimeout = 2 * time.Minute
+	tr.ResponseHeaderTimeout = r.stall
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if h.Insecure {
 		tlsCfg.InsecureSkipVerify = true
@@ -189,7 +191,9 @@ func (r *remotes) httpClient(host string) (*http.Client, error) {
 		tlsCfg.RootCAs = pool
 	}
 	tr.TLSClientConfig = tlsCfg
-	c := &http.Client{Transport: retry.NewTransport(tr)}
+	rt := retry.NewTransport(&stallTransport{next: tr, timeout: r.stall})
+	rt.Policy = func() retry.Policy { return retryPolicy{} }
+	c := &http.Client{Transport: rt}
 	r.http[host] = c
 	return c, nil
 }
@@ -296,7 +300,105 @@ type Remotes struct{ r *remotes }
 
 // NewRemotes returns the repository opener for cfg with a pool of conns
 // connections per registry.
-func NewRemotes(cfg *RegistryConfig, conns int) *Remotes { return &Remotes{r: newRemotes(cfg, conns)} }
+func NewRemotes(cfg *RegistryConfig, conns int) *Remotes {
+	return &Remotes{r: newRemotes(cfg, conns)}
+}
+
+// DefaultStallTimeout is CreateOptions.StallTimeout's default.
+const DefaultStallTimeout = 30 * time.Second
+
+// stallMinBytes is what a response must deliver per stall window.
+const stallMinBytes = 1 << 10
+
+// StallError is a request that stopped delivering: no answer within the
+// stall timeout, or less than 1 KiB of body in a window that long.
+type StallError struct {
+	URL    string
+	Window time.Duration
+}
+
+func (e *StallError) Error() string {
+	return fmt.Sprintf("GET %s: stalled: less than %d bytes received in %s", e.URL, stallMinBytes, e.Window)
+}
+
+// Timeout makes a stall a timeout (net.Error), which retries take as
+// transient.
+func (e *StallError) Timeout() bool   { return true }
+func (e *StallError) Temporary() bool { return true }
+
+// retryPolicy is oras-go's default (backoff on 429, 5xx and broken
+// connections) with at most two retries of a request that timed out: each
+// attempt waited a whole stall timeout already.
+type retryPolicy struct{}
+
+func (retryPolicy) Retry(attempt int, resp *http.Response, err error) (time.Duration, error) {
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() && attempt >= 2 {
+		return -1, nil
+	}
+	return retry.DefaultPolicy.Retry(attempt, resp, err)
+}
+
+// stallTransport fails a response body that stalls or trickles: each Read
+// that blocks longer than timeout cancels the request, and so does a body
+// that, over reads adding up to timeout, delivered less than
+// stallMinBytes. Time the caller spends between reads does not count.
+type stallTransport struct {
+	next    http.RoundTripper
+	timeout time.Duration
+}
+
+func (t *stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	resp, err := t.next.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	b := &stallBody{rc: resp.Body, timeout: t.timeout, cancel: cancel, url: req.URL.Redacted()}
+	b.timer = time.AfterFunc(time.Hour, func() { b.fired.Store(true); cancel() })
+	b.timer.Stop()
+	resp.Body = b
+	return resp, nil
+}
+
+type stallBody struct {
+	rc       io.ReadCloser
+	timeout  time.Duration
+	cancel   context.CancelFunc
+	url      string
+	timer    *time.Timer
+	fired    atomic.Bool
+	winTime  time.Duration
+	winBytes int64
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	start := time.Now()
+	b.timer.Reset(b.timeout)
+	n, err := b.rc.Read(p)
+	b.timer.Stop()
+	b.winTime += time.Since(start)
+	b.winBytes += int64(n)
+	if b.winTime >= b.timeout {
+		if b.winBytes < stallMinBytes && err == nil {
+			b.fired.Store(true)
+			b.cancel()
+		}
+		b.winTime, b.winBytes = 0, 0
+	}
+	if b.fired.Load() && err != io.EOF {
+		return n, &StallError{URL: b.url, Window: b.timeout}
+	}
+	return n, err
+}
+
+func (b *stallBody) Close() error {
+	b.timer.Stop()
+	err := b.rc.Close()
+	b.cancel()
+	return err
+}
 
 // Repository opens host/path.
 func (r *Remotes) Repository(host, path string) (*remote.Repository, error) {

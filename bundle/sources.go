@@ -32,6 +32,9 @@ type creator struct {
 	remotes   *remotes
 	plan      *fetchPlan
 	stats     FetchStats
+	// repoHosts are the hosts chart dependencies may come from; repoPlain
+	// those of them allowed over plain http (see chartRepos).
+	repoHosts, repoPlain map[string]bool
 }
 
 func (c *creator) path(p string) string {
@@ -125,7 +128,7 @@ func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (r
 	if len(c.platforms) > 0 && isIndex(desc.MediaType) {
 		top, err = c.plan.filterIndex(ctx, src, desc, c.platforms, it.String(), &commit)
 	} else {
-		err = c.plan.walk(ctx, src, desc, it.String(), 0, &commit)
+		err = c.plan.walk(ctx, src, desc, it.String(), 0, &commit, &walkBudget{})
 	}
 	if err != nil {
 		return fail(err)
@@ -255,22 +258,54 @@ func (c *creator) openSource(ctx context.Context, src string) (io.ReadCloser, er
 }
 
 // stageCompressed stages a source's bytes, zstd-compressing them unless they
-// are compressed already, and checks their sha256 if one is given. It
+// are compressed already, and checks their sha256 if one is given (and
+// their size: reading stops one byte past wantSize when it is given). It
 // returns the layer descriptor, the digest and size of the original bytes,
-// and the first bytes (for format sniffing).
-func (c *creator) stageCompressed(ctx context.Context, src, wantSHA, rawType, zstdType string) (ocispec.Descriptor, digest.Digest, int64, []byte, error) {
+// and the first bytes (for format sniffing). A download that stalls or
+// breaks off is tried again.
+func (c *creator) stageCompressed(ctx context.Context, src, wantSHA string, wantSize int64, rawType, zstdType string) (ocispec.Descriptor, digest.Digest, int64, []byte, error) {
 	if wantSHA != "" {
-		if e, ok := c.store.lookupSource(ctx, wantSHA, zstdType); ok {
+		if e, ok := c.store.lookupSource(ctx, wantSHA, zstdType); ok && (wantSize == 0 || e.Size == wantSize) {
 			c.opts.Logger.Debug("source from cache", "source", src, "sha256", wantSHA)
 			return e.Layer, digest.NewDigestFromEncoded(digest.SHA256, wantSHA), e.Size, e.Head, nil
 		}
 	}
+	var (
+		desc ocispec.Descriptor
+		got  string
+		n    int64
+		head []byte
+	)
+	err := retryTransient(ctx, func() error {
+		var err error
+		desc, got, n, head, err = c.ingestSource(ctx, src, wantSize, rawType, zstdType)
+		return err
+	})
+	if err != nil {
+		return ocispec.Descriptor{}, "", 0, nil, err
+	}
+	if wantSHA != "" && got != wantSHA {
+		return ocispec.Descriptor{}, "", 0, nil, &SourceDigestError{Source: src, Want: wantSHA, Got: got}
+	}
+	if err := c.store.recordSource(got, zstdType, sourceEntry{Layer: desc, Size: n, Head: head}); err != nil {
+		c.opts.Logger.Debug("not recording source in the cache", "source", src, "err", err)
+	}
+	return desc, digest.NewDigestFromEncoded(digest.SHA256, got), n, head, nil
+}
+
+// ingestSource reads a source once into the store (see stageCompressed)
+// and returns the hex sha256 and size of its original bytes.
+func (c *creator) ingestSource(ctx context.Context, src string, wantSize int64, rawType, zstdType string) (ocispec.Descriptor, string, int64, []byte, error) {
 	rc, err := c.openSource(ctx, src)
 	if err != nil {
 		return ocispec.Descriptor{}, "", 0, nil, err
 	}
 	defer rc.Close()
-	br := bufioReader(rc)
+	var r io.Reader = rc
+	if wantSize > 0 {
+		r = io.LimitReader(rc, wantSize+1)
+	}
+	br := bufioReader(r)
 	head, _ := br.Peek(512)
 	head = append([]byte(nil), head...)
 	raw := sha256.New()
@@ -297,30 +332,38 @@ func (c *creator) stageCompressed(ctx context.Context, src, wantSHA, rawType, zs
 	if err != nil {
 		return ocispec.Descriptor{}, "", 0, nil, err
 	}
-	got := hex.EncodeToString(raw.Sum(nil))
-	if wantSHA != "" && got != wantSHA {
-		return ocispec.Descriptor{}, "", 0, nil, &SourceDigestError{Source: src, Want: wantSHA, Got: got}
+	if wantSize > 0 && n != wantSize {
+		more := ""
+		if n > wantSize {
+			more = " or more"
+		}
+		return ocispec.Descriptor{}, "", 0, nil, fmt.Errorf("%s: %d%s bytes, the spec says %d: %w", src, n, more, wantSize, ErrSizeMismatch)
 	}
-	if err := c.store.recordSource(got, zstdType, sourceEntry{Layer: desc, Size: n, Head: head}); err != nil {
-		c.opts.Logger.Debug("not recording source in the cache", "source", src, "err", err)
-	}
-	return desc, digest.NewDigestFromEncoded(digest.SHA256, got), n, head, nil
+	return desc, hex.EncodeToString(raw.Sum(nil)), n, head, nil
 }
 
-// SourceDigestError is a source whose bytes do not match the spec's sha256.
+// SourceDigestError is a source whose bytes do not match the sha256 they
+// should have: the spec's, or (Origin) the one a Helm repository's
+// index.yaml gives.
 type SourceDigestError struct {
 	Source, Want, Got string
+	// Origin names where Want came from ("" for the spec).
+	Origin string
 }
 
 func (e *SourceDigestError) Error() string {
-	return fmt.Sprintf("%s: sha256 mismatch: the spec says %s, the source has %s", e.Source, e.Want, e.Got)
+	from := "the spec"
+	if e.Origin != "" {
+		from = e.Origin
+	}
+	return fmt.Sprintf("%s: sha256 mismatch: %s says %s, the source has %s", e.Source, from, e.Want, e.Got)
 }
 
 // file stages a host file or binary as an ORAS-style artifact.
 func (c *creator) file(ctx context.Context, comp string, f manifests.File) (resolved, error) {
 	name := f.ItemName()
 	fail := func(err error) (resolved, error) { return resolved{}, fmt.Errorf("file %s: %w", name, err) }
-	layer, _, size, _, err := c.stageCompressed(ctx, f.Source, f.SHA256, manifests.MediaTypeFileRaw, manifests.MediaTypeFileZstd)
+	layer, _, size, _, err := c.stageCompressed(ctx, f.Source, f.SHA256, f.Size, manifests.MediaTypeFileRaw, manifests.MediaTypeFileZstd)
 	if err != nil {
 		return fail(err)
 	}
@@ -383,7 +426,7 @@ func (c *creator) ami(ctx context.Context, comp string, a manifests.AMI) (resolv
 	rc.Close()
 	format := diskFormat(head[:n])
 	mt := manifests.MediaTypeDiskZstdPrefix + format + "+zstd"
-	layer, sum, size, _, err := c.stageCompressed(ctx, a.Source, a.SHA256, mt, mt)
+	layer, sum, size, _, err := c.stageCompressed(ctx, a.Source, a.SHA256, a.Size, mt, mt)
 	if err != nil {
 		return fail(err)
 	}

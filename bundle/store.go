@@ -1,21 +1,23 @@
 package bundle
 
 import (
-	"strings"
-	"sync"
-	"time"
-
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"hash"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -37,20 +39,39 @@ import (
 // filesystem and removes it. If a create dies before that (power loss), a
 // blob may exist with torn bytes; the journal left behind makes the next
 // create hash every cached blob once and drop the torn ones.
+//
+// Every access goes through an os.Root opened on the store's directory: a
+// symlink planted in the cache (blobs/sha256 pointing elsewhere) cannot
+// make the store read or write outside it.
 type blobStore struct {
-	root       string
+	dir        string
+	root       *os.Root
 	persistent bool
 	begun      sync.Once
 	beginErr   error
+	// fresh holds the digests this store instance wrote (hashed on the way
+	// in); every other blob came from an earlier create and is checked
+	// again when the archive is written.
+	fresh sync.Map
 }
 
 const cacheJournal = "journal"
 
-func newBlobStore(root string, persistent bool) (*blobStore, error) {
-	if err := os.MkdirAll(filepath.Join(root, "blobs", "sha256"), 0o755); err != nil {
+const dirBlobsSHA = "blobs/sha256"
+
+func newBlobStore(dir string, persistent bool) (*blobStore, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating blob store: %w", err)
 	}
-	s := &blobStore{root: root, persistent: persistent}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening blob store: %w", err)
+	}
+	if err := root.MkdirAll(dirBlobsSHA, 0o755); err != nil {
+		root.Close()
+		return nil, fmt.Errorf("creating blob store: %w", err)
+	}
+	s := &blobStore{dir: dir, root: root, persistent: persistent}
 	if persistent {
 		if err := s.settle(); err != nil {
 			return nil, fmt.Errorf("checking the cache after an earlier create: %w", err)
@@ -77,15 +98,14 @@ const settleAfter = 2 * time.Minute
 
 // settle applies the rules above to the journal an earlier create left.
 func (s *blobStore) settle() error {
-	j := filepath.Join(s.root, cacheJournal)
-	fi, err := os.Stat(j)
+	fi, err := s.root.Stat(cacheJournal)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	b, _ := os.ReadFile(j)
+	b, _ := s.root.ReadFile(cacheJournal)
 	if boot := bootID(); boot != "" && strings.TrimSpace(string(b)) == boot {
 		if time.Since(fi.ModTime()) < settleAfter {
 			s.begun.Do(func() {}) // the journal stands for this create's blobs too
@@ -111,8 +131,7 @@ func bootID() string {
 // that do not match their name, and clears the journal. Blobs older than
 // that were synced by the create that finished the previous journal.
 func (s *blobStore) recover(since time.Time) error {
-	dir := filepath.Join(s.root, "blobs", "sha256")
-	ents, err := os.ReadDir(dir)
+	ents, err := s.readDir(dirBlobsSHA)
 	if err != nil {
 		return err
 	}
@@ -125,8 +144,8 @@ func (s *blobStore) recover(since time.Time) error {
 		if fi, err := e.Info(); err == nil && fi.ModTime().Before(since.Add(-2*time.Second)) {
 			continue
 		}
-		p := filepath.Join(dir, e.Name())
-		f, err := os.Open(p)
+		p := path.Join(dirBlobsSHA, e.Name())
+		f, err := s.root.Open(p)
 		if err != nil {
 			return err
 		}
@@ -134,7 +153,7 @@ func (s *blobStore) recover(since time.Time) error {
 		_, err = io.CopyBuffer(hw, f, buf)
 		f.Close()
 		if err != nil || hw.digest() != d {
-			if err := os.Remove(p); err != nil {
+			if err := s.root.Remove(p); err != nil {
 				return err
 			}
 		}
@@ -148,7 +167,7 @@ func (s *blobStore) begin() error {
 		return nil
 	}
 	s.begun.Do(func() {
-		s.beginErr = fsutil.WritePath(filepath.Join(s.root, cacheJournal), []byte(bootID()+"\n"), 0o644)
+		s.beginErr = fsutil.WriteFileAtomic(s.root, cacheJournal, []byte(bootID()+"\n"), 0o644)
 	})
 	return s.beginErr
 }
@@ -156,30 +175,20 @@ func (s *blobStore) begin() error {
 // finish makes every blob durable (one syncfs) and removes the journal.
 // Create does not call it (see settle); a later create does.
 func (s *blobStore) finish() error {
-	j := filepath.Join(s.root, cacheJournal)
-	if _, err := os.Stat(j); !s.persistent || err != nil {
+	if _, err := s.root.Stat(cacheJournal); !s.persistent || err != nil {
 		return nil // nothing was written
 	}
-	if err := syncFS(s.root); err != nil {
+	if err := s.syncFS(); err != nil {
 		return fmt.Errorf("syncing the cache: %w", err)
 	}
-	if err := os.Remove(j); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := s.root.Remove(cacheJournal); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return syncDir(s.root)
+	return fsutil.SyncDir(s.root, ".")
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-func syncFS(dir string) error {
-	d, err := os.Open(dir)
+func (s *blobStore) syncFS() error {
+	d, err := s.root.Open(".")
 	if err != nil {
 		return err
 	}
@@ -187,6 +196,20 @@ func syncFS(dir string) error {
 	return unix.Syncfs(int(d.Fd()))
 }
 
+// readDir lists a directory under the store's root.
+func (s *blobStore) readDir(dir string) ([]fs.DirEntry, error) {
+	f, err := s.root.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.ReadDir(-1)
+}
+
+// close releases the store's root.
+func (s *blobStore) close() error { return s.root.Close() }
+
+// path is a blob's name under the store's root.
 func (s *blobStore) path(d digest.Digest) (string, error) {
 	if err := d.Validate(); err != nil {
 		return "", fmt.Errorf("%s: %w", d, err)
@@ -194,7 +217,50 @@ func (s *blobStore) path(d digest.Digest) (string, error) {
 	if d.Algorithm() != digest.SHA256 {
 		return "", fmt.Errorf("%s: %w", d, ErrUnsupportedDigest)
 	}
-	return filepath.Join(s.root, "blobs", "sha256", d.Encoded()), nil
+	return path.Join(dirBlobsSHA, d.Encoded()), nil
+}
+
+// remove drops a blob (a cache entry whose bytes do not match its name).
+func (s *blobStore) remove(d digest.Digest) error {
+	p, err := s.path(d)
+	if err != nil {
+		return err
+	}
+	s.fresh.Delete(d)
+	if err := s.root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// isFresh reports whether this store instance wrote the blob.
+func (s *blobStore) isFresh(d digest.Digest) bool {
+	_, ok := s.fresh.Load(d)
+	return ok
+}
+
+// readVerified reads a stored blob of at most limit bytes and checks that
+// its bytes hash to d; a blob that does not is removed (a poisoned or torn
+// cache entry) and reported missing.
+func (s *blobStore) readVerified(ctx context.Context, d digest.Digest, limit int64) ([]byte, bool) {
+	desc, ok := s.stat(d)
+	if !ok || desc.Size > limit {
+		return nil, false
+	}
+	rc, err := s.Fetch(ctx, desc)
+	if err != nil {
+		return nil, false
+	}
+	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	rc.Close()
+	if err != nil {
+		return nil, false
+	}
+	if digest.FromBytes(b) != d {
+		_ = s.remove(d) // refetched; a failure to remove costs the next create the same check
+		return nil, false
+	}
+	return b, true
 }
 
 // Exists reports whether the blob is staged.
@@ -203,7 +269,7 @@ func (s *blobStore) Exists(_ context.Context, desc ocispec.Descriptor) (bool, er
 	if err != nil {
 		return false, err
 	}
-	fi, err := os.Stat(p)
+	fi, err := s.root.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
@@ -219,11 +285,14 @@ func (s *blobStore) Fetch(_ context.Context, desc ocispec.Descriptor) (io.ReadCl
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
+	f, err := s.root.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", desc.Digest, errdef.ErrNotFound)
 	}
-	return f, err
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 // Push stores r's bytes, which must match desc's digest and size.
@@ -246,10 +315,12 @@ func (s *blobStore) Ingest(ctx context.Context, mediaType string, r io.Reader) (
 	return d, err
 }
 
-// PutBytes stores a small blob.
+// PutBytes stores a small blob. It is written even when the store has the
+// digest already: what an earlier create left is not trusted to hold these
+// bytes, and rewriting a small blob costs less than hashing it again.
 func (s *blobStore) PutBytes(ctx context.Context, mediaType string, b []byte) (ocispec.Descriptor, error) {
 	desc := content.NewDescriptorFromBytes(mediaType, b)
-	if ok, _ := s.Exists(ctx, desc); ok {
+	if s.isFresh(desc.Digest) {
 		return desc, nil
 	}
 	return desc, s.Push(ctx, desc, bytes.NewReader(b))
@@ -261,11 +332,14 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 	if err := s.begin(); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Join(s.root, "blobs"), ".ingest-*")
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	tmpName := "blobs/.ingest-" + hex.EncodeToString(rnd[:])
+	tmp, err := s.root.OpenFile(tmpName, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
 	}
-	defer os.Remove(tmp.Name())
+	defer s.root.Remove(tmpName)
 	h := sha256.New()
 	n, err := fsutil.CopyCtx(ctx, io.MultiWriter(tmp, h), r)
 	if cerr := tmp.Close(); err == nil {
@@ -279,9 +353,10 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 		return d, fmt.Errorf("blob %s: got %s (%d bytes), want %d bytes: %w", want.Digest, d.Digest, d.Size, want.Size, content.ErrMismatchedDigest)
 	}
 	p, _ := s.path(d.Digest)
-	if err := os.Rename(tmp.Name(), p); err != nil {
+	if err := s.root.Rename(tmpName, p); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
 	}
+	s.fresh.Store(d.Digest, true)
 	return d, nil
 }
 

@@ -95,6 +95,10 @@ func TestSchemaMatchesTypes(t *testing.T) {
 			if node["type"] != "boolean" {
 				t.Errorf("%s: type = %v, want boolean", path, node["type"])
 			}
+		case reflect.Int, reflect.Int64:
+			if node["type"] != "integer" {
+				t.Errorf("%s: type = %v, want integer", path, node["type"])
+			}
 		case reflect.Slice:
 			if node["type"] != "array" {
 				t.Errorf("%s: type = %v, want array", path, node["type"])

@@ -71,6 +71,7 @@ type File struct {
 	Name   string `yaml:"name" doc:"Item name (default: the target's base name)."`
 	Source string `yaml:"source" zdt:"required" doc:"https:// URL or a path relative to zdt.yaml."`
 	SHA256 string `yaml:"sha256" zdt:"required" doc:"Hex sha256 of the source's bytes; a mismatch fails the build."`
+	Size   int64  `yaml:"size" doc:"Optional size of the source in bytes: a download stops one byte past it and a mismatch fails the build."`
 	Target string `yaml:"target" zdt:"required" doc:"Absolute path the file is installed to."`
 	Mode   string `yaml:"mode" doc:"Octal file mode (default 0644)."`
 	Pos    Pos    `yaml:"-"`
@@ -81,6 +82,7 @@ type AMI struct {
 	Name           string `yaml:"name" zdt:"required" doc:"AMI name."`
 	Source         string `yaml:"source" zdt:"required" doc:"Disk image path (raw, qcow2, vmdk or vhd), relative to zdt.yaml."`
 	SHA256         string `yaml:"sha256" doc:"Optional hex sha256 of the disk image."`
+	Size           int64  `yaml:"size" doc:"Optional size of the disk image in bytes: reading stops one byte past it and a mismatch fails the build."`
 	Description    string `yaml:"description,omitempty"`
 	Architecture   string `yaml:"architecture" doc:"x86_64 (default), arm64 or i386."`
 	BootMode       string `yaml:"bootMode" doc:"uefi, legacy-bios or uefi-preferred (default legacy-bios)."`

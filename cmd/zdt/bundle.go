@@ -41,6 +41,7 @@ type createOptions struct {
 	reg         registryOptions
 	discover    bool
 	base        string
+	fetch       fetchLimits
 }
 
 func (o *createOptions) AddFlags(fs *pflag.FlagSet) {
@@ -54,6 +55,7 @@ func (o *createOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.noCache, "no-cache", false, "stage blobs in a temp dir next to the archive instead of the cache")
 	o.reg.AddFlags(fs)
 	fs.BoolVar(&o.discover, "discover-images", true, "render each chart with its values and add the images it uses (and its artifacthub.io/images annotation) to the bundle")
+	o.fetch.AddFlags(fs)
 	fs.StringVar(&o.key, "key", "", "sign with this cosign private key (password in COSIGN_PASSWORD) or KMS URI; also writes ARCHIVE.sigstore.json")
 	fs.StringVar(&o.base, "base", "", "make a delta bundle: leave out every blob this earlier bundle holds (installing it needs that bundle installed, or given with --base)")
 }
@@ -154,6 +156,7 @@ them. The --registry-config file:
 			if err := o.apply(&opts); err != nil {
 				return err
 			}
+			opts.DiscoveryRequired = o.discover && cmd.Flags().Changed("discover-images")
 			if o.base != "" {
 				base, err := bundle.Open(ctx, o.base)
 				if err != nil {

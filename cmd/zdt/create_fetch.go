@@ -12,9 +12,32 @@ import (
 	"zdt.dev/zdt/bundle"
 )
 
+// fetchLimits are the flags that bound what untrusted upstreams can make
+// `zdt bundle create` do.
+type fetchLimits struct {
+	allowChartRepos     []string
+	requireChartDigests bool
+	maxChartIndexSize   int64
+	stallTimeout        time.Duration
+	renderTimeout       time.Duration
+}
+
+func (o *fetchLimits) AddFlags(fs *pflag.FlagSet) {
+	fs.StringArrayVar(&o.allowChartRepos, "allow-chart-repo", nil, "HOST[:PORT] (or http://HOST[:PORT] for plain http) chart dependencies may also be fetched from; by default only the hosts of the spec's chart sources (repeatable)")
+	fs.BoolVar(&o.requireChartDigests, "require-chart-digests", false, "refuse a chart whose Helm repository index entry has no digest (default: warn and download it unchecked)")
+	fs.Int64Var(&o.maxChartIndexSize, "max-chart-index-size", bundle.DefaultMaxChartIndexSize, "largest Helm repository index.yaml read, in bytes")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", bundle.DefaultStallTimeout, "fail a request (after retries) that gets no answer, or less than 1 KiB, in this long")
+	fs.DurationVar(&o.renderTimeout, "render-timeout", bundle.DefaultRenderTimeout, "longest a chart may take to render during --discover-images")
+}
+
 // apply turns the fetch flags of `zdt bundle create` into CreateOptions.
 func (o *createOptions) apply(opts *bundle.CreateOptions) error {
 	opts.DiscoverImages = o.discover
+	opts.AllowChartRepos = o.fetch.allowChartRepos
+	opts.RequireChartDigests = o.fetch.requireChartDigests
+	opts.MaxChartIndexSize = o.fetch.maxChartIndexSize
+	opts.StallTimeout = o.fetch.stallTimeout
+	opts.RenderTimeout = o.fetch.renderTimeout
 	if !o.noCache {
 		dir := o.cacheDir
 		if dir == "" {
