@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -80,7 +81,8 @@ Exit codes:
   1  error
   2  usage error
   3  verification failed (signature or digest)
-  4  plan has changes (install --plan --detailed-exitcode)`,
+  4  plan has changes (install --plan --detailed-exitcode)
+  130, 143  stopped by Ctrl-C (SIGINT) or SIGTERM; nothing is left half-written`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -120,6 +122,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	code := exitCode(err)
+	var sig interrupted
+	if errors.As(context.Cause(ctx), &sig) {
+		// The shell's convention for a command stopped by a signal: 130
+		// for Ctrl-C, 143 for SIGTERM.
+		code = 128 + int(sig.Signal)
+	}
 	if g.json() {
 		enc := json.NewEncoder(stderr)
 		_ = enc.Encode(map[string]any{"error": err.Error(), "exitCode": code})
@@ -143,6 +151,12 @@ func exitCode(err error) int {
 }
 
 var errPlanChanges = errors.New("plan has changes")
+
+// interrupted is the cause of the command's context when a signal stopped
+// it; the exit code is then 128 + the signal's number.
+type interrupted struct{ Signal syscall.Signal }
+
+func (i interrupted) Error() string { return "interrupted by " + i.Signal.String() }
 
 // group makes cmd a command that only groups subcommands: run alone it
 // prints its help, and an unknown subcommand is a usage error (exit 2)

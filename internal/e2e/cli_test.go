@@ -4,11 +4,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"zdt.dev/zdt/internal/testregistry"
 )
@@ -265,5 +270,51 @@ func TestCommandLookup(t *testing.T) {
 	}
 	if r := zdt(t, dir, "bundle", "inspct", "x.zdt"); !strings.Contains(r.stderr, "inspect") {
 		t.Fatalf("no suggestion for a mistyped subcommand: %s", r.stderr)
+	}
+}
+
+// TestInterruptExitCode stops a create that waits on a registry that never
+// answers: Ctrl-C exits 130, SIGTERM 143, and no archive is left behind.
+func TestInterruptExitCode(t *testing.T) {
+	hung := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		select { // a manifest request that never gets an answer
+		case <-r.Context().Done():
+		case <-hung:
+		}
+	}))
+	defer srv.Close()
+	defer close(hung)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	dir := t.TempDir()
+	spec := "apiVersion: zdt.dev/v1alpha1\nkind: Bundle\nmetadata: {name: hang, version: 0.1.0}\ncomponents:\n  - name: c\n    images: [" + host + "/stuck/app:1]\n"
+	if err := os.WriteFile(filepath.Join(dir, "zdt.yaml"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for sig, want := range map[os.Signal]int{os.Interrupt: 130, syscall.SIGTERM: 143} {
+		cmd := exec.Command(zdtBin, "bundle", "create", "--cache-dir", filepath.Join(dir, "cache"), "-o", "out.zdt")
+		cmd.Dir = dir
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		start := time.Now()
+		cmd.Process.Signal(sig)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != want {
+			t.Fatalf("%v: %v, want exit %d\n%s", sig, err, want, stderr.String())
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("%v: took %v to stop", sig, d)
+		}
+		if ents, _ := filepath.Glob(filepath.Join(dir, "out.zdt*")); len(ents) != 0 {
+			t.Fatalf("%v left %v", sig, ents)
+		}
 	}
 }
