@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -19,8 +19,6 @@ import (
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/configuration"
-	"github.com/distribution/distribution/v3/registry/auth"
-	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd" // registers "htpasswd"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	"github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -62,12 +60,11 @@ type Handler struct {
 	app      *handlers.App
 	driver   storagedriver.StorageDriver
 	ns       distribution.Namespace
-	access   auth.AccessController
+	access   *htpasswd
 	readOnly bool
 	logger   *slog.Logger
 	metrics  *metrics
 	refs     sync.Map // digest → *manifestInfo
-	authOK   sync.Map // credential hash → expiry time.Time
 	mux      *http.ServeMux
 	store    *storeDriver // for a store: closed by Close
 }
@@ -137,11 +134,7 @@ func NewHandler(ctx context.Context, opts HandlerOptions) (h *Handler, err error
 	}
 	h.readOnly = opts.Htpasswd == ""
 	if !h.readOnly {
-		if _, err := os.Stat(opts.Htpasswd); err != nil {
-			return nil, fmt.Errorf("htpasswd file: %w", err)
-		}
-		h.access, err = auth.GetAccessController("htpasswd", map[string]any{"realm": "zdt", "path": opts.Htpasswd})
-		if err != nil {
+		if h.access, err = newHtpasswd(opts.Htpasswd); err != nil {
 			return nil, fmt.Errorf("htpasswd file: %w", err)
 		}
 	}
@@ -211,16 +204,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 	if _, err := h.driver.Stat(r.Context(), "/"); err != nil {
-		http.Error(w, "storage: "+err.Error(), http.StatusServiceUnavailable)
+		h.logger.Error("health check", "err", err)
+		http.Error(w, "storage unavailable", http.StatusServiceUnavailable)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, "ok\n")
 }
 
-var referrersPath = regexp.MustCompile(`^/v2/(.+)/referrers/([^/]*)$`)
+var (
+	referrersPath = regexp.MustCompile(`^/v2/(.+)/referrers/([^/]*)$`)
+	blobPath      = regexp.MustCompile(`^/v2/(.+)/blobs/([^/]+)$`)
+	// repoPath matches the routes under a repository name (the name is
+	// validated here: distribution answers 500 to a name too long).
+	repoPath   = regexp.MustCompile(`^/v2/(.+)/(?:manifests/[^/]*|blobs/uploads/?[^/]*|blobs/[^/]*|tags/list|referrers/[^/]*)$`)
+	tagPattern = regexp.MustCompile(`^` + reference.TagRegexp.String() + `$`)
+	// manifestPath names a manifest by tag or digest.
+	manifestPath = regexp.MustCompile(`^/v2/(.+)/manifests/([^/]+)$`)
+)
 
 func (h *Handler) serveV2(w http.ResponseWriter, r *http.Request) {
+	// Distribution's errors of kind UNKNOWN carry the storage error as
+	// detail (paths of the store among them): clients get a generic body.
+	sw := &serverErrorWriter{ResponseWriter: w}
+	defer sw.finish(h.logger, r)
+	w = sw
 	write := r.Method != http.MethodGet && r.Method != http.MethodHead
 	if h.readOnly && write {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -235,9 +243,17 @@ func (h *Handler) serveV2(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if !h.validRequest(w, r) {
+		return
+	}
 	if m := referrersPath.FindStringSubmatch(r.URL.Path); m != nil && !write {
 		h.referrers(w, r, m[1], m[2])
 		return
+	}
+	if m := blobPath.FindStringSubmatch(r.URL.Path); m != nil && r.Method == http.MethodGet && m[2] != "uploads" {
+		if h.serveBlob(w, r, m[1], m[2]) {
+			return
+		}
 	}
 	isManifest := strings.Contains(r.URL.Path, "/manifests/")
 	if isManifest && !write {
@@ -269,19 +285,18 @@ func (h *Handler) serveV2(w http.ResponseWriter, r *http.Request) {
 	h.app.ServeHTTP(w, r)
 }
 
-// authorized checks Basic credentials against the htpasswd file, caching a
-// success for a few minutes (bcrypt is slow on purpose). On failure it
-// writes the 401 challenge.
+// authorized checks Basic credentials against the htpasswd file as it is
+// now (a success is cached while the file does not change: bcrypt is slow
+// on purpose). On failure it writes the 401 challenge.
 func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
 	user, pass, ok := r.BasicAuth()
 	if ok {
-		sum := sha256.Sum256([]byte(user + "\x00" + pass))
-		if exp, hit := h.authOK.Load(sum); hit && time.Now().Before(exp.(time.Time)) {
+		err := h.access.check(user, pass)
+		if err == nil {
 			return true
 		}
-		if _, err := h.access.Authorized(r); err == nil {
-			h.authOK.Store(sum, time.Now().Add(5*time.Minute))
-			return true
+		if !errors.Is(err, errBadCredentials) {
+			h.logger.Error("checking credentials", "user", user, "err", err)
 		}
 	}
 	w.Header().Set("WWW-Authenticate", `Basic realm="zdt"`)
@@ -469,3 +484,117 @@ func (s *subjectWriter) WriteHeader(code int) {
 }
 
 func (s *subjectWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) { return copyPooled(writerOnly{r}, src) }
+
+// validRequest answers 4xx to requests distribution would fail with 500:
+// a repository name it can't parse (over 255 characters), a ?last= that
+// is no repository name (catalog) or tag (tags list), and deleting what a kept bundle
+// archive serves (which only uninstall or prune remove). It reports
+// whether the request may go on.
+func (h *Handler) validRequest(w http.ResponseWriter, r *http.Request) bool {
+	p := r.URL.Path
+	if m := repoPath.FindStringSubmatch(p); m != nil {
+		if _, err := reference.WithName(m[1]); err != nil {
+			writeOCIError(w, http.StatusBadRequest, "NAME_INVALID", "invalid repository name: "+err.Error())
+			return false
+		}
+	}
+	if last := r.URL.Query().Get("last"); last != "" {
+		switch {
+		case p == "/v2/_catalog":
+			if _, err := reference.WithName(last); err != nil {
+				writeOCIError(w, http.StatusBadRequest, "NAME_INVALID", "last: not a repository name: "+err.Error())
+				return false
+			}
+		case strings.HasSuffix(p, "/tags/list"):
+			if !tagPattern.MatchString(last) {
+				writeOCIError(w, http.StatusBadRequest, "TAG_INVALID", "last: not a tag")
+				return false
+			}
+		}
+	}
+	if r.Method == http.MethodDelete && h.store != nil {
+		var kept string
+		if m := manifestPath.FindStringSubmatch(p); m != nil {
+			if d, err := digest.Parse(m[2]); err == nil {
+				kept = revisionLinkPath(m[1], d)
+			} else {
+				kept = path.Join(reposRoot, m[1], "_manifests/tags", m[2])
+			}
+		} else if m := blobPath.FindStringSubmatch(p); m != nil {
+			if d, err := digest.Parse(m[2]); err == nil {
+				kept = layerLinkPath(m[1], d)
+			}
+		}
+		if kept != "" {
+			if _, n := h.store.node(r.Context(), kept); n != nil {
+				writeOCIError(w, http.StatusMethodNotAllowed, "UNSUPPORTED",
+					"served from an installed bundle: it goes when the bundle is uninstalled or pruned")
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// serverErrorWriter replaces the body of a 5xx response with a generic
+// one: distribution's UNKNOWN errors carry the storage error as detail,
+// with the store's paths. What was replaced goes to the log (finish).
+type serverErrorWriter struct {
+	http.ResponseWriter
+	status   int
+	wrote    bool
+	replaced bool
+	detail   bytes.Buffer
+}
+
+const maxLoggedErrorBody = 2 << 10
+
+func (s *serverErrorWriter) WriteHeader(code int) {
+	if s.wrote {
+		s.ResponseWriter.WriteHeader(code)
+		return
+	}
+	s.wrote, s.status = true, code
+	if code < 500 {
+		s.ResponseWriter.WriteHeader(code)
+		return
+	}
+	s.replaced = true
+	s.Header().Del("Content-Length")
+	writeOCIError(s.ResponseWriter, code, "UNKNOWN", "internal server error; the server log has the details")
+}
+
+func (s *serverErrorWriter) Write(b []byte) (int, error) {
+	if !s.wrote {
+		s.WriteHeader(http.StatusOK)
+	}
+	if s.replaced {
+		if room := maxLoggedErrorBody - s.detail.Len(); room > 0 {
+			s.detail.Write(b[:min(len(b), room)])
+		}
+		return len(b), nil
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *serverErrorWriter) ReadFrom(src io.Reader) (int64, error) {
+	return copyPooled(writerOnly{s}, src)
+}
+
+func (s *serverErrorWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *serverErrorWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// finish logs what a replaced 5xx body said.
+func (s *serverErrorWriter) finish(logger *slog.Logger, r *http.Request) {
+	if s.replaced {
+		logger.Error("internal error", "method", r.Method, "path", r.URL.Path, "status", s.status,
+			"detail", strings.TrimSpace(s.detail.String()))
+	}
+}

@@ -36,6 +36,23 @@ type ServeOptions struct {
 	// ShutdownTimeout bounds the graceful shutdown once ctx is done
 	// (default 30s); requests still running then are cut.
 	ShutdownTimeout time.Duration
+	// MaxConnections caps the connections served at once (default
+	// DefaultMaxConnections); MaxConnectionsPerClient caps those of one
+	// client IP address (default DefaultMaxConnectionsPerClient).
+	// Connections over a cap are closed as soon as they are accepted;
+	// requests in flight are capped alike (HTTP/2 carries many on one
+	// connection) and those over a cap get 429 TOOMANYREQUESTS.
+	MaxConnections, MaxConnectionsPerClient int
+	// WriteTimeout bounds each write to a client (default
+	// DefaultWriteTimeout): it is pushed back as a response makes
+	// progress, so it drops clients that stop reading without cutting
+	// long downloads. ReadTimeout does the same for each read of a
+	// request body (default DefaultReadTimeout).
+	WriteTimeout, ReadTimeout time.Duration
+	// ReadHeaderTimeout bounds the TLS handshake and request headers
+	// (default DefaultReadHeaderTimeout); IdleTimeout closes idle
+	// keep-alive connections (default DefaultIdleTimeout).
+	ReadHeaderTimeout, IdleTimeout time.Duration
 	// Ready, if set, is called once with the address being listened on.
 	Ready func(addr net.Addr)
 	// Logger receives server errors (default: discard).
@@ -52,6 +69,22 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
+	defInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defInt(&opts.MaxConnections, DefaultMaxConnections)
+	defInt(&opts.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient)
+	defDur(&opts.WriteTimeout, DefaultWriteTimeout)
+	defDur(&opts.ReadTimeout, DefaultReadTimeout)
+	defDur(&opts.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	defDur(&opts.IdleTimeout, DefaultIdleTimeout)
 	var tlsCfg *tls.Config
 	switch {
 	case opts.InsecureHTTP:
@@ -89,13 +122,18 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			return fmt.Errorf("listening on %s: %w", addr, err)
 		}
 	}
+	ln = &connLimiter{Listener: ln, slots: newSlots(opts.MaxConnections, opts.MaxConnectionsPerClient),
+		refused: func(remote net.Addr, why string) {
+			opts.Logger.Warn("connection refused", "remote", remote.String(), "reason", why)
+		}}
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
 	srv := &http.Server{
-		Handler:           opts.Handler,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		Handler: limitRequests(withDeadlines(opts.Handler, opts.WriteTimeout, opts.ReadTimeout),
+			newSlots(opts.MaxConnections, opts.MaxConnectionsPerClient)),
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		IdleTimeout:       opts.IdleTimeout,
 		TLSConfig:         tlsCfg,
 		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -25,8 +26,14 @@ type serveOptions struct {
 	insecureHTTP bool
 	htpasswd     string
 	verify       bool
-	trust        trustOptions
-	base         baseOptions
+	// Limits on what clients can make the server hold (see
+	// registry.ServeOptions).
+	maxConns          int
+	maxConnsPerClient int
+	writeTimeout      time.Duration
+	idleTimeout       time.Duration
+	trust             trustOptions
+	base              baseOptions
 }
 
 func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
@@ -39,6 +46,10 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.insecureHTTP, "insecure-http", false, "serve plain HTTP (tests and trusted networks only)")
 	fs.StringVar(&o.htpasswd, "htpasswd", "", "htpasswd file (bcrypt); its users may push and delete, everyone else can only pull")
 	fs.BoolVar(&o.verify, "verify", false, "with --bundle: hash every blob before serving (otherwise clients check digests as they pull)")
+	fs.IntVar(&o.maxConns, "max-connections", registry.DefaultMaxConnections, "connections (and requests in flight) served at once; more are closed at once (429 for requests)")
+	fs.IntVar(&o.maxConnsPerClient, "max-connections-per-client", registry.DefaultMaxConnectionsPerClient, "connections (and requests in flight) of one client IP address")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", registry.DefaultWriteTimeout, "drop a client that reads nothing of a response (or sends nothing of a request body) for this long; downloads that make progress are never cut")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", registry.DefaultIdleTimeout, "close keep-alive connections idle this long")
 	o.trust.AddFlags(fs) // with --bundle: checked before the archive is served
 	o.base.AddFlags(fs)
 }
@@ -55,6 +66,10 @@ func (o *serveOptions) validate() error {
 		return usageError{errors.New("--hostname names the TLS certificate; it means nothing with --insecure-http")}
 	case o.verify && len(o.bundles) == 0:
 		return usageError{errors.New("--verify applies to --bundle")}
+	case o.maxConns < 1 || o.maxConnsPerClient < 1:
+		return usageError{errors.New("--max-connections and --max-connections-per-client must be at least 1")}
+	case o.writeTimeout <= 0 || o.idleTimeout <= 0:
+		return usageError{errors.New("--write-timeout and --idle-timeout must be positive")}
 	}
 	if _, _, err := net.SplitHostPort(o.addr); err != nil {
 		return usageError{fmt.Errorf("--addr: %w", err)}
@@ -89,7 +104,17 @@ Secure by default: it listens on 127.0.0.1:5000 unless --addr says otherwise,
 serves TLS with a certificate issued by a local CA (kept in
 ROOT/var/lib/zdt/tls/ca.crt: give it to clients) unless --tls-cert/--tls-key or
 --insecure-http, lets anonymous clients only pull, and accepts pushes only from
-the users of --htpasswd. /healthz answers "ok"; /metrics is Prometheus.
+the users of --htpasswd (the file is read again when it changes: a user
+removed from it is refused from the next request on). /healthz answers
+"ok"; /metrics is Prometheus.
+
+Anonymous clients can't exhaust it: at most --max-connections connections
+(default 1024) and --max-connections-per-client from one IP address (default
+64) are served at once, others are closed as soon as they connect (and
+requests in flight over the same caps get 429); a client that stops reading
+a response, or sending a request body, is dropped after --write-timeout
+(default 1m) without progress, while a download that keeps moving is never
+cut; idle keep-alive connections close after --idle-timeout (default 2m).
 Access logs go to stderr. SIGTERM or Ctrl-C shuts it down gracefully.`,
 		Example: `  zdt serve --bundle /media/dvd/platform-1.4.0.zdt --addr 0.0.0.0:5000 --hostname registry.site.local
   zdt serve --root / --htpasswd /etc/zdt/htpasswd
@@ -136,6 +161,8 @@ Access logs go to stderr. SIGTERM or Ctrl-C shuts it down gracefully.`,
 			sopts := registry.ServeOptions{
 				Handler: h, Addr: o.addr, CertFile: o.tlsCert, KeyFile: o.tlsKey,
 				Hostnames: o.hostnames, InsecureHTTP: o.insecureHTTP, Logger: logger,
+				MaxConnections: o.maxConns, MaxConnectionsPerClient: o.maxConnsPerClient,
+				WriteTimeout: o.writeTimeout, ReadTimeout: o.writeTimeout, IdleTimeout: o.idleTimeout,
 			}
 			caPath := ""
 			if !o.insecureHTTP && o.tlsCert == "" {
