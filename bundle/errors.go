@@ -10,14 +10,18 @@ import (
 // Sentinel errors; match them with errors.Is. Every verification failure also
 // matches ErrVerification, which the CLI maps to exit code 3.
 var (
-	ErrVerification      = errors.New("verification failed")
-	ErrDigestMismatch    = fmt.Errorf("digest mismatch: %w", ErrVerification)
-	ErrMissingBlob       = fmt.Errorf("missing blob: %w", ErrVerification)
-	ErrUnreachable       = fmt.Errorf("not reachable from the bundle root: %w", ErrVerification)
-	ErrUnsafeEntry       = fmt.Errorf("unsafe archive entry: %w", ErrVerification)
-	ErrTruncated         = fmt.Errorf("archive is truncated: %w", ErrVerification)
-	ErrTooLarge          = fmt.Errorf("too large: %w", ErrVerification)
-	ErrNotBundle         = fmt.Errorf("not a zdt bundle: %w", ErrVerification)
+	ErrVerification   = errors.New("verification failed")
+	ErrDigestMismatch = fmt.Errorf("digest mismatch: %w", ErrVerification)
+	ErrMissingBlob    = fmt.Errorf("missing blob: %w", ErrVerification)
+	ErrUnreachable    = fmt.Errorf("not reachable from the bundle root: %w", ErrVerification)
+	ErrUnsafeEntry    = fmt.Errorf("unsafe archive entry: %w", ErrVerification)
+	ErrTruncated      = fmt.Errorf("archive is truncated: %w", ErrVerification)
+	ErrTooLarge       = fmt.Errorf("too large: %w", ErrVerification)
+	ErrNotBundle      = fmt.Errorf("not a zdt bundle: %w", ErrVerification)
+	// ErrIndexMismatch: an index.json entry is not what the signed root
+	// says (a retagged item, a renamed root, an entry the root does not
+	// list); see IndexError.
+	ErrIndexMismatch     = fmt.Errorf("index.json differs from the bundle root: %w", ErrVerification)
 	ErrUnsupportedDigest = errors.New("unsupported digest algorithm (zdt uses sha256)")
 	ErrLockMismatch      = errors.New("source does not match the lock file")
 	// ErrNoChartDigest: a Helm repository index entry gives no digest and
@@ -74,3 +78,16 @@ type EntryError struct {
 
 func (e *EntryError) Error() string { return fmt.Sprintf("archive entry %q: %v", e.Name, e.Err) }
 func (e *EntryError) Unwrap() error { return e.Err }
+
+// IndexError names the index.json entry that differs from the bundle root.
+type IndexError struct {
+	Entry int    // position in index.json's manifests
+	Ref   string // its org.opencontainers.image.ref.name, "" if none
+	Err   error
+}
+
+func (e *IndexError) Error() string {
+	return fmt.Sprintf("index.json entry %d (%q): %v", e.Entry, e.Ref, e.Err)
+}
+
+func (e *IndexError) Unwrap() error { return e.Err }

@@ -46,7 +46,8 @@ func Extract(ctx context.Context, a *Archive, dir string, opts ExtractOptions) e
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	for _, d := range ds {
 		name := path.Join("blobs/sha256", d.Encoded())
-		if fi, err := root.Stat(name); err == nil && fi.Size() == a.blobs[d].size {
+		size, _ := a.BlobSize(d)
+		if fi, err := root.Stat(name); err == nil && fi.Size() == size {
 			if ok, _ := fileHasDigest(ctx, root, name, d); ok {
 				continue
 			}

@@ -3,6 +3,7 @@ package bundle
 import (
 	"archive/tar"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,12 +25,37 @@ const (
 	MaxIndexSize = 4 << 20
 	// MaxManifestSize bounds every manifest, index and config zdt parses.
 	MaxManifestSize = 4 << 20
-	// maxEntries bounds the number of tar entries.
-	maxEntries = 1 << 20
+	// MaxEntries bounds the number of tar entries of an archive: a bundle of
+	// a thousand images of thirty layers each has some 30,000. The index
+	// costs well under 100 bytes per entry.
+	MaxEntries = 1 << 17
 )
 
+// entry is where a tar entry's content is in the archive.
 type entry struct {
 	off, size int64
+}
+
+// blobKey is a sha256 digest's raw bytes: the archive's index keys blobs by
+// it (32 bytes instead of a 71-character string per entry).
+type blobKey [32]byte
+
+// keyOf is the index key of a digest; false for anything but a valid
+// sha256 digest.
+func keyOf(d digest.Digest) (blobKey, bool) {
+	var k blobKey
+	hx, ok := strings.CutPrefix(string(d), "sha256:")
+	if !ok || len(hx) != 64 {
+		return k, false
+	}
+	if _, err := hex.Decode(k[:], []byte(hx)); err != nil {
+		return k, false
+	}
+	return k, true
+}
+
+func (k blobKey) digest() digest.Digest {
+	return digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(k[:]))
 }
 
 // Archive is an open bundle file, indexed by its tar headers: blobs are read
@@ -44,11 +70,13 @@ type Archive struct {
 	f        io.ReaderAt
 	close    func() error
 	size     int64
-	blobs    map[digest.Digest]entry
-	names    []string         // entry names in archive order
+	blobs    map[blobKey]entry
+	entries  int              // tar entries
 	other    map[string]entry // oci-layout and index.json
 
-	// Index is the layout's index.json.
+	// Index is the layout's index.json. Open checks it against the signed
+	// root: the root's entry, the root's items exactly as the root lists
+	// them, and the root's attachments, nothing else.
 	Index ocispec.Index
 	// Root is the descriptor of the bundle root, an OCI image index (its
 	// digest is the bundle's identity).
@@ -62,11 +90,31 @@ type Archive struct {
 	Config Config
 }
 
+// OpenOptions tune Open. The zero value is valid.
+type OpenOptions struct {
+	// CheckIndex, if set, is called with the parsed index.json and the root
+	// entry it names as soon as they are read: before the rest of the
+	// archive is indexed when index.json comes first (as create writes it),
+	// so a bundle the caller refuses anyway (an unsigned one, see
+	// signing.IndexCheck) costs no more than reading index.json. Its error
+	// is returned as is. Nothing in idx is trusted yet.
+	CheckIndex func(idx ocispec.Index, root ocispec.Descriptor) error
+	// MaxEntries bounds the archive's tar entries (default and at most
+	// MaxEntries).
+	MaxEntries int
+}
+
 // Open indexes the archive at path by its tar headers and reads its root.
 // It refuses entries that are not part of an OCI layout (absolute or `..`
-// paths, links, devices, duplicates), truncated archives and oversized
-// metadata, naming the offending entry.
+// paths, links, devices, duplicates), truncated archives, bytes after the
+// end-of-archive marker, more than MaxEntries entries, oversized metadata
+// and an index.json that differs from the root, naming the offending entry.
 func Open(ctx context.Context, p string) (*Archive, error) {
+	return OpenWith(ctx, p, OpenOptions{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, p string, opts OpenOptions) (*Archive, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, err
@@ -76,7 +124,7 @@ func Open(ctx context.Context, p string) (*Archive, error) {
 		f.Close()
 		return nil, err
 	}
-	a, err := OpenReader(ctx, f, fi.Size())
+	a, err := OpenReaderWith(ctx, f, fi.Size(), opts)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", p, err)
@@ -88,8 +136,13 @@ func Open(ctx context.Context, p string) (*Archive, error) {
 // OpenReader is Open for an archive of size bytes read through r (a file,
 // a device, a memory buffer). Close does not close r.
 func OpenReader(ctx context.Context, r io.ReaderAt, size int64) (*Archive, error) {
-	a := &Archive{f: r, size: size, blobs: map[digest.Digest]entry{}, close: func() error { return nil }}
-	if err := a.index(ctx); err != nil {
+	return OpenReaderWith(ctx, r, size, OpenOptions{})
+}
+
+// OpenReaderWith is OpenReader with options.
+func OpenReaderWith(ctx context.Context, r io.ReaderAt, size int64, opts OpenOptions) (*Archive, error) {
+	a := &Archive{f: r, size: size, blobs: map[blobKey]entry{}, close: func() error { return nil }}
+	if err := a.index(ctx, opts); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -98,7 +151,6 @@ func OpenReader(ctx context.Context, r io.ReaderAt, size int64) (*Archive, error
 // Close releases the archive file.
 func (a *Archive) Close() error { return a.close() }
 
-// Path is the file the archive was opened from.
 // Stat describes the open file the archive is read from (an error when it
 // was opened from a reader that is not a file): what a caller that links
 // or copies the file at Path compares with, since that path may have been
@@ -111,16 +163,22 @@ func (a *Archive) Stat() (os.FileInfo, error) {
 	return f.Stat()
 }
 
+// Path is the file the archive was opened from.
 func (a *Archive) Path() string { return a.path }
 
 // Size is the archive file's size in bytes.
 func (a *Archive) Size() int64 { return a.size }
 
-func (a *Archive) index(ctx context.Context) error {
-	sr := io.NewSectionReader(a.f, 0, a.size)
-	tr := tar.NewReader(sr)
-	special := map[string]*entry{}
-	seen := map[string]bool{}
+func (a *Archive) index(ctx context.Context, opts OpenOptions) error {
+	br := &blockReader{r: a.f, size: a.size}
+	tr := tar.NewReader(br)
+	special := map[string]entry{}
+	dirs := map[string]bool{}
+	indexChecked := false
+	limit := MaxEntries
+	if opts.MaxEntries > 0 && opts.MaxEntries < limit {
+		limit = opts.MaxEntries
+	}
 	var lastEnd int64 // end of the last entry's padded content
 	for {
 		if err := ctx.Err(); err != nil {
@@ -130,56 +188,72 @@ func (a *Archive) index(ctx context.Context) error {
 		if err == io.EOF {
 			// A whole archive ends with two zero blocks; EOF right after an
 			// entry (a copy cut at an entry boundary) is a truncation.
-			if !a.zeroTrailer(lastEnd) {
-				return fmt.Errorf("no end-of-archive marker after entry %d: %w", len(a.names), ErrTruncated)
+			if err := a.checkTrailer(ctx, lastEnd); err != nil {
+				return err
 			}
 			break
 		}
 		if err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("after entry %d: %w", len(a.names), ErrTruncated)
+				return fmt.Errorf("after entry %d: %w", a.entries, ErrTruncated)
 			}
-			return fmt.Errorf("reading tar header after entry %d: %v: %w", len(a.names), err, ErrNotBundle)
+			return fmt.Errorf("reading tar header after entry %d: %v: %w", a.entries, err, ErrNotBundle)
 		}
-		if len(a.names) >= maxEntries {
-			return fmt.Errorf("more than %d entries: %w", maxEntries, ErrTooLarge)
+		if a.entries >= limit {
+			return fmt.Errorf("more than %d entries: %w", limit, ErrTooLarge)
 		}
+		a.entries++
 		name := h.Name
 		if err := checkEntryName(name, h); err != nil {
 			return &EntryError{Name: name, Err: err}
 		}
-		key := strings.TrimSuffix(name, "/")
-		if seen[key] {
-			return &EntryError{Name: name, Err: fmt.Errorf("appears twice: %w", ErrUnsafeEntry)}
-		}
-		seen[key] = true
-		a.names = append(a.names, name)
-		off, err := sr.Seek(0, io.SeekCurrent)
-		if err != nil {
-			return err
-		}
+		twice := &EntryError{Name: name, Err: fmt.Errorf("appears twice: %w", ErrUnsafeEntry)}
+		off := br.pos
 		lastEnd = off + (h.Size+511)/512*512
 		if h.Typeflag == tar.TypeDir {
+			key := strings.TrimSuffix(name, "/")
+			if dirs[key] {
+				return twice
+			}
+			dirs[key] = true
 			continue
 		}
 		if h.Size < 0 || off+h.Size > a.size {
 			return &EntryError{Name: name, Err: fmt.Errorf("%d bytes at offset %d run past the end of the file (%d bytes): %w", h.Size, off, a.size, ErrTruncated)}
 		}
 		e := entry{off: off, size: h.Size}
-		if hex, ok := strings.CutPrefix(name, dirSHA256); ok {
-			a.blobs[digest.NewDigestFromEncoded(digest.SHA256, hex)] = e
-		} else {
-			special[name] = &e
+		if hx, ok := strings.CutPrefix(name, dirSHA256); ok {
+			var k blobKey
+			_, _ = hex.Decode(k[:], []byte(hx)) // checkEntryName checked the hex
+			if _, dup := a.blobs[k]; dup {
+				return twice
+			}
+			a.blobs[k] = e
+			continue
+		}
+		if _, dup := special[name]; dup {
+			return twice
+		}
+		special[name] = e
+		if name == entryIndex && opts.CheckIndex != nil {
+			// Refuse early what the caller will refuse anyway.
+			if err := a.readIndex(e); err != nil {
+				return err
+			}
+			if err := opts.CheckIndex(a.Index, a.Root); err != nil {
+				return err
+			}
+			indexChecked = true
 		}
 	}
-	a.other = map[string]entry{}
-	for k, v := range special {
-		a.other[k] = *v
-	}
-	if special[entryLayout] == nil || special[entryIndex] == nil {
+	a.other = special
+	if _, ok := special[entryLayout]; !ok {
 		return fmt.Errorf("no %s or %s entry: %w", entryLayout, entryIndex, ErrNotBundle)
 	}
-	lb, err := a.readEntry(*special[entryLayout], 4096, entryLayout)
+	if _, ok := special[entryIndex]; !ok {
+		return fmt.Errorf("no %s or %s entry: %w", entryLayout, entryIndex, ErrNotBundle)
+	}
+	lb, err := a.readEntry(special[entryLayout], 4096, entryLayout)
 	if err != nil {
 		return err
 	}
@@ -187,24 +261,15 @@ func (a *Archive) index(ctx context.Context) error {
 	if err := json.Unmarshal(lb, &layout); err != nil || layout.Version != ocispec.ImageLayoutVersion {
 		return fmt.Errorf("%s: not an OCI image layout %s: %w", entryLayout, ocispec.ImageLayoutVersion, ErrNotBundle)
 	}
-	ib, err := a.readEntry(*special[entryIndex], MaxIndexSize, entryIndex)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(ib, &a.Index); err != nil {
-		return fmt.Errorf("%s: %v: %w", entryIndex, err, ErrNotBundle)
-	}
-	for _, d := range a.Index.Manifests {
-		if d.Annotations[manifests.AnnotationBundleRoot] != "true" {
-			continue
+	if !indexChecked {
+		if err := a.readIndex(special[entryIndex]); err != nil {
+			return err
 		}
-		if a.Root.Digest != "" {
-			return fmt.Errorf("%s names two bundle roots: %w", entryIndex, ErrNotBundle)
+		if opts.CheckIndex != nil {
+			if err := opts.CheckIndex(a.Index, a.Root); err != nil {
+				return err
+			}
 		}
-		a.Root = d
-	}
-	if a.Root.Digest == "" || a.Root.MediaType != ocispec.MediaTypeImageIndex {
-		return fmt.Errorf("%s names no bundle root (annotation %s): %w", entryIndex, manifests.AnnotationBundleRoot, ErrNotBundle)
 	}
 	rb, err := a.ReadSmall(ctx, a.Root)
 	if err != nil {
@@ -231,7 +296,118 @@ func (a *Archive) index(ctx context.Context) error {
 	if err := json.Unmarshal(cb, &a.Config); err != nil {
 		return fmt.Errorf("bundle config %s: %v: %w", a.ConfigManifest.Config.Digest, err, ErrNotBundle)
 	}
+	return a.checkIndexAgainstRoot()
+}
+
+// readIndex reads and parses index.json and finds the root entry in it.
+func (a *Archive) readIndex(e entry) error {
+	ib, err := a.readEntry(e, MaxIndexSize, entryIndex)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(ib, &a.Index); err != nil {
+		return fmt.Errorf("%s: %v: %w", entryIndex, err, ErrNotBundle)
+	}
+	if len(a.Index.Manifests) > MaxEntries {
+		return fmt.Errorf("%s has %d entries, more than %d: %w", entryIndex, len(a.Index.Manifests), MaxEntries, ErrTooLarge)
+	}
+	for _, d := range a.Index.Manifests {
+		if d.Annotations[manifests.AnnotationBundleRoot] != "true" {
+			continue
+		}
+		if a.Root.Digest != "" {
+			return fmt.Errorf("%s names two bundle roots: %w", entryIndex, ErrNotBundle)
+		}
+		a.Root = d
+	}
+	if a.Root.Digest == "" || a.Root.MediaType != ocispec.MediaTypeImageIndex {
+		return fmt.Errorf("%s names no bundle root (annotation %s): %w", entryIndex, manifests.AnnotationBundleRoot, ErrNotBundle)
+	}
 	return nil
+}
+
+// checkTrailer checks that the archive ends at off with the end-of-archive
+// marker (two zero blocks) and nothing but zero padding after it: bytes
+// there are invisible to this reader but not to every tar (GNU tar lists an
+// entry smuggled after the marker).
+func (a *Archive) checkTrailer(ctx context.Context, off int64) error {
+	if off+2*blockSize > a.size {
+		return fmt.Errorf("no end-of-archive marker after entry %d: %w", a.entries, ErrTruncated)
+	}
+	buf := make([]byte, 1<<20)
+	for pos := off; pos < a.size; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := int(min(int64(len(buf)), a.size-pos))
+		if _, err := a.f.ReadAt(buf[:n], pos); err != nil {
+			return fmt.Errorf("reading the end of the archive: %v: %w", err, ErrTruncated)
+		}
+		for i, c := range buf[:n] {
+			if c != 0 {
+				at := pos + int64(i)
+				if at < off+2*blockSize {
+					return fmt.Errorf("no end-of-archive marker after entry %d: %w", a.entries, ErrTruncated)
+				}
+				return &EntryError{Name: fmt.Sprintf("(data at offset %d)", at), Err: fmt.Errorf("bytes after the end-of-archive marker at offset %d: %w", off, ErrUnsafeEntry)}
+			}
+		}
+		pos += int64(n)
+	}
+	return nil
+}
+
+// blockReader reads an archive's tar headers through a buffer (a bundle of
+// many small entries costs a read per 64 KiB, not per 512-byte header) and
+// seeks over content (tar.Reader skips an entry it does not read by
+// seeking).
+type blockReader struct {
+	r        io.ReaderAt
+	size     int64
+	pos      int64 // logical position
+	buf      []byte
+	bufStart int64 // archive offset of buf[0]
+}
+
+func (b *blockReader) Read(p []byte) (int, error) {
+	if b.pos >= b.size {
+		return 0, io.EOF
+	}
+	if b.pos < b.bufStart || b.pos >= b.bufStart+int64(len(b.buf)) {
+		if cap(b.buf) == 0 {
+			b.buf = make([]byte, 64<<10)
+		}
+		n := int(min(int64(cap(b.buf)), b.size-b.pos))
+		m, err := b.r.ReadAt(b.buf[:n], b.pos)
+		if m < n {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			b.buf = b.buf[:0]
+			return 0, err
+		}
+		b.buf, b.bufStart = b.buf[:n], b.pos
+	}
+	n := copy(p, b.buf[b.pos-b.bufStart:])
+	b.pos += int64(n)
+	return n, nil
+}
+
+func (b *blockReader) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		off += b.pos
+	case io.SeekEnd:
+		off += b.size
+	default:
+		return 0, errors.New("bad whence")
+	}
+	if off < 0 {
+		return 0, errors.New("negative position")
+	}
+	b.pos = off
+	return off, nil
 }
 
 // checkEntryName allows exactly the entries of an OCI layout: oci-layout,
@@ -277,23 +453,6 @@ func checkEntryName(name string, h *tar.Header) error {
 		return fmt.Errorf("blob name is not a sha256 hex digest: %w", ErrUnsafeEntry)
 	}
 	return nil
-}
-
-// zeroTrailer reports whether two zero blocks follow offset.
-func (a *Archive) zeroTrailer(off int64) bool {
-	if off+1024 > a.size {
-		return false
-	}
-	b := make([]byte, 1024)
-	if _, err := a.f.ReadAt(b, off); err != nil {
-		return false
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func (a *Archive) readEntry(e entry, limit int64, what string) ([]byte, error) {
@@ -400,7 +559,7 @@ func (a *Archive) AttachBase(ctx context.Context, src BlobSource) error {
 	}
 	from := map[digest.Digest]int64{}
 	for d := range g.Blobs {
-		if _, ok := a.blobs[d]; !ok {
+		if !a.HasLocal(d) {
 			size, _ := src.BlobSize(d)
 			from[d] = size
 		}
@@ -428,8 +587,18 @@ func (a *Archive) fromBaseSize(d digest.Digest) (int64, bool) {
 // HasLocal reports whether the archive file itself holds the blob (not its
 // base).
 func (a *Archive) HasLocal(d digest.Digest) bool {
-	_, ok := a.blobs[d]
+	_, ok := a.local(d)
 	return ok
+}
+
+// local finds a blob in the archive file itself.
+func (a *Archive) local(d digest.Digest) (entry, bool) {
+	k, ok := keyOf(d)
+	if !ok {
+		return entry{}, false
+	}
+	e, ok := a.blobs[k]
+	return e, ok
 }
 
 // missing is the error for a blob neither the archive nor its base has.
@@ -459,7 +628,7 @@ func (a *Archive) Fetch(_ context.Context, desc ocispec.Descriptor) (io.ReadClos
 // BlobReader returns a random-access reader of a blob's bytes (from the
 // base for a blob a delta leaves out).
 func (a *Archive) BlobReader(d digest.Digest) (*io.SectionReader, error) {
-	e, ok := a.blobs[d]
+	e, ok := a.local(d)
 	if !ok {
 		if _, ok := a.fromBaseSize(d); ok {
 			return a.base.BlobReader(d)
@@ -472,7 +641,7 @@ func (a *Archive) BlobReader(d digest.Digest) (*io.SectionReader, error) {
 // BlobSize is the size of a blob in the archive (or its base) and whether
 // it exists.
 func (a *Archive) BlobSize(d digest.Digest) (int64, bool) {
-	e, ok := a.blobs[d]
+	e, ok := a.local(d)
 	if !ok {
 		return a.fromBaseSize(d)
 	}
@@ -483,8 +652,8 @@ func (a *Archive) BlobSize(d digest.Digest) (int64, bool) {
 // attached, the base's blobs it reaches: the whole bundle's blobs.
 func (a *Archive) Digests() []digest.Digest {
 	out := make([]digest.Digest, 0, len(a.blobs)+len(a.fromBase))
-	for d := range a.blobs {
-		out = append(out, d)
+	for k := range a.blobs {
+		out = append(out, k.digest())
 	}
 	for d := range a.fromBase {
 		out = append(out, d)

@@ -63,11 +63,15 @@ type manifestNode struct {
 	Subject   *ocispec.Descriptor  `json:"subject"`
 }
 
+// mediaTypeArtifactManifest is the OCI artifact manifest of image-spec
+// 1.1.0-rc, which some registries and tools still produce.
+const mediaTypeArtifactManifest = "application/vnd.oci.artifact.manifest.v1+json"
+
 func isManifest(mt string) bool {
 	switch mt {
 	case manifests.MediaTypeOCIManifest, manifests.MediaTypeOCIIndex,
 		manifests.MediaTypeDockerManifest, manifests.MediaTypeDockerManifestList,
-		"application/vnd.oci.artifact.manifest.v1+json":
+		mediaTypeArtifactManifest:
 		return true
 	}
 	return false
@@ -109,8 +113,8 @@ func (a *Archive) Walk(ctx context.Context) (*Graph, error) {
 		g.Blobs[d] = r.desc.Size
 	}
 	// Everything in the archive must be reachable from the root.
-	for d := range a.blobs {
-		if _, ok := g.refs[d]; !ok {
+	for k := range a.blobs {
+		if d := k.digest(); g.refs[d] == nil {
 			return nil, &EntryError{Name: dirSHA256 + d.Encoded(), Err: ErrUnreachable}
 		}
 	}

@@ -309,3 +309,26 @@ func urisOf(us []*url.URL) []string {
 	}
 	return out
 }
+
+// IndexCheck returns a bundle.OpenOptions.CheckIndex function that refuses
+// a bundle p would refuse for having no signature, as soon as index.json
+// is read: an unsigned archive costs one small read, not an index of all
+// its entries. Verify still does the whole check. With
+// InsecureSkipSignature it accepts everything.
+func IndexCheck(p Policy) func(idx ocispec.Index, root ocispec.Descriptor) error {
+	return func(idx ocispec.Index, root ocispec.Descriptor) error {
+		if p.InsecureSkipSignature {
+			return nil
+		}
+		for _, m := range idx.Manifests {
+			if bundle.IsAttachment(root.Digest, m) && m.Annotations[manifests.AnnotationRefName] == sigTag(root.Digest) {
+				return nil
+			}
+		}
+		hint := ""
+		if p.Empty() {
+			hint = "; --insecure-skip-signature accepts it anyway"
+		}
+		return fmt.Errorf("root %s has no signature (no %s entry in index.json)%s: %w", root.Digest, sigTag(root.Digest), hint, ErrUnsigned)
+	}
+}

@@ -470,11 +470,19 @@ func (o *baseOptions) attach(ctx context.Context, a *bundle.Archive) (func(), er
 // (when given: before anything else reads it) and gives a delta its base
 // from the --base files (when given). done closes the archive and its base.
 func (g *globals) openBundle(ctx context.Context, p string, trust *trustOptions, base *baseOptions) (a *bundle.Archive, sig signing.Result, done func(), err error) {
-	if a, err = bundle.Open(ctx, p); err != nil {
+	var opts bundle.OpenOptions
+	var policy signing.Policy
+	if trust != nil {
+		if policy, err = trust.load(ctx); err != nil {
+			return nil, sig, nil, err
+		}
+		opts.CheckIndex = signing.IndexCheck(policy)
+	}
+	if a, err = bundle.OpenWith(ctx, p, opts); err != nil {
 		return nil, sig, nil, err
 	}
 	if trust != nil {
-		if sig, err = g.verifySignature(ctx, trust, a); err != nil {
+		if sig, err = g.verifyWith(ctx, policy, a); err != nil {
 			a.Close()
 			return nil, sig, nil, err
 		}

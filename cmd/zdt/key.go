@@ -143,13 +143,24 @@ func (o *trustOptions) AddFlags(fs *pflag.FlagSet) {
 // verifySignature checks a's signature against the policy the flags give,
 // before anything else is done with it, and warns about an unchecked one.
 func (g *globals) verifySignature(ctx context.Context, o *trustOptions, a *bundle.Archive) (signing.Result, error) {
-	p, err := signing.LoadPolicy(ctx, signing.PolicyOptions{Keys: o.keys, File: o.policy, InsecureSkipSignature: o.insecure})
-	if errors.Is(err, signing.ErrPolicyFile) {
-		return signing.Result{}, usageError{err}
-	}
+	p, err := o.load(ctx)
 	if err != nil {
 		return signing.Result{}, err
 	}
+	return g.verifyWith(ctx, p, a)
+}
+
+// load reads the trust policy the flags give.
+func (o *trustOptions) load(ctx context.Context) (signing.Policy, error) {
+	p, err := signing.LoadPolicy(ctx, signing.PolicyOptions{Keys: o.keys, File: o.policy, InsecureSkipSignature: o.insecure})
+	if errors.Is(err, signing.ErrPolicyFile) {
+		return p, usageError{err}
+	}
+	return p, err
+}
+
+// verifyWith checks a's signature against p and reports the warnings.
+func (g *globals) verifyWith(ctx context.Context, p signing.Policy, a *bundle.Archive) (signing.Result, error) {
 	res, err := signing.Verify(ctx, a, p)
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", filepath.Base(a.Path()), err)
