@@ -49,21 +49,27 @@ type blobSource interface {
 // exactly as archive/tar writes them; the content of a blob staged in a file
 // is copied file to file (copy_file_range: no trip through user space).
 //
-// written, if set, is called after each entry with the file's length so
-// far (for a hasher following the writer, and early writeback).
-func writeArchive(ctx context.Context, w *os.File, src blobSource, indexJSON []byte, blobs []ocispec.Descriptor, progress func(int64), written func(end int64)) error {
-	aw := &archiveWriter{f: w, written: written}
+// th, if set, is told the file's length after each entry (a hasher
+// following the writer, and early writeback), and where the content of
+// each blob for which check returns true starts: the hasher checks those
+// bytes against the blob's digest in the same pass (blobs staged by an
+// earlier create are not trusted to still hold what their name says).
+func writeArchive(ctx context.Context, w *os.File, src blobSource, indexJSON []byte, blobs []ocispec.Descriptor, progress func(int64), th *trailHasher, check func(ocispec.Descriptor) bool) error {
+	aw := &archiveWriter{f: w}
+	if th != nil {
+		aw.written = th.advance
+	}
 	layout := []byte(`{"imageLayoutVersion":"1.0.0"}`)
 	for _, e := range []struct {
 		name string
 		data []byte
 	}{{entryLayout, layout}, {entryIndex, indexJSON}} {
-		if err := aw.entry(header(e.name, int64(len(e.data)), false), bytes.NewReader(e.data)); err != nil {
+		if err := aw.entry(header(e.name, int64(len(e.data)), false), bytes.NewReader(e.data), nil); err != nil {
 			return err
 		}
 	}
 	for _, d := range []string{dirBlobs, dirSHA256} {
-		if err := aw.entry(header(d, 0, true), nil); err != nil {
+		if err := aw.entry(header(d, 0, true), nil, nil); err != nil {
 			return err
 		}
 	}
@@ -80,7 +86,11 @@ func writeArchive(ctx context.Context, w *os.File, src blobSource, indexJSON []b
 		if err != nil {
 			return fmt.Errorf("reading staged blob %s: %w", b.Digest, err)
 		}
-		err = aw.entry(header(dirSHA256+b.Digest.Encoded(), b.Size, false), rc)
+		var expect func(int64)
+		if th != nil && check != nil && check(b) {
+			expect = func(off int64) { th.expect(off, b) }
+		}
+		err = aw.entry(header(dirSHA256+b.Digest.Encoded(), b.Size, false), rc, expect)
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("writing blob %s: %w", b.Digest, err)
@@ -111,8 +121,8 @@ func (aw *archiveWriter) write(b []byte) error {
 }
 
 // entry writes h's header blocks, then h.Size bytes of content, then the
-// padding.
-func (aw *archiveWriter) entry(h *tar.Header, content io.Reader) error {
+// padding. expect, if set, is told the offset the content starts at.
+func (aw *archiveWriter) entry(h *tar.Header, content io.Reader, expect func(off int64)) error {
 	var hb bytes.Buffer
 	if err := tar.NewWriter(&hb).WriteHeader(h); err != nil { // header blocks only
 		return err
@@ -124,6 +134,9 @@ func (aw *archiveWriter) entry(h *tar.Header, content io.Reader) error {
 		return err
 	}
 	aw.end += int64(hb.Len())
+	if expect != nil {
+		expect(aw.end)
+	}
 	n, err := io.Copy(aw.f, io.LimitReader(content, h.Size)) // copy_file_range from files
 	aw.end += n
 	if err != nil {

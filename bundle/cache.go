@@ -2,14 +2,18 @@ package bundle
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -151,7 +155,34 @@ func (s *blobStore) lookupSource(ctx context.Context, rawSHA, mediaType string) 
 	if ok, _ := s.Exists(ctx, e.Layer); !ok {
 		return sourceEntry{}, false
 	}
+	if !s.sourceMatches(ctx, e, rawSHA, mediaType) {
+		_ = s.root.Remove(p) // a wrong record costs one download
+		return sourceEntry{}, false
+	}
 	return e, true
+}
+
+// sourceMatches checks that a record's layer holds the source's bytes: a
+// layer stored as is must be named by their sha256; a zstd layer is
+// decompressed and hashed (the record, like every cache file, may have
+// been planted or changed since it was written).
+func (s *blobStore) sourceMatches(ctx context.Context, e sourceEntry, rawSHA, zstdType string) bool {
+	if e.Layer.MediaType != zstdType {
+		return e.Layer.Digest.Encoded() == rawSHA
+	}
+	rc, err := s.Fetch(ctx, e.Layer)
+	if err != nil {
+		return false
+	}
+	defer rc.Close()
+	zr, err := zstd.NewReader(io.LimitReader(rc, e.Layer.Size), zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return false
+	}
+	defer zr.Close()
+	h := sha256.New()
+	n, err := fsutil.CopyCtx(ctx, h, io.LimitReader(zr, e.Size+1))
+	return err == nil && n == e.Size && hex.EncodeToString(h.Sum(nil)) == rawSHA
 }
 
 // recordSource remembers which blob holds a source's bytes. The record is

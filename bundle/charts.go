@@ -229,14 +229,14 @@ func (c *creator) ociChart(ctx context.Context, comp string, ch manifests.Chart)
 	if layer == nil || layer.Size > maxChartSize {
 		return chartResult{}, nil, fmt.Errorf("manifest %s has no chart layer (%s) of at most %d bytes", desc.Digest, manifests.MediaTypeHelmChart, maxChartSize)
 	}
-	if ok, _ := c.store.Exists(ctx, *layer); !ok {
+	tgz, ok := c.store.readVerified(ctx, layer.Digest, maxChartSize) // a corrupt entry is removed
+	if !ok || int64(len(tgz)) != layer.Size {
 		if err := c.plan.fetchBlob(ctx, &pendingBlob{desc: *layer, src: repo, item: "chart " + ch.Name}, func(int64) {}); err != nil {
 			return chartResult{}, nil, fmt.Errorf("fetching chart layer %s: %w", layer.Digest, err)
 		}
-	}
-	tgz, err := content.FetchAll(ctx, c.store, *layer)
-	if err != nil {
-		return chartResult{}, nil, err
+		if tgz, err = content.FetchAll(ctx, c.store, *layer); err != nil {
+			return chartResult{}, nil, err
+		}
 	}
 	var res chartResult
 	if err := c.plan.walk(ctx, repo, desc, "chart "+ch.Name, 0, &res.commit, &walkBudget{}); err != nil {

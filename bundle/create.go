@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -195,8 +196,33 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 	}
 	rem := newRemotes(opts.Registries, opts.Concurrency)
 	rem.stall = opts.StallTimeout
+	res, err := create(ctx, spec, opts, platforms, store, rem, false)
+	var bad *CorruptCacheError
+	for attempt := 0; errors.As(err, &bad); attempt++ {
+		// Staged blobs that do not match their digest (found while
+		// writing the archive, or reading a manifest) are removed; a
+		// second pass walks every graph and fetches them again.
+		for _, d := range bad.Digests {
+			if rerr := store.remove(d); rerr != nil {
+				return CreateResult{}, errors.Join(err, rerr)
+			}
+		}
+		if attempt > 0 {
+			return CreateResult{}, fmt.Errorf("%w (again after fetching them anew: is something else writing to the cache %s?)", err, work)
+		}
+		opts.Logger.Warn("cache entries do not match their digest: removed, fetching them again", "blobs", bad.Digests)
+		res, err = create(ctx, spec, opts, platforms, store, rem, true)
+	}
+	return res, err
+}
+
+// create is one pass of Create over a store. deep makes it walk the graphs
+// of manifests the store has too (after some of its entries were found
+// corrupt and removed).
+func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platforms []string, store *blobStore, rem *remotes, deep bool) (CreateResult, error) {
 	c := &creator{spec: spec, store: store, opts: opts, platforms: platforms,
 		remotes: rem, plan: newFetchPlan(store)}
+	c.plan.deep = deep
 	if err := c.chartRepos(); err != nil {
 		return CreateResult{}, err
 	}
@@ -340,15 +366,20 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 		unique += b.Size
 	}
 	opts.Logger.Info("writing archive", "path", opts.Output, "blobs", len(blobs), "bytes", unique)
-	sum, size, err := writeAtomic(ctx, opts.Output, opts.ArchiveWritten, func(w *os.File, written func(int64)) error {
+	if err := checkFreeSpace(filepath.Dir(opts.Output), unique, "the archive "+opts.Output); err != nil {
+		return CreateResult{}, err
+	}
+	sum, size, err := writeAtomic(ctx, opts.Output, opts.ArchiveWritten, func(w *os.File, th *trailHasher) error {
 		var done int64
+		check := func(d ocispec.Descriptor) bool { return !store.isFresh(d.Digest) }
 		return writeArchive(ctx, w, store, indexJSON, blobs, func(n int64) {
 			done += n
 			if opts.Progress != nil {
 				opts.Progress(done, unique)
 			}
-		}, written)
+		}, th, check)
 	})
+
 	if err != nil {
 		return CreateResult{}, fmt.Errorf("writing %s: %w", opts.Output, err)
 	}
@@ -370,11 +401,14 @@ func RootRef(name, version string) string { return "zdt/" + name + ":" + version
 
 // writeAtomic writes a file through a temp file in the same directory,
 // then fsyncs it and renames it into place. write reports how far it got
-// through written: a hasher follows it through the page cache (the file's
+// through th.advance: a hasher follows it through the page cache (the file's
 // sha256 costs no pass of its own), and the disk is asked to start writing
 // every few MiB (so the final fsync waits for little more than the tail).
-// written (the callback), if set, sees the digest before the rename.
-func writeAtomic(ctx context.Context, path string, written func(context.Context, digest.Digest, int64) error, write func(f *os.File, progress func(end int64)) error) (digest.Digest, int64, error) {
+// Ranges of the file that write registers with th.expect are checked
+// against their digest in the same pass; a mismatch fails writeAtomic with
+// a *CorruptCacheError before written is called. written (the callback),
+// if set, sees the digest before the rename.
+func writeAtomic(ctx context.Context, path string, written func(context.Context, digest.Digest, int64) error, write func(f *os.File, th *trailHasher) error) (digest.Digest, int64, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
 		return "", 0, err
@@ -391,14 +425,13 @@ func writeAtomic(ctx context.Context, path string, written func(context.Context,
 		}
 	}()
 	var kicked int64
-	progress := func(end int64) {
-		th.advance(end)
+	th.written = func(end int64) {
 		if end-kicked >= writebackChunk {
 			_ = unix.SyncFileRange(int(f.Fd()), kicked, end-kicked, unix.SYNC_FILE_RANGE_WRITE) // a hint: errors change nothing
 			kicked = end
 		}
 	}
-	if err := write(f, progress); err != nil {
+	if err := write(f, th); err != nil {
 		return "", 0, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -456,6 +489,39 @@ type trailHasher struct {
 	sum  digest.Digest
 	n    int64
 	err  error
+	// written, if set, is called by advance (from the writer's goroutine).
+	written func(end int64)
+	// checks are the ranges to check against a digest (expect), in order;
+	// bad collects those that did not match.
+	checks []rangeCheck
+	bad    []digest.Digest
+}
+
+// rangeCheck is a range of the file that must hash to want.
+type rangeCheck struct {
+	off, size int64
+	want      digest.Digest
+}
+
+// CorruptCacheError lists staged blobs whose bytes did not match their
+// digest when the archive was written (a cache entry changed since it was
+// stored, or planted). Create removes them and fetches them again.
+type CorruptCacheError struct {
+	Digests []digest.Digest
+}
+
+func (e *CorruptCacheError) Error() string {
+	return fmt.Sprintf("%d staged blobs do not match their digest (first %s): %v", len(e.Digests), e.Digests[0], ErrDigestMismatch)
+}
+
+func (e *CorruptCacheError) Unwrap() error { return ErrDigestMismatch }
+
+// expect registers [off, off+d.Size) as d's bytes, before the writer
+// advances past off.
+func (t *trailHasher) expect(off int64, d ocispec.Descriptor) {
+	t.mu.Lock()
+	t.checks = append(t.checks, rangeCheck{off: off, size: d.Size, want: d.Digest})
+	t.mu.Unlock()
 }
 
 func newTrailHasher(ctx context.Context, f *os.File) *trailHasher {
@@ -472,6 +538,9 @@ func (t *trailHasher) advance(end int64) {
 		t.cond.Signal()
 	}
 	t.mu.Unlock()
+	if t.written != nil {
+		t.written(end)
+	}
 }
 
 func (t *trailHasher) close() {
@@ -492,15 +561,21 @@ func (t *trailHasher) run(ctx context.Context) {
 	defer close(t.done)
 	h := sha256.New()
 	buf := make([]byte, 4<<20)
+	bh := sha256.New() // the current range check's
+	next := 0          // index of the current range check
 	for {
 		t.mu.Lock()
 		for t.n >= t.end && !t.shut {
 			t.cond.Wait()
 		}
 		end, shut := t.end, t.shut
+		checks := t.checks
 		t.mu.Unlock()
 		if t.n >= end && shut {
 			t.sum = digest.NewDigest(digest.SHA256, h)
+			if len(t.bad) > 0 {
+				t.err = &CorruptCacheError{Digests: t.bad}
+			}
 			return
 		}
 		for t.n < end {
@@ -514,9 +589,36 @@ func (t *trailHasher) run(ctx context.Context) {
 				return
 			}
 			h.Write(buf[:m])
+			next = t.checkRanges(checks, next, bh, buf[:m], t.n)
 			t.n += int64(m)
 		}
 	}
+}
+
+// checkRanges feeds the part of chunk (at file offset off) that falls in
+// range checks to their hash, from checks[next] on, records the ranges
+// that end in it and do not match, and returns the next unfinished check.
+func (t *trailHasher) checkRanges(checks []rangeCheck, next int, bh hash.Hash, chunk []byte, off int64) int {
+	end := off + int64(len(chunk))
+	for next < len(checks) {
+		c := checks[next]
+		if c.off >= end {
+			return next
+		}
+		from, to := max(c.off, off), min(c.off+c.size, end)
+		if to > from {
+			bh.Write(chunk[from-off : to-off])
+		}
+		if c.off+c.size > end {
+			return next // continues in the next chunk
+		}
+		if digest.NewDigest(digest.SHA256, bh) != c.want {
+			t.bad = append(t.bad, c.want)
+		}
+		bh.Reset()
+		next++
+	}
+	return next
 }
 
 // collectBlobs lists every blob reachable from root in the staging store.
@@ -541,6 +643,9 @@ func collectBlobs(ctx context.Context, store *blobStore, root ocispec.Descriptor
 		rc.Close()
 		if err != nil {
 			return err
+		}
+		if int64(len(b)) != d.Size || digest.FromBytes(b) != d.Digest {
+			return &CorruptCacheError{Digests: []digest.Digest{d.Digest}}
 		}
 		children, err := successors(b)
 		if err != nil {

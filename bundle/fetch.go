@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -281,7 +282,8 @@ func (p *fetchPlan) addBlob(ctx context.Context, src content.Fetcher, desc ocisp
 	}
 	if ok, err := p.store.Exists(ctx, desc); err != nil {
 		return err
-	} else if ok {
+	} else if ok && (!p.deep || p.store.verify(ctx, desc)) {
+		// After corrupt entries were found (deep), each is hashed first.
 		p.countCached(ctx, desc, 0)
 		return nil
 	}
@@ -305,6 +307,9 @@ func (p *fetchPlan) fetchAll(ctx context.Context, conc int, progress func(done, 
 	list := make([]*pendingBlob, 0, len(p.blobs))
 	var total int64
 	for _, b := range p.blobs {
+		if b.desc.Size < 0 || b.desc.Size > math.MaxInt64-total {
+			return fetchStats{}, &BlobError{Digest: b.desc.Digest, Item: b.item, Role: "fetching", Err: fmt.Errorf("claims %d bytes: %w", b.desc.Size, ErrTooLarge)}
+		}
 		list = append(list, b)
 		total += b.desc.Size
 	}
@@ -314,6 +319,15 @@ func (p *fetchPlan) fetchAll(ctx context.Context, conc int, progress func(done, 
 		}
 		return list[i].desc.Digest < list[j].desc.Digest
 	})
+	if len(list) > 0 {
+		big := list[0]
+		if err := checkFreeSpace(p.store.dir, big.desc.Size, "blob "+big.desc.Digest.String()+" of "+big.item); err != nil {
+			return fetchStats{}, err
+		}
+		if err := checkFreeSpace(p.store.dir, total, fmt.Sprintf("fetching %d blobs", len(list))); err != nil {
+			return fetchStats{}, err
+		}
+	}
 	var done atomic.Int64
 	report := func(n int64) {
 		d := done.Add(n)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -372,4 +373,186 @@ func (s *countMap) get(k string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m[k]
+}
+
+// TestPoisonedCacheIsRefetched: every blob of a warm cache is replaced by
+// bytes of the same size (a planted cache). The next create must not sign
+// them: it finds them while writing the archive (or when it reads them),
+// drops them, fetches them again and writes the same archive as before.
+func TestPoisonedCacheIsRefetched(t *testing.T) {
+	reg := newEvilRegistry(t)
+	layer := bytes.Repeat([]byte("layer bytes "), 8<<10)
+	reg.putImage(t, layer, "1")
+	repo := newHelmRepo(t)
+	repo.add("web", "1.0.0", packageDir(t, chartDir(t, filepath.Join(t.TempDir(), "web"), map[string]string{"Chart.yaml": "apiVersion: v2\nname: web\nversion: 1.0.0\n"})))
+	data := bytes.Repeat([]byte("a file from the web\n"), 4<<10)
+	sum := sha256.Sum256(data)
+	var fileGets atomic.Int32
+	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fileGets.Add(1); w.Write(data) }))
+	defer files.Close()
+
+	dir := t.TempDir()
+	spec := writeSpec(t, dir, fmt.Sprintf(`components:
+  - name: apps
+    images:
+      - %s
+    charts:
+      - name: web
+        source: %s
+        version: 1.0.0
+    files:
+      - source: %s/tool
+        sha256: %s
+        target: /usr/local/bin/tool
+`, reg.ref("app/img:1"), repo.srv.URL, files.URL, hex.EncodeToString(sum[:])))
+	cache := filepath.Join(dir, "cache")
+	first := createIn(t, dir, "first", spec, CreateOptions{CacheDir: cache})
+
+	for _, name := range []string{"flip one byte of every blob", "only the layers"} {
+		t.Run(name, func(t *testing.T) {
+			blobs := cacheBlobs(t, cache)
+			for _, d := range blobs {
+				p := filepath.Join(cache, "blobs", "sha256", strings.TrimPrefix(d, "sha256:"))
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if name == "only the layers" && !bytes.Equal(b, layer) && len(b) < 1000 {
+					continue
+				}
+				b[len(b)/2] ^= 0xff
+				if err := os.WriteFile(p, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			layerGets := reg.gets.get("/v2/app/img/blobs/" + digest.FromBytes(layer).String())
+			chartGets, fGets := repo.gets.Load(), fileGets.Load()
+			var signed []digest.Digest
+			res := createIn(t, dir, "again", spec, CreateOptions{CacheDir: cache, ArchiveWritten: func(_ context.Context, d digest.Digest, _ int64) error {
+				signed = append(signed, d)
+				return nil
+			}})
+			if res.Digest != first.Digest {
+				t.Fatalf("archive %s differs from the clean create's %s", res.Digest, first.Digest)
+			}
+			if len(signed) != 1 || signed[0] != first.Digest {
+				t.Fatalf("signed %v, want only the clean archive %s", signed, first.Digest)
+			}
+			if reg.gets.get("/v2/app/img/blobs/"+digest.FromBytes(layer).String()) != layerGets+1 {
+				t.Error("the poisoned layer was not fetched again")
+			}
+			if name == "flip one byte of every blob" && (repo.gets.Load() == chartGets || fileGets.Load() == fGets) {
+				t.Errorf("chart downloads %d → %d, file downloads %d → %d: a poisoned entry was used", chartGets, repo.gets.Load(), fGets, fileGets.Load())
+			}
+			cacheBlobs(t, cache) // every entry matches its name again
+		})
+	}
+}
+
+// TestCacheSymlinkEscape: a cache whose blobs/sha256 (or blobs) is a
+// symlink out of it must not receive blobs outside the cache.
+func TestCacheSymlinkEscape(t *testing.T) {
+	reg := newEvilRegistry(t)
+	reg.putImage(t, []byte("layer"), "1")
+	for _, link := range []string{"blobs/sha256", "blobs"} {
+		t.Run(link, func(t *testing.T) {
+			dir := t.TempDir()
+			outside := filepath.Join(dir, "outside")
+			cache := filepath.Join(dir, "cache")
+			if err := os.MkdirAll(filepath.Join(outside, "sha256"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(cache, link)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			target := outside
+			if link == "blobs/sha256" {
+				target = filepath.Join(outside, "sha256")
+			}
+			if err := os.Symlink(target, filepath.Join(cache, link)); err != nil {
+				t.Fatal(err)
+			}
+			err := createErr(t, dir, imagesSpec(reg.ref("app/img:1")), CreateOptions{CacheDir: cache})
+			if err == nil {
+				t.Fatal("create used a cache whose blobs are outside it")
+			}
+			ents, _ := os.ReadDir(filepath.Join(outside, "sha256"))
+			if len(ents) != 0 {
+				t.Fatalf("%d files written outside the cache", len(ents))
+			}
+			t.Logf("err = %v", err)
+		})
+	}
+}
+
+// TestUntrustedSizes: a descriptor that claims 2^62 bytes, an endless
+// file with a size in the spec, and an endless or oversized index.yaml
+// fail at once, reading no more than the declared size + 1.
+func TestUntrustedSizes(t *testing.T) {
+	endless := func(served *atomic.Int64) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			buf := bytes.Repeat([]byte("z"), 32<<10)
+			for r.Context().Err() == nil {
+				n, err := w.Write(buf)
+				served.Add(int64(n))
+				if err != nil || served.Load() > 1<<30 {
+					return
+				}
+			}
+		}
+	}
+	t.Run("descriptor claims 2^62 bytes", func(t *testing.T) {
+		reg := newEvilRegistry(t)
+		var served atomic.Int64
+		reg.handle = func(w http.ResponseWriter, r *http.Request) bool {
+			if strings.Contains(r.URL.Path, "/blobs/") && r.Method == http.MethodGet {
+				endless(&served)(w, r)
+				return true
+			}
+			return false
+		}
+		cfg := reg.putBlob(ocispec.MediaTypeImageConfig, []byte("{}"))
+		huge := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromString("huge"), Size: 1 << 62}
+		raw, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{huge}})
+		reg.putManifest(ocispec.MediaTypeImageManifest, raw, "huge")
+		err := createErr(t, t.TempDir(), imagesSpec(reg.ref("app/img:huge")), CreateOptions{})
+		if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), huge.Digest.String()) {
+			t.Fatalf("err = %v", err)
+		}
+		if served.Load() > 0 {
+			t.Fatalf("%d bytes fetched of a blob that cannot fit", served.Load())
+		}
+	})
+	t.Run("endless file with a size", func(t *testing.T) {
+		var served atomic.Int64
+		srv := httptest.NewServer(endless(&served))
+		defer srv.Close()
+		dir := t.TempDir()
+		err := createErr(t, dir, fmt.Sprintf("components:\n  - name: host\n    files:\n      - source: %s/f\n        sha256: %s\n        size: 100000\n        target: /f\n", srv.URL, strings.Repeat("0", 64)),
+			CreateOptions{CacheDir: filepath.Join(dir, "cache")})
+		if !errors.Is(err, ErrSizeMismatch) || !strings.Contains(err.Error(), srv.URL+"/f") {
+			t.Fatalf("err = %v", err)
+		}
+		if n := served.Load(); n > 64<<20 {
+			t.Fatalf("the server got %d bytes out before the create stopped reading", n)
+		}
+	})
+	t.Run("index.yaml over the cap", func(t *testing.T) {
+		var served atomic.Int64
+		srv := httptest.NewServer(endless(&served))
+		defer srv.Close()
+		err := createErr(t, t.TempDir(), chartSpec(srv.URL, "web", "1.0.0"), CreateOptions{MaxChartIndexSize: 1 << 20})
+		if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), srv.URL+"/index.yaml") {
+			t.Fatalf("err = %v", err)
+		}
+		big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", fmt.Sprint(200<<20))
+			w.Write([]byte("apiVersion: v1\n"))
+		}))
+		defer big.Close()
+		err = createErr(t, t.TempDir(), chartSpec(big.URL, "web", "1.0.0"), CreateOptions{})
+		if !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("a 200 MB index.yaml: err = %v", err)
+		}
+	})
 }

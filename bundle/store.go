@@ -11,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"strings"
@@ -239,6 +240,31 @@ func (s *blobStore) isFresh(d digest.Digest) bool {
 	return ok
 }
 
+// verify hashes a stored blob; one that matches counts as fresh (it is not
+// checked again when the archive is written), one that does not is
+// removed. It reports whether the blob is there and good.
+func (s *blobStore) verify(ctx context.Context, desc ocispec.Descriptor) bool {
+	if s.isFresh(desc.Digest) {
+		return true
+	}
+	rc, err := s.Fetch(ctx, desc)
+	if err != nil {
+		return false
+	}
+	hw := newHashingWriter()
+	_, err = fsutil.CopyCtx(ctx, hw, io.LimitReader(rc, desc.Size+1))
+	rc.Close()
+	if err != nil {
+		return false
+	}
+	if hw.n != desc.Size || hw.digest() != desc.Digest {
+		_ = s.remove(desc.Digest)
+		return false
+	}
+	s.fresh.Store(desc.Digest, true)
+	return true
+}
+
 // readVerified reads a stored blob of at most limit bytes and checks that
 // its bytes hash to d; a blob that does not is removed (a poisoned or torn
 // cache entry) and reported missing.
@@ -340,8 +366,22 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
 	}
 	defer s.root.Remove(tmpName)
+	if want != nil {
+		if want.Size < 0 {
+			tmp.Close()
+			return ocispec.Descriptor{}, fmt.Errorf("blob %s: negative size %d", want.Digest, want.Size)
+		}
+		if err := checkFreeSpace(s.dir, want.Size, "blob "+want.Digest.String()); err != nil {
+			tmp.Close()
+			return ocispec.Descriptor{}, err
+		}
+	}
 	h := sha256.New()
-	n, err := fsutil.CopyCtx(ctx, io.MultiWriter(tmp, h), r)
+	var dst io.Writer = tmp
+	if want == nil {
+		dst = &spaceGuard{w: tmp, dir: s.dir}
+	}
+	n, err := fsutil.CopyCtx(ctx, io.MultiWriter(dst, h), r)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -358,6 +398,53 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 	}
 	s.fresh.Store(d.Digest, true)
 	return d, nil
+}
+
+// checkFreeSpace fails with ErrNoSpace when the filesystem of dir has
+// fewer than need bytes free for what (a blob, the archive). When the free
+// space cannot be read, the write itself will tell.
+func checkFreeSpace(dir string, need int64, what string) error {
+	free, ok := freeSpace(dir)
+	if ok && need > free {
+		return fmt.Errorf("%s needs %d bytes, %s has %d free: %w", what, need, dir, free, ErrNoSpace)
+	}
+	return nil
+}
+
+func freeSpace(dir string) (int64, bool) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Bsize <= 0 {
+		return 0, false
+	}
+	if st.Bavail > uint64(math.MaxInt64)/uint64(st.Bsize) {
+		return math.MaxInt64, true
+	}
+	return int64(st.Bavail) * st.Bsize, true
+}
+
+// spaceGuard fails a write of unknown length (a source without a size)
+// once the disk has less than freeReserve left, checking every
+// guardInterval bytes, rather than filling it.
+type spaceGuard struct {
+	w     io.Writer
+	dir   string
+	since int64
+}
+
+const (
+	freeReserve   = 256 << 20
+	guardInterval = 64 << 20
+)
+
+func (g *spaceGuard) Write(p []byte) (int, error) {
+	g.since += int64(len(p))
+	if g.since >= guardInterval {
+		g.since = 0
+		if free, ok := freeSpace(g.dir); ok && free < freeReserve {
+			return 0, fmt.Errorf("stopped with %d bytes free in %s: %w", free, g.dir, ErrNoSpace)
+		}
+	}
+	return g.w.Write(p)
 }
 
 // hashingWriter counts and hashes what passes through it.
