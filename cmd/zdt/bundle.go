@@ -183,18 +183,18 @@ them. The --registry-config file:
 				}
 			}
 			if g.json() {
-				out := map[string]any{
-					"path": res.Path, "size": res.Size, "sha256": res.Digest.Encoded(),
-					"root": res.Root.Digest, "rootRepository": strings.SplitN(bundle.RootRef(spec.Metadata.Name, spec.Metadata.Version), ":", 2)[0],
-					"items": res.Items, "blobs": res.Blobs, "uniqueSize": res.UniqueSize, "lockFile": lockPath,
-					"discovered": res.Discovered, "fetch": res.Fetch,
+				out := createOutput{
+					Path: res.Path, Size: res.Size, SHA256: res.Digest.Encoded(),
+					Root: res.Root.Digest, RootRepository: strings.SplitN(bundle.RootRef(spec.Metadata.Name, spec.Metadata.Version), ":", 2)[0],
+					Items: res.Items, Blobs: res.Blobs, UniqueSize: res.UniqueSize, LockFile: lockPath,
+					Discovered: res.Discovered, Fetch: res.Fetch,
 				}
 				if opts.Base != nil {
-					out["base"] = map[string]any{"root": opts.Base.Root.Digest, "path": o.base, "blobs": res.BaseBlobs, "size": res.BaseSize}
+					out.Base = &createBase{Root: opts.Base.Root.Digest, Path: o.base, Blobs: res.BaseBlobs, Size: res.BaseSize}
 				}
 				if signer != nil {
-					out["signedBy"] = "sha256:" + signer.Fingerprint()
-					out["sigstoreBundle"] = signing.ArchiveBundlePath(res.Path)
+					out.SignedBy = "sha256:" + signer.Fingerprint()
+					out.SigstoreBundle = signing.ArchiveBundlePath(res.Path)
 				}
 				return g.printJSON(out)
 			}
@@ -245,12 +245,12 @@ stored size counts each blob once, as the archive holds it.`,
 			}
 			repo, _, _ := strings.Cut(bundle.RootRef(a.Config.Name, a.Config.Version), ":")
 			if g.json() {
-				return g.printJSON(map[string]any{
-					"name": a.Config.Name, "version": a.Config.Version, "description": a.Config.Description,
-					"root": a.Root.Digest, "rootRepository": repo, "toolVersion": a.Config.ToolVersion,
-					"platforms": a.Config.Platforms, "items": gr.Items,
-					"totalSize": gr.TotalSize(), "uniqueSize": gr.UniqueSize(), "blobs": len(gr.Blobs), "archiveSize": a.Size(),
-					"base": a.Base(),
+				return g.printJSON(inspectOutput{
+					Name: a.Config.Name, Version: a.Config.Version, Description: a.Config.Description,
+					Root: a.Root.Digest, RootRepository: repo, ToolVersion: a.Config.ToolVersion,
+					Platforms: a.Config.Platforms, Items: gr.Items,
+					TotalSize: gr.TotalSize(), UniqueSize: gr.UniqueSize(), Blobs: len(gr.Blobs), ArchiveSize: a.Size(),
+					Base: a.Base(),
 				})
 			}
 			fmt.Fprintf(g.stdout, "bundle      %s %s\n", a.Config.Name, a.Config.Version)
@@ -322,7 +322,7 @@ straight from the archive. Exit code 3 when verification fails.`,
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
 			if g.json() {
-				return g.printJSON(map[string]any{"verified": true, "root": a.Root.Digest, "blobs": res.Blobs, "bytes": res.Bytes, "items": len(res.Graph.Items), "signature": sig})
+				return g.printJSON(verifyOutput{Verified: true, Root: a.Root.Digest, Blobs: res.Blobs, Bytes: res.Bytes, Items: len(res.Graph.Items), Signature: sig})
 			}
 			fmt.Fprintf(g.stdout, "verified %s: %d items, %d blobs, %s hashed\nroot %s\n",
 				args[0], len(res.Graph.Items), res.Blobs, humanBytes(res.Bytes), a.Root.Digest)
@@ -367,7 +367,7 @@ against the trust policy (--key, --policy or --insecure-skip-signature, as for
 				return err
 			}
 			if g.json() {
-				return g.printJSON(map[string]any{"dir": args[1], "root": a.Root.Digest})
+				return g.printJSON(extractOutput{Dir: args[1], Root: a.Root.Digest})
 			}
 			fmt.Fprintf(g.stdout, "extracted %s to %s\n", args[0], args[1])
 			return nil
@@ -404,7 +404,7 @@ func newVersionCmd(g *globals) *cobra.Command {
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.json() {
-				return g.printJSON(map[string]string{"version": version.String()})
+				return g.printJSON(versionOutput{Version: version.String()})
 			}
 			_, err := fmt.Fprintln(g.stdout, "zdt", version.String())
 			return err

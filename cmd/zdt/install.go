@@ -233,9 +233,17 @@ func newUninstallCmd(g *globals) *cobra.Command {
 		Short: "Remove every installed file, generated file and zdt's state (registry storage included)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runSimple(cmd.Context(), g, "uninstalled", func(ctx context.Context) (installer.Result, error) {
-				return installer.Uninstall(ctx, installer.Options{Root: o.root, Logger: g.logger()})
-			})
+			res, err := installer.Uninstall(cmd.Context(), installer.Options{Root: o.root, Logger: g.logger()})
+			if err != nil {
+				return err
+			}
+			// installer.Result counts the files uninstall removed in
+			// FilesWritten: say what they are.
+			if g.json() {
+				return g.printJSON(uninstallOutput{Plan: res.Plan, Generation: res.Generation, Applied: res.Applied, FilesRemoved: res.FilesWritten})
+			}
+			fmt.Fprintf(g.stdout, "uninstalled (%d files removed)\n", res.FilesWritten)
+			return nil
 		},
 	}
 	o.AddFlags(cmd.Flags())
@@ -250,10 +258,6 @@ func runSimple(ctx context.Context, g *globals, what string, f func(context.Cont
 	if g.json() {
 		return g.printJSON(res)
 	}
-	if res.Generation > 0 {
-		fmt.Fprintf(g.stdout, "%s: generation %d (%d files written)\n", what, res.Generation, res.FilesWritten)
-	} else {
-		fmt.Fprintf(g.stdout, "%s (%d files removed)\n", what, res.FilesWritten)
-	}
+	fmt.Fprintf(g.stdout, "%s: generation %d (%d files written)\n", what, res.Generation, res.FilesWritten)
 	return nil
 }

@@ -167,7 +167,7 @@ func (g *globals) verifyWith(ctx context.Context, p signing.Policy, a *bundle.Ar
 	}
 	for _, w := range res.Warnings {
 		if g.json() {
-			_ = json.NewEncoder(g.stderr).Encode(map[string]any{"warning": w, "bundle": a.Path(), "root": res.Root})
+			_ = json.NewEncoder(g.stderr).Encode(warningLine{Warning: w, Bundle: a.Path(), Root: res.Root})
 		} else {
 			fmt.Fprintf(g.stderr, "zdt: warning: %s: %s\n", a.Path(), w)
 		}

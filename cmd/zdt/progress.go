@@ -46,7 +46,7 @@ func (p *progress) update(done, total int64) {
 	case p.enc != nil:
 		if now := time.Now(); now.Sub(p.last) >= 500*time.Millisecond || done == total {
 			p.last = now
-			_ = p.enc.Encode(map[string]any{"phase": p.phase, "done": done, "total": total})
+			_ = p.enc.Encode(progressLine{Phase: p.phase, Done: done, Total: total})
 		}
 	}
 }

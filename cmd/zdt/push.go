@@ -74,7 +74,7 @@ the Docker config and credential helpers, or --registry-config.`,
 				return err
 			}
 			if g.json() {
-				return g.printJSON(map[string]any{"target": res.Target, "root": a.Root.Digest, "placements": res.Placements})
+				return g.printJSON(pushOutput{Target: res.Target, Root: a.Root.Digest, Placements: res.Placements})
 			}
 			fmt.Fprintf(g.stdout, "pushed %s to %s (%d repositories)\n", o.bundle, o.to, len(res.Placements))
 			fmt.Fprintf(g.stdout, "root %s/%s@%s\n", o.to, registry.RootRepository(a.Config.Name), a.Root.Digest)

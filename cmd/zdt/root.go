@@ -130,7 +130,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if g.json() {
 		enc := json.NewEncoder(stderr)
-		_ = enc.Encode(map[string]any{"error": err.Error(), "exitCode": code})
+		_ = enc.Encode(errorLine{Error: err.Error(), ExitCode: code})
 	} else {
 		fmt.Fprintf(stderr, "zdt: %v\n", err)
 	}

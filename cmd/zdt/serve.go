@@ -187,9 +187,9 @@ Access logs go to stderr. SIGTERM or Ctrl-C shuts it down gracefully.`,
 					}
 				}
 				if g.json() {
-					readyErr = g.printJSON(map[string]any{
-						"url": scheme + "://" + addr.String(), "serving": what, "ca": caPath,
-						"readOnly": o.htpasswd == "", "repositories": list,
+					readyErr = g.printJSON(serveOutput{
+						URL: scheme + "://" + addr.String(), Serving: what, CA: caPath,
+						ReadOnly: o.htpasswd == "", Repositories: list,
 					})
 					return
 				}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"github.com/opencontainers/go-digest"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/installer"
+	"zdt.dev/zdt/registry"
+	"zdt.dev/zdt/signing"
+)
+
+// The documents --output json prints: one JSON object on stdout per
+// command (indented), JSON lines on stderr for progress, warnings and the
+// error. Scripts depend on the field names: never rename one. Fields are
+// listed in the order they are printed (alphabetical, as the maps they
+// replace printed them).
+
+// createOutput is what `zdt bundle create` prints.
+type createOutput struct {
+	// Base is the base bundle of a delta (absent otherwise).
+	Base *createBase `json:"base,omitempty"`
+	// Blobs counts the archive's blobs once each.
+	Blobs int `json:"blobs"`
+	// Discovered lists the images found in charts.
+	Discovered []bundle.DiscoveredImage `json:"discovered"`
+	// Fetch says what was fetched and what came from the cache.
+	Fetch bundle.FetchStats `json:"fetch"`
+	// Items are the bundle's items in spec order.
+	Items []bundle.Item `json:"items"`
+	// LockFile is the lock file written (or that would be, with --no-lock).
+	LockFile string `json:"lockFile"`
+	// Path is the archive written.
+	Path string `json:"path"`
+	// Root is the root index's descriptor: the bundle's identity.
+	Root digest.Digest `json:"root"`
+	// RootRepository is where registries serve the bundle root (zdt/NAME).
+	RootRepository string `json:"rootRepository"`
+	// SHA256 is the hex sha256 of the whole archive file.
+	SHA256 string `json:"sha256"`
+	// SignedBy is the signing key's fingerprint (absent when unsigned).
+	SignedBy string `json:"signedBy,omitempty"`
+	// SigstoreBundle is the detached signature for cosign verify-blob
+	// (absent when unsigned).
+	SigstoreBundle string `json:"sigstoreBundle,omitempty"`
+	// Size is the archive's size in bytes.
+	Size int64 `json:"size"`
+	// UniqueSize is the bytes of the archive's blobs, each counted once.
+	UniqueSize int64 `json:"uniqueSize"`
+}
+
+// createBase is the base of a delta bundle.
+type createBase struct {
+	// Blobs and Size count the blobs left to the base.
+	Blobs int `json:"blobs"`
+	// Path is the base archive given with --base.
+	Path string `json:"path"`
+	// Root is the base bundle's root digest.
+	Root digest.Digest `json:"root"`
+	Size int64         `json:"size"`
+}
+
+// inspectOutput is what `zdt bundle inspect` prints.
+type inspectOutput struct {
+	// ArchiveSize is the archive file's size in bytes.
+	ArchiveSize int64 `json:"archiveSize"`
+	// Base is the root digest of a delta's base ("" for a full bundle).
+	Base digest.Digest `json:"base"`
+	// Blobs counts the reachable blobs.
+	Blobs       int    `json:"blobs"`
+	Description string `json:"description"`
+	// Items are the bundle's items, with sizes, in spec order.
+	Items     []bundle.Item `json:"items"`
+	Name      string        `json:"name"`
+	Platforms []string      `json:"platforms"`
+	// Root is the bundle root digest.
+	Root digest.Digest `json:"root"`
+	// RootRepository is where registries serve the bundle root (zdt/NAME).
+	RootRepository string `json:"rootRepository"`
+	// ToolVersion is the zdt version that created the bundle.
+	ToolVersion string `json:"toolVersion"`
+	// TotalSize counts every item's blobs; UniqueSize each blob once.
+	TotalSize  int64  `json:"totalSize"`
+	UniqueSize int64  `json:"uniqueSize"`
+	Version    string `json:"version"`
+}
+
+// verifyOutput is what `zdt bundle verify` prints.
+type verifyOutput struct {
+	// Blobs and Bytes are what was hashed.
+	Blobs int   `json:"blobs"`
+	Bytes int64 `json:"bytes"`
+	// Items counts the bundle's items.
+	Items int           `json:"items"`
+	Root  digest.Digest `json:"root"`
+	// Signature is what the signature check found.
+	Signature signing.Result `json:"signature"`
+	// Verified is always true (a failed verification prints the error).
+	Verified bool `json:"verified"`
+}
+
+// extractOutput is what `zdt bundle extract` prints.
+type extractOutput struct {
+	// Dir is the OCI layout directory written.
+	Dir  string        `json:"dir"`
+	Root digest.Digest `json:"root"`
+}
+
+// versionOutput is what `zdt version` prints.
+type versionOutput struct {
+	Version string `json:"version"`
+}
+
+// pushOutput is what `zdt push` prints.
+type pushOutput struct {
+	// Placements are the repositories and tags pushed.
+	Placements []registry.Placement `json:"placements"`
+	Root       digest.Digest        `json:"root"`
+	// Target is the registry host and prefix pushed to.
+	Target string `json:"target"`
+}
+
+// serveOutput is what `zdt serve` prints once it listens.
+type serveOutput struct {
+	// CA is the CA certificate clients must trust ("" with --insecure-http
+	// or --tls-cert).
+	CA string `json:"ca"`
+	// ReadOnly is false when --htpasswd users may push.
+	ReadOnly bool `json:"readOnly"`
+	// Repositories are the repositories of --bundle archives (null for the
+	// store, whose content changes with installs).
+	Repositories []string `json:"repositories"`
+	// Serving is the store directory or the bundle paths.
+	Serving string `json:"serving"`
+	// URL is where clients reach the registry.
+	URL string `json:"url"`
+}
+
+// uninstallOutput is what `zdt uninstall` prints.
+type uninstallOutput struct {
+	// Plan, Generation and Applied are as installer.Result gives them (no
+	// plan, generation 0: nothing is installed any more).
+	Plan       *installer.Plan `json:"plan"`
+	Generation int             `json:"generation"`
+	Applied    bool            `json:"applied"`
+	// FilesRemoved counts the installed and generated files removed.
+	FilesRemoved int `json:"filesRemoved"`
+}
+
+// progressLine is a JSON line on stderr while a long phase runs.
+type progressLine struct {
+	Done  int64  `json:"done"`
+	Phase string `json:"phase"`
+	Total int64  `json:"total"`
+}
+
+// warningLine is a JSON line on stderr for a signature warning.
+type warningLine struct {
+	// Bundle is the archive's path.
+	Bundle string        `json:"bundle"`
+	Root   digest.Digest `json:"root"`
+	// Warning says what was accepted and why it is worth a look.
+	Warning string `json:"warning"`
+}
+
+// errorLine is the JSON line on stderr for the error a command fails with.
+type errorLine struct {
+	Error string `json:"error"`
+	// ExitCode is the process's exit code (see `zdt --help`).
+	ExitCode int `json:"exitCode"`
+}
