@@ -7,7 +7,8 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X zdt.dev/zdt/internal/version.Version=$(VERSION)
-FUZZTIME ?= 20s
+FUZZTIME ?= 60s
+FUZZ ?=
 
 .PHONY: build test demo bench fuzz lint tools clean
 build:
@@ -28,12 +29,23 @@ demo: build
 bench: build
 	./scripts/bench.sh
 
-# Short runs of every fuzz target (FUZZTIME each).
+# Every fuzz target (every `func FuzzXxx(f *testing.F)` in a _test.go file)
+# for FUZZTIME each: 60s by default, a few seconds in CI
+# (`make fuzz FUZZTIME=3s`); FUZZ=regexp runs only the matching targets.
+# A crasher stops the run; go test saves its input under the package's
+# testdata/fuzz/FuzzXxx/, and from then on plain `go test` (make test) runs
+# it as a regression case: commit that file with the fix.
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
-	  done; done
+	@set -euo pipefail; n=0; \
+	for dir in $$(grep -rl --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\([A-Za-z_]+ \*testing\.F\)' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]*\([A-Za-z_]+ \*testing\.F\)' $$dir/*_test.go | sed -E 's/^func ([A-Za-z0-9_]*).*/\1/' | sort); do \
+	    if [[ -n "$(FUZZ)" && ! "$$f" =~ $(FUZZ) ]]; then continue; fi; \
+	    echo "fuzz $$dir $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$dir; \
+	    n=$$((n+1)); \
+	  done; \
+	done; \
+	echo "fuzz: $$n targets, $(FUZZTIME) each, no crasher"
 
 lint:
 	.ci/install-tools staticcheck
