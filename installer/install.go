@@ -21,14 +21,16 @@ import (
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/manifests"
+	"zdt.dev/zdt/registry"
 )
 
 // Registry is the registry storage an install fills and `zdt serve`
-// serves; package registry implements it. Import adds content without
+// serves; registry.Store implements it. Import adds content without
 // changing what is served; Activate makes the served tags exactly those of
-// one imported bundle; Prune deletes content only other bundles reach.
+// one imported bundle (and refuses content damaged since its import);
+// Prune deletes content only other bundles reach.
 type Registry interface {
-	Import(ctx context.Context, a *bundle.Archive, progress func(done, total int64)) error
+	Import(ctx context.Context, a *bundle.Archive, opts registry.ImportOptions) (registry.ImportResult, error)
 	Activate(ctx context.Context, root digest.Digest) error
 	Prune(ctx context.Context, keep []digest.Digest) error
 }
@@ -93,7 +95,16 @@ func (o *Options) defaults() {
 // generation. Installing the current bundle again writes nothing. A failure
 // or crash at any point leaves the previous generation current; running
 // Install again converges.
+//
+// Paths under the root go through an os.Root: one that leads out of it
+// through a symlink is refused with an error matching
+// fsutil.ErrOutsideRoot (registry.ErrOutsideRoot).
 func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, error) {
+	res, err := installBundle(ctx, a, opts)
+	return res, fsutil.MarkOutside(err)
+}
+
+func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result, error) {
 	opts.defaults()
 	if opts.VerifySignature != nil {
 		if err := opts.VerifySignature(ctx, a); err != nil {
@@ -218,12 +229,25 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 		}
 	}
 
+	// From the import on until the generation is recorded, a failure
+	// serves the current generation's bundle again (its tags, its kept
+	// archive active): nothing of an uncommitted generation stays active.
+	committed := false
+	if opts.Registry != nil && cur != nil {
+		defer func() {
+			if !committed {
+				if err := opts.Registry.Activate(context.WithoutCancel(ctx), digest.Digest(cur.BundleDigest)); err != nil {
+					opts.Logger.Error("serving the installed generation again", "generation", cur.Number, "err", err)
+				}
+			}
+		}()
+	}
 	eg, ectx := errgroup.WithContext(ctx)
 	filesSem := make(chan struct{}, placeConcurrency)
 	if opts.Registry != nil {
 		eg.Go(func() error {
 			opts.Logger.Info("importing into the registry storage")
-			if err := opts.Registry.Import(ectx, a, opts.Progress); err != nil {
+			if _, err := opts.Registry.Import(ectx, a, registry.ImportOptions{Progress: opts.Progress, Logger: opts.Logger}); err != nil {
 				return fmt.Errorf("importing %s: %w", a.Root.Digest, err)
 			}
 			return nil
@@ -310,6 +334,7 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 	if err := st.record(ng); err != nil {
 		return Result{}, err
 	}
+	committed = true
 	res.Generation, res.Applied = next, true
 	return res, nil
 }

@@ -21,6 +21,7 @@ import (
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fixtures"
 	"zdt.dev/zdt/manifests"
+	"zdt.dev/zdt/registry"
 )
 
 // release describes a test bundle: images by name (seeded content) and
@@ -115,8 +116,11 @@ func installArchive(archive, root string) (Result, error) {
 		return Result{}, err
 	}
 	defer a.Close()
-	reg := NewStoreRegistry(root, nil)
-	reg.CopyBlobs = os.Getenv("ZDT_COPY_BLOBS") == "1"
+	reg, err := registry.OpenStore(root, registry.StoreOptions{CopyBlobs: os.Getenv("ZDT_COPY_BLOBS") == "1"})
+	if err != nil {
+		return Result{}, err
+	}
+	defer reg.Close()
 	return Install(context.Background(), a, Options{Root: root, ToolVersion: "test", Registry: reg})
 }
 

@@ -61,7 +61,7 @@ func manifestDigest(t *testing.T, srv *httptest.Server, repo, tag string) (strin
 
 func serveStore(t *testing.T, root string) *httptest.Server {
 	t.Helper()
-	h, err := registry.NewHandler(context.Background(), registry.HandlerOptions{Store: registry.StoreDir(root)})
+	h, err := registry.NewHandler(context.Background(), registry.HandlerOptions{Store: openStore(t, root, false)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,6 @@ func upgradeWithRegistry(t *testing.T, copyBlobs bool) {
 	root := t.TempDir()
 	ctx := context.Background()
 	run := func(p string) Result { return installStore(t, p, root, copyBlobs) }
-	store := registry.StoreDir(root)
 	rootOf := func(p string) digest.Digest {
 		a, err := bundle.Open(ctx, p)
 		if err != nil {
@@ -108,7 +107,7 @@ func upgradeWithRegistry(t *testing.T, copyBlobs bool) {
 	r1, r2 := rootOf(a1), rootOf(a2)
 	// isKept reports whether p's archive is kept: the same inode in the store.
 	isKept := func(p string, r digest.Digest) bool {
-		kp, ok := registry.KeptArchive(store, r)
+		kp, ok := openStore(t, root, false).Kept(r)
 		if !ok {
 			return false
 		}
@@ -174,7 +173,7 @@ func upgradeWithRegistry(t *testing.T, copyBlobs bool) {
 		t.Fatalf("removed image still served: %d", code)
 	}
 
-	if _, err := Rollback(ctx, Options{Root: root, Registry: NewStoreRegistry(root, nil)}); err != nil {
+	if _, err := Rollback(ctx, Options{Root: root, Registry: openStore(t, root, false)}); err != nil {
 		t.Fatal(err)
 	}
 	if got, code := manifestDigest(t, srv, "registry.test/app/a", "1"); got != v1a || code != 200 {
@@ -251,7 +250,7 @@ func TestMixedStoreModes(t *testing.T) {
 	if left != 0 || len(kept()) != 2 {
 		t.Fatalf("v3: %d blobs only v1 had are still in the store (want 0), %d archives kept (want v2 and v3)", left, len(kept()))
 	}
-	if _, err := Rollback(ctx, Options{Root: root, Registry: NewStoreRegistry(root, nil)}); err != nil {
+	if _, err := Rollback(ctx, Options{Root: root, Registry: openStore(t, root, false)}); err != nil {
 		t.Fatal(err)
 	}
 	want("rolled back to v2", a2)
@@ -265,7 +264,7 @@ func TestMixedStoreModes(t *testing.T) {
 	a, _ := bundle.Open(ctx, a2)
 	r2 := a.Root.Digest
 	a.Close()
-	kp, _ := registry.KeptArchive(registry.StoreDir(root), r2)
+	kp, _ := openStore(t, root, false).Kept(r2)
 	if err := os.Remove(kp); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +299,7 @@ func deltaUpgrade(t *testing.T, copyBlobs bool) {
 	// The delta alone cannot be installed where v1 is not.
 	{
 		a, _ := bundle.Open(ctx, a2)
-		_, _, err := registry.InstalledBase(ctx, registry.StoreDir(t.TempDir()), a.Base())
+		_, _, err := openStore(t, t.TempDir(), false).Base(ctx, a.Base())
 		a.Close()
 		if !errors.Is(err, bundle.ErrNeedsBase) {
 			t.Fatalf("base of a delta on an empty root: %v, want ErrNeedsBase", err)
@@ -324,7 +323,7 @@ func deltaUpgrade(t *testing.T, copyBlobs bool) {
 	if err != nil || st.Registry == nil || len(st.Registry.Problems) != 0 {
 		t.Fatalf("status after the delta: %+v, %v", st.Registry, err)
 	}
-	if _, err := Rollback(ctx, Options{Root: root, Registry: NewStoreRegistry(root, nil)}); err != nil {
+	if _, err := Rollback(ctx, Options{Root: root, Registry: openStore(t, root, false)}); err != nil {
 		t.Fatal(err)
 	}
 	served("rolled back to v1", a1)
@@ -344,7 +343,7 @@ func deltaUpgrade(t *testing.T, copyBlobs bool) {
 	served("v3", a3)
 	if !copyBlobs {
 		for _, p := range []string{a1, a2, a3} {
-			if _, ok := registry.KeptArchive(registry.StoreDir(root), rootOf(p)); !ok {
+			if _, ok := openStore(t, root, false).Kept(rootOf(p)); !ok {
 				t.Fatalf("after v3: %s not kept (v2 is the previous generation, v1 its base)", filepath.Base(p))
 			}
 		}
@@ -353,7 +352,7 @@ func deltaUpgrade(t *testing.T, copyBlobs bool) {
 	served("v4", a4)
 	if !copyBlobs {
 		for _, p := range []string{a1, a2} {
-			if _, ok := registry.KeptArchive(registry.StoreDir(root), rootOf(p)); ok {
+			if _, ok := openStore(t, root, false).Kept(rootOf(p)); ok {
 				t.Fatalf("after v4: %s still kept", filepath.Base(p))
 			}
 		}
@@ -391,11 +390,10 @@ func installStore(t *testing.T, p, root string, copyBlobs bool) Result {
 	t.Helper()
 	ctx := context.Background()
 	a, done := openDelta(t, p, func(base digest.Digest) (bundle.BlobSource, io.Closer, error) {
-		return registry.InstalledBase(ctx, registry.StoreDir(root), base)
+		return openStore(t, root, false).Base(ctx, base)
 	})
 	defer done()
-	reg := NewStoreRegistry(root, nil)
-	reg.CopyBlobs = copyBlobs
+	reg := openStore(t, root, copyBlobs)
 	res, err := Install(ctx, a, Options{Root: root, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
@@ -424,4 +422,15 @@ func openDelta(t *testing.T, p string, base func(digest.Digest) (bundle.BlobSour
 		t.Fatal(err)
 	}
 	return a, func() { c.Close(); a.Close() }
+}
+
+// openStore opens the registry store under root, closed when the test ends.
+func openStore(t testing.TB, root string, copyBlobs bool) *registry.Store {
+	t.Helper()
+	s, err := registry.OpenStore(root, registry.StoreOptions{CopyBlobs: copyBlobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

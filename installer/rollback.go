@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"zdt.dev/zdt/internal/layout"
 	"zdt.dev/zdt/manifests"
 	"zdt.dev/zdt/registry"
 )
@@ -177,15 +178,31 @@ func GetStatus(ctx context.Context, rootDir string) (Status, error) {
 		}
 	}
 	s.History, _ = (&state{root: root}).generations()
-	reg := NewStoreRegistry(rootDir, nil)
-	if ps, err := reg.placements(digest.Digest(cur.BundleDigest)); err == nil {
-		h, err := registry.Check(ctx, reg.store(), ps)
-		if err != nil {
-			h.Problems = append(h.Problems, err.Error())
-		}
-		s.Registry = &h
-	}
+	s.Registry = registryHealth(ctx, root, rootDir, digest.Digest(cur.BundleDigest))
 	return s, nil
+}
+
+// registryHealth is the health of the registry store under root for the
+// bundle whose root is d (nil when d put nothing there).
+func registryHealth(ctx context.Context, root *os.Root, rootDir string, d digest.Digest) *registry.Health {
+	if _, err := root.Stat(layout.Placements(d)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	problem := func(err error) *registry.Health { return &registry.Health{Problems: []string{err.Error()}} }
+	store, err := registry.OpenStore(rootDir, registry.StoreOptions{ReadOnly: true})
+	if err != nil {
+		return problem(fmt.Errorf("registry store: %w", err))
+	}
+	defer store.Close()
+	ps, err := store.Recorded(d)
+	if err != nil {
+		return problem(err)
+	}
+	h, err := store.Health(ctx, ps)
+	if err != nil {
+		h.Problems = append(h.Problems, err.Error())
+	}
+	return &h
 }
 
 // Uninstall removes every file and generated file of the current

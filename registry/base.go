@@ -6,47 +6,48 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/layout"
 )
 
-// InstalledBase finds the base of a delta bundle in the store at storeDir:
-// its kept archive, else the blobs installs copied into the store (where a
-// delta's blobs from an earlier base may also be). What the delta needs and
-// the base lacks shows up when the delta is attached (Archive.AttachBase
-// walks it). Close the source when done.
-func InstalledBase(ctx context.Context, storeDir string, base digest.Digest) (bundle.BlobSource, io.Closer, error) {
-	if p, ok := KeptArchive(storeDir, base); ok {
-		a, err := bundle.Open(ctx, p)
+// Base finds the base of a delta bundle in the store: its kept archive,
+// else the blobs installs copied into the store (where a delta's blobs
+// from an earlier base may also be). What the delta needs and the base
+// lacks shows up when the delta is attached (Archive.AttachBase walks
+// it). Close the source when done (before the store).
+func (s *Store) Base(ctx context.Context, base digest.Digest) (bundle.BlobSource, io.Closer, error) {
+	if _, ok := s.Kept(base); ok {
+		f, a, err := openKept(ctx, s.dir, keptRel(base))
 		if err != nil {
 			return nil, nil, fmt.Errorf("kept archive of base %s: %w", base, err)
 		}
 		if a.Base() != "" { // itself a delta: its own base first
-			src, c, err := InstalledBase(ctx, storeDir, a.Base())
+			src, c, err := s.Base(ctx, a.Base())
 			if err == nil {
 				err = a.AttachBase(ctx, src)
 			}
 			if err != nil {
 				a.Close()
+				f.Close()
 				if c != nil {
 					c.Close()
 				}
 				return nil, nil, err
 			}
-			return a, closers{a, c}, nil
+			return a, closers{a, f, c}, nil
 		}
-		return a, a, nil
+		return a, closers{a, f}, nil
 	}
-	if _, err := os.Stat(filepath.Join(storeDir, filepath.FromSlash(storeSubdir), "blobs")); err != nil {
-		return nil, nil, fmt.Errorf("no kept archive or copied blobs in %s: %w", storeDir, bundle.ErrNeedsBase)
+	if _, err := s.dir.Stat(layout.BlobsDir); err != nil {
+		return nil, nil, fmt.Errorf("no kept archive or copied blobs in %s: %w", s.path, bundle.ErrNeedsBase)
 	}
-	s := &storeBlobs{dir: storeDir, open: map[digest.Digest]*os.File{}}
-	return s, s, nil
+	b := &storeBlobs{dir: s.dir, open: map[digest.Digest]*os.File{}}
+	return b, b, nil
 }
 
 type closers []io.Closer
@@ -61,9 +62,10 @@ func (c closers) Close() error {
 	return errors.Join(errs...)
 }
 
-// storeBlobs reads the blobs copied into a store, by digest.
+// storeBlobs reads the blobs copied into a store, by digest, through the
+// store's os.Root.
 type storeBlobs struct {
-	dir  string
+	dir  *os.Root
 	mu   sync.Mutex
 	open map[digest.Digest]*os.File
 }
@@ -72,7 +74,7 @@ func (s *storeBlobs) path(d digest.Digest) (string, bool) {
 	if d.Validate() != nil || d.Algorithm() != digest.SHA256 {
 		return "", false
 	}
-	return filepath.Join(s.dir, filepath.FromSlash(strings.TrimPrefix(blobDataPath(d), "/"))), true
+	return strings.TrimPrefix(blobDataPath(d), "/"), true
 }
 
 func (s *storeBlobs) BlobSize(d digest.Digest) (int64, bool) {
@@ -80,7 +82,7 @@ func (s *storeBlobs) BlobSize(d digest.Digest) (int64, bool) {
 	if !ok {
 		return 0, false
 	}
-	fi, err := os.Stat(p)
+	fi, err := s.dir.Stat(p)
 	if err != nil || !fi.Mode().IsRegular() {
 		return 0, false
 	}
@@ -97,7 +99,7 @@ func (s *storeBlobs) BlobReader(d digest.Digest) (*io.SectionReader, error) {
 	f := s.open[d]
 	if f == nil {
 		var err error
-		if f, err = os.Open(p); err != nil {
+		if f, err = s.dir.Open(p); err != nil {
 			return nil, err
 		}
 		s.open[d] = f
@@ -119,17 +121,17 @@ func (s *storeBlobs) Close() error {
 	return nil
 }
 
-// KeptBase is the base of the bundle whose archive is kept in storeDir
+// keptBase is the base of the bundle whose archive is kept in the store
 // ("" for a whole bundle, or when none is kept).
-func KeptBase(ctx context.Context, storeDir string, root digest.Digest) digest.Digest {
-	p, ok := KeptArchive(storeDir, root)
-	if !ok {
+func (s *Store) keptBase(ctx context.Context, root digest.Digest) digest.Digest {
+	if _, ok := s.Kept(root); !ok {
 		return ""
 	}
-	a, err := bundle.Open(ctx, p)
+	f, a, err := openKept(ctx, s.dir, keptRel(root))
 	if err != nil {
 		return ""
 	}
+	defer f.Close()
 	defer a.Close()
 	return a.Base()
 }

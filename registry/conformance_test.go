@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -60,8 +59,8 @@ func errorCode(b []byte) string {
 // archive and from a store Import filled.
 func servers(t *testing.T, tb *testBundle) map[string]*httptest.Server {
 	bsrv, _ := serveArchives(t, tb.archive)
-	store := filepath.Join(t.TempDir(), "store")
-	if _, err := Import(context.Background(), tb.archive, store, ImportOptions{}); err != nil {
+	store, _ := testStore(t)
+	if _, err := store.Import(context.Background(), tb.archive, ImportOptions{CopyBlobs: true}); err != nil {
 		t.Fatal(err)
 	}
 	ssrv, _ := serveStore(t, store, "")

@@ -1,6 +1,10 @@
 package registry
 
-import "errors"
+import (
+	"errors"
+
+	"zdt.dev/zdt/internal/fsutil"
+)
 
 // Sentinel errors; match them with errors.Is.
 var (
@@ -17,3 +21,7 @@ var (
 	// ErrPushNeedsStore: push (htpasswd) was asked for while serving archives.
 	ErrPushNeedsStore = errors.New("push needs a store directory: bundle archives are read-only")
 )
+
+// ErrOutsideRoot: a path zdt uses under an install root goes through a
+// symlink leading out of the root; it is refused, not followed.
+var ErrOutsideRoot = fsutil.ErrOutsideRoot

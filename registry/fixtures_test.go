@@ -266,8 +266,8 @@ func serveArchives(t testing.TB, archives ...*bundle.Archive) (*httptest.Server,
 	return srv, h
 }
 
-// serveStore starts an httptest server over a store directory.
-func serveStore(t testing.TB, store, htpasswd string) (*httptest.Server, *Handler) {
+// serveStore starts an httptest server over a store.
+func serveStore(t testing.TB, store *Store, htpasswd string) (*httptest.Server, *Handler) {
 	t.Helper()
 	h, err := NewHandler(context.Background(), HandlerOptions{Store: store, Htpasswd: htpasswd})
 	if err != nil {
@@ -276,6 +276,18 @@ func serveStore(t testing.TB, store, htpasswd string) (*httptest.Server, *Handle
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() { srv.Close(); h.Close() })
 	return srv, h
+}
+
+// testStore opens the registry store of a new install root and returns
+// it with its directory; it is closed when the test ends.
+func testStore(t testing.TB) (*Store, string) {
+	t.Helper()
+	s, err := OpenStore(t.TempDir(), StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, s.Dir()
 }
 
 // needClient finds a client binary, skipping the test when it is missing

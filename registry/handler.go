@@ -35,9 +35,9 @@ import (
 // HandlerOptions configure NewHandler. Exactly one of Store and Archives
 // is set.
 type HandlerOptions struct {
-	// Store is a distribution filesystem store directory to serve
-	// (StoreDir(root), what Import fills).
-	Store string
+	// Store is the registry store to serve (what Import fills). The
+	// caller closes it after the Handler.
+	Store *Store
 	// Archives are opened bundles to serve read-only, straight from their
 	// files. The caller keeps them open until Close and closes them after.
 	Archives []*bundle.Archive
@@ -97,12 +97,9 @@ func NewHandler(ctx context.Context, opts HandlerOptions) (h *Handler, err error
 	registerOnce.Do(func() { factory.Register(instanceDriverName, instanceFactory{}) })
 	h = &Handler{logger: logger, metrics: newMetrics()}
 	switch {
-	case opts.Store != "" && len(opts.Archives) > 0:
+	case opts.Store != nil && len(opts.Archives) > 0:
 		return nil, fmt.Errorf("serve either a store or archives, not both: %w", ErrNoStorage)
-	case opts.Store != "":
-		if err := os.MkdirAll(opts.Store, 0o755); err != nil {
-			return nil, fmt.Errorf("creating store: %w", err)
-		}
+	case opts.Store != nil:
 		sd, err := newStoreDriver(ctx, opts.Store, logger)
 		if err != nil {
 			return nil, err

@@ -3,12 +3,10 @@ package registry
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 )
 
-// Health is what Check found in a store: where its content lives and
+// Health is what Store.Health found in a store: where its content lives and
 // whether every placement of the installed bundle is served.
 type Health struct {
 	// KeptArchives are the bundle archives kept in the store.
@@ -22,25 +20,9 @@ type Health struct {
 	Problems []string `json:"problems,omitempty"`
 }
 
-// Check reads the store at storeDir the way `zdt serve --root` does and
-// checks that every placement resolves: its tag names its digest and every
-// manifest and blob it needs is there (kept or copied). It reads link files
-// and stats blobs; it does not hash blob content (install did).
-func Check(ctx context.Context, storeDir string, ps []Placement) (Health, error) {
-	var h Health
-	if _, err := os.Stat(storeDir); err != nil {
-		return h, fmt.Errorf("registry store: %w", err)
-	}
-	var err error
-	if h.CopiedBlobs, h.CopiedBytes, err = countBlobs(storeDir); err != nil {
-		return h, err
-	}
-	h.KeptArchives, _ = filepath.Glob(filepath.Join(storeDir, keptDir, "*.zdt"))
-	d, err := newStoreDriver(ctx, storeDir, nil)
-	if err != nil {
-		return h, err
-	}
-	defer d.Close()
+// checkPlacements checks that every placement resolves through d: its
+// tag names its digest and every manifest and blob it needs is there.
+func checkPlacements(ctx context.Context, d *storeDriver, ps []Placement, h *Health) {
 	for _, p := range ps {
 		name := p.Repository
 		if p.Tag != "" {
@@ -63,5 +45,4 @@ func Check(ctx context.Context, storeDir string, ps []Placement) (Health, error)
 			h.Served++
 		}
 	}
-	return h, nil
 }

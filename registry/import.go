@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"path"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -25,6 +24,7 @@ import (
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
+	"zdt.dev/zdt/internal/layout"
 )
 
 // ImportOptions tune Import. The zero value is valid.
@@ -32,18 +32,20 @@ type ImportOptions struct {
 	// Placements, if set, are the archive's placements (from Placements);
 	// computed when nil.
 	Placements []Placement
-	// Concurrency is the number of blobs copied at once (default GOMAXPROCS).
+	// Concurrency is the number of blobs copied at once (default: the
+	// store's).
 	Concurrency int
-	// Logger receives what is done (default: discard).
+	// Logger receives what is done (default: the store's).
 	Logger *slog.Logger
 	// Progress, if set, is called with the bytes of blobs handled so far
 	// (copied, verified or found present) and the total; it may be called
 	// from several goroutines at once.
 	Progress func(done, total int64)
-	// LinkArchive keeps the archive itself in the store (a hard link,
-	// verified and fsynced; see KeptArchive) instead of copying its blobs,
-	// when it is on the store's filesystem; otherwise blobs are copied.
-	LinkArchive bool
+	// CopyBlobs copies the archive's blobs into the store. By default
+	// (and unless StoreOptions.CopyBlobs) the archive itself is kept in
+	// the store (a hard link, verified and fsynced; see Kept) when it is
+	// on the store's filesystem, and blobs are copied only otherwise.
+	CopyBlobs bool
 }
 
 // ImportResult says what Import did.
@@ -57,35 +59,43 @@ type ImportResult struct {
 	BlobsPresent int
 	// LinksWritten counts the repository/tag link files written.
 	LinksWritten int
-	// ArchiveKept is set when the archive was kept (LinkArchive) and no
+	// ArchiveKept is set when the archive was kept (not CopyBlobs) and no
 	// blob was copied.
 	ArchiveKept bool
 }
 
-// StoreDir is where zdt keeps the registry storage under an install root:
-// ROOT/var/lib/zdt/registry.
-func StoreDir(root string) string { return path.Join(root, "var/lib/zdt/registry") }
-
 // Import puts every blob and manifest of a (verified) archive into the
-// distribution filesystem store at storeDir and links each repository and
-// tag per Placements, so that `zdt serve --root` (or distribution's own
-// `registry serve` over storeDir) serves them.
+// store and links each repository and tag per Placements, so that `zdt
+// serve --root` (or distribution's own `registry serve` over Dir) serves
+// them; it records the placements (Recorded) for Activate and Prune.
 //
 // Blobs are copied straight from the archive's offsets into a temp file
 // while being hashed (one pass), checked against their digest and size,
-// fsynced and renamed into place. A blob already in the store with the right
+// and renamed into place. A blob already in the store with the right
 // size is trusted (it was checked when written) and not read again, so a
 // re-import writes nothing and an upgrade writes only new blobs. Link files
 // are written temp + rename when missing or different, and the filesystem
-// is synced once at the end. Every write goes through an os.Root on
-// storeDir. Safe to run again after an interruption: it converges.
-func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts ImportOptions) (ImportResult, error) {
+// is synced once at the end. Every write goes through the store's os.Root.
+// Safe to run again after an interruption: it converges.
+func (s *Store) Import(ctx context.Context, a *bundle.Archive, opts ImportOptions) (ImportResult, error) {
+	res, err := s.importArchive(ctx, a, opts)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	if err := s.record(a.Root.Digest, res.Placements); err != nil {
+		return ImportResult{}, err
+	}
+	return res, nil
+}
+
+func (s *Store) importArchive(ctx context.Context, a *bundle.Archive, opts ImportOptions) (ImportResult, error) {
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+		opts.Logger = s.opts.Logger
 	}
 	if opts.Concurrency <= 0 {
-		opts.Concurrency = runtime.GOMAXPROCS(0)
+		opts.Concurrency = s.opts.Concurrency
 	}
+	storeDir, root := s.path, s.dir
 	ps := opts.Placements
 	if ps == nil {
 		var err error
@@ -93,14 +103,6 @@ func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts Import
 			return ImportResult{}, err
 		}
 	}
-	if err := os.MkdirAll(storeDir, 0o755); err != nil {
-		return ImportResult{}, fmt.Errorf("creating store: %w", err)
-	}
-	root, err := os.OpenRoot(storeDir)
-	if err != nil {
-		return ImportResult{}, fmt.Errorf("opening store: %w", err)
-	}
-	defer root.Close()
 
 	// Every blob the placements need (manifests included: distribution
 	// keeps them as blobs too).
@@ -130,8 +132,8 @@ func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts Import
 	})
 
 	var res ImportResult
-	if opts.LinkArchive {
-		err := keepArchive(ctx, root, storeDir, a, opts)
+	if !opts.CopyBlobs && !s.opts.CopyBlobs {
+		err := s.keepArchive(ctx, a, opts)
 		switch {
 		case err == nil:
 			res.ArchiveKept, res.BlobsPresent = true, len(blobs)
@@ -139,10 +141,10 @@ func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts Import
 				opts.Progress(total, total)
 			}
 			// No link files: the store synthesizes them from the kept
-			// archive (its bundle repository now, all once SetActive).
+			// archive (its bundle repository now, all once active).
 			res.Placements = ps
 			opts.Logger.Info("kept bundle archive in the registry store", "store", storeDir, "bundle", a.Config.Name+":"+a.Config.Version,
-				"archive", keptRel(a.Root.Digest))
+				"archive", layout.Kept(a.Root.Digest))
 			return res, nil
 		case errors.Is(err, errCannotLink):
 			opts.Logger.Info("copying blobs into the registry store", "reason", err.Error())
@@ -211,12 +213,13 @@ func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts Import
 		})
 	}
 	if err := eg.Wait(); err != nil {
-		return ImportResult{}, err
+		return ImportResult{}, outsideErr(err)
 	}
 	res.BlobsWritten, res.BlobsPresent, res.BytesWritten = int(nWritten.Load()), int(nPresent.Load()), written.Load()
 
+	var err error
 	if res.LinksWritten, err = writeLinks(ctx, root, ps); err != nil {
-		return ImportResult{}, err
+		return ImportResult{}, outsideErr(err)
 	}
 	if res.BlobsWritten > 0 || res.LinksWritten > 0 || distrust {
 		if err := syncFS(root); err != nil {
@@ -237,17 +240,13 @@ func Import(ctx context.Context, a *bundle.Archive, storeDir string, opts Import
 	return res, nil
 }
 
-// Link (re)creates the repository and tag links of placements whose blobs
-// are in the store already (imported or kept before, kept by Prune): how a rollback
-// serves a previous bundle again without its archive. It returns the
-// number of links written.
-func Link(ctx context.Context, storeDir string, ps []Placement) (int, error) {
-	root, err := os.OpenRoot(storeDir)
-	if err != nil {
-		return 0, fmt.Errorf("opening store: %w", err)
-	}
-	defer root.Close()
-	kept, err := newStoreDriver(ctx, storeDir, nil)
+// link (re)creates the repository and tag links of placements whose blobs
+// are in the store already (imported or kept before, kept by Prune): how a
+// rollback serves a previous bundle again without its archive. It returns
+// the number of links written.
+func (s *Store) link(ctx context.Context, ps []Placement) (int, error) {
+	root := s.dir
+	kept, err := newStoreDriver(ctx, s, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -299,7 +298,7 @@ func writeLinks(ctx context.Context, root *os.Root, ps []Placement) (int, error)
 const linkConcurrency = 8
 
 // importJournal, at the store's top, marks an import not finished yet.
-const importJournal = ".zdt-import-journal"
+const importJournal = layout.ImportJournal
 
 // storedBlobOK hashes a blob already in the store.
 func storedBlobOK(ctx context.Context, root *os.Root, rel string, d digest.Digest) bool {

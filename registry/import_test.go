@@ -73,10 +73,10 @@ func TestImportIsIdempotentDedupsAndPrunes(t *testing.T) {
 	}
 	a := buildBundle(t, bundleSpec{name: "plat", version: "1.0.0", sharedBase: base, seedFile: "a"})
 	b := buildBundle(t, bundleSpec{name: "plat", version: "2.0.0", sharedBase: base, seedFile: "b"})
-	store := filepath.Join(t.TempDir(), "var/lib/zdt/registry")
+	s, _ := testStore(t)
 
 	var progressed int64
-	first, err := Import(ctx, a.archive, store, ImportOptions{Progress: func(done, total int64) {
+	first, err := s.Import(ctx, a.archive, ImportOptions{CopyBlobs: true, Progress: func(done, total int64) {
 		if done > total {
 			t.Errorf("progress %d > total %d", done, total)
 		}
@@ -89,11 +89,11 @@ func TestImportIsIdempotentDedupsAndPrunes(t *testing.T) {
 		t.Fatalf("first import: %+v", first)
 	}
 	// Every blob of the archive is in the store now.
-	if n, _, _ := countBlobs(store); n != len(a.archive.Digests()) {
+	if n, _, _ := countBlobs(s.dir); n != len(a.archive.Digests()) {
 		t.Fatalf("store holds %d blobs, archive %d", n, len(a.archive.Digests()))
 	}
 
-	again, err := Import(ctx, a.archive, store, ImportOptions{})
+	again, err := s.Import(ctx, a.archive, ImportOptions{CopyBlobs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestImportIsIdempotentDedupsAndPrunes(t *testing.T) {
 		t.Fatalf("re-import wrote something: %+v", again)
 	}
 
-	up, err := Import(ctx, b.archive, store, ImportOptions{})
+	up, err := s.Import(ctx, b.archive, ImportOptions{CopyBlobs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestImportIsIdempotentDedupsAndPrunes(t *testing.T) {
 		t.Fatalf("upgrade import: %+v (archive has %d blobs)", up, len(b.archive.Digests()))
 	}
 
-	srv, _ := serveStore(t, store, "")
+	srv, _ := serveStore(t, s, "")
 	host := strings.TrimPrefix(srv.URL, "http://")
 	layersB := pullAll(t, host+"/library/web:1.0") // the tag moved to bundle B
 	if !layersB[mustDigest(t, base)] {
@@ -122,21 +122,21 @@ func TestImportIsIdempotentDedupsAndPrunes(t *testing.T) {
 
 	pa, _ := Placements(ctx, a.archive)
 	pb, _ := Placements(ctx, b.archive)
-	dry, err := Prune(ctx, store, PruneOptions{Remove: pa, Keep: pb, DryRun: true})
+	dry, err := s.PrunePlacements(ctx, PruneOptions{Remove: pa, Keep: pb, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, _, _ := countBlobs(store); n != first.BlobsWritten+up.BlobsWritten || dry.BlobsDeleted != 0 || len(dry.TagsRemoved) == 0 {
+	if n, _, _ := countBlobs(s.dir); n != first.BlobsWritten+up.BlobsWritten || dry.BlobsDeleted != 0 || len(dry.TagsRemoved) == 0 {
 		t.Fatalf("dry run changed the store or found nothing: %+v", dry)
 	}
-	pr, err := Prune(ctx, store, PruneOptions{Remove: pa, Keep: pb})
+	pr, err := s.PrunePlacements(ctx, PruneOptions{Remove: pa, Keep: pb})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if pr.BlobsDeleted == 0 || pr.BytesFreed <= 0 {
 		t.Fatalf("prune deleted nothing: %+v", pr)
 	}
-	if n, _, _ := countBlobs(store); n != len(b.archive.Digests()) {
+	if n, _, _ := countBlobs(s.dir); n != len(b.archive.Digests()) {
 		t.Fatalf("after prune the store holds %d blobs, bundle B has %d", n, len(b.archive.Digests()))
 	}
 	for _, tag := range []string{"files/tool:1.0.0", "zdt/plat:1.0.0", "amis/node-image:1.0.0"} {
@@ -149,7 +149,7 @@ func TestImportIsIdempotentDedupsAndPrunes(t *testing.T) {
 		}
 	}
 	// A fresh server (no caches) still serves B entirely and nothing of A.
-	srv2, _ := serveStore(t, store, "")
+	srv2, _ := serveStore(t, s, "")
 	host2 := strings.TrimPrefix(srv2.URL, "http://")
 	if got := pullAll(t, host2+"/docker.io/library/web:1.0"); len(got) != len(layersB) {
 		t.Fatalf("after prune: %d layers, want %d", len(got), len(layersB))
@@ -186,8 +186,8 @@ func TestImportRefusesCorruptBlobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := t.TempDir()
-	_, err = Import(ctx, bad, store, ImportOptions{})
+	s, store := testStore(t)
+	_, err = s.Import(ctx, bad, ImportOptions{CopyBlobs: true})
 	var be *bundle.BlobError
 	if !errors.Is(err, bundle.ErrVerification) || !errors.As(err, &be) || be.Digest != big {
 		t.Fatalf("import of a corrupt blob: %v", err)
@@ -209,8 +209,8 @@ func TestImportRefusesCorruptBlobs(t *testing.T) {
 func TestImportAfterCrashRechecksBlobs(t *testing.T) {
 	ctx := context.Background()
 	tb := buildBundle(t, bundleSpec{layerSize: 128 << 10, noAMI: true})
-	store := filepath.Join(t.TempDir(), "registry")
-	if _, err := Import(ctx, tb.archive, store, ImportOptions{}); err != nil {
+	s, store := testStore(t)
+	if _, err := s.Import(ctx, tb.archive, ImportOptions{CopyBlobs: true}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(store, importJournal)); !errors.Is(err, os.ErrNotExist) {
@@ -231,7 +231,7 @@ func TestImportAfterCrashRechecksBlobs(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(store, importJournal), []byte("x\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res, err := Import(ctx, tb.archive, store, ImportOptions{})
+	res, err := s.Import(ctx, tb.archive, ImportOptions{CopyBlobs: true})
 	if err != nil {
 		t.Fatal(err)
 	}

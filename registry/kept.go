@@ -19,9 +19,11 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
+	"zdt.dev/zdt/internal/layout"
 )
 
 // Kept archives. When the bundle archive is on the same filesystem as the
@@ -41,45 +43,48 @@ import (
 // file in place (cp onto it, a shell redirection) changes the kept one too.
 // Replacing it by a rename (how zdt writes bundles) does not. A kept archive
 // whose root digest no longer matches its name is refused when opened.
-const keptDir = "archives"
+const keptDir = layout.KeptDir
 
 // errCannotLink says the archive cannot be kept by a hard link (another
 // filesystem, a filesystem without hard links, an archive read from a
 // stream); Import falls back to copying blobs.
 var errCannotLink = errors.New("cannot hard-link the archive into the store")
 
-func keptRel(root digest.Digest) string { return path.Join(keptDir, root.Encoded()+".zdt") }
+func keptRel(root digest.Digest) string { return layout.Kept(root) }
 
-// KeptArchive is the path of a bundle's kept archive in storeDir, and
-// whether it exists.
-func KeptArchive(storeDir string, root digest.Digest) (string, bool) {
-	p := filepath.Join(storeDir, filepath.FromSlash(keptRel(root)))
-	fi, err := os.Stat(p)
+// Kept is the path of a bundle's kept archive in the store, and whether
+// it exists.
+func (s *Store) Kept(root digest.Digest) (string, bool) {
+	p := filepath.Join(s.path, filepath.FromSlash(keptRel(root)))
+	fi, err := s.dir.Stat(keptRel(root))
 	return p, err == nil && fi.Mode().IsRegular()
 }
 
-// RemoveKeptArchive removes a bundle's kept archive (nothing when it has
-// none).
-func RemoveKeptArchive(storeDir string, root digest.Digest) error {
-	if _, ok := KeptArchive(storeDir, root); !ok {
+// RemoveKept removes a bundle's kept archive (nothing when it has none).
+func (s *Store) RemoveKept(root digest.Digest) error {
+	if _, ok := s.Kept(root); !ok {
 		return nil
 	}
-	r, err := os.OpenRoot(storeDir)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	if err := r.Remove(keptRel(root)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := s.dir.Remove(keptRel(root)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing kept archive: %w", err)
 	}
-	return fsutil.SyncDir(r, keptDir)
+	s.mu.Lock()
+	delete(s.kept, root)
+	s.mu.Unlock()
+	return fsutil.SyncDir(s.dir, keptDir)
 }
 
 // keepArchive links a's file into the store as its kept archive: hard
 // link to a temp name, verify every blob, fsync, rename. An archive kept
 // by an earlier install is not read again. It returns an error wrapping
 // errCannotLink when no hard link can be made.
-func keepArchive(ctx context.Context, root *os.Root, storeDir string, a *bundle.Archive, opts ImportOptions) error {
+//
+// The link is made in the archives directory opened through the store's
+// os.Root (linkat relative to it), so a symlinked archives directory
+// cannot send it out of the root; a symlink given as the bundle's path
+// is followed to the file it names (the file that was opened).
+func (s *Store) keepArchive(ctx context.Context, a *bundle.Archive, opts ImportOptions) error {
+	root := s.dir
 	rel := keptRel(a.Root.Digest)
 	if fi, err := root.Stat(rel); err == nil && fi.Mode().IsRegular() && fi.Size() == a.Size() {
 		return nil // verified and synced when it was kept
@@ -88,14 +93,13 @@ func keepArchive(ctx context.Context, root *os.Root, storeDir string, a *bundle.
 		return fmt.Errorf("%w: the archive has no file", errCannotLink)
 	}
 	if err := root.MkdirAll(keptDir, 0o755); err != nil {
-		return fmt.Errorf("keeping archive: %w", err)
+		return fmt.Errorf("keeping archive: %w", rootedError(root, s.path, keptDir, err))
 	}
 	if err := fsutil.RemoveTemps(root, []string{keptDir}); err != nil { // left by a killed install
 		return fmt.Errorf("keeping archive: %w", err)
 	}
 	tmp := fsutil.TempName(rel)
-	abs := filepath.Join(storeDir, filepath.FromSlash(tmp))
-	if err := os.Link(a.Path(), abs); err != nil {
+	if err := linkInto(root, a.Path(), tmp); err != nil {
 		return fmt.Errorf("%w: %w", errCannotLink, err)
 	}
 	ok := false
@@ -111,7 +115,8 @@ func keepArchive(ctx context.Context, root *os.Root, storeDir string, a *bundle.
 	if err != nil {
 		return fmt.Errorf("%w: %w", errCannotLink, err)
 	}
-	if lfi, err := root.Stat(tmp); err != nil || !os.SameFile(afi, lfi) {
+	lfi, err := root.Stat(tmp)
+	if err != nil || !os.SameFile(afi, lfi) {
 		return fmt.Errorf("keeping archive: %s was replaced while being installed; run zdt install again", a.Path())
 	}
 	// A delta's base is the store's own content (InstalledBase), verified
@@ -130,30 +135,118 @@ func keepArchive(ctx context.Context, root *os.Root, storeDir string, a *bundle.
 	if err != nil {
 		return fmt.Errorf("keeping archive: %w", err)
 	}
+	// Written to (truncated, overwritten in place) while it was verified:
+	// what would be kept is not what was verified.
+	if now, err := root.Stat(tmp); err != nil || changed(lfi, now) {
+		return fmt.Errorf("keeping archive: %s was modified while being installed: %w; run zdt install again", a.Path(), ErrBadStore)
+	}
 	if err := root.Rename(tmp, rel); err != nil {
 		return fmt.Errorf("keeping archive: %w", err)
 	}
 	ok = true
+	s.mu.Lock()
+	s.kept[a.Root.Digest] = lfi
+	s.mu.Unlock()
 	return fsutil.SyncDir(root, keptDir)
 }
 
-// activeRel names the kept archive whose placements are all served.
-const activeRel = keptDir + "/active"
-
-// SetActive makes root's kept archive the one whose placements are all
-// served (the others serve only their bundle repository); an empty root,
-// or a bundle without a kept archive, makes none active.
-func SetActive(storeDir string, root digest.Digest) error {
-	r, err := os.OpenRoot(storeDir)
+// linkInto hard-links the file at src (following a symlink there) to rel
+// in dir, relative to rel's directory opened through dir.
+func linkInto(dir *os.Root, src, rel string) error {
+	d, err := dir.Open(path.Dir(rel))
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer d.Close()
+	if err := unix.Linkat(unix.AT_FDCWD, src, int(d.Fd()), path.Base(rel), unix.AT_SYMLINK_FOLLOW); err != nil {
+		return &os.LinkError{Op: "link", Old: src, New: rel, Err: err}
+	}
+	return nil
+}
+
+// changed reports whether a file's content may have changed between two
+// stats of it: another file, or its size or modification time moved (a
+// write or truncation moves it; links, renames and chmod do not).
+func changed(before, after os.FileInfo) bool {
+	return !os.SameFile(before, after) || before.Size() != after.Size() || !before.ModTime().Equal(after.ModTime())
+}
+
+// checkKept checks a bundle's kept archive can be served: one this Store
+// kept is still the file it verified, and any opens and holds its bundle.
+// A damaged archive this Store kept is removed (nothing serves it yet);
+// the error matches ErrBadStore and says to install again.
+func (s *Store) checkKept(ctx context.Context, root digest.Digest) error {
+	rel := keptRel(root)
+	s.mu.Lock()
+	verified, mine := s.kept[root]
+	s.mu.Unlock()
+	bad := func(why string) error {
+		if mine {
+			if err := s.RemoveKept(root); err != nil {
+				s.opts.Logger.Error("removing a damaged kept archive", "archive", rel, "err", err)
+			}
+			why += "; removed it"
+		}
+		return fmt.Errorf("kept archive of %s %s: %w (the bundle file was truncated or overwritten in place? run zdt install again)", root, why, ErrBadStore)
+	}
+	fi, err := s.dir.Stat(rel)
+	if err != nil {
+		return bad(err.Error())
+	}
+	if mine && changed(verified, fi) {
+		return bad("was modified after it was verified")
+	}
+	f, err := s.dir.Open(rel)
+	if err != nil {
+		return bad(err.Error())
+	}
+	defer f.Close()
+	a, err := bundle.OpenReader(ctx, f, fi.Size())
+	if err != nil {
+		return bad(err.Error())
+	}
+	defer a.Close()
+	if a.Root.Digest != root {
+		return bad("holds bundle " + a.Root.Digest.String())
+	}
+	return nil
+}
+
+// dropDamaged checks the archives this Store kept for bundles other than
+// except (an install that failed after its import) and removes those
+// damaged since, so that a store left by a failed upgrade serves again.
+func (s *Store) dropDamaged(ctx context.Context, except digest.Digest) error {
+	s.mu.Lock()
+	var mine []digest.Digest
+	for d := range s.kept {
+		if d != except {
+			mine = append(mine, d)
+		}
+	}
+	s.mu.Unlock()
+	for _, d := range mine {
+		if err := s.checkKept(ctx, d); err != nil {
+			s.opts.Logger.Warn("dropped a damaged kept archive", "bundle", d, "err", err)
+		}
+	}
+	return nil
+}
+
+// activeRel names the kept archive whose placements are all served.
+const activeRel = layout.ActiveKept
+
+// SetActive makes root's kept archive the one whose placements are all
+// served (the others serve only their bundle repository); an empty root,
+// or a bundle without a kept archive, makes none active. Activate checks
+// the archive first and prunes what other bundles placed; SetActive only
+// moves the pointer.
+func (s *Store) SetActive(root digest.Digest) error {
+	r := s.dir
 	if err := fsutil.RemoveTemps(r, []string{keptDir}); err != nil { // left by a killed install
-		return err
+		return rootedError(r, s.path, keptDir, err)
 	}
 	if root != "" {
-		if _, ok := KeptArchive(storeDir, root); ok {
+		if _, ok := s.Kept(root); ok {
 			want := []byte(root.Encoded() + "\n")
 			if got, err := r.ReadFile(activeRel); err == nil && string(got) == string(want) {
 				return nil
@@ -192,11 +285,13 @@ func BundleOnly(ps []Placement) []Placement {
 // readable by digest) until Close.
 type storeDriver struct {
 	storagedriver.StorageDriver
-	dir    string // STORE/archives
+	store  *os.Root // the store directory
+	dir    string   // STORE/archives, for messages
 	logger *slog.Logger
 
 	mu    sync.Mutex                 // serializes rebuilds
 	open  map[string]*bundle.Archive // by file name, every archive opened
+	files map[string]*os.File        // their files
 	ps    map[string][]Placement     // their placements
 	state atomic.Pointer[keptState]
 	// copied reads blobs copied into the store, for kept deltas whose
@@ -218,18 +313,23 @@ type keptState struct {
 // rather than trusted on the time alone.
 const racyWindow = 2 * time.Second
 
-// newStoreDriver is the driver over a store directory and its kept
-// archives. Close it once done.
-func newStoreDriver(ctx context.Context, storeDir string, logger *slog.Logger) (*storeDriver, error) {
+// newStoreDriver is the driver over a store and its kept archives. Close
+// it once done (before the store).
+func newStoreDriver(ctx context.Context, s *Store, logger *slog.Logger) (*storeDriver, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	d := &storeDriver{
-		StorageDriver: filesystem.New(filesystem.DriverParameters{RootDirectory: storeDir, MaxThreads: 100}),
-		dir:           filepath.Join(storeDir, keptDir),
-		logger:        logger,
-		open:          map[string]*bundle.Archive{},
-		ps:            map[string][]Placement{},
+		StorageDriver: rootedDriver{
+			StorageDriver: filesystem.New(filesystem.DriverParameters{RootDirectory: s.path, MaxThreads: 100}),
+			root:          s.dir,
+		},
+		store:  s.dir,
+		dir:    filepath.Join(s.path, keptDir),
+		logger: logger,
+		open:   map[string]*bundle.Archive{},
+		files:  map[string]*os.File{},
+		ps:     map[string][]Placement{},
 	}
 	if _, err := d.refresh(ctx); err != nil {
 		d.Close()
@@ -241,9 +341,9 @@ func newStoreDriver(ctx context.Context, storeDir string, logger *slog.Logger) (
 // refresh returns the tree for the archives directory as it is now,
 // rebuilding it when the directory changed since the last time.
 func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
-	fi, err := os.Stat(d.dir)
+	fi, err := d.store.Stat(keptDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
+		return nil, fmt.Errorf("kept archives %s: %w", d.dir, err)
 	}
 	same := func(st *keptState) bool {
 		if st == nil {
@@ -270,12 +370,12 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 		d.state.Store(st)
 		return st, nil
 	}
-	ents, err := os.ReadDir(d.dir)
+	ents, err := readDir(d.store, keptDir)
 	if err != nil {
 		return nil, err
 	}
 	active := ""
-	if b, err := os.ReadFile(filepath.Join(d.dir, "active")); err == nil {
+	if b, err := readSmallFile(d.store, activeRel, 256); err == nil {
 		active = strings.TrimSpace(string(b)) + ".zdt"
 	}
 	var sig strings.Builder
@@ -301,16 +401,17 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 			continue
 		}
 		p := filepath.Join(d.dir, e.Name())
-		a, err := bundle.Open(ctx, p)
+		f, a, err := openKept(ctx, d.store, path.Join(keptDir, e.Name()))
 		if err != nil {
 			return nil, fmt.Errorf("kept archive %s: %w (changed since it was installed? run zdt install again)", p, err)
 		}
 		if a.Root.Digest.Encoded() != hex {
 			a.Close()
+			f.Close()
 			return nil, fmt.Errorf("kept archive %s holds bundle %s, not sha256:%s: %w (overwritten in place since it was installed? run zdt install again)",
 				p, a.Root.Digest, hex, ErrBadStore)
 		}
-		d.open[e.Name()] = a
+		d.open[e.Name()], d.files[e.Name()] = a, f
 	}
 	for _, e := range ents { // newly opened, or not served yet (a base was missing)
 		if d.open[e.Name()] != nil && d.ps[e.Name()] == nil {
@@ -323,7 +424,7 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 		}
 		ps, err := Placements(ctx, d.open[name])
 		if err != nil {
-			return nil, fmt.Errorf("kept archive %s: %w", d.open[name].Path(), err)
+			return nil, fmt.Errorf("kept archive %s: %w", filepath.Join(d.dir, name), err)
 		}
 		d.ps[name] = ps
 	}
@@ -358,7 +459,7 @@ func (d *storeDriver) attachBase(ctx context.Context, a *bundle.Archive, seen ma
 	}
 	name := a.Base().Encoded() + ".zdt"
 	if seen[name] {
-		return fmt.Errorf("kept archive %s: its bases form a loop: %w", a.Path(), ErrBadStore)
+		return fmt.Errorf("kept archive of %s: its bases form a loop: %w", a.Root.Digest, ErrBadStore)
 	}
 	seen[name] = true
 	var src bundle.BlobSource
@@ -369,12 +470,12 @@ func (d *storeDriver) attachBase(ctx context.Context, a *bundle.Archive, seen ma
 		src = b
 	} else {
 		if d.copied == nil {
-			d.copied = &storeBlobs{dir: filepath.Dir(d.dir), open: map[digest.Digest]*os.File{}}
+			d.copied = &storeBlobs{dir: d.store, open: map[digest.Digest]*os.File{}}
 		}
 		src = d.copied
 	}
 	if err := a.AttachBase(ctx, src); err != nil {
-		return fmt.Errorf("kept archive %s: %w", a.Path(), err)
+		return fmt.Errorf("kept archive of %s: %w", a.Root.Digest, err)
 	}
 	return nil
 }
@@ -409,10 +510,13 @@ func (d *storeDriver) Close() {
 	for _, a := range d.open {
 		a.Close()
 	}
+	for _, f := range d.files {
+		f.Close()
+	}
 	if d.copied != nil {
 		d.copied.Close()
 	}
-	d.open, d.ps = map[string]*bundle.Archive{}, map[string][]Placement{}
+	d.open, d.files, d.ps = map[string]*bundle.Archive{}, map[string]*os.File{}, map[string][]Placement{}
 }
 
 func (d *storeDriver) GetContent(ctx context.Context, p string) ([]byte, error) {
@@ -477,4 +581,34 @@ func (d *storeDriver) Delete(ctx context.Context, p string) error {
 		return storagedriver.Error{DriverName: d.Name(), Detail: fmt.Errorf("%s is served from a kept bundle archive: %w", p, ErrReadOnly)}
 	}
 	return d.StorageDriver.Delete(ctx, p)
+}
+
+// openKept opens the kept archive at rel in the store (through its
+// os.Root). Close both the archive and the file.
+func openKept(ctx context.Context, store *os.Root, rel string) (*os.File, *bundle.Archive, error) {
+	f, err := store.Open(rel)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	a, err := bundle.OpenReader(ctx, f, fi.Size())
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, a, nil
+}
+
+// readDir lists a directory through root.
+func readDir(root *os.Root, rel string) ([]fs.DirEntry, error) {
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.ReadDir(-1)
 }

@@ -20,15 +20,15 @@ import (
 func TestKeptArchiveIsServed(t *testing.T) {
 	ctx := context.Background()
 	tb := buildBundle(t, bundleSpec{layerSize: 64 << 10})
-	store := t.TempDir()
-	res, err := Import(ctx, tb.archive, store, ImportOptions{LinkArchive: true})
+	s, _ := testStore(t)
+	res, err := s.Import(ctx, tb.archive, ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !res.ArchiveKept || res.BlobsWritten != 0 || res.LinksWritten != 0 {
 		t.Fatalf("import = %+v, want the archive kept and nothing written", res)
 	}
-	kp, ok := KeptArchive(store, tb.archive.Root.Digest)
+	kp, ok := s.Kept(tb.archive.Root.Digest)
 	if !ok {
 		t.Fatal("no kept archive")
 	}
@@ -37,17 +37,17 @@ func TestKeptArchiveIsServed(t *testing.T) {
 	if !os.SameFile(a, k) {
 		t.Fatal("kept archive is not a hard link of the bundle")
 	}
-	if n, _, _ := countBlobs(store); n != 0 {
+	if n, _, _ := countBlobs(s.dir); n != 0 {
 		t.Fatalf("%d blobs copied into the store", n)
 	}
-	srv, _ := serveStore(t, store, "")
+	srv, _ := serveStore(t, s, "")
 	host := strings.TrimPrefix(srv.URL, "http://")
 	// Before SetActive only the bundle's own repository is served.
 	web := findPlacement(t, res.Placements, "library/web", "1.0")
 	if code := headManifest(t, srv.URL, web.Repository, web.Tag); code != 404 {
 		t.Fatalf("inactive kept archive serves its items: %d", code)
 	}
-	if err := SetActive(store, tb.archive.Root.Digest); err != nil {
+	if err := s.SetActive(tb.archive.Root.Digest); err != nil {
 		t.Fatal(err)
 	}
 	if layers := pullAll(t, host+"/"+web.Repository+":"+web.Tag); len(layers) == 0 {
@@ -61,21 +61,21 @@ func TestKeptArchiveIsServed(t *testing.T) {
 		}
 	}
 	// Import again: nothing read or written.
-	if res2, err := Import(ctx, tb.archive, store, ImportOptions{LinkArchive: true}); err != nil || !res2.ArchiveKept {
+	if res2, err := s.Import(ctx, tb.archive, ImportOptions{}); err != nil || !res2.ArchiveKept {
 		t.Fatalf("re-import = %+v, %v", res2, err)
 	}
 	// Deactivated: the items are gone again (the store watches the
 	// archives directory; no restart).
-	if err := SetActive(store, ""); err != nil {
+	if err := s.SetActive(""); err != nil {
 		t.Fatal(err)
 	}
 	if code := headManifest(t, srv.URL, web.Repository, web.Tag); code != 404 {
 		t.Fatalf("deactivated archive still serves its items: %d", code)
 	}
-	if err := RemoveKeptArchive(store, tb.archive.Root.Digest); err != nil {
+	if err := s.RemoveKept(tb.archive.Root.Digest); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := KeptArchive(store, tb.archive.Root.Digest); ok {
+	if _, ok := s.Kept(tb.archive.Root.Digest); ok {
 		t.Fatal("kept archive not removed")
 	}
 	if _, err := os.Stat(tb.path); err != nil {
@@ -113,8 +113,8 @@ func TestKeptArchiveFallsBackAndRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := t.TempDir()
-	res, err := Import(ctx, mem, store, ImportOptions{LinkArchive: true})
+	s, _ := testStore(t)
+	res, err := s.Import(ctx, mem, ImportOptions{})
 	if err != nil || res.ArchiveKept || res.BlobsWritten == 0 {
 		t.Fatalf("import of an in-memory archive = %+v, %v; want blobs copied", res, err)
 	}
@@ -130,8 +130,8 @@ func TestKeptArchiveFallsBackAndRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ba.Close()
-	store2 := t.TempDir()
-	_, err = Import(ctx, ba, store2, ImportOptions{LinkArchive: true})
+	s2, store2 := testStore(t)
+	_, err = s2.Import(ctx, ba, ImportOptions{})
 	var be *bundle.BlobError
 	if !errors.As(err, &be) || be.Digest != big {
 		t.Fatalf("import of a corrupt archive: %v, want the blob %s named", err, big)
@@ -162,20 +162,21 @@ func TestKeptArchiveFallsBackAndRefuses(t *testing.T) {
 	if err := os.Rename(swapped+".new", swapped); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Import(ctx, sa, t.TempDir(), ImportOptions{LinkArchive: true}); err == nil || !strings.Contains(err.Error(), "was replaced") {
+	s4, _ := testStore(t)
+	if _, err := s4.Import(ctx, sa, ImportOptions{}); err == nil || !strings.Contains(err.Error(), "was replaced") {
 		t.Fatalf("import after the bundle path was replaced: %v, want a refusal", err)
 	}
 
 	// Kept, then overwritten in place with another bundle's bytes.
-	store3 := t.TempDir()
-	if _, err := Import(ctx, tb.archive, store3, ImportOptions{LinkArchive: true}); err != nil {
+	s3, _ := testStore(t)
+	if _, err := s3.Import(ctx, tb.archive, ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(tb.path, ob, 0o644); err != nil { // truncates and rewrites the shared inode
 		t.Fatal(err)
 	}
-	kp, _ := KeptArchive(store3, tb.archive.Root.Digest)
-	_, err = NewHandler(ctx, HandlerOptions{Store: store3})
+	kp, _ := s3.Kept(tb.archive.Root.Digest)
+	_, err = NewHandler(ctx, HandlerOptions{Store: s3})
 	if !errors.Is(err, ErrBadStore) || !strings.Contains(err.Error(), kp) {
 		t.Fatalf("serving a store whose kept archive was overwritten: %v, want ErrBadStore naming %s", err, kp)
 	}

@@ -162,8 +162,14 @@ func BenchmarkConcurrentPull(b *testing.B) {
 // `registry serve` over that same store. The goal is zdt ≥ 0.9 × registry.
 func BenchmarkPullThroughput(b *testing.B) {
 	tb := benchBundle(b, 256)
-	store := filepath.Join(b.TempDir(), "store")
-	if _, err := Import(context.Background(), tb.archive, store, ImportOptions{}); err != nil {
+	root := b.TempDir()
+	s, err := OpenStore(root, StoreOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	store := s.Dir()
+	if _, err := s.Import(context.Background(), tb.archive, ImportOptions{CopyBlobs: true}); err != nil {
 		b.Fatal(err)
 	}
 	ps, err := Placements(context.Background(), tb.archive)
@@ -195,7 +201,7 @@ func BenchmarkPullThroughput(b *testing.B) {
 		bench(b, startServeProcess(b, "bundle", tb.path))
 	})
 	b.Run("zdt-serve-store", func(b *testing.B) {
-		bench(b, startServeProcess(b, "store", store))
+		bench(b, startServeProcess(b, "store", root))
 	})
 	b.Run("distribution-registry-serve", func(b *testing.B) {
 		bin := needClient(b, "registry")
@@ -266,9 +272,10 @@ func BenchmarkImport(b *testing.B) {
 	b.ResetTimer()
 	var importTime, reimportTime time.Duration
 	for i := 0; i < b.N; i++ {
-		store := filepath.Join(b.TempDir(), "store")
+		s, store := testStore(b)
+		defer s.Close()
 		start := time.Now()
-		res, err := Import(context.Background(), tb.archive, store, ImportOptions{})
+		res, err := s.Import(context.Background(), tb.archive, ImportOptions{CopyBlobs: true})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -277,7 +284,7 @@ func BenchmarkImport(b *testing.B) {
 			b.Fatal("nothing imported")
 		}
 		start = time.Now()
-		if res, err = Import(context.Background(), tb.archive, store, ImportOptions{}); err != nil || res.BlobsWritten != 0 {
+		if res, err = s.Import(context.Background(), tb.archive, ImportOptions{CopyBlobs: true}); err != nil || res.BlobsWritten != 0 {
 			b.Fatalf("re-import: %+v %v", res, err)
 		}
 		reimportTime += time.Since(start)

@@ -37,8 +37,14 @@ func helperServe(mode, path, addr string) int {
 		}
 		defer a.Close()
 		opts.Archives = []*bundle.Archive{a}
-	} else {
-		opts.Store = path
+	} else { // path is an install root
+		s, err := OpenStore(path, StoreOptions{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer s.Close()
+		opts.Store = s
 	}
 	h, err := NewHandler(ctx, opts)
 	if err != nil {

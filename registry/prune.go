@@ -8,13 +8,15 @@ import (
 	"log/slog"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
 
 	"github.com/distribution/distribution/v3/registry/storage"
+
+	"zdt.dev/zdt/internal/fsutil"
+	"zdt.dev/zdt/internal/layout"
 )
 
-// PruneOptions say what Prune removes. Remove are the placements of what is
+// PruneOptions say what PrunePlacements removes. Remove are the placements of what is
 // no longer installed (typically the previous generation's, from
 // Placements); Keep those still installed. A link that both name is kept,
 // so passing the old and the new generation as they are is right.
@@ -23,11 +25,11 @@ type PruneOptions struct {
 	Keep   []Placement
 	// DryRun reports what would be removed without removing it.
 	DryRun bool
-	// Logger receives what is done (default: discard).
+	// Logger receives what is done (default: the store's).
 	Logger *slog.Logger
 }
 
-// PruneResult says what Prune removed (or would remove, with DryRun).
+// PruneResult says what PrunePlacements removed (or would remove, with DryRun).
 type PruneResult struct {
 	// LinksRemoved counts repository/tag link files removed.
 	LinksRemoved int
@@ -38,25 +40,18 @@ type PruneResult struct {
 	BytesFreed   int64
 }
 
-// Prune untags and unlinks the placements of items no longer installed,
-// removes repositories left empty, then runs distribution's mark and sweep
-// (registry/storage.MarkAndSweep) on the store at storeDir so blobs no
-// repository references any more are deleted. Content pushed by users into
-// other repositories is not touched. Do not run it while `zdt serve` is
-// accepting pushes into the same store.
-func Prune(ctx context.Context, storeDir string, opts PruneOptions) (PruneResult, error) {
+// PrunePlacements untags and unlinks the placements of items no longer
+// installed, removes repositories left empty, then runs distribution's
+// mark and sweep (registry/storage.MarkAndSweep) on the store so blobs no
+// repository references any more are deleted. Content pushed by users
+// into other repositories is not touched. Do not run it while `zdt serve`
+// is accepting pushes into the same store.
+func (s *Store) PrunePlacements(ctx context.Context, opts PruneOptions) (PruneResult, error) {
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+		opts.Logger = s.opts.Logger
 	}
 	var res PruneResult
-	if _, err := os.Stat(storeDir); errors.Is(err, fs.ErrNotExist) {
-		return res, nil
-	}
-	root, err := os.OpenRoot(storeDir)
-	if err != nil {
-		return res, fmt.Errorf("opening store: %w", err)
-	}
-	defer root.Close()
+	root, storeDir := s.dir, s.path
 	keep := map[string]bool{}
 	keepTags := map[string]bool{}
 	for _, l := range layoutLinks(opts.Keep) {
@@ -111,13 +106,13 @@ func Prune(ctx context.Context, storeDir string, opts PruneOptions) (PruneResult
 			return res, err
 		}
 	}
-	before, beforeBytes, err := countBlobs(storeDir)
+	before, beforeBytes, err := countBlobs(root)
 	if err != nil {
 		return res, err
 	}
 	// Manifests may be in kept archives: mark reads them there; sweep only
 	// lists (and deletes) blobs copied into the store.
-	drv, err := newStoreDriver(ctx, storeDir, opts.Logger)
+	drv, err := newStoreDriver(ctx, s, opts.Logger)
 	if err != nil {
 		return res, err
 	}
@@ -131,7 +126,7 @@ func Prune(ctx context.Context, storeDir string, opts PruneOptions) (PruneResult
 			return res, fmt.Errorf("garbage-collecting the store: %w", err)
 		}
 	}
-	after, afterBytes, err := countBlobs(storeDir)
+	after, afterBytes, err := countBlobs(root)
 	if err != nil {
 		return res, err
 	}
@@ -192,17 +187,17 @@ func removeEmptyDirs(root *os.Root, dir, stop string) {
 	}
 }
 
-// countBlobs counts the blob data files of a store and their bytes.
-func countBlobs(storeDir string) (int, int64, error) {
+// countBlobs counts the blob data files of a store and their bytes,
+// through its os.Root (a blobs directory leading out of it is an error).
+func countBlobs(store *os.Root) (int, int64, error) {
 	var n int
 	var size int64
-	dir := filepath.Join(storeDir, filepath.FromSlash(storeSubdir), "blobs")
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(store.FS(), layout.BlobsDir, func(p string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("counting blobs: %w", outsideErr(err))
 		}
 		if !d.IsDir() && d.Name() == "data" {
 			fi, err := d.Info()
@@ -216,3 +211,6 @@ func countBlobs(storeDir string) (int, int64, error) {
 	})
 	return n, size, err
 }
+
+// outsideErr marks os.Root's refusal of an escaping path as ErrOutsideRoot.
+func outsideErr(err error) error { return fsutil.MarkOutside(err) }

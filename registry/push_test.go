@@ -34,7 +34,7 @@ func writeHtpasswd(t testing.TB, user, pass string) string {
 // TestPushNeedsCredentials: anonymous clients only read; htpasswd users
 // push (blobs, manifests, subjects), discover and delete.
 func TestPushNeedsCredentials(t *testing.T) {
-	store := filepath.Join(t.TempDir(), "store")
+	store, _ := testStore(t)
 	srv, _ := serveStore(t, store, writeHtpasswd(t, "zdt", "s3cret"))
 	host := strings.TrimPrefix(srv.URL, "http://")
 	auth := func(user, pass string) map[string]string {

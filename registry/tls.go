@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"zdt.dev/zdt/internal/fsutil"
+	"zdt.dev/zdt/internal/layout"
 )
 
 // Lifetimes of the generated certificates.
@@ -39,21 +40,53 @@ type CA struct {
 }
 
 // TLSDir is where zdt keeps its CA under an install root:
-// ROOT/var/lib/zdt/tls.
-func TLSDir(root string) string { return filepath.Join(root, "var/lib/zdt/tls") }
+// ROOT/var/lib/zdt/tls (layout.TLSDir).
+func TLSDir(root string) string { return filepath.Join(root, filepath.FromSlash(layout.TLSDir)) }
 
 // LoadOrCreateCA loads the CA in dir (ca.crt, ca.key), creating it (ECDSA
 // P-256, key mode 0600, written temp + fsync + rename) when absent or
-// expiring within a day.
+// expiring within a day. dir is trusted as given (a flag); for the CA of
+// an install root use OpenCA.
 func LoadOrCreateCA(dir string) (*CA, error) {
-	certPath, keyPath := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
-	if ca, err := loadCA(certPath, keyPath); err == nil && time.Until(ca.Cert.NotAfter) > 24*time.Hour {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating CA: %w", err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening CA directory: %w", err)
+	}
+	defer root.Close()
+	return loadOrCreateCA(root, dir)
+}
+
+// OpenCA loads or creates (as LoadOrCreateCA) the CA of `zdt serve` under
+// the install root rootDir, layout.TLSDir, through an os.Root opened at
+// rootDir: when that directory, or a parent, is a symlink leading out of
+// the root, it fails (matching ErrOutsideRoot) and writes nothing.
+func OpenCA(rootDir string) (*CA, error) {
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening install root %s: %w", rootDir, err)
+	}
+	defer root.Close()
+	if err := root.MkdirAll(layout.TLSDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating CA: %w", rootedError(root, rootDir, layout.TLSDir, err))
+	}
+	dir, err := root.OpenRoot(layout.TLSDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening CA directory: %w", rootedError(root, rootDir, layout.TLSDir, err))
+	}
+	defer dir.Close()
+	return loadOrCreateCA(dir, TLSDir(rootDir))
+}
+
+// loadOrCreateCA is LoadOrCreateCA in root, whose path is dir.
+func loadOrCreateCA(root *os.Root, dir string) (*CA, error) {
+	certPath := filepath.Join(dir, "ca.crt")
+	if ca, err := loadCA(root, certPath); err == nil && time.Until(ca.Cert.NotAfter) > 24*time.Hour {
 		return ca, nil
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("loading CA from %s: %w", dir, err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating CA: %w", err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -79,11 +112,6 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
 	// The key first: a cert without its key is never left behind.
 	if err := fsutil.WriteFileAtomic(root, "ca.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
 		return nil, fmt.Errorf("writing CA key: %w", err)
@@ -95,12 +123,12 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 	return &CA{CertPath: certPath, Cert: cert, key: key}, nil
 }
 
-func loadCA(certPath, keyPath string) (*CA, error) {
-	cb, err := os.ReadFile(certPath)
+func loadCA(root *os.Root, certPath string) (*CA, error) {
+	cb, err := root.ReadFile("ca.crt")
 	if err != nil {
 		return nil, err
 	}
-	kb, err := os.ReadFile(keyPath)
+	kb, err := root.ReadFile("ca.key")
 	if err != nil {
 		return nil, err
 	}

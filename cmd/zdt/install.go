@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"sort"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/version"
 	"zdt.dev/zdt/registry"
@@ -77,8 +80,24 @@ its copied blobs); where the base is not installed it is refused, naming it.`,
 				return err
 			}
 			defer done()
+			logger := g.logger()
+			// The store is only read until the bundle is known to install
+			// (a refused delta or --plan writes nothing).
+			ro, err := registry.OpenStore(o.root, registry.StoreOptions{ReadOnly: true, Logger: logger})
+			if errors.Is(err, fs.ErrNotExist) {
+				ro, err = nil, nil
+			}
+			if err != nil {
+				return err
+			}
+			defer ro.Close()
 			if a.Base() != "" { // a delta: its base must be installed here
-				src, c, err := registry.InstalledBase(ctx, registry.StoreDir(o.root), a.Base())
+				var src bundle.BlobSource
+				var c io.Closer
+				err := fmt.Errorf("no registry store under %s: %w", o.root, bundle.ErrNeedsBase)
+				if ro != nil {
+					src, c, err = ro.Base(ctx, a.Base())
+				}
 				if err == nil {
 					defer c.Close()
 					err = a.AttachBase(ctx, src)
@@ -87,12 +106,21 @@ its copied blobs); where the base is not installed it is refused, naming it.`,
 					return fmt.Errorf("%s is a delta bundle on %s, which is not installed under %s: install that bundle (or the whole of this one) first (%w)", o.bundle, a.Base(), o.root, err)
 				}
 			}
-			bar := g.progress("importing")
-			res, err := installer.Install(ctx, a, installer.Options{
+			opts := installer.Options{
 				Root: o.root, PlanOnly: o.plan, AMIExportDir: o.amiExport, ServeAddr: o.serveAddr,
-				ToolVersion: version.String(), Logger: g.logger(), Progress: bar.update,
-				Registry: newRegistry(o.root, o.copyBlobs),
-			})
+				ToolVersion: version.String(), Logger: logger,
+			}
+			if !o.plan {
+				store, err := registry.OpenStore(o.root, registry.StoreOptions{CopyBlobs: o.copyBlobs, Logger: logger})
+				if err != nil {
+					return err
+				}
+				defer store.Close()
+				opts.Registry = store
+			}
+			bar := g.progress("importing")
+			opts.Progress = bar.update
+			res, err := installer.Install(ctx, a, opts)
 			bar.finish()
 			if err != nil {
 				return err
@@ -119,13 +147,6 @@ its copied blobs); where the base is not installed it is refused, naming it.`,
 	}
 	o.AddFlags(cmd.Flags())
 	return cmd
-}
-
-// newRegistry is the registry storage under an install root.
-var newRegistry = func(root string, copyBlobs bool) installer.Registry {
-	r := installer.NewStoreRegistry(root, nil)
-	r.CopyBlobs = copyBlobs
-	return r
 }
 
 var planSigns = map[installer.Action]string{
@@ -218,7 +239,12 @@ func newRollbackCmd(g *globals) *cobra.Command {
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runSimple(cmd.Context(), g, "rolled back", func(ctx context.Context) (installer.Result, error) {
-				return installer.Rollback(ctx, installer.Options{Root: o.root, ToolVersion: version.String(), Logger: g.logger(), Registry: newRegistry(o.root, false)})
+				store, err := registry.OpenStore(o.root, registry.StoreOptions{Logger: g.logger()})
+				if err != nil {
+					return installer.Result{}, err
+				}
+				defer store.Close()
+				return installer.Rollback(ctx, installer.Options{Root: o.root, ToolVersion: version.String(), Logger: g.logger(), Registry: store})
 			})
 		},
 	}

@@ -150,8 +150,12 @@ Access logs go to stderr. SIGTERM or Ctrl-C shuts it down gracefully.`,
 				}
 				what = strings.Join(o.bundles, ", ")
 			} else {
-				hopts.Store = registry.StoreDir(o.root)
-				what = hopts.Store
+				store, err := registry.OpenStore(o.root, registry.StoreOptions{Logger: logger})
+				if err != nil {
+					return err
+				}
+				defer store.Close()
+				hopts.Store, what = store, store.Dir()
 			}
 			h, err := registry.NewHandler(ctx, hopts)
 			if err != nil {
@@ -166,7 +170,7 @@ Access logs go to stderr. SIGTERM or Ctrl-C shuts it down gracefully.`,
 			}
 			caPath := ""
 			if !o.insecureHTTP && o.tlsCert == "" {
-				ca, err := registry.LoadOrCreateCA(registry.TLSDir(o.root))
+				ca, err := registry.OpenCA(o.root)
 				if err != nil {
 					return err
 				}

@@ -1,0 +1,88 @@
+// Package layout owns zdt's on-disk layout under an install root: every
+// path zdt keeps its own state at (var/lib/zdt and below) and the files it
+// generates outside it. Paths are slash-separated and relative to the
+// install root, ready for an os.Root opened there; nothing here touches
+// the disk. Like helm's helmpath, it is the one place a path is spelled.
+package layout
+
+import (
+	"path"
+	"strconv"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// The state directory and what lives in it, relative to the install root.
+const (
+	// StateDir is zdt's data directory.
+	StateDir = "var/lib/zdt"
+	// Lock is the file an install, rollback or uninstall holds locked.
+	Lock = StateDir + "/lock"
+	// Current names the current generation's number.
+	Current = StateDir + "/current"
+	// GenerationsDir holds one <n>.json per recorded generation.
+	GenerationsDir = StateDir + "/generations"
+	// FilesDir is the content-addressed store of installed file versions
+	// (sha256/<hex>), kept for rollback.
+	FilesDir = StateDir + "/files/sha256"
+	// BackupsDir holds, per generation, what an upgrade replaced.
+	BackupsDir = StateDir + "/backups"
+	// PlacementsDir holds one <hex>.json per bundle imported into the
+	// registry store: what it serves under which names.
+	PlacementsDir = StateDir + "/placements"
+	// RegistryDir is the registry store: distribution's filesystem
+	// storage plus the kept bundle archives (`zdt serve --root` serves it).
+	RegistryDir = StateDir + "/registry"
+	// TLSDir holds the local CA of `zdt serve` (ca.crt, ca.key).
+	TLSDir = StateDir + "/tls"
+	// CACert is the CA certificate clients trust.
+	CACert = TLSDir + "/ca.crt"
+)
+
+// Inside the registry store (relative to RegistryDir).
+const (
+	// KeptDir holds the kept bundle archives (<hex>.zdt) and the name of
+	// the active one.
+	KeptDir = "archives"
+	// ActiveKept names the kept archive whose placements are all served.
+	ActiveKept = KeptDir + "/active"
+	// DistributionDir is distribution's storage layout root.
+	DistributionDir = "docker/registry/v2"
+	// BlobsDir holds the blobs copied into the store.
+	BlobsDir = DistributionDir + "/blobs"
+	// ImportJournal marks an import whose blobs are not synced yet.
+	ImportJournal = ".zdt-import-journal"
+)
+
+// Generated files outside the state directory.
+const (
+	// SystemdUnitDir is where the unit of `zdt serve` is written.
+	SystemdUnitDir = "etc/systemd/system"
+	// ContainerdCertsDir holds containerd's per-registry hosts.toml.
+	ContainerdCertsDir = "etc/containerd/certs.d"
+	// ContainersRegistriesConf is the containers (podman, cri-o) drop-in.
+	ContainersRegistriesConf = "etc/containers/registries.conf.d/50-zdt.conf"
+)
+
+// Generation is the record of generation n.
+func Generation(n int) string { return path.Join(GenerationsDir, strconv.Itoa(n)+".json") }
+
+// Backup is the directory of what the upgrade to generation n replaced.
+func Backup(n int) string { return path.Join(BackupsDir, strconv.Itoa(n)) }
+
+// Placements is the placements record of the bundle whose root is root.
+func Placements(root digest.Digest) string {
+	return path.Join(PlacementsDir, root.Encoded()+".json")
+}
+
+// Kept is a bundle's kept archive, relative to RegistryDir.
+func Kept(root digest.Digest) string { return path.Join(KeptDir, root.Encoded()+".zdt") }
+
+// StoredFile is a kept file version (digest "sha256:<hex>" or "<hex>").
+func StoredFile(hex string) string { return path.Join(FilesDir, hex) }
+
+// SystemdUnit is the path of the unit named name.
+func SystemdUnit(name string) string { return path.Join(SystemdUnitDir, name) }
+
+// HostsTOML is containerd's mirror configuration for registry host.
+func HostsTOML(host string) string { return path.Join(ContainerdCertsDir, host, "hosts.toml") }
