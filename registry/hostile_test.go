@@ -34,7 +34,8 @@ func TestHtpasswdRemovedUserIsRefused(t *testing.T) {
 	if err := os.WriteFile(htp, []byte(alice+bob), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv, _ := serveStore(t, filepath.Join(t.TempDir(), "store"), htp)
+	st, _ := testStore(t)
+	srv, _ := serveStore(t, st, htp)
 	upload := func(user, pass string) int {
 		req, _ := http.NewRequest("POST", "/", nil)
 		req.SetBasicAuth(user, pass)
@@ -101,19 +102,19 @@ func TestHtpasswdRemovedUserIsRefused(t *testing.T) {
 func TestHostileRequestsGet4xx(t *testing.T) {
 	ctx := context.Background()
 	tb := buildBundle(t, bundleSpec{noAMI: true})
-	store := filepath.Join(t.TempDir(), "store")
-	res, err := Import(ctx, tb.archive, store, ImportOptions{LinkArchive: true})
+	st, store := testStore(t)
+	res, err := st.Import(ctx, tb.archive, ImportOptions{})
 	if err != nil || !res.ArchiveKept {
 		t.Fatalf("import: %+v %v", res, err)
 	}
-	if err := SetActive(store, tb.archive.Root.Digest); err != nil {
+	if err := st.SetActive(tb.archive.Root.Digest); err != nil {
 		t.Fatal(err)
 	}
 	htp := filepath.Join(t.TempDir(), "htpasswd")
 	if err := os.WriteFile(htp, []byte(bcryptLine(t, "admin", "pw")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	storeSrv, _ := serveStore(t, store, htp)
+	storeSrv, _ := serveStore(t, st, htp)
 	archSrv, _ := serveArchives(t, tb.archive)
 	req, _ := http.NewRequest("GET", "/", nil)
 	req.SetBasicAuth("admin", "pw")

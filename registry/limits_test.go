@@ -231,7 +231,8 @@ func TestStuckClientsAreCappedAndDropped(t *testing.T) {
 // TestIdleConnectionsAreDropped: a client that connects and sends nothing,
 // or only part of its headers, is dropped after ReadHeaderTimeout.
 func TestIdleConnectionsAreDropped(t *testing.T) {
-	h, err := NewHandler(context.Background(), HandlerOptions{Store: t.TempDir()})
+	st, _ := testStore(t)
+	h, err := NewHandler(context.Background(), HandlerOptions{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
