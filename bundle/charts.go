@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -26,7 +27,6 @@ import (
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/engine"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	sigyaml "sigs.k8s.io/yaml"
@@ -134,7 +134,7 @@ func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (c
 		}
 	}
 	if c.opts.DiscoverImages {
-		if res.images, err = c.discoverImages(comp, ch, tgz); err != nil {
+		if res.images, err = c.discoverImages(ctx, comp, ch, tgz); err != nil {
 			return fail(err)
 		}
 	}
@@ -656,7 +656,12 @@ const ImagesAnnotation = "artifacthub.io/images"
 // of the rendered manifests, plus the images annotation. The result is
 // normalized, deduplicated and sorted. A chart that does not render is
 // reported in the log and contributes its annotation only.
-func (c *creator) discoverImages(comp string, ch manifests.Chart, tgz []byte) ([]string, error) {
+//
+// Rendering runs under the render limits (CreateOptions.RenderTimeout and
+// MaxRenderSize): a chart that exceeds them fails the create when
+// discovery was asked for explicitly (DiscoveryRequired), else it is
+// skipped with a warning. Cancelling ctx stops it at once.
+func (c *creator) discoverImages(ctx context.Context, comp string, ch manifests.Chart, tgz []byte) ([]string, error) {
 	loaded, err := loader.LoadArchive(bytes.NewReader(tgz))
 	if err != nil {
 		return nil, err
@@ -695,8 +700,19 @@ func (c *creator) discoverImages(comp string, ch manifests.Chart, tgz []byte) ([
 		}
 		vals = v
 	}
-	rendered, err := renderChart(loaded, vals, orDefault(ch.Release, ch.Name), orDefault(ch.Namespace, comp))
-	if err != nil {
+	rctx, cancel := context.WithTimeoutCause(ctx, c.opts.RenderTimeout,
+		fmt.Errorf("rendering took longer than %s: %w", c.opts.RenderTimeout, ErrRenderLimit))
+	rendered, err := renderChart(rctx, loaded, vals, orDefault(ch.Release, ch.Name), orDefault(ch.Namespace, comp), c.opts.MaxRenderSize)
+	cancel()
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return nil, context.Cause(ctx)
+	case errors.Is(err, ErrRenderLimit) && c.opts.DiscoveryRequired:
+		return nil, fmt.Errorf("discovering images: %w", err)
+	case errors.Is(err, ErrRenderLimit):
+		c.opts.Logger.Warn("chart exceeds the render limits; skipped, only its images annotation is used", "chart", ch.Name, "err", err)
+	default:
 		c.opts.Logger.Warn("chart does not render; only its images annotation is used", "chart", ch.Name, "err", err)
 	}
 	for _, ref := range imagesInManifests(rendered) {
@@ -708,20 +724,6 @@ func (c *creator) discoverImages(comp string, ch manifests.Chart, tgz []byte) ([
 	}
 	sort.Strings(out)
 	return out, nil
-}
-
-// renderChart renders a chart's templates without a cluster.
-func renderChart(ch *chart.Chart, vals map[string]any, release, namespace string) (map[string]string, error) {
-	if err := chartutil.ProcessDependenciesWithMerge(ch, vals); err != nil {
-		return nil, err
-	}
-	rv, err := chartutil.ToRenderValuesWithSchemaValidation(ch, vals, chartutil.ReleaseOptions{
-		Name: release, Namespace: namespace, Revision: 1, IsInstall: true,
-	}, chartutil.DefaultCapabilities, true)
-	if err != nil {
-		return nil, err
-	}
-	return engine.Render(ch, rv)
 }
 
 // imagesInManifests collects every string value under an "image" key in
