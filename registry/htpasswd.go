@@ -40,8 +40,11 @@ type htpasswd struct {
 }
 
 // dummyHash is compared against for unknown users, so that they cost what
-// known users cost.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("zdt-unknown-user"), bcrypt.DefaultCost)
+// known users cost (made on first use: bcrypt is slow on purpose).
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("zdt-unknown-user"), bcrypt.DefaultCost)
+	return h
+})
 
 func newHtpasswd(path string) (*htpasswd, error) {
 	h := &htpasswd{path: path, ok: map[[32]byte]time.Time{}}
@@ -140,7 +143,7 @@ func (h *htpasswd) check(user, pass string) error {
 	sum := h.sum
 	h.mu.Unlock()
 	if !known {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
+		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(pass))
 		return errBadCredentials
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil {
