@@ -8,6 +8,7 @@ import (
 
 	"github.com/distribution/reference"
 
+	"zdt.dev/zdt/internal/layout"
 	"zdt.dev/zdt/manifests"
 	"zdt.dev/zdt/registry"
 )
@@ -68,7 +69,7 @@ func mirrorPath(host string) string {
 func generatedFiles(g genContext) map[string][]byte {
 	out := map[string][]byte{}
 	regs := g.registries()
-	ca := strings.TrimSuffix(g.rootDir, "/") + "/" + StateDir + "/tls/ca.crt"
+	ca := strings.TrimSuffix(g.rootDir, "/") + "/" + layout.CACert
 	var conf bytes.Buffer
 	conf.WriteString(g.header)
 	conf.WriteString("# Pull images of these registries from zdt serve.\n")
@@ -85,13 +86,13 @@ func generatedFiles(g genContext) map[string][]byte {
 		} else {
 			fmt.Fprintf(&h, "[host.\"https://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n", g.serveAddr, ca)
 		}
-		out["etc/containerd/certs.d/"+r+"/hosts.toml"] = h.Bytes()
+		out[layout.HostsTOML(r)] = h.Bytes()
 		fmt.Fprintf(&conf, "\n[[registry]]\nprefix = %q\nlocation = %q\n\n[[registry.mirror]]\nlocation = %q\n", r, r, g.serveAddr+mirrorPath(r))
 	}
 	if len(regs) > 0 {
-		out["etc/containers/registries.conf.d/50-zdt.conf"] = conf.Bytes()
+		out[layout.ContainersRegistriesConf] = conf.Bytes()
 	}
-	out["etc/systemd/system/"+registry.UnitName] = registry.SystemdUnit(registry.UnitOptions{
+	out[layout.SystemdUnit(UnitName)] = SystemdUnit(UnitOptions{
 		ToolVersion: g.toolVersion, BundleDigest: g.bundleDigest, Root: g.rootDir, Addr: g.serveAddr,
 	})
 	return out

@@ -12,14 +12,15 @@ import (
 	"os"
 	"path"
 	"sort"
-	"strconv"
 	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
+	"zdt.dev/zdt/internal/layout"
 	"zdt.dev/zdt/manifests"
 	"zdt.dev/zdt/registry"
 )
@@ -124,219 +125,267 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		return Result{}, fmt.Errorf("opening root %s: %w", opts.Root, err)
 	}
 	defer root.Close()
-	bundleName := a.Config.Name + " " + a.Config.Version
-
-	// planFor is the plan against the current generation cur.
-	planFor := func(cur *Generation) (Result, error) {
-		plan, err := makePlan(root, cur, desired, bundleName, a.Root.Digest.String())
-		if err != nil {
-			return Result{}, err
-		}
-		res := Result{Plan: plan}
-		if cur != nil {
-			res.Generation = cur.Number
-		}
-		return res, nil
-	}
+	r := &run{a: a, opts: opts, root: root, desired: desired, layers: layers}
 	if opts.PlanOnly { // no lock, nothing created
-		cur, err := readCurrent(root)
-		if err != nil {
+		if r.cur, err = readCurrent(root); err != nil {
 			return Result{}, err
 		}
-		return planFor(cur)
+		return r.makePlan()
 	}
-
-	st, err := openState(root)
+	if r.st, err = openState(root); err != nil {
+		return Result{}, err
+	}
+	defer r.st.close()
+	if r.cur, err = r.st.current(); err != nil {
+		return Result{}, err
+	}
+	res, err := r.makePlan()
 	if err != nil {
 		return Result{}, err
 	}
-	defer st.close()
-	cur, err := st.current()
-	if err != nil {
-		return Result{}, err
-	}
-	res, err := planFor(cur)
-	if err != nil {
-		return Result{}, err
-	}
-	plan := res.Plan
-	gen := genContext{
+	r.files = generatedFiles(genContext{
 		header:      Header(opts.ToolVersion, a.Config.Name, a.Config.Version, a.Root.Digest.String()),
 		toolVersion: opts.ToolVersion, bundleDigest: a.Root.Digest.String(),
 		serveAddr: opts.ServeAddr, rootDir: "/", items: desired,
-	}
-	files := generatedFiles(gen)
-	if !plan.HasChanges() && generatedUpToDate(root, files) {
-		opts.Logger.Info("already installed; nothing to do", "generation", cur.Number, "bundle", a.Root.Digest)
+	})
+	if !res.Plan.HasChanges() && generatedUpToDate(root, r.files) {
+		opts.Logger.Info("already installed; nothing to do", "generation", r.cur.Number, "bundle", a.Root.Digest)
 		return res, nil
 	}
-
-	if err := fsutil.RemoveTemps(root, tempDirs(cur, desired, files)); err != nil {
+	if err := r.prepare(); err != nil {
 		return Result{}, err
 	}
-	next, err := st.nextNumber()
-	if err != nil {
+	if err := r.vacate(ctx); err != nil {
 		return Result{}, err
 	}
-	if cur != nil {
-		if err := backupState(root, cur, next); err != nil {
-			return Result{}, err
-		}
-	}
-	installed := map[string]ItemState{}
-	if cur != nil {
-		for _, it := range cur.Items {
-			installed[it.key()] = it
-		}
-	}
-
-	// 1. Registry content (the archive kept, or only new blobs copied) and
-	// 2. files run side by side: hashing and disk writes of different
-	// bytes, neither depending on the other.
-	byKey := map[string]Change{}
-	for _, c := range plan.Changes {
-		byKey[c.Kind+" "+c.Name] = c
-	}
-	// A path may change hands: an item moves away from it or is removed
-	// while another item is placed there. Before anything is placed, each
-	// old file whose path nobody takes any more is removed, and one whose
-	// path another item takes is only kept in the file store (for
-	// rollback): its new owner replaces it atomically.
-	newTargets := map[string]bool{}
-	for _, it := range desired {
-		if it.Kind == manifests.KindFile {
-			newTargets[it.Target] = true
-		}
-	}
-	vacate := func(old ItemState) error {
-		if newTargets[old.Target] {
-			return keepVersion(ctx, root, old.Target, old.FileDigest)
-		}
-		return removeFile(ctx, root, old)
-	}
-	for _, it := range desired {
-		if old := installed[it.key()]; it.Kind == manifests.KindFile && old.Target != "" && old.Target != it.Target {
-			if err := vacate(old); err != nil {
-				return Result{}, err
-			}
-		}
-	}
-	for _, c := range plan.Changes {
-		if old := installed[c.Kind+" "+c.Name]; c.Action == ActionRemove && c.Kind == manifests.KindFile && newTargets[old.Target] {
-			if err := vacate(old); err != nil {
-				return Result{}, err
-			}
-		}
-	}
-
 	// From the import on until the generation is recorded, a failure
 	// serves the current generation's bundle again (its tags, its kept
 	// archive active): nothing of an uncommitted generation stays active.
 	committed := false
-	if opts.Registry != nil && cur != nil {
+	if opts.Registry != nil && r.cur != nil {
 		defer func() {
 			if !committed {
-				if err := opts.Registry.Activate(context.WithoutCancel(ctx), digest.Digest(cur.BundleDigest)); err != nil {
-					opts.Logger.Error("serving the installed generation again", "generation", cur.Number, "err", err)
+				if err := opts.Registry.Activate(context.WithoutCancel(ctx), digest.Digest(r.cur.BundleDigest)); err != nil {
+					opts.Logger.Error("serving the installed generation again", "generation", r.cur.Number, "err", err)
 				}
 			}
 		}()
 	}
+	n, err := r.apply(ctx)
+	res.FilesWritten += n
+	if err != nil {
+		return Result{}, err
+	}
+	if err := r.record(); err != nil {
+		return Result{}, err
+	}
+	committed = true
+	res.Generation, res.Applied = r.next, true
+	return res, nil
+}
+
+// run is one install: what its steps (plan, prepare, vacate, apply,
+// record) share. It holds no context: each step takes one.
+type run struct {
+	a       *bundle.Archive
+	opts    Options
+	root    *os.Root
+	st      *state      // locked state (nil for PlanOnly)
+	cur     *Generation // the current generation (nil: none)
+	desired []ItemState // the bundle's items; apply fills in Placed
+	layers  map[string]ocispec.Descriptor
+	plan    *Plan
+	files   map[string][]byte // generated files by path
+
+	next       int                  // the generation being installed
+	installed  map[string]ItemState // cur's items by key
+	byKey      map[string]Change    // the plan's changes by key
+	newTargets map[string]bool      // file targets the bundle places
+}
+
+// makePlan plans the bundle against the current generation.
+func (r *run) makePlan() (Result, error) {
+	bundleName := r.a.Config.Name + " " + r.a.Config.Version
+	plan, err := makePlan(r.root, r.cur, r.desired, bundleName, r.a.Root.Digest.String())
+	if err != nil {
+		return Result{}, err
+	}
+	r.plan = plan
+	res := Result{Plan: plan}
+	if r.cur != nil {
+		res.Generation = r.cur.Number
+	}
+	return res, nil
+}
+
+// prepare removes what an interrupted run left, numbers the new
+// generation, backs up the current one and indexes what apply needs.
+func (r *run) prepare() error {
+	if err := fsutil.RemoveTemps(r.root, tempDirs(r.cur, r.desired, r.files)); err != nil {
+		return err
+	}
+	next, err := r.st.nextNumber()
+	if err != nil {
+		return err
+	}
+	r.next = next
+	r.installed = map[string]ItemState{}
+	if r.cur != nil {
+		if err := backupState(r.root, r.cur, next); err != nil {
+			return err
+		}
+		for _, it := range r.cur.Items {
+			r.installed[it.key()] = it
+		}
+	}
+	r.byKey = map[string]Change{}
+	for _, c := range r.plan.Changes {
+		r.byKey[c.Kind+" "+c.Name] = c
+	}
+	r.newTargets = map[string]bool{}
+	for _, it := range r.desired {
+		if it.Kind == manifests.KindFile {
+			r.newTargets[it.Target] = true
+		}
+	}
+	return nil
+}
+
+// vacate frees the paths that change hands before anything is placed: an
+// item moves away from a path, or is removed, while another item is placed
+// there. Each old file whose path nobody takes any more is removed, and
+// one whose path another item takes is only kept in the file store (for
+// rollback): its new owner replaces it atomically.
+func (r *run) vacate(ctx context.Context) error {
+	vacate := func(old ItemState) error {
+		if r.newTargets[old.Target] {
+			return keepVersion(ctx, r.root, old.Target, old.FileDigest)
+		}
+		return removeFile(ctx, r.root, old)
+	}
+	for _, it := range r.desired {
+		if old := r.installed[it.key()]; it.Kind == manifests.KindFile && old.Target != "" && old.Target != it.Target {
+			if err := vacate(old); err != nil {
+				return err
+			}
+		}
+	}
+	for _, c := range r.plan.Changes {
+		if old := r.installed[c.Kind+" "+c.Name]; c.Action == ActionRemove && c.Kind == manifests.KindFile && r.newTargets[old.Target] {
+			if err := vacate(old); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// apply applies the plan: registry content and files side by side, then
+// generated configuration, AMIs, what the bundle no longer has, and the
+// registry's activation and pruning. It returns the files written.
+func (r *run) apply(ctx context.Context) (int, error) {
+	n, err := r.importAndPlace(ctx)
+	if err != nil {
+		return n, err
+	}
+	// Generated configuration.
+	g, err := writeGenerated(r.root, r.files, r.cur)
+	n += g
+	if err != nil {
+		return n, err
+	}
+	// AMIs.
+	if r.opts.AMIExportDir != "" {
+		for _, it := range r.desired {
+			if it.Kind == manifests.KindAMI {
+				if err := exportAMI(ctx, r.a, it, r.layers[it.key()], r.opts.AMIExportDir); err != nil {
+					return n, err
+				}
+			}
+		}
+	}
+	// What the new bundle no longer has.
+	for _, c := range r.plan.Changes {
+		if old := r.installed[c.Kind+" "+c.Name]; c.Action == ActionRemove && c.Kind == manifests.KindFile && !r.newTargets[old.Target] {
+			r.opts.Logger.Info("removing file", "target", c.Target)
+			if err := removeFile(ctx, r.root, old); err != nil {
+				return n, err
+			}
+		}
+	}
+	if reg := r.opts.Registry; reg != nil {
+		if err := reg.Activate(ctx, r.a.Root.Digest); err != nil {
+			return n, fmt.Errorf("activating %s in the registry: %w", r.a.Root.Digest, err)
+		}
+		keep := []digest.Digest{r.a.Root.Digest}
+		if r.cur != nil {
+			keep = append(keep, digest.Digest(r.cur.BundleDigest))
+		}
+		if err := reg.Prune(ctx, keep); err != nil {
+			return n, fmt.Errorf("pruning the registry: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// importAndPlace imports the registry content (the archive kept, or only
+// new blobs copied) and places files side by side: hashing and disk
+// writes of different bytes, neither depending on the other. It returns
+// the files placed.
+func (r *run) importAndPlace(ctx context.Context) (int, error) {
 	eg, ectx := errgroup.WithContext(ctx)
-	filesSem := make(chan struct{}, placeConcurrency)
-	if opts.Registry != nil {
+	if reg := r.opts.Registry; reg != nil {
 		eg.Go(func() error {
-			opts.Logger.Info("importing into the registry storage")
-			if _, err := opts.Registry.Import(ectx, a, registry.ImportOptions{Progress: opts.Progress, Logger: opts.Logger}); err != nil {
-				return fmt.Errorf("importing %s: %w", a.Root.Digest, err)
+			r.opts.Logger.Info("importing into the registry storage")
+			if _, err := reg.Import(ectx, r.a, registry.ImportOptions{Progress: r.opts.Progress, Logger: r.opts.Logger}); err != nil {
+				return fmt.Errorf("importing %s: %w", r.a.Root.Digest, err)
 			}
 			return nil
 		})
 	}
 	// Files are placed a few at a time: each is decompressed and hashed
 	// (CPU) and fsynced (disk), so several in flight keep both busy.
-	var filesWritten atomic.Int64
-	for i, it := range desired {
+	filesSem := make(chan struct{}, placeConcurrency)
+	var written atomic.Int64
+	for i, it := range r.desired {
 		if it.Kind != manifests.KindFile {
 			continue
 		}
-		c := byKey[it.key()]
-		old := installed[it.key()]
+		c := r.byKey[it.key()]
+		old := r.installed[it.key()]
 		if c.Action == ActionUnchanged {
-			desired[i].Placed = old.Placed
+			r.desired[i].Placed = old.Placed
 			continue
 		}
 		eg.Go(func() error {
 			filesSem <- struct{}{}
 			defer func() { <-filesSem }()
-			opts.Logger.Info("placing file", "target", it.Target, "action", c.Action)
+			r.opts.Logger.Info("placing file", "target", it.Target, "action", c.Action)
 			oldDigest := ""
 			if old.Target == it.Target {
 				oldDigest = old.FileDigest
 			}
-			placed, err := placeFile(ectx, root, a, it, layers[it.key()], oldDigest)
+			placed, err := placeFile(ectx, r.root, r.a, it, r.layers[it.key()], oldDigest)
 			if err != nil {
 				return err
 			}
-			desired[i].Placed = placed
-			filesWritten.Add(1)
+			r.desired[i].Placed = placed
+			written.Add(1)
 			return nil
 		})
 	}
-	err = eg.Wait()
-	res.FilesWritten += int(filesWritten.Load())
-	if err != nil {
-		return Result{}, err
+	err := eg.Wait()
+	return int(written.Load()), err
+}
+
+// record writes the new generation and makes it current.
+func (r *run) record() error {
+	ng := &Generation{Number: r.next, BundleDigest: r.a.Root.Digest.String(), Name: r.a.Config.Name, Version: r.a.Config.Version,
+		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files)}
+	if r.cur != nil {
+		ng.Previous = r.cur.Number
 	}
-	// 3. Generated configuration.
-	n, err := writeGenerated(root, files, cur)
-	if err != nil {
-		return Result{}, err
-	}
-	res.FilesWritten += n
-	// 4. AMIs.
-	if opts.AMIExportDir != "" {
-		for _, it := range desired {
-			if it.Kind == manifests.KindAMI {
-				if err := exportAMI(ctx, a, it, layers[it.key()], opts.AMIExportDir); err != nil {
-					return Result{}, err
-				}
-			}
-		}
-	}
-	// 5. What the new bundle no longer has.
-	for _, c := range plan.Changes {
-		if c.Action == ActionRemove && c.Kind == manifests.KindFile && !newTargets[installed[c.Kind+" "+c.Name].Target] {
-			opts.Logger.Info("removing file", "target", c.Target)
-			if err := removeFile(ctx, root, installed[c.Kind+" "+c.Name]); err != nil {
-				return Result{}, err
-			}
-		}
-	}
-	if opts.Registry != nil {
-		if err := opts.Registry.Activate(ctx, a.Root.Digest); err != nil {
-			return Result{}, fmt.Errorf("activating %s in the registry: %w", a.Root.Digest, err)
-		}
-		keep := []digest.Digest{a.Root.Digest}
-		if cur != nil {
-			keep = append(keep, digest.Digest(cur.BundleDigest))
-		}
-		if err := opts.Registry.Prune(ctx, keep); err != nil {
-			return Result{}, fmt.Errorf("pruning the registry: %w", err)
-		}
-	}
-	// 6. Record.
-	ng := &Generation{Number: next, BundleDigest: a.Root.Digest.String(), Name: a.Config.Name, Version: a.Config.Version,
-		ToolVersion: opts.ToolVersion, Items: desired, Generated: hashes(files)}
-	if cur != nil {
-		ng.Previous = cur.Number
-	}
-	if err := st.record(ng); err != nil {
-		return Result{}, err
-	}
-	committed = true
-	res.Generation, res.Applied = next, true
-	return res, nil
+	return r.st.record(ng)
 }
 
 // readCurrent reads the current generation without locking or creating
@@ -404,11 +453,11 @@ func writeGenerated(root *os.Root, files map[string][]byte, cur *Generation) (in
 // backupState copies the current generation record and the generated files
 // into backups/<next>/ before an upgrade changes anything.
 func backupState(root *os.Root, cur *Generation, next int) error {
-	dir := path.Join(StateDir, "backups", strconv.Itoa(next))
+	dir := layout.Backup(next)
 	if err := root.RemoveAll(dir); err != nil { // left by an interrupted run
 		return fmt.Errorf("backing up generation %d: %w", cur.Number, err)
 	}
-	b, err := root.ReadFile(path.Join(StateDir, "generations", strconv.Itoa(cur.Number)+".json"))
+	b, err := root.ReadFile(layout.Generation(cur.Number))
 	if err != nil {
 		return fmt.Errorf("backing up generation %d: %w", cur.Number, err)
 	}
@@ -432,7 +481,7 @@ func backupState(root *os.Root, cur *Generation, next int) error {
 
 // tempDirs lists every directory an install writes temp files in.
 func tempDirs(cur *Generation, desired []ItemState, files map[string][]byte) []string {
-	dirs := []string{StateDir, path.Join(StateDir, "generations"), path.Join(StateDir, "files", "sha256"), path.Join(StateDir, "placements")}
+	dirs := []string{layout.StateDir, layout.GenerationsDir, layout.FilesDir, layout.PlacementsDir}
 	items := desired
 	if cur != nil {
 		items = append(append([]ItemState(nil), desired...), cur.Items...)

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strconv"
 
 	"github.com/opencontainers/go-digest"
 
@@ -103,7 +102,7 @@ func Rollback(ctx context.Context, opts Options) (Result, error) {
 		res.FilesWritten++
 	}
 	// Generated files as they were before cur was installed.
-	backup := path.Join(StateDir, "backups", strconv.Itoa(cur.Number), "files")
+	backup := path.Join(layout.Backup(cur.Number), "files")
 	files := map[string][]byte{}
 	for p := range prev.Generated {
 		b, err := root.ReadFile(path.Join(backup, p))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,10 +13,12 @@ import (
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
+	"zdt.dev/zdt/internal/layout"
 )
 
-// StateDir is zdt's data directory relative to the root.
-const StateDir = "var/lib/zdt"
+// StateDir is zdt's data directory relative to the root (layout.StateDir,
+// which owns every path in it).
+const StateDir = layout.StateDir
 
 // ErrLocked is returned when another zdt holds the state lock.
 var ErrLocked = errors.New("another zdt install, rollback or uninstall is running")
@@ -65,12 +66,12 @@ func openState(root *os.Root) (*state, error) {
 	if err := root.MkdirAll(StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating state dir: %w", err)
 	}
-	for _, d := range []string{"generations", "files/sha256", "backups"} {
-		if err := root.MkdirAll(path.Join(StateDir, d), 0o755); err != nil {
+	for _, d := range []string{layout.GenerationsDir, layout.FilesDir, layout.BackupsDir} {
+		if err := root.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("creating state dir: %w", err)
 		}
 	}
-	f, err := root.OpenFile(path.Join(StateDir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := root.OpenFile(layout.Lock, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening state lock: %w", err)
 	}
@@ -91,7 +92,7 @@ func (s *state) close() {
 
 // current returns the current generation, or nil when nothing is installed.
 func (s *state) current() (*Generation, error) {
-	b, err := s.root.ReadFile(path.Join(StateDir, "current"))
+	b, err := s.root.ReadFile(layout.Current)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -100,13 +101,13 @@ func (s *state) current() (*Generation, error) {
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || n <= 0 {
-		return nil, fmt.Errorf("state file %s/current is corrupt (%q)", StateDir, b)
+		return nil, fmt.Errorf("state file %s is corrupt (%q)", layout.Current, b)
 	}
 	return s.generation(n)
 }
 
 func (s *state) generation(n int) (*Generation, error) {
-	b, err := s.root.ReadFile(path.Join(StateDir, "generations", strconv.Itoa(n)+".json"))
+	b, err := s.root.ReadFile(layout.Generation(n))
 	if err != nil {
 		return nil, fmt.Errorf("reading generation %d: %w", n, err)
 	}
@@ -119,7 +120,7 @@ func (s *state) generation(n int) (*Generation, error) {
 
 // generations lists recorded generation numbers, ascending.
 func (s *state) generations() ([]int, error) {
-	f, err := s.root.Open(path.Join(StateDir, "generations"))
+	f, err := s.root.Open(layout.GenerationsDir)
 	if err != nil {
 		return nil, err
 	}
@@ -146,14 +147,14 @@ func (s *state) record(g *Generation) error {
 	if err != nil {
 		return err
 	}
-	if err := fsutil.WriteFileAtomic(s.root, path.Join(StateDir, "generations", strconv.Itoa(g.Number)+".json"), b, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(s.root, layout.Generation(g.Number), b, 0o644); err != nil {
 		return fmt.Errorf("recording generation %d: %w", g.Number, err)
 	}
 	return s.setCurrent(g.Number)
 }
 
 func (s *state) setCurrent(n int) error {
-	if err := fsutil.WriteFileAtomic(s.root, path.Join(StateDir, "current"), []byte(strconv.Itoa(n)+"\n"), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(s.root, layout.Current, []byte(strconv.Itoa(n)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("switching to generation %d: %w", n, err)
 	}
 	return nil

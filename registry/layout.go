@@ -5,6 +5,8 @@ import (
 	"sort"
 
 	"github.com/opencontainers/go-digest"
+
+	"zdt.dev/zdt/internal/layout"
 )
 
 // Distribution's storage layout (registry/storage/paths.go), which Import
@@ -19,10 +21,9 @@ import (
 //
 // A link file holds the digest string ("sha256:<hex>").
 const (
-	layoutRoot  = "/docker/registry/v2"
-	blobsRoot   = layoutRoot + "/blobs"
-	reposRoot   = layoutRoot + "/repositories"
-	storeSubdir = "docker/registry/v2" // layoutRoot relative to a store directory
+	layoutRoot = "/" + layout.DistributionDir
+	blobsRoot  = layoutRoot + "/blobs"
+	reposRoot  = layoutRoot + "/repositories"
 )
 
 func blobDataPath(d digest.Digest) string {

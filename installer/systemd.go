@@ -1,4 +1,4 @@
-package registry
+package installer
 
 import (
 	"bytes"
@@ -6,7 +6,8 @@ import (
 	"strings"
 )
 
-// UnitName is the systemd unit `zdt install` writes for the registry.
+// UnitName is the systemd unit `zdt install` writes for the registry (at
+// layout.SystemdUnit(UnitName)).
 const UnitName = "zdt-serve.service"
 
 // UnitOptions describe the registry unit. Zero fields get the documented
@@ -20,7 +21,7 @@ type UnitOptions struct {
 	// Root is the install root passed as --root (default /).
 	Root string
 	// Addr, Hostnames, CertFile/KeyFile, Htpasswd become the serve flags
-	// of the same names (Addr default DefaultAddr).
+	// of the same names (Addr default DefaultServeAddr).
 	Addr              string
 	Hostnames         []string
 	CertFile, KeyFile string
@@ -39,7 +40,7 @@ func SystemdUnit(o UnitOptions) []byte {
 		o.Root = "/"
 	}
 	if o.Addr == "" {
-		o.Addr = DefaultAddr
+		o.Addr = DefaultServeAddr
 	}
 	args := []string{o.Binary, "serve", "--root", o.Root, "--addr", o.Addr}
 	for _, h := range o.Hostnames {
