@@ -36,10 +36,10 @@ bench: build
 # testdata/fuzz/FuzzXxx/, and from then on plain `go test` (make test) runs
 # it as a regression case: commit that file with the fix.
 fuzz:
-	@set -euo pipefail; n=0; \
+	@set -euo pipefail; n=0; pat='$(FUZZ)'; \
 	for dir in $$(grep -rl --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\([A-Za-z_]+ \*testing\.F\)' . | xargs -n1 dirname | sort -u); do \
 	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]*\([A-Za-z_]+ \*testing\.F\)' $$dir/*_test.go | sed -E 's/^func ([A-Za-z0-9_]*).*/\1/' | sort); do \
-	    if [[ -n "$(FUZZ)" && ! "$$f" =~ $(FUZZ) ]]; then continue; fi; \
+	    if [[ -n "$$pat" && ! "$$f" =~ $$pat ]]; then continue; fi; \
 	    echo "fuzz $$dir $$f ($(FUZZTIME))"; \
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$dir; \
 	    n=$$((n+1)); \

@@ -201,16 +201,25 @@ func (w *deadlineWriter) Flush() {
 func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // deadlineBody extends the connection's read deadline before each read of
-// the request body.
+// the request body, until the body ends: then the server reads the
+// connection in the background (to notice a client that goes away), and
+// a deadline would cut it.
 type deadlineBody struct {
 	io.ReadCloser
-	rc *http.ResponseController
-	d  time.Duration
+	rc   *http.ResponseController
+	d    time.Duration
+	done bool
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.d))
-	return b.ReadCloser.Read(p)
+	if !b.done {
+		_ = b.rc.SetReadDeadline(time.Now().Add(b.d))
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.done = true
+	}
+	return n, err
 }
 
 // writerOnly hides a writer's ReadFrom (so io.CopyBuffer uses the buffer).

@@ -176,17 +176,28 @@ func TestStuckClientsAreCappedAndDropped(t *testing.T) {
 	// After WriteTimeout without progress, the server drops them: what
 	// they read then ends early.
 	time.Sleep(time.Until(start.Add(writeTimeout + 1500*time.Millisecond)))
+	drained := make(chan error, len(stuck))
 	for i, c := range stuck {
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := io.Copy(io.Discard, c)
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			t.Fatalf("stuck client %d still connected after %s", i, time.Since(start))
+		go func() {
+			defer c.Close()
+			c.(*net.TCPConn).SetReadBuffer(1 << 20) // drain what the kernels hold faster
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := io.Copy(io.Discard, c)
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				drained <- fmt.Errorf("stuck client %d still connected after %s", i, time.Since(start))
+			case n >= bigSize:
+				drained <- fmt.Errorf("stuck client %d got the whole blob (%d bytes)", i, n)
+			default:
+				drained <- nil
+			}
+		}()
+	}
+	for range stuck {
+		if err := <-drained; err != nil {
+			t.Fatal(err)
 		}
-		if n >= bigSize {
-			t.Fatalf("stuck client %d got the whole blob (%d bytes)", i, n)
-		}
-		c.Close()
 	}
 	t.Logf("stuck clients dropped; checked at %s", time.Since(start).Round(time.Millisecond))
 	if after := heapAlloc(); after > base+8<<20 {
@@ -217,7 +228,7 @@ func TestStuckClientsAreCappedAndDropped(t *testing.T) {
 		if err != nil {
 			t.Fatalf("slow download cut after %d bytes, %s: %v", n, time.Since(dl), err)
 		}
-		time.Sleep(writeTimeout * 2 / 5)
+		time.Sleep(writeTimeout * 3 / 10) // 4 pauses: 1.2 × writeTimeout in all
 	}
 	if got := digest.NewDigest(digest.SHA256, hs); got != big {
 		t.Fatalf("slow download: %s, want %s", got, big)
@@ -258,6 +269,55 @@ func TestIdleConnectionsAreDropped(t *testing.T) {
 		if errors.As(err, &ne) && ne.Timeout() {
 			t.Fatalf("sent %q: still connected after %s", send, time.Since(start))
 		}
+	}
+}
+
+// TestStalledUploadIsDropped: a client that stops sending a request body
+// is cut after ReadTimeout without progress, while one that keeps sending
+// (pauses shorter than ReadTimeout) is read to the end.
+func TestStalledUploadIsDropped(t *testing.T) {
+	got := make(chan string, 2)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			got <- "error after " + fmt.Sprint(len(b)) + " bytes"
+			return
+		}
+		got <- fmt.Sprint(len(b), " bytes")
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go Serve(ctx, ServeOptions{Handler: h, Listener: ln, InsecureHTTP: true, ReadTimeout: 400 * time.Millisecond})
+	send := func(chunks int, pause time.Duration) string {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+		for i := 0; i < chunks; i++ {
+			c.Write(make([]byte, 100))
+			time.Sleep(pause)
+		}
+		select {
+		case s := <-got:
+			return s
+		case <-time.After(5 * time.Second):
+			t.Fatal("handler still reading 5 s later")
+			return ""
+		}
+	}
+	start := time.Now()
+	if s := send(3, 0); s != "error after 300 bytes" {
+		t.Fatalf("stalled upload: %s", s)
+	}
+	t.Logf("stalled upload cut after %s", time.Since(start).Round(time.Millisecond))
+	if s := send(10, 150*time.Millisecond); s != "1000 bytes" { // 1.5 s in all, > ReadTimeout
+		t.Fatalf("slow upload: %s", s)
 	}
 }
 
