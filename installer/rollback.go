@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/internal/layout"
 	"zdt.dev/zdt/manifests"
 	"zdt.dev/zdt/registry"
@@ -24,6 +25,11 @@ var ErrNoPrevious = errors.New("no previous generation to roll back to")
 // registry. It is recorded as a new generation (so a second rollback goes
 // forward again).
 func Rollback(ctx context.Context, opts Options) (Result, error) {
+	res, err := rollback(ctx, opts)
+	return res, fsutil.MarkOutside(err)
+}
+
+func rollback(ctx context.Context, opts Options) (Result, error) {
 	opts.defaults()
 	root, err := os.OpenRoot(opts.Root)
 	if err != nil {

@@ -343,7 +343,7 @@ func newStoreDriver(ctx context.Context, s *Store, logger *slog.Logger) (*storeD
 func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 	fi, err := d.store.Stat(keptDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("kept archives %s: %w", d.dir, err)
+		return nil, fmt.Errorf("kept archives %s: %w", d.dir, outsideErr(err))
 	}
 	same := func(st *keptState) bool {
 		if st == nil {
@@ -372,7 +372,7 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 	}
 	ents, err := readDir(d.store, keptDir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("kept archives %s: %w", d.dir, outsideErr(err))
 	}
 	active := ""
 	if b, err := readSmallFile(d.store, activeRel, 256); err == nil {

@@ -47,7 +47,8 @@ func TestServeRootRefusesSymlinksOut(t *testing.T) {
 }
 
 // TestInstallThroughSymlinkedBundle: --bundle given as a symlink installs
-// (the archive kept is the file the link names), not "was replaced".
+// (the archive kept is the file the link names), not "was replaced"; with
+// -v the registry store's own log lines are shown (its logger is passed).
 func TestInstallThroughSymlinkedBundle(t *testing.T) {
 	dir := quickstart(t)
 	zdt(t, dir, "bundle", "create", "-o", "q.zdt").must(t, "create")
@@ -56,7 +57,10 @@ func TestInstallThroughSymlinkedBundle(t *testing.T) {
 	}
 	root := filepath.Join(dir, "root")
 	os.MkdirAll(root, 0o755)
-	zdt(t, dir, "install", "--bundle", "link.zdt", "--root", root, "--insecure-skip-signature").must(t, "install through a symlink")
+	r := zdt(t, dir, "install", "-v", "--bundle", "link.zdt", "--root", root, "--insecure-skip-signature").must(t, "install through a symlink")
+	if !strings.Contains(r.stderr, "kept bundle archive in the registry store") {
+		t.Errorf("install -v does not show the registry store's log:\n%s", r.stderr)
+	}
 	kept, _ := filepath.Glob(filepath.Join(root, "var/lib/zdt/registry/archives/*.zdt"))
 	a, _ := os.Stat(filepath.Join(dir, "q.zdt"))
 	if len(kept) != 1 {
