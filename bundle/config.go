@@ -34,9 +34,11 @@ type Item struct {
 	// in each item); Blobs is their number.
 	Size  int64 `json:"size"`
 	Blobs int   `json:"blobs"`
-	// Target and Mode are set for files.
-	Target string `json:"target,omitempty"`
-	Mode   string `json:"mode,omitempty"`
+	// Target and Mode are set for files. AllowSpecialBits lets Mode keep
+	// setuid, setgid and sticky bits (the spec's allowSpecialBits).
+	Target           string `json:"target,omitempty"`
+	Mode             string `json:"mode,omitempty"`
+	AllowSpecialBits bool   `json:"allowSpecialBits,omitempty"`
 }
 
 // String names the item for messages: "image docker.io/library/nginx:1.25".
@@ -50,5 +52,7 @@ func itemFromAnnotations(a map[string]string) Item {
 		Ref:       a[manifests.AnnotationRefName],
 		Target:    a[manifests.AnnotationTarget],
 		Mode:      a[manifests.AnnotationMode],
+
+		AllowSpecialBits: a[manifests.AnnotationAllowSpecialBits] == "true",
 	}
 }

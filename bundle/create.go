@@ -298,6 +298,9 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 		if r.item.Target != "" {
 			d.Annotations[manifests.AnnotationTarget] = r.item.Target
 			d.Annotations[manifests.AnnotationMode] = r.item.Mode
+			if r.item.AllowSpecialBits {
+				d.Annotations[manifests.AnnotationAllowSpecialBits] = "true"
+			}
 		}
 		root.Manifests = append(root.Manifests, d)
 		index.Manifests = append(index.Manifests, d)

@@ -91,3 +91,8 @@ func (e *IndexError) Error() string {
 }
 
 func (e *IndexError) Unwrap() error { return e.Err }
+
+// ErrCorruptContent: a file or disk layer whose bytes do not decode
+// (corrupt zstd, or a window over MaxDecoderWindow). It matches
+// ErrVerification.
+var ErrCorruptContent = fmt.Errorf("content does not decode: %w", ErrVerification)

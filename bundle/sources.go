@@ -384,15 +384,19 @@ func (c *creator) file(ctx context.Context, comp string, f manifests.File) (reso
 	if mode == "" {
 		mode = "0644"
 	}
-	desc, err := c.store.putManifest(ctx, manifests.ArtifactTypeFile, empty, []ocispec.Descriptor{layer}, map[string]string{
+	ann := map[string]string{
 		manifests.AnnotationTarget: f.Target,
 		manifests.AnnotationMode:   mode,
-	})
+	}
+	if f.AllowSpecialBits {
+		ann[manifests.AnnotationAllowSpecialBits] = "true"
+	}
+	desc, err := c.store.putManifest(ctx, manifests.ArtifactTypeFile, empty, []ocispec.Descriptor{layer}, ann)
 	if err != nil {
 		return fail(err)
 	}
 	it := Item{Component: comp, Kind: manifests.KindFile, Name: name, Ref: "files/" + name + ":" + c.spec.Metadata.Version,
-		Digest: desc.Digest.String(), MediaType: desc.MediaType, Target: f.Target, Mode: mode}
+		Digest: desc.Digest.String(), MediaType: desc.MediaType, Target: f.Target, Mode: mode, AllowSpecialBits: f.AllowSpecialBits}
 	c.opts.Logger.Info("staged file", "name", name, "bytes", size, "stored", layer.Size)
 	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: name, Digest: it.Digest, Source: f.Source}}, nil
 }

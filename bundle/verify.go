@@ -212,6 +212,10 @@ type VerifyOptions struct {
 	// attached base: for a base that was verified already (an installed
 	// bundle). Manifests are read and digest-checked either way.
 	SkipBase bool
+	// SkipContent only hashes file and disk layers, without decoding them
+	// to check their content: for a caller that reads each of them through
+	// OpenContent itself (install), which checks the same.
+	SkipContent bool
 }
 
 // VerifyResult says what Verify checked.
@@ -232,6 +236,14 @@ func (a *Archive) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult,
 	if err != nil {
 		return VerifyResult{}, err
 	}
+	// File and disk layers are decoded too: their content digest and size
+	// are checked, bounded, with nothing written.
+	var contents map[digest.Digest][]Content
+	if !opts.SkipContent {
+		if contents, err = a.contents(ctx, g); err != nil {
+			return VerifyResult{}, err
+		}
+	}
 	var todo []*blobRef
 	var total int64
 	for _, r := range g.refs {
@@ -250,16 +262,20 @@ func (a *Archive) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult,
 	eg.SetLimit(limit)
 	for _, r := range todo {
 		eg.Go(func() error {
-			sr, err := a.BlobReader(r.desc.Digest)
-			if err != nil {
-				return &BlobError{Digest: r.desc.Digest, Role: r.role, Item: r.item, Err: ErrMissingBlob}
-			}
-			got, err := hashReader(ctx, sr, func(n int64) {
+			progress := func(n int64) {
 				d := done.Add(n)
 				if opts.Progress != nil {
 					opts.Progress(d, total)
 				}
-			})
+			}
+			if cs := contents[r.desc.Digest]; len(cs) > 0 {
+				return a.verifyContent(ctx, cs, progress)
+			}
+			sr, err := a.BlobReader(r.desc.Digest)
+			if err != nil {
+				return &BlobError{Digest: r.desc.Digest, Role: r.role, Item: r.item, Err: ErrMissingBlob}
+			}
+			got, err := hashReader(ctx, sr, progress)
 			if err != nil {
 				return fmt.Errorf("reading blob %s: %w", r.desc.Digest, err)
 			}

@@ -11,9 +11,7 @@ import (
 	"path"
 	"strings"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
@@ -86,10 +84,12 @@ func keepVersion(ctx context.Context, root *os.Root, target, d string) error {
 }
 
 // placeFile writes a file item's content to its target atomically: the
-// layer is read from the archive, decompressed if zdt compressed it, and
-// both the layer digest and the content digest are checked before the
-// rename. The version being replaced is kept in the file store first.
-func placeFile(ctx context.Context, root *os.Root, a *bundle.Archive, it ItemState, layer ocispec.Descriptor, oldDigest string) (*Placed, error) {
+// layer is read from the archive, decompressed if zdt compressed it (never
+// past the recorded size), and both the layer digest and the content
+// digest are checked before the rename. The version being replaced is kept
+// in the file store first, and the target's filesystem must have room for
+// the content.
+func placeFile(ctx context.Context, root *os.Root, a *bundle.Archive, it ItemState, c bundle.Content, oldDigest string) (*Placed, error) {
 	if err := keepVersion(ctx, root, it.Target, oldDigest); err != nil {
 		return nil, err
 	}
@@ -97,12 +97,10 @@ func placeFile(ctx context.Context, root *os.Root, a *bundle.Archive, it ItemSta
 	if err != nil {
 		return nil, err
 	}
-	sr, err := a.BlobReader(layer.Digest)
-	if err != nil {
-		return nil, err
+	if err := checkSpace(root, path.Dir(rel(it.Target)), c.Size); err != nil {
+		return nil, fmt.Errorf("placing %s: %w", it.Target, err)
 	}
-	fill := func(w io.Writer) error { return decodeLayer(ctx, sr, layer, it.FileDigest, w) }
-	if _, err := fsutil.WriteAtomic(ctx, root, rel(it.Target), mode.Perm(), fill); err != nil {
+	if err := writeContent(ctx, root, a, c, rel(it.Target), manifests.FileMode(mode)); err != nil {
 		return nil, fmt.Errorf("placing %s: %w", it.Target, err)
 	}
 	fi, err := root.Lstat(rel(it.Target))
@@ -112,43 +110,19 @@ func placeFile(ctx context.Context, root *os.Root, a *bundle.Archive, it ItemSta
 	return placedOf(fi), nil
 }
 
-// decodeLayer copies a file layer's content to w, checking the layer's
-// digest and the content's digest in the same pass.
-func decodeLayer(ctx context.Context, r io.Reader, layer ocispec.Descriptor, want string, w io.Writer) error {
-	lh := sha256.New()
-	src := io.TeeReader(io.LimitReader(r, layer.Size), lh)
-	ch := sha256.New()
-	out := io.MultiWriter(w, ch)
-	stored := !strings.HasSuffix(layer.MediaType, "+zstd")
-	if stored && want == layer.Digest.String() {
-		// Stored as is: the layer's bytes are the content, one hash checks both.
-		ch, out = lh, w
-	}
-	var err error
-	if !stored {
-		var dec *zstd.Decoder
-		dec, err = zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30))
-		if err != nil {
-			return err
-		}
-		_, err = fsutil.CopyCtx(ctx, out, dec)
-		dec.Close()
-		if err == nil {
-			_, err = io.Copy(io.Discard, src) // the layer hash covers every byte
-		}
-	} else {
-		_, err = fsutil.CopyCtx(ctx, out, src)
-	}
+// writeContent writes an item's verified content to name under root,
+// atomically: the rename happens only once every byte read checked out.
+func writeContent(ctx context.Context, root *os.Root, a *bundle.Archive, c bundle.Content, name string, mode os.FileMode) error {
+	r, err := a.OpenContent(ctx, c)
 	if err != nil {
 		return err
 	}
-	if got := digest.NewDigest(digest.SHA256, lh); got != layer.Digest {
-		return &bundle.BlobError{Digest: layer.Digest, Role: "layer", Err: fmt.Errorf("content hashes to %s: %w", got, ErrContentMismatch)}
-	}
-	if got := digest.NewDigest(digest.SHA256, ch); got.String() != want {
-		return fmt.Errorf("content hashes to %s, bundle says %s: %w", got, want, ErrContentMismatch)
-	}
-	return nil
+	defer r.Close()
+	_, err = fsutil.WriteAtomic(ctx, root, name, mode, func(w io.Writer) error {
+		_, err := fsutil.CopyCtx(ctx, w, r)
+		return err
+	})
+	return err
 }
 
 // restoreFile puts a kept version back at target (rollback).
@@ -160,7 +134,7 @@ func restoreFile(ctx context.Context, root *os.Root, it ItemState) (*Placed, err
 	defer src.Close()
 	mode, _ := manifests.ParseMode(it.Mode)
 	h := sha256.New()
-	_, err = fsutil.WriteAtomic(ctx, root, rel(it.Target), mode.Perm(), func(w io.Writer) error {
+	_, err = fsutil.WriteAtomic(ctx, root, rel(it.Target), manifests.FileMode(mode), func(w io.Writer) error {
 		if _, err := fsutil.CopyCtx(ctx, io.MultiWriter(w, h), src); err != nil {
 			return err
 		}

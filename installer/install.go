@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
 	"zdt.dev/zdt/bundle"
@@ -116,8 +115,11 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if err != nil {
 		return Result{}, err
 	}
-	desired, layers, err := desiredItems(ctx, a, g)
+	desired, contents, err := desiredItems(ctx, a, g)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := checkItems(desired); err != nil {
 		return Result{}, err
 	}
 	root, err := os.OpenRoot(opts.Root)
@@ -125,7 +127,7 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		return Result{}, fmt.Errorf("opening root %s: %w", opts.Root, err)
 	}
 	defer root.Close()
-	r := &run{a: a, opts: opts, root: root, desired: desired, layers: layers}
+	r := &run{a: a, opts: opts, root: root, desired: desired, contents: contents}
 	if opts.PlanOnly { // no lock, nothing created
 		if r.cur, err = readCurrent(root); err != nil {
 			return Result{}, err
@@ -187,15 +189,15 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 // run is one install: what its steps (plan, prepare, vacate, apply,
 // record) share. It holds no context: each step takes one.
 type run struct {
-	a       *bundle.Archive
-	opts    Options
-	root    *os.Root
-	st      *state      // locked state (nil for PlanOnly)
-	cur     *Generation // the current generation (nil: none)
-	desired []ItemState // the bundle's items; apply fills in Placed
-	layers  map[string]ocispec.Descriptor
-	plan    *Plan
-	files   map[string][]byte // generated files by path
+	a        *bundle.Archive
+	opts     Options
+	root     *os.Root
+	st       *state                    // locked state (nil for PlanOnly)
+	cur      *Generation               // the current generation (nil: none)
+	desired  []ItemState               // the bundle's items; apply fills in Placed
+	contents map[string]bundle.Content // of file and AMI items, by key
+	plan     *Plan
+	files    map[string][]byte // generated files by path
 
 	next       int                  // the generation being installed
 	installed  map[string]ItemState // cur's items by key
@@ -298,7 +300,7 @@ func (r *run) apply(ctx context.Context) (int, error) {
 	if r.opts.AMIExportDir != "" {
 		for _, it := range r.desired {
 			if it.Kind == manifests.KindAMI {
-				if err := exportAMI(ctx, r.a, it, r.layers[it.key()], r.opts.AMIExportDir); err != nil {
+				if err := exportAMI(ctx, r.a, it, r.contents[it.key()], r.opts.AMIExportDir); err != nil {
 					return n, err
 				}
 			}
@@ -365,7 +367,7 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 			if old.Target == it.Target {
 				oldDigest = old.FileDigest
 			}
-			placed, err := placeFile(ectx, r.root, r.a, it, r.layers[it.key()], oldDigest)
+			placed, err := placeFile(ectx, r.root, r.a, it, r.contents[it.key()], oldDigest)
 			if err != nil {
 				return err
 			}

@@ -2,16 +2,11 @@ package installer
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
-
-	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/manifests"
@@ -83,47 +78,24 @@ func (p *Plan) HasChanges() bool {
 }
 
 // desiredItems lists a bundle's items as they will be recorded, reading
-// each file item's manifest for its content digest.
-func desiredItems(ctx context.Context, a *bundle.Archive, g *bundle.Graph) ([]ItemState, map[string]ocispec.Descriptor, error) {
+// each file and AMI item's manifest for its content digest and size, and
+// returns the content of those items by key.
+func desiredItems(ctx context.Context, a *bundle.Archive, g *bundle.Graph) ([]ItemState, map[string]bundle.Content, error) {
 	var out []ItemState
-	layers := map[string]ocispec.Descriptor{}
+	contents := map[string]bundle.Content{}
 	for _, it := range g.Items {
 		st := ItemState{Item: it}
 		if it.Kind == manifests.KindFile || it.Kind == manifests.KindAMI {
-			layer, err := itemLayer(ctx, a, it)
+			c, err := a.ItemContent(ctx, it)
 			if err != nil {
 				return nil, nil, err
 			}
-			st.FileDigest = layer.Annotations[manifests.AnnotationUncompressedDigest]
-			if st.FileDigest == "" && layer.MediaType == manifests.MediaTypeFileRaw {
-				st.FileDigest = layer.Digest.String()
-			}
-			st.FileSize = layer.Size
-			if n, err := strconv.ParseInt(layer.Annotations[manifests.AnnotationUncompressedSize], 10, 64); err == nil {
-				st.FileSize = n
-			}
-			if _, err := digest.Parse(st.FileDigest); err != nil {
-				return nil, nil, fmt.Errorf("%s: layer has no valid %s annotation", it, manifests.AnnotationUncompressedDigest)
-			}
-			layers[st.key()] = layer
+			st.FileDigest, st.FileSize = c.Digest.String(), c.Size
+			contents[st.key()] = c
 		}
 		out = append(out, st)
 	}
-	return out, layers, nil
-}
-
-// itemLayer reads an artifact item's manifest and returns its only layer.
-func itemLayer(ctx context.Context, a *bundle.Archive, it bundle.Item) (ocispec.Descriptor, error) {
-	size, _ := a.BlobSize(digest.Digest(it.Digest))
-	b, err := a.ReadSmall(ctx, ocispec.Descriptor{MediaType: it.MediaType, Digest: digest.Digest(it.Digest), Size: size})
-	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("%s: %w", it, err)
-	}
-	var m ocispec.Manifest
-	if err := json.Unmarshal(b, &m); err != nil || len(m.Layers) != 1 {
-		return ocispec.Descriptor{}, fmt.Errorf("%s: manifest is not a one-layer artifact", it)
-	}
-	return m.Layers[0], nil
+	return out, contents, nil
 }
 
 // makePlan compares desired items with the current generation and, for
@@ -184,7 +156,7 @@ func fileMatches(root *os.Root, it ItemState, placed *Placed) (bool, error) {
 		return false, fmt.Errorf("checking %s: %w", it.Target, err)
 	}
 	mode, _ := manifests.ParseMode(it.Mode)
-	if !fi.Mode().IsRegular() || fi.Mode().Perm() != mode.Perm() {
+	if !fi.Mode().IsRegular() || fi.Mode()&(fs.ModePerm|manifests.FileMode(manifests.SpecialBits)) != manifests.FileMode(mode) {
 		return false, nil
 	}
 	if placed.matches(fi) {

@@ -3,9 +3,9 @@ package manifests
 import (
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -142,6 +142,7 @@ func validate(c *collector, s *Spec) {
 	charts := map[string]int{}
 	files := map[string]int{}
 	targets := map[string]int{}
+	targetAt := map[string]Pos{}
 	amis := map[string]int{}
 	// dup reports key when seen already, and says whether it did.
 	dup := func(seen map[string]int, key string, p Pos, what string) bool {
@@ -199,13 +200,18 @@ func validate(c *collector, s *Spec) {
 				c.add(at(item+".sha256", f.Pos), "file %q: sha256 must be 64 lowercase hex digits, got %q", f.Source, f.SHA256)
 			}
 			sameTarget := false
-			if !strings.HasPrefix(f.Target, "/") || f.Target == "/" || cleanAbs(f.Target) != f.Target {
-				c.add(at(item+".target", f.Pos), "file %q: target %q must be a clean absolute path to a file", f.Source, f.Target)
+			if err := CheckTarget(f.Target); err != nil {
+				c.add(at(item+".target", f.Pos), "file %q: %v", f.Source, err)
 			} else {
 				sameTarget = dup(targets, f.Target, at(item+".target", f.Pos), fmt.Sprintf("target %q", f.Target))
+				if !sameTarget {
+					targetAt[f.Target] = at(item+".target", f.Pos)
+				}
 			}
 			if f.Mode != "" && !reMode.MatchString(f.Mode) {
 				c.add(at(item+".mode", f.Pos), "file %q: mode %q is not an octal mode like \"0755\"", f.Source, f.Mode)
+			} else if m, _ := ParseMode(f.Mode); m&SpecialBits != 0 && !f.AllowSpecialBits {
+				c.add(at(item+".mode", f.Pos), "file %q: mode %q sets setuid, setgid or sticky bits; add allowSpecialBits: true to install it so", f.Source, f.Mode)
 			}
 			if n := f.ItemName(); n != "" && !sameTarget { // the same target: reported once
 				np := at(item+".target", f.Pos)
@@ -232,7 +238,24 @@ func validate(c *collector, s *Spec) {
 			if a.SHA256 != "" && !reSHA256.MatchString(a.SHA256) {
 				c.add(at(item+".sha256", a.Pos), "ami %q: sha256 must be 64 lowercase hex digits", a.Name)
 			}
+			if err := CheckAMIName(a.Name); err != nil {
+				c.add(at(item+".name", a.Pos), "%v", err)
+			}
 			dup(amis, a.Name, at(item+".name", a.Pos), fmt.Sprintf("ami %q", a.Name))
+		}
+	}
+	nested(c, targetAt)
+}
+
+// nested reports each target that is inside another target: the other is
+// a file, so this one could never be placed.
+func nested(c *collector, targets map[string]Pos) {
+	for t, p := range targets {
+		for d := path.Dir(t); d != "/"; d = path.Dir(d) {
+			if q, ok := targets[d]; ok {
+				c.add(p, "target %q is inside target %q (line %d), a file", t, d, q.Line)
+				break
+			}
 		}
 	}
 }
@@ -249,16 +272,4 @@ func refProblem(ref string, err error) string {
 
 func cleanAbs(p string) string {
 	return filepath.ToSlash(filepath.Clean(p))
-}
-
-// ParseMode parses an octal mode ("0755"); "" is 0644.
-func ParseMode(s string) (os.FileMode, error) {
-	if s == "" {
-		return 0o644, nil
-	}
-	m, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || m > 0o7777 {
-		return 0, fmt.Errorf("mode %q is not octal", s)
-	}
-	return os.FileMode(m), nil
 }

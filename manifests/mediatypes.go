@@ -60,6 +60,10 @@ const (
 	AnnotationTarget = "dev.zdt.file.target"
 	// AnnotationMode is the file mode a file is installed with (octal).
 	AnnotationMode = "dev.zdt.file.mode"
+	// AnnotationAllowSpecialBits ("true") lets a file's mode keep setuid,
+	// setgid and sticky bits (the spec's allowSpecialBits); install refuses
+	// a mode with those bits without it.
+	AnnotationAllowSpecialBits = "dev.zdt.file.allow-special-bits"
 	// AnnotationSubject, on an index.json entry, says the entry is attached
 	// to that digest (an OCI 1.1 referrer of the bundle root).
 	AnnotationSubject = "dev.zdt.subject"

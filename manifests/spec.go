@@ -74,7 +74,10 @@ type File struct {
 	Size   int64  `yaml:"size" doc:"Optional size of the source in bytes: a download stops one byte past it and a mismatch fails the build."`
 	Target string `yaml:"target" zdt:"required" doc:"Absolute path the file is installed to."`
 	Mode   string `yaml:"mode" doc:"Octal file mode (default 0644)."`
-	Pos    Pos    `yaml:"-"`
+	// AllowSpecialBits keeps a mode's setuid, setgid and sticky bits;
+	// without it such a mode is refused.
+	AllowSpecialBits bool `yaml:"allowSpecialBits" doc:"Install the file with the setuid, setgid or sticky bits its mode sets; without it such a mode is refused."`
+	Pos              Pos  `yaml:"-"`
 }
 
 // AMI is a VM disk image and the metadata needed to register it as an AMI.

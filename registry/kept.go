@@ -120,8 +120,9 @@ func (s *Store) keepArchive(ctx context.Context, a *bundle.Archive, opts ImportO
 		return fmt.Errorf("keeping archive: %s was replaced while being installed; run zdt install again", a.Path())
 	}
 	// A delta's base is the store's own content (InstalledBase), verified
-	// when it was installed: only the delta's own blobs are hashed.
-	if _, err := a.Verify(ctx, bundle.VerifyOptions{Concurrency: opts.Concurrency, Progress: opts.Progress, SkipBase: true}); err != nil {
+	// when it was installed: only the delta's own blobs are hashed. File
+	// and disk content is checked by install as it places it.
+	if _, err := a.Verify(ctx, bundle.VerifyOptions{Concurrency: opts.Concurrency, Progress: opts.Progress, SkipBase: true, SkipContent: true}); err != nil {
 		return err
 	}
 	f, err := root.Open(tmp)

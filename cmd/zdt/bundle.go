@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -253,21 +255,23 @@ stored size counts each blob once, as the archive holds it.`,
 					Base: a.Base(),
 				})
 			}
-			fmt.Fprintf(g.stdout, "bundle      %s %s\n", a.Config.Name, a.Config.Version)
+			// Names come from an archive that may be unverified: escape
+			// what a terminal would interpret.
+			fmt.Fprintf(g.stdout, "bundle      %s %s\n", printable(a.Config.Name), printable(a.Config.Version))
 			fmt.Fprintf(g.stdout, "root        %s\n", a.Root.Digest)
 			if a.Base() != "" {
 				fmt.Fprintf(g.stdout, "delta on    %s (its blobs not in this archive are read from there)\n", a.Base())
 			}
-			fmt.Fprintf(g.stdout, "repository  %s:%s\n", repo, a.Config.Version)
-			fmt.Fprintf(g.stdout, "created by  zdt %s\n\n", a.Config.ToolVersion)
+			fmt.Fprintf(g.stdout, "repository  %s:%s\n", printable(repo), printable(a.Config.Version))
+			fmt.Fprintf(g.stdout, "created by  zdt %s\n\n", printable(a.Config.ToolVersion))
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "COMPONENT\tKIND\tNAME\tDIGEST\tSIZE")
 			for _, it := range gr.Items {
-				name := it.Name
+				name := printable(it.Name)
 				if it.Target != "" {
-					name += " -> " + it.Target
+					name += " -> " + printable(it.Target)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", it.Component, it.Kind, name, shortDigest(it.Digest), humanBytes(it.Size))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(it.Component), printable(it.Kind), name, printable(shortDigest(it.Digest)), humanBytes(it.Size))
 			}
 			tw.Flush()
 			fmt.Fprintf(g.stdout, "\n%d items, %s in total, %s stored once in %d blobs (archive %s)\n",
@@ -410,6 +414,18 @@ func newVersionCmd(g *globals) *cobra.Command {
 			return err
 		},
 	}
+}
+
+// printable returns s as is when every rune of it prints as itself, else
+// quoted with escapes (strconv.Quote): names read from an archive must not
+// move the cursor, recolour the terminal or start a line of their own.
+func printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func shortDigest(d string) string {
