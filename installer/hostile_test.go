@@ -65,13 +65,15 @@ func writeBundle(t *testing.T, es []fixtures.TarEntry) string {
 	return p
 }
 
-// rootIsEmpty fails when install wrote anything under root.
+// rootIsEmpty fails when install wrote anything under root (opening the
+// registry store, before install, creates its empty directory).
 func rootIsEmpty(t *testing.T, root string) {
 	t.Helper()
 	var found []string
 	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && p != root {
-			found = append(found, strings.TrimPrefix(p, root))
+		rel := strings.TrimPrefix(p, root+"/")
+		if err == nil && p != root && !(fi.IsDir() && strings.HasPrefix(StateDir+"/registry", rel)) {
+			found = append(found, rel)
 		}
 		return nil
 	})
