@@ -91,8 +91,9 @@ func newFetchPlan(store *blobStore) *fetchPlan {
 		walked: map[digest.Digest]bool{}, staged: map[digest.Digest]stagedManifest{}, committed: map[digest.Digest]bool{}}
 }
 
-// maxGraphDepth bounds index nesting (an index of indexes of …).
-const maxGraphDepth = 8
+// maxGraphDepth bounds index nesting (an index of indexes of …): the
+// reader's bound, so create makes nothing the reader refuses.
+const maxGraphDepth = MaxGraphDepth
 
 // MaxManifestsPerItem bounds the distinct manifests of one item's graph,
 // and MaxRefsPerItem the descriptors its manifests list in all (the same

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -73,6 +74,9 @@ type Archive struct {
 	blobs    map[blobKey]entry
 	entries  int              // tar entries
 	other    map[string]entry // oci-layout and index.json
+
+	walkMu sync.Mutex
+	graph  *Graph // Walk's result, once it succeeded
 
 	// Index is the layout's index.json. Open checks it against the signed
 	// root: the root's entry, the root's items exactly as the root lists
@@ -551,7 +555,7 @@ func (a *Archive) AttachBase(ctx context.Context, src BlobSource) error {
 	if b, ok := src.(*Archive); ok && b.Root.Digest != a.Base() {
 		return fmt.Errorf("%s is bundle %s %s (%s), the delta is on %s: %w", b.path, b.Config.Name, b.Config.Version, b.Root.Digest, a.Base(), ErrWrongBase)
 	}
-	a.base, a.fromBase = src, nil
+	a.base, a.fromBase, a.graph = src, nil, nil
 	g, err := a.Walk(ctx)
 	if err != nil {
 		a.base = nil

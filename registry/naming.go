@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -147,26 +146,42 @@ func RootRepository(name string) string {
 	return repo
 }
 
+// Limits on what a bundle may make the registry link: without them a small
+// bundle (one manifest of 5,000 layers tagged under 400 repositories) costs
+// millions of link files. Every (repository, blob) pair is a link.
+const (
+	// MaxRepositoriesPerBlob bounds the repositories one blob is linked
+	// into: a base layer shared by every image of a large release is in a
+	// few hundred.
+	MaxRepositoriesPerBlob = 2048
+	// MaxLinks bounds the (repository, blob or manifest) pairs of a
+	// bundle's placements: some 200 bytes of memory and one small file
+	// each in an installed store.
+	MaxLinks = 1 << 19
+)
+
 // Placements lists where the registry serves every manifest of an opened
 // archive: each item per the naming rules (images at their original
 // repository paths, see ImageRepositories; charts/, files/, amis/ at their
 // reference names), the root at zdt/NAME:VERSION with every manifest and
 // blob of the bundle linked into that repository (so the whole bundle can
 // be copied from it), and the root's attachments there too (cosign's
-// sha256-<hex>.sig/.att tags). It reads manifests only (digest-checked);
-// call a.Verify first to trust the blobs. The order is deterministic.
+// sha256-<hex>.sig/.att tags). It takes the graph from a.Walk (so the
+// archive's structure is always checked, and the manifests are parsed once
+// for walk, verify and placements); call a.Verify first to trust the
+// blobs. More than MaxRepositoriesPerBlob repositories for a blob or
+// MaxLinks links in all is refused with an error matching
+// bundle.ErrTooLarge. The order is deterministic.
 func Placements(ctx context.Context, a *bundle.Archive) ([]Placement, error) {
-	w := &walker{a: a, kids: map[digest.Digest][]ocispec.Descriptor{}}
+	g, err := a.Walk(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w := &walker{g: g, closures: map[digest.Digest]*closure{}, placed: map[digest.Digest]int{}}
 	var out []Placement
-	all := newDigestSets()
 	for _, d := range a.RootIndex.Manifests[1:] {
 		kind := d.Annotations[manifests.AnnotationKind]
 		ref := d.Annotations[manifests.AnnotationRefName]
-		sets := newDigestSets()
-		if err := w.walk(ctx, d, sets, 0); err != nil {
-			return nil, fmt.Errorf("item %s %s: %w", kind, ref, err)
-		}
-		all.merge(sets)
 		var repos []string
 		var tag string
 		switch kind {
@@ -183,50 +198,128 @@ func Placements(ctx context.Context, a *bundle.Archive) ([]Placement, error) {
 			repos, tag = []string{repo}, t
 		}
 		for _, r := range repos {
-			out = append(out, sets.placement(r, tag, d, kind, ref))
+			c, err := w.place(ctx, r, d)
+			if err != nil {
+				return nil, fmt.Errorf("item %s %s: %w", kind, ref, err)
+			}
+			out = append(out, c.placement(r, tag, d, kind, ref))
 		}
 	}
 	// The root repository holds everything, the root, its config manifest
 	// and the attachments.
-	rootRepo, rootTag, err := splitRepoTag(bundle.RootRef(a.Config.Name, a.Config.Version))
+	rootRef := bundle.RootRef(a.Config.Name, a.Config.Version)
+	rootRepo, rootTag, err := splitRepoTag(rootRef)
 	if err != nil {
 		return nil, fmt.Errorf("bundle root: %w", err)
 	}
-	if err := w.walk(ctx, a.RootIndex.Manifests[0], all, 0); err != nil {
-		return nil, fmt.Errorf("bundle config: %w", err)
+	root, err := w.place(ctx, rootRepo, a.Root)
+	if err != nil {
+		return nil, fmt.Errorf("bundle root: %w", err)
 	}
-	all.manifests[a.Root.Digest] = true
-	rootP := all.placement(rootRepo, rootTag, a.Root, KindBundle, bundle.RootRef(a.Config.Name, a.Config.Version))
-	out = append(out, rootP)
+	out = append(out, root.placement(rootRepo, rootTag, a.Root, KindBundle, rootRef))
 	for _, d := range a.Attachments() {
-		sets := newDigestSets()
-		if err := w.walk(ctx, d, sets, 0); err != nil {
+		c, err := w.place(ctx, rootRepo, d)
+		if err != nil {
 			return nil, fmt.Errorf("attachment %s: %w", d.Digest, err)
 		}
 		tag := d.Annotations[manifests.AnnotationRefName]
 		if !tagRegexp.MatchString(tag) {
 			tag = "" // referrers-only (OCI 1.1 subject), served by digest
 		}
-		out = append(out, sets.placement(rootRepo, tag, d, KindAttachment, d.Annotations[manifests.AnnotationRefName]))
+		out = append(out, c.placement(rootRepo, tag, d, KindAttachment, d.Annotations[manifests.AnnotationRefName]))
 	}
 	return out, nil
 }
 
-type digestSets struct {
-	manifests, blobs map[digest.Digest]bool
+// closure is what a repository must hold to serve one manifest: the
+// manifests and the other blobs it reaches, sorted. Placements of the
+// same manifest share it (read-only).
+type closure struct {
+	manifests, blobs []digest.Digest
 }
 
-func newDigestSets() *digestSets {
-	return &digestSets{manifests: map[digest.Digest]bool{}, blobs: map[digest.Digest]bool{}}
+func (c *closure) placement(repo, tag string, d ocispec.Descriptor, kind, ref string) Placement {
+	return Placement{Repository: repo, Tag: tag, Digest: d.Digest, MediaType: d.MediaType, Kind: kind, Ref: ref,
+		Manifests: c.manifests, Blobs: c.blobs}
 }
 
-func (s *digestSets) merge(o *digestSets) {
-	for d := range o.manifests {
-		s.manifests[d] = true
+// walker computes closures from the archive's graph (no manifest is read
+// again), each manifest's once, and counts links against the limits before
+// doing the work they stand for.
+type walker struct {
+	g        *bundle.Graph
+	closures map[digest.Digest]*closure
+	placed   map[digest.Digest]int // blob → placements linking it
+	links    int
+}
+
+// place counts the links of a placement of d in repo and returns d's
+// closure.
+func (w *walker) place(ctx context.Context, repo string, d ocispec.Descriptor) (*closure, error) {
+	c, err := w.closure(ctx, d)
+	if err != nil {
+		return nil, err
 	}
-	for d := range o.blobs {
-		s.blobs[d] = true
+	w.links += len(c.manifests) + len(c.blobs)
+	if w.links > MaxLinks {
+		return nil, fmt.Errorf("repository %s: the bundle's placements would make more than %d repository links: %w", repo, MaxLinks, bundle.ErrTooLarge)
 	}
+	for _, l := range [][]digest.Digest{c.manifests, c.blobs} {
+		for _, b := range l {
+			w.placed[b]++
+			if w.placed[b] > MaxRepositoriesPerBlob {
+				return nil, fmt.Errorf("blob %s would be linked into more than %d repositories (%s among them): %w", b, MaxRepositoriesPerBlob, repo, bundle.ErrTooLarge)
+			}
+		}
+	}
+	return c, nil
+}
+
+// closure collects d and everything it points at. The subject of a
+// manifest is not followed: it is what the manifest is attached to, not
+// part of it. Collecting stops once the links it stands for would pass
+// MaxLinks.
+func (w *walker) closure(ctx context.Context, d ocispec.Descriptor) (*closure, error) {
+	if c, ok := w.closures[d.Digest]; ok {
+		return c, nil
+	}
+	ms, bs := map[digest.Digest]bool{}, map[digest.Digest]bool{}
+	var visit func(d digest.Digest, depth int) error
+	visit = func(d digest.Digest, depth int) error {
+		if depth > bundle.MaxGraphDepth+1 { // Walk bounded it; the root adds one level
+			return fmt.Errorf("manifest %s: nested too deeply: %w", d, bundle.ErrNotBundle)
+		}
+		if w.links+len(ms)+len(bs) > MaxLinks {
+			return fmt.Errorf("the bundle's placements would make more than %d repository links: %w", MaxLinks, bundle.ErrTooLarge)
+		}
+		kids, isManifest := w.g.Children[d]
+		if !isManifest {
+			bs[d] = true
+			return nil
+		}
+		if ms[d] {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		ms[d] = true
+		for _, k := range kids {
+			if k.Role == "subject" {
+				continue
+			}
+			if err := visit(k.Desc.Digest, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := visit(d.Digest, 0); err != nil {
+		return nil, err
+	}
+	c := &closure{manifests: sortedKeys(ms), blobs: sortedKeys(bs)}
+	w.closures[d.Digest] = c
+	return c, nil
 }
 
 func sortedKeys(m map[digest.Digest]bool) []digest.Digest {
@@ -238,19 +331,8 @@ func sortedKeys(m map[digest.Digest]bool) []digest.Digest {
 	return out
 }
 
-func (s *digestSets) placement(repo, tag string, d ocispec.Descriptor, kind, ref string) Placement {
-	return Placement{Repository: repo, Tag: tag, Digest: d.Digest, MediaType: d.MediaType, Kind: kind, Ref: ref,
-		Manifests: sortedKeys(s.manifests), Blobs: sortedKeys(s.blobs)}
-}
-
-// walker follows manifests inside an archive, caching each manifest's
-// children.
-type walker struct {
-	a    *bundle.Archive
-	kids map[digest.Digest][]ocispec.Descriptor
-}
-
-// manifestRefs is the part of any manifest or index that points at blobs.
+// manifestRefs is the part of any manifest or index that points at blobs
+// (the handler reads subjects and referrers with it).
 type manifestRefs struct {
 	MediaType    string               `json:"mediaType"`
 	ArtifactType string               `json:"artifactType"`
@@ -260,53 +342,4 @@ type manifestRefs struct {
 	Manifests    []ocispec.Descriptor `json:"manifests"`
 	Subject      *ocispec.Descriptor  `json:"subject"`
 	Annotations  map[string]string    `json:"annotations"`
-}
-
-func isManifestType(mt string) bool {
-	switch mt {
-	case manifests.MediaTypeOCIManifest, manifests.MediaTypeOCIIndex,
-		manifests.MediaTypeDockerManifest, manifests.MediaTypeDockerManifestList:
-		return true
-	}
-	return false
-}
-
-func (w *walker) walk(ctx context.Context, d ocispec.Descriptor, s *digestSets, depth int) error {
-	if depth > 16 {
-		return fmt.Errorf("manifest %s: nested too deeply: %w", d.Digest, bundle.ErrNotBundle)
-	}
-	if !isManifestType(d.MediaType) {
-		s.blobs[d.Digest] = true
-		return nil
-	}
-	if s.manifests[d.Digest] {
-		return nil
-	}
-	s.manifests[d.Digest] = true
-	kids, ok := w.kids[d.Digest]
-	if !ok {
-		b, err := w.a.ReadSmall(ctx, d)
-		if err != nil {
-			return err
-		}
-		var m manifestRefs
-		if err := json.Unmarshal(b, &m); err != nil {
-			return fmt.Errorf("manifest %s: %v: %w", d.Digest, err, bundle.ErrNotBundle)
-		}
-		if m.Config != nil {
-			kids = append(kids, *m.Config)
-		}
-		kids = append(kids, m.Layers...)
-		kids = append(kids, m.Blobs...)
-		kids = append(kids, m.Manifests...)
-		// The subject is not followed: it is what this manifest is attached
-		// to, not part of it.
-		w.kids[d.Digest] = kids
-	}
-	for _, k := range kids {
-		if err := w.walk(ctx, k, s, depth+1); err != nil {
-			return err
-		}
-	}
-	return nil
 }
