@@ -63,49 +63,10 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{Generation: cur.Number}
-	now := map[string]ItemState{}
-	for _, it := range cur.Items {
-		now[it.key()] = it
-	}
-	// Current files at paths the previous generation does not use go first
-	// (kept in the file store); a path it uses is replaced atomically by
-	// the restore, its current file kept first. So a path that changed
-	// hands between the two generations gets its previous owner back.
-	prevTargets := map[string]bool{}
-	for _, it := range prev.Items {
-		if it.Kind == manifests.KindFile {
-			prevTargets[it.Target] = true
-		}
-	}
-	for _, it := range cur.Items {
-		if it.Kind != manifests.KindFile {
-			continue
-		}
-		if !prevTargets[it.Target] {
-			if err := removeFile(ctx, root, it); err != nil {
-				return Result{}, err
-			}
-			res.FilesWritten++
-		} else if err := keepVersion(ctx, root, it.Target, it.FileDigest); err != nil {
-			return Result{}, err
-		}
-	}
-	items := append([]ItemState(nil), prev.Items...)
-	for i, it := range items {
-		if it.Kind != manifests.KindFile {
-			continue
-		}
-		if ok, err := fileMatches(root, it, it.Placed); err != nil {
-			return Result{}, err
-		} else if ok {
-			continue
-		}
-		placed, err := restoreFile(ctx, root, it)
-		if err != nil {
-			return Result{}, err
-		}
-		items[i].Placed = placed
-		res.FilesWritten++
+	items, n, err := restoreFiles(ctx, root, cur, prev)
+	res.FilesWritten += n
+	if err != nil {
+		return Result{}, err
 	}
 	// Generated files as they were before cur was installed.
 	backup := path.Join(layout.Backup(cur.Number), "files")
@@ -117,7 +78,7 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 		}
 		files[p] = b
 	}
-	n, err := writeGenerated(root, files, cur)
+	n, err = writeGenerated(root, files, cur)
 	if err != nil {
 		return Result{}, err
 	}
@@ -134,6 +95,54 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 	}
 	res.Generation, res.Applied = next, true
 	return res, nil
+}
+
+// restoreFiles puts prev's files back in place of cur's and returns prev's
+// items as now placed, and the files written or removed.
+//
+// Current files at paths the previous generation does not use go first
+// (kept in the file store); a path it uses is replaced atomically by the
+// restore, its current file kept first. So a path that changed hands
+// between the two generations gets its previous owner back.
+func restoreFiles(ctx context.Context, root *os.Root, cur, prev *Generation) ([]ItemState, int, error) {
+	n := 0
+	prevTargets := map[string]bool{}
+	for _, it := range prev.Items {
+		if it.Kind == manifests.KindFile {
+			prevTargets[it.Target] = true
+		}
+	}
+	for _, it := range cur.Items {
+		if it.Kind != manifests.KindFile {
+			continue
+		}
+		if !prevTargets[it.Target] {
+			if err := removeFile(ctx, root, it); err != nil {
+				return nil, n, err
+			}
+			n++
+		} else if err := keepVersion(ctx, root, it.Target, it.FileDigest); err != nil {
+			return nil, n, err
+		}
+	}
+	items := append([]ItemState(nil), prev.Items...)
+	for i, it := range items {
+		if it.Kind != manifests.KindFile {
+			continue
+		}
+		if ok, err := fileMatches(root, it, it.Placed); err != nil {
+			return nil, n, err
+		} else if ok {
+			continue
+		}
+		placed, err := restoreFile(ctx, root, it)
+		if err != nil {
+			return nil, n, err
+		}
+		items[i].Placed = placed
+		n++
+	}
+	return items, n, nil
 }
 
 // Status is what `zdt status` reports.

@@ -95,7 +95,6 @@ func (s *Store) importArchive(ctx context.Context, a *bundle.Archive, opts Impor
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = s.opts.Concurrency
 	}
-	storeDir, root := s.path, s.dir
 	ps := opts.Placements
 	if ps == nil {
 		var err error
@@ -103,9 +102,62 @@ func (s *Store) importArchive(ctx context.Context, a *bundle.Archive, opts Impor
 			return ImportResult{}, err
 		}
 	}
+	blobs, total, err := neededBlobs(a, ps)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	if !opts.CopyBlobs && !s.opts.CopyBlobs {
+		err := s.keepArchive(ctx, a, opts)
+		switch {
+		case err == nil:
+			if opts.Progress != nil {
+				opts.Progress(total, total)
+			}
+			// No link files: the store synthesizes them from the kept
+			// archive (its bundle repository now, all once active).
+			opts.Logger.Info("kept bundle archive in the registry store", "store", s.path, "bundle", a.Config.Name+":"+a.Config.Version,
+				"archive", layout.Kept(a.Root.Digest))
+			return ImportResult{Placements: ps, ArchiveKept: true, BlobsPresent: len(blobs)}, nil
+		case errors.Is(err, errCannotLink):
+			opts.Logger.Info("copying blobs into the registry store", "reason", err.Error())
+		default:
+			return ImportResult{}, err
+		}
+	}
+	res, err := s.copyBlobs(ctx, a, blobs, total, opts)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	root := s.dir
+	if res.LinksWritten, err = writeLinks(ctx, root, ps); err != nil {
+		return ImportResult{}, outsideErr(err)
+	}
+	_, jerr := root.Stat(importJournal)
+	journal := jerr == nil // this import's, or an unfinished one's whose blobs were re-checked
+	if res.BlobsWritten > 0 || res.LinksWritten > 0 || journal {
+		if err := syncFS(root); err != nil {
+			return ImportResult{}, fmt.Errorf("syncing store: %w", err)
+		}
+	}
+	// The journal goes once what it guards is synced.
+	if journal {
+		if err := root.Remove(importJournal); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return ImportResult{}, fmt.Errorf("finishing import: %w", err)
+		}
+		if err := syncFS(root); err != nil {
+			return ImportResult{}, fmt.Errorf("syncing store: %w", err)
+		}
+	}
+	res.Placements = ps
+	opts.Logger.Info("imported bundle into registry store", "store", s.path, "bundle", a.Config.Name+":"+a.Config.Version,
+		"blobsWritten", res.BlobsWritten, "bytesWritten", res.BytesWritten, "blobsPresent", res.BlobsPresent, "links", res.LinksWritten)
+	return res, nil
+}
 
-	// Every blob the placements need (manifests included: distribution
-	// keeps them as blobs too).
+// neededBlobs lists every blob the placements need (manifests included:
+// distribution keeps them as blobs too), largest first (which keeps the
+// workers busy to the end), and their total size.
+func neededBlobs(a *bundle.Archive, ps []Placement) ([]digest.Digest, int64, error) {
 	need := map[digest.Digest]bool{}
 	for _, p := range ps {
 		for _, d := range p.Manifests {
@@ -120,38 +172,31 @@ func (s *Store) importArchive(ctx context.Context, a *bundle.Archive, opts Impor
 	for _, d := range blobs {
 		size, ok := a.BlobSize(d)
 		if !ok {
-			return ImportResult{}, &bundle.BlobError{Digest: d, Err: bundle.ErrMissingBlob}
+			return nil, 0, &bundle.BlobError{Digest: d, Err: bundle.ErrMissingBlob}
 		}
 		total += size
 	}
-	// Largest first keeps the workers busy to the end.
 	sort.SliceStable(blobs, func(i, j int) bool {
 		si, _ := a.BlobSize(blobs[i])
 		sj, _ := a.BlobSize(blobs[j])
 		return si > sj
 	})
+	return blobs, total, nil
+}
 
-	var res ImportResult
-	if !opts.CopyBlobs && !s.opts.CopyBlobs {
-		err := s.keepArchive(ctx, a, opts)
-		switch {
-		case err == nil:
-			res.ArchiveKept, res.BlobsPresent = true, len(blobs)
-			if opts.Progress != nil {
-				opts.Progress(total, total)
-			}
-			// No link files: the store synthesizes them from the kept
-			// archive (its bundle repository now, all once active).
-			res.Placements = ps
-			opts.Logger.Info("kept bundle archive in the registry store", "store", storeDir, "bundle", a.Config.Name+":"+a.Config.Version,
-				"archive", layout.Kept(a.Root.Digest))
-			return res, nil
-		case errors.Is(err, errCannotLink):
-			opts.Logger.Info("copying blobs into the registry store", "reason", err.Error())
-		default:
-			return ImportResult{}, err
-		}
-	}
+// copyBlobs copies the blobs the store lacks (of blobs, total bytes) from
+// the archive, opts.Concurrency at a time, under an import journal.
+//
+// A journal marks an import whose blobs are not synced yet. Blobs are
+// written without a per-file fsync (one syncfs at the end makes them
+// durable), so after a power loss during an import a blob of the right
+// size may hold torn bytes: while the journal of an unfinished import is
+// present, blobs already in the store are hashed before being trusted. A
+// finished import leaves no journal (the caller removes it once synced),
+// and then existing blobs are trusted without reading them (they were
+// checked when written).
+func (s *Store) copyBlobs(ctx context.Context, a *bundle.Archive, blobs []digest.Digest, total int64, opts ImportOptions) (ImportResult, error) {
+	root := s.dir
 	var done, written atomic.Int64
 	var nWritten, nPresent atomic.Int64
 	report := func(n int64) {
@@ -160,13 +205,6 @@ func (s *Store) importArchive(ctx context.Context, a *bundle.Archive, opts Impor
 			opts.Progress(v, total)
 		}
 	}
-	// A journal marks an import whose blobs are not synced yet. Blobs are
-	// written without a per-file fsync (one syncfs at the end makes them
-	// durable), so after a power loss during an import a blob of the right
-	// size may hold torn bytes: while the journal of an unfinished import
-	// is present, blobs already in the store are hashed before being
-	// trusted. A finished import leaves no journal, and then existing blobs
-	// are trusted without reading them (they were checked when written).
 	distrust := false
 	if _, err := root.Stat(importJournal); err == nil {
 		distrust = true
@@ -215,29 +253,7 @@ func (s *Store) importArchive(ctx context.Context, a *bundle.Archive, opts Impor
 	if err := eg.Wait(); err != nil {
 		return ImportResult{}, outsideErr(err)
 	}
-	res.BlobsWritten, res.BlobsPresent, res.BytesWritten = int(nWritten.Load()), int(nPresent.Load()), written.Load()
-
-	var err error
-	if res.LinksWritten, err = writeLinks(ctx, root, ps); err != nil {
-		return ImportResult{}, outsideErr(err)
-	}
-	if res.BlobsWritten > 0 || res.LinksWritten > 0 || distrust {
-		if err := syncFS(root); err != nil {
-			return ImportResult{}, fmt.Errorf("syncing store: %w", err)
-		}
-	}
-	if len(missing) > 0 || distrust {
-		if err := root.Remove(importJournal); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return ImportResult{}, fmt.Errorf("finishing import: %w", err)
-		}
-		if err := syncFS(root); err != nil {
-			return ImportResult{}, fmt.Errorf("syncing store: %w", err)
-		}
-	}
-	res.Placements = ps
-	opts.Logger.Info("imported bundle into registry store", "store", storeDir, "bundle", a.Config.Name+":"+a.Config.Version,
-		"blobsWritten", res.BlobsWritten, "bytesWritten", res.BytesWritten, "blobsPresent", res.BlobsPresent, "links", res.LinksWritten)
-	return res, nil
+	return ImportResult{BlobsWritten: int(nWritten.Load()), BlobsPresent: int(nPresent.Load()), BytesWritten: written.Load()}, nil
 }
 
 // link (re)creates the repository and tag links of placements whose blobs

@@ -392,43 +392,12 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 		d.state.Store(st)
 		return st, nil
 	}
+	if err := d.openNew(ctx, ents); err != nil {
+		return nil, err
+	}
 	var archives []*bundle.Archive
 	var placements [][]Placement
 	var act *bundle.Archive
-	var fresh []string
-	for _, e := range ents {
-		hex, ok := strings.CutSuffix(e.Name(), ".zdt")
-		if !ok || strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() || d.open[e.Name()] != nil {
-			continue
-		}
-		p := filepath.Join(d.dir, e.Name())
-		f, a, err := openKept(ctx, d.store, path.Join(keptDir, e.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("kept archive %s: %w (changed since it was installed? run zdt install again)", p, err)
-		}
-		if a.Root.Digest.Encoded() != hex {
-			a.Close()
-			f.Close()
-			return nil, fmt.Errorf("kept archive %s holds bundle %s, not sha256:%s: %w (overwritten in place since it was installed? run zdt install again)",
-				p, a.Root.Digest, hex, ErrBadStore)
-		}
-		d.open[e.Name()], d.files[e.Name()] = a, f
-	}
-	for _, e := range ents { // newly opened, or not served yet (a base was missing)
-		if d.open[e.Name()] != nil && d.ps[e.Name()] == nil {
-			fresh = append(fresh, e.Name())
-		}
-	}
-	for _, name := range fresh {
-		if err := d.attachBase(ctx, d.open[name], map[string]bool{}); err != nil {
-			return nil, err
-		}
-		ps, err := Placements(ctx, d.open[name])
-		if err != nil {
-			return nil, fmt.Errorf("kept archive %s: %w", filepath.Join(d.dir, name), err)
-		}
-		d.ps[name] = ps
-	}
 	for _, e := range ents {
 		a := d.open[e.Name()]
 		if a == nil || d.ps[e.Name()] == nil {
@@ -450,6 +419,48 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 	}
 	d.state.Store(st)
 	return st, nil
+}
+
+// openNew opens the kept archives of ents not open yet, checking each
+// holds the bundle it is named after, and computes the placements of
+// those newly opened or not served yet (a base was missing). Called with
+// d.mu held.
+func (d *storeDriver) openNew(ctx context.Context, ents []fs.DirEntry) error {
+	for _, e := range ents {
+		hex, ok := strings.CutSuffix(e.Name(), ".zdt")
+		if !ok || strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() || d.open[e.Name()] != nil {
+			continue
+		}
+		p := filepath.Join(d.dir, e.Name())
+		f, a, err := openKept(ctx, d.store, path.Join(keptDir, e.Name()))
+		if err != nil {
+			return fmt.Errorf("kept archive %s: %w (changed since it was installed? run zdt install again)", p, err)
+		}
+		if a.Root.Digest.Encoded() != hex {
+			a.Close()
+			f.Close()
+			return fmt.Errorf("kept archive %s holds bundle %s, not sha256:%s: %w (overwritten in place since it was installed? run zdt install again)",
+				p, a.Root.Digest, hex, ErrBadStore)
+		}
+		d.open[e.Name()], d.files[e.Name()] = a, f
+	}
+	var fresh []string
+	for _, e := range ents {
+		if d.open[e.Name()] != nil && d.ps[e.Name()] == nil {
+			fresh = append(fresh, e.Name())
+		}
+	}
+	for _, name := range fresh {
+		if err := d.attachBase(ctx, d.open[name], map[string]bool{}); err != nil {
+			return err
+		}
+		ps, err := Placements(ctx, d.open[name])
+		if err != nil {
+			return fmt.Errorf("kept archive %s: %w", filepath.Join(d.dir, name), err)
+		}
+		d.ps[name] = ps
+	}
+	return nil
 }
 
 // attachBase gives a kept delta its base: the base's kept archive (itself
