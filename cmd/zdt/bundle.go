@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/internal/version"
 	"zdt.dev/zdt/manifests"
@@ -457,58 +458,36 @@ func (o *baseOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.files, "base", nil, "base bundle of a delta bundle (repeatable): the delta reads the blobs it leaves out from it")
 }
 
-// attach gives a delta bundle its base from the --base files (the one
-// whose root the delta names); a whole bundle is left alone. The returned
-// func closes what was opened.
-func (o *baseOptions) attach(ctx context.Context, a *bundle.Archive) (func(), error) {
-	if a.Base() == "" {
-		return func() {}, nil
-	}
-	for _, p := range o.files {
-		b, err := bundle.Open(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		if b.Root.Digest != a.Base() {
-			b.Close()
-			continue
-		}
-		if err := a.AttachBase(ctx, b); err != nil {
-			b.Close()
-			return nil, err
-		}
-		return func() { b.Close() }, nil
-	}
-	return nil, fmt.Errorf("%s is a delta bundle on %s: give that bundle with --base FILE (%w)", a.Path(), a.Base(), bundle.ErrNeedsBase)
-}
-
 // openBundle opens the bundle at p, checks its signature against trust
 // (when given: before anything else reads it) and gives a delta its base
 // from the --base files (when given). done closes the archive and its base.
 func (g *globals) openBundle(ctx context.Context, p string, trust *trustOptions, base *baseOptions) (a *bundle.Archive, sig signing.Result, done func(), err error) {
-	var opts bundle.OpenOptions
-	var policy signing.Policy
-	if trust != nil {
-		if policy, err = trust.load(ctx); err != nil {
-			return nil, sig, nil, err
-		}
-		opts.CheckIndex = signing.IndexCheck(policy)
+	var bases *installer.Bases
+	if base != nil {
+		bases = &installer.Bases{Files: base.files}
 	}
-	if a, err = bundle.OpenWith(ctx, p, opts); err != nil {
+	v, err := g.openVerified(ctx, p, trust, bases)
+	if err != nil {
 		return nil, sig, nil, err
 	}
+	return v.Archive, v.Signature, func() { v.Close() }, nil
+}
+
+// openVerified is installer.OpenVerified with the policy the flags give
+// (none when trust is nil), reporting an unchecked signature.
+func (g *globals) openVerified(ctx context.Context, p string, trust *trustOptions, bases *installer.Bases) (*installer.Verified, error) {
+	var policy *signing.Policy
 	if trust != nil {
-		if sig, err = g.verifyWith(ctx, policy, a); err != nil {
-			a.Close()
-			return nil, sig, nil, err
+		pl, err := trust.load(ctx)
+		if err != nil {
+			return nil, err
 		}
+		policy = &pl
 	}
-	closeBase := func() {}
-	if base != nil {
-		if closeBase, err = base.attach(ctx, a); err != nil {
-			a.Close()
-			return nil, sig, nil, err
-		}
+	v, err := installer.OpenVerified(ctx, p, policy, bases)
+	if err != nil {
+		return nil, err
 	}
-	return a, sig, func() { closeBase(); a.Close() }, nil
+	g.warn(v.Archive, v.Signature)
+	return v, nil
 }

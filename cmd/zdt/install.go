@@ -75,11 +75,6 @@ its copied blobs); where the base is not installed it is refused, naming it.`,
 				return usageError{fmt.Errorf("--bundle is required")}
 			}
 			ctx := cmd.Context()
-			a, _, done, err := g.openBundle(ctx, o.bundle, &o.trust, nil)
-			if err != nil {
-				return err
-			}
-			defer done()
 			logger := g.logger()
 			// The store is only read until the bundle is known to install
 			// (a refused delta or --plan writes nothing).
@@ -91,20 +86,19 @@ its copied blobs); where the base is not installed it is refused, naming it.`,
 				return err
 			}
 			defer ro.Close()
-			if a.Base() != "" { // a delta: its base must be installed here
-				var src bundle.BlobSource
-				var c io.Closer
-				err := fmt.Errorf("no registry store under %s: %w", o.root, bundle.ErrNeedsBase)
-				if ro != nil {
-					src, c, err = ro.Base(ctx, a.Base())
-				}
-				if err == nil {
-					defer c.Close()
-					err = a.AttachBase(ctx, src)
-				}
-				if err != nil {
-					return fmt.Errorf("%s is a delta bundle on %s, which is not installed under %s: install that bundle (or the whole of this one) first (%w)", o.bundle, a.Base(), o.root, err)
-				}
+			// Signature first, then a delta's base from what is installed.
+			var bases *installer.Bases
+			if ro != nil {
+				bases = &installer.Bases{Store: ro}
+			}
+			v, err := g.openVerified(ctx, o.bundle, &o.trust, bases)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			a := v.Archive
+			if a.Base() != "" && !a.BaseAttached() {
+				return fmt.Errorf("%s is a delta bundle on %s, which is not installed under %s: install that bundle (or the whole of this one) first (no registry store there: %w)", o.bundle, a.Base(), o.root, bundle.ErrNeedsBase)
 			}
 			opts := installer.Options{
 				Root: o.root, PlanOnly: o.plan, AMIExportDir: o.amiExport, ServeAddr: o.serveAddr,

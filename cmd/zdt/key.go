@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -140,16 +139,6 @@ func (o *trustOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.insecure, "insecure-skip-signature", false, "accept the bundle without checking its signature (prints a warning)")
 }
 
-// verifySignature checks a's signature against the policy the flags give,
-// before anything else is done with it, and warns about an unchecked one.
-func (g *globals) verifySignature(ctx context.Context, o *trustOptions, a *bundle.Archive) (signing.Result, error) {
-	p, err := o.load(ctx)
-	if err != nil {
-		return signing.Result{}, err
-	}
-	return g.verifyWith(ctx, p, a)
-}
-
 // load reads the trust policy the flags give.
 func (o *trustOptions) load(ctx context.Context) (signing.Policy, error) {
 	p, err := signing.LoadPolicy(ctx, signing.PolicyOptions{Keys: o.keys, File: o.policy, InsecureSkipSignature: o.insecure})
@@ -159,12 +148,8 @@ func (o *trustOptions) load(ctx context.Context) (signing.Policy, error) {
 	return p, err
 }
 
-// verifyWith checks a's signature against p and reports the warnings.
-func (g *globals) verifyWith(ctx context.Context, p signing.Policy, a *bundle.Archive) (signing.Result, error) {
-	res, err := signing.Verify(ctx, a, p)
-	if err != nil {
-		return res, fmt.Errorf("%s: %w", filepath.Base(a.Path()), err)
-	}
+// warn reports the warnings of a signature check (an unchecked one).
+func (g *globals) warn(a *bundle.Archive, res signing.Result) {
 	for _, w := range res.Warnings {
 		if g.json() {
 			_ = json.NewEncoder(g.stderr).Encode(warningLine{Warning: w, Bundle: a.Path(), Root: res.Root})
@@ -172,5 +157,4 @@ func (g *globals) verifyWith(ctx context.Context, p signing.Policy, a *bundle.Ar
 			fmt.Fprintf(g.stderr, "zdt: warning: %s: %s\n", a.Path(), w)
 		}
 	}
-	return res, nil
 }
