@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -223,6 +224,26 @@ func (s *Signer) SignArchive(archive string) func(ctx context.Context, sum diges
 		s.logger.Info("signed archive", "sha256", sum.Encoded(), "bytes", size, "bundle", p)
 		return nil
 	}
+}
+
+// SignFile hashes the file at p, signs its sha256 like SignArchive does
+// and writes ArchiveBundlePath(p) atomically, for files zdt did not write
+// itself (release binaries, their SHA256SUMS). It returns the bundle's
+// path.
+func (s *Signer) SignFile(ctx context.Context, p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sum, err := digest.SHA256.FromReader(f)
+	if err != nil {
+		return "", fmt.Errorf("hashing %s: %w", p, err)
+	}
+	if err := s.SignArchive(p)(ctx, sum, 0); err != nil {
+		return "", err
+	}
+	return ArchiveBundlePath(p), nil
 }
 
 // ArchiveBundle signs a file's sha256 digest and returns a sigstore bundle

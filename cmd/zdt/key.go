@@ -25,7 +25,7 @@ func newKeyCmd(g *globals) *cobra.Command {
 		Use:   "key",
 		Short: "Manage signing keys",
 	})
-	cmd.AddCommand(newKeyGenerateCmd(g))
+	cmd.AddCommand(newKeyGenerateCmd(g), newSignBlobCmd(g))
 	return cmd
 }
 
@@ -157,4 +157,72 @@ func (g *globals) warn(a *bundle.Archive, res signing.Result) {
 			fmt.Fprintf(g.stderr, "zdt: warning: %s: %s\n", a.Path(), w)
 		}
 	}
+}
+
+// signBlobOptions are the flags of `zdt key sign-blob`.
+type signBlobOptions struct {
+	key string
+}
+
+func (o *signBlobOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.key, "key", "", "cosign private key (password in COSIGN_PASSWORD) or KMS URI")
+}
+
+// signBlobResult is the JSON output of `zdt key sign-blob`: one entry per
+// file signed.
+type signBlobResult struct {
+	// File is the file signed; Bundle its sigstore bundle (FILE.sigstore.json).
+	File   string `json:"file"`
+	Bundle string `json:"bundle"`
+}
+
+func newSignBlobCmd(g *globals) *cobra.Command {
+	o := &signBlobOptions{}
+	cmd := &cobra.Command{
+		Use:   "sign-blob --key KEY FILE...",
+		Short: "Sign files the way bundle archives are signed (FILE.sigstore.json)",
+		Long: `Sign the sha256 of each FILE with a cosign key and write FILE.sigstore.json
+next to it: the same detached signature 'bundle create --key' writes for an
+archive, which the stock 'cosign verify-blob --new-bundle-format --bundle'
+checks offline. 'make release' signs SHA256SUMS of the release binaries
+with it. No network is used and no transparency log entry is made.`,
+		Example: `  COSIGN_PASSWORD=... zdt key sign-blob --key keys/release.key dist/SHA256SUMS
+  cosign verify-blob --key keys/release.pub --insecure-ignore-tlog=true \
+    --trusted-root keys/trusted-root.json --new-bundle-format \
+    --bundle dist/SHA256SUMS.sigstore.json dist/SHA256SUMS`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError{fmt.Errorf("%s needs at least one FILE", cmd.CommandPath())}
+			}
+			if o.key == "" {
+				return usageError{errors.New("--key is required")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			s, err := signing.NewSigner(ctx, signing.SignOptions{Key: o.key, Password: g.keyPassword, Logger: g.logger()})
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			var out []signBlobResult
+			for _, f := range args {
+				b, err := s.SignFile(ctx, f)
+				if err != nil {
+					return fmt.Errorf("signing %s: %w", f, err)
+				}
+				out = append(out, signBlobResult{File: f, Bundle: b})
+				if !g.json() {
+					fmt.Fprintf(g.stdout, "signed %s: %s\n", f, b)
+				}
+			}
+			if g.json() {
+				return g.printJSON(out)
+			}
+			return nil
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
 }

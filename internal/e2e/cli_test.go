@@ -277,10 +277,12 @@ func TestCommandLookup(t *testing.T) {
 // answers: Ctrl-C exits 130, SIGTERM 143, and no archive is left behind.
 func TestInterruptExitCode(t *testing.T) {
 	hung := make(chan struct{})
+	waiting := make(chan struct{}, 16)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2/" {
 			return
 		}
+		waiting <- struct{}{}
 		select { // a manifest request that never gets an answer
 		case <-r.Context().Done():
 		case <-hung:
@@ -302,7 +304,11 @@ func TestInterruptExitCode(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Second)
+		select { // zdt is running (its signal handler set) and waits on the registry
+		case <-waiting:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("create never asked the registry for the manifest\n%s", stderr.String())
+		}
 		start := time.Now()
 		cmd.Process.Signal(sig)
 		err := cmd.Wait()

@@ -30,8 +30,10 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	zdtBin = filepath.Join(dir, "zdt")
+	// Built the way `make release` builds it: static, no libc needed.
 	cmd := exec.Command("go", "build", "-o", zdtBin, "./cmd/zdt")
 	cmd.Dir = moduleRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building zdt: %v\n%s", err, out)
 		os.Exit(1)
