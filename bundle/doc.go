@@ -15,7 +15,7 @@
 // every blob is fetched once into a persistent, digest-checked cache that
 // later and interrupted creates reuse.
 //
-// The archive layout is described in DESIGN.md: `oci-layout`, `index.json`,
+// The archive layout is described in docs/architecture.md: `oci-layout`, `index.json`,
 // then `blobs/sha256/<hex>` in digest order, all with fixed metadata, in an
 // uncompressed tar.
 package bundle

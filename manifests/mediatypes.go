@@ -1,6 +1,6 @@
 package manifests
 
-// Media types and artifact types of the zdt bundle format. See DESIGN.md.
+// Media types and artifact types of the zdt bundle format. See docs/architecture.md.
 const (
 	// ArtifactTypeBundle is the artifactType of a bundle's root: an OCI image
 	// index whose first manifest carries the bundle config and whose other

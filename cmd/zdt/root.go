@@ -17,7 +17,7 @@ import (
 	"zdt.dev/zdt/bundle"
 )
 
-// Exit codes; documented in `zdt --help` and DESIGN.md.
+// Exit codes; documented in `zdt --help` and the README.
 const (
 	exitOK           = 0
 	exitError        = 1

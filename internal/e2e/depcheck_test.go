@@ -8,11 +8,10 @@ import (
 	"testing"
 )
 
-// TestPackageDirection keeps the dependency direction of DESIGN.md:
-// manifests ← bundle ← {signing, registry} ← installer ← cmd/zdt. (signing
+// TestPackageDirection keeps the dependency direction of docs/architecture.md:
+// manifests ← bundle ← {signing, registry} ← installer ← cmd/zdt (signing
 // and registry both read archives, which is bundle's job, so they sit above
-// it rather than below it as DESIGN.md's table lists them.) Only signing
-// imports cosign/sigstore; only cmd/zdt imports cobra and the progress bar.
+// it). Only signing imports cosign/sigstore; only cmd/zdt imports cobra and the progress bar.
 func TestPackageDirection(t *testing.T) {
 	allowed := map[string][]string{
 		"manifests": {},
