@@ -54,8 +54,6 @@ type CreateOptions struct {
 	// interrupted create resumes from what it holds. Empty: blobs are staged
 	// in a temp dir next to Output, removed when Create returns.
 	CacheDir string
-	// WorkDir is the former name of CacheDir (used when CacheDir is empty).
-	WorkDir string
 	// Registries configures TLS, plain HTTP and credentials per registry
 	// host (nil: defaults; see RegistryConfig).
 	Registries *RegistryConfig
@@ -177,16 +175,13 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 	outDir := filepath.Dir(opts.Output)
 	work := opts.CacheDir
 	if work == "" {
-		work = opts.WorkDir
-	}
-	if work == "" {
 		var err error
 		if work, err = os.MkdirTemp(outDir, ".zdt-stage-*"); err != nil {
 			return CreateResult{}, fmt.Errorf("creating staging dir: %w", err)
 		}
 		defer os.RemoveAll(work)
 	}
-	store, err := newBlobStore(work, opts.CacheDir != "" || opts.WorkDir != "")
+	store, err := newBlobStore(work, opts.CacheDir != "")
 	if err != nil {
 		return CreateResult{}, err
 	}

@@ -41,9 +41,6 @@ type Options struct {
 	Root string
 	// PlanOnly computes the plan and writes nothing.
 	PlanOnly bool
-	// VerifySignature checks the bundle's signature against the trust
-	// policy; it runs before anything else (nil: the caller checked it).
-	VerifySignature func(ctx context.Context, a *bundle.Archive) error
 	// Registry receives the bundle's images, charts and artifacts (nil:
 	// registry steps are skipped).
 	Registry Registry
@@ -106,11 +103,6 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 
 func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result, error) {
 	opts.defaults()
-	if opts.VerifySignature != nil {
-		if err := opts.VerifySignature(ctx, a); err != nil {
-			return Result{}, err
-		}
-	}
 	g, err := a.Walk(ctx)
 	if err != nil {
 		return Result{}, err

@@ -197,11 +197,3 @@ func fingerprintPEM(b []byte) (string, error) {
 	}
 	return fingerprint(pub)
 }
-
-func pemPublicKey(pub crypto.PublicKey) ([]byte, error) {
-	b, err := cryptoutils.MarshalPublicKeyToPEM(pub)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKey, err)
-	}
-	return b, nil
-}

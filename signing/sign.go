@@ -106,11 +106,6 @@ func NewSigner(ctx context.Context, opts SignOptions) (*Signer, error) {
 // Fingerprint is the sha256 (hex) of the signing key's public half.
 func (s *Signer) Fingerprint() string { return s.fp }
 
-// PublicKeyPEM is the signing key's public half, PEM-encoded.
-func (s *Signer) PublicKeyPEM() ([]byte, error) {
-	return pemPublicKey(s.pub)
-}
-
 // Close drops the key.
 func (s *Signer) Close() error {
 	s.sv = nil

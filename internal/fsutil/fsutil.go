@@ -31,16 +31,7 @@ func TempName(name string) string {
 
 // WriteFileAtomic writes data to name under root (see WriteAtomic).
 func WriteFileAtomic(root *os.Root, name string, data []byte, mode os.FileMode) error {
-	_, err := writeAtomic(context.Background(), root, name, mode, writeData(data), true)
-	return err
-}
-
-// WriteFileAtomicNoSync is WriteFileAtomic without the fsyncs, for many
-// small files whose durability the caller gets from one later syncfs (a
-// crash before it leaves the old file or the complete new one, never a
-// partial one, as long as the process, not the machine, dies).
-func WriteFileAtomicNoSync(root *os.Root, name string, data []byte, mode os.FileMode) error {
-	_, err := writeAtomic(context.Background(), root, name, mode, writeData(data), false)
+	_, err := WriteAtomic(context.Background(), root, name, mode, writeData(data))
 	return err
 }
 
@@ -70,10 +61,6 @@ func writeData(data []byte) func(io.Writer) error {
 // the temp file is removed and name is untouched. It returns the bytes
 // written.
 func WriteAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMode, fill func(io.Writer) error) (int64, error) {
-	return writeAtomic(ctx, root, name, mode, fill, true)
-}
-
-func writeAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMode, fill func(io.Writer) error, sync bool) (int64, error) {
 	if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
 		return 0, err
 	}
@@ -90,7 +77,7 @@ func writeAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMo
 	if err == nil {
 		err = f.Chmod(mode)
 	}
-	if err == nil && sync {
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -104,9 +91,6 @@ func writeAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMo
 			return 0, errors.Join(err, rerr)
 		}
 		return 0, err
-	}
-	if !sync {
-		return cw.n, nil
 	}
 	return cw.n, SyncDir(root, path.Dir(name))
 }
