@@ -1,14 +1,18 @@
 package bundle
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"zdt.dev/zdt/manifests"
 )
@@ -63,4 +67,86 @@ func FuzzArchive(f *testing.F) {
 			t.Fatalf("Verify refused with a non-verification error: %v", err)
 		}
 	})
+}
+
+// FuzzIndexJSON replaces index.json of a valid bundle with arbitrary bytes
+// (issue 11.2): Open must never panic, refuse with a verification error,
+// and accept only an index.json that tags what the signed root tags: the
+// root's items, in order, with the root's annotations.
+func FuzzIndexJSON(f *testing.F) {
+	good := smallBundle(f)
+	entries, err := readTarBytes(good)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Hdr.Name == entryIndex {
+			f.Add(e.Data)
+		}
+	}
+	f.Add([]byte(`{"manifests":[]}`))
+	f.Fuzz(func(t *testing.T, idx []byte) {
+		mod := make([]tarEntry, len(entries))
+		copy(mod, entries)
+		for i, e := range mod {
+			if e.Hdr.Name == entryIndex {
+				h := *e.Hdr
+				mod[i] = tarEntry{Hdr: &h, Data: idx}
+			}
+		}
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, e := range mod {
+			h := *e.Hdr
+			h.Size = int64(len(e.Data))
+			if err := tw.WriteHeader(&h); err != nil {
+				t.Fatal(err)
+			}
+			tw.Write(e.Data)
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		a, err := OpenReader(context.Background(), bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+		if err != nil {
+			if !errors.Is(err, ErrVerification) {
+				t.Fatalf("refused with a non-verification error: %v", err)
+			}
+			return
+		}
+		defer a.Close()
+		var items []ocispec.Descriptor
+		for _, m := range a.Index.Manifests {
+			if m.Annotations[manifests.AnnotationBundleRoot] == "" && !IsAttachment(a.Root.Digest, m) {
+				items = append(items, m)
+			}
+		}
+		if len(items) != len(a.RootIndex.Manifests)-1 {
+			t.Fatalf("accepted index.json with %d items, the root has %d", len(items), len(a.RootIndex.Manifests)-1)
+		}
+		for i, m := range items {
+			if !sameDescriptor(m, a.RootIndex.Manifests[i+1]) {
+				t.Fatalf("accepted item entry %+v, the root says %+v", m, a.RootIndex.Manifests[i+1])
+			}
+		}
+	})
+}
+
+func readTarBytes(b []byte) ([]tarEntry, error) {
+	var out []tarEntry
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, tarEntry{Hdr: h, Data: data})
+	}
 }

@@ -1,9 +1,11 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -153,4 +155,47 @@ func TestServeBundleChecksStructure(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzPlacements feeds arbitrary archives to Placements (what serve
+// --bundle, install and push run after Open): it must never panic, refuse
+// with a verification or reference error, and never place more than
+// MaxLinks links.
+func FuzzPlacements(f *testing.F) {
+	c := fixtures.NewCrafted("f", "1")
+	l := c.Blob(ocispec.MediaTypeImageLayer, []byte("layer"))
+	m := c.Manifest(c.Blob(ocispec.MediaTypeImageConfig, []byte(`{}`)), l)
+	c.Item("image", "docker.io/library/x:1", m)
+	c.Item("file", "files/x:1", m)
+	p := filepath.Join(f.TempDir(), "seed.zdt")
+	if _, err := c.Write(p); err != nil {
+		f.Fatal(err)
+	}
+	seed, err := os.ReadFile(p)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ctx := context.Background()
+		a, err := bundle.OpenReader(ctx, bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			return
+		}
+		defer a.Close()
+		ps, err := Placements(ctx, a)
+		if err != nil {
+			if !errors.Is(err, bundle.ErrVerification) && !errors.Is(err, ErrBadReference) {
+				t.Fatalf("refused with %v", err)
+			}
+			return
+		}
+		n := 0
+		for _, p := range ps {
+			n += len(p.Manifests) + len(p.Blobs)
+		}
+		if n > MaxLinks {
+			t.Fatalf("%d links placed", n)
+		}
+	})
 }
