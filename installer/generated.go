@@ -3,6 +3,7 @@ package installer
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -144,6 +145,26 @@ func generatedFiles(g genContext) map[string][]byte {
 	}
 	out[layout.SystemdUnit(UnitName)] = SystemdUnit(UnitOptions{
 		ToolVersion: g.toolVersion, BundleDigest: g.bundleDigest, Root: g.rootDir, Addr: g.serveAddr,
+		Hostnames: unitHostnames(g.serveAddr),
 	})
 	return out
+}
+
+// unitHostnames are the --hostname flags of the unit for a registry at
+// addr: the name the mirror configuration dials (addr's host), so that the
+// certificate `zdt serve` issues covers it, and localhost with a loopback
+// address. A wildcard address (0.0.0.0) names no host: the defaults apply.
+func unitHostnames(addr string) []string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	switch {
+	case ip != nil && ip.IsUnspecified():
+		return nil
+	case ip != nil && ip.IsLoopback():
+		return []string{host, "localhost"}
+	}
+	return []string{host}
 }

@@ -30,3 +30,22 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("quote = %s", q)
 	}
 }
+
+// TestUnitHostnameOfServeAddr is issue 13.6: `install --serve-addr
+// registry.site.local:5000` wrote a unit without --hostname, so the
+// certificate `zdt serve` issued did not name the host the mirror
+// configuration dials.
+func TestUnitHostnameOfServeAddr(t *testing.T) {
+	for _, c := range []struct{ addr, want string }{
+		{"registry.site.local:5000", "--addr registry.site.local:5000 --hostname registry.site.local\n"},
+		{"10.1.2.3:5000", "--addr 10.1.2.3:5000 --hostname 10.1.2.3\n"},
+		{"127.0.0.1:5000", "--addr 127.0.0.1:5000 --hostname 127.0.0.1 --hostname localhost\n"},
+		{"0.0.0.0:5000", "--addr 0.0.0.0:5000\n"},
+	} {
+		files := generatedFiles(genContext{header: "# h\n", serveAddr: c.addr, rootDir: "/"})
+		unit := string(files["etc/systemd/system/"+UnitName])
+		if !strings.Contains(unit, c.want) {
+			t.Errorf("--serve-addr %s: unit lacks %q:\n%s", c.addr, c.want, unit)
+		}
+	}
+}

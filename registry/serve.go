@@ -27,8 +27,9 @@ type ServeOptions struct {
 	Listener net.Listener
 	// CertFile and KeyFile are a PEM certificate chain and key to serve.
 	CertFile, KeyFile string
-	// CA issues the server certificate when CertFile is empty; Hostnames
-	// are its SANs (default DefaultHostnames).
+	// CA issues the server certificate when CertFile is empty; its SANs
+	// are Hostnames (default DefaultHostnames) and Addr's host
+	// (ServerHostnames).
 	CA        *CA
 	Hostnames []string
 	// InsecureHTTP serves plain HTTP.
@@ -95,10 +96,11 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{pair}}
 	case opts.CA != nil:
-		hosts := opts.Hostnames
-		if len(hosts) == 0 {
-			hosts = DefaultHostnames()
+		addr := opts.Addr
+		if opts.Listener != nil {
+			addr = opts.Listener.Addr().String()
 		}
+		hosts := ServerHostnames(addr, opts.Hostnames)
 		rc := &rotatingCert{ca: opts.CA, hostnames: hosts, lifetime: ServerCertLifetime}
 		if _, err := rc.get(nil); err != nil {
 			return fmt.Errorf("issuing server certificate: %w", err)

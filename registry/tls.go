@@ -225,6 +225,30 @@ func (r *rotatingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return r.cur, nil
 }
 
+// ServerHostnames are the SANs of the server certificate Serve issues for
+// a listener at addr: hostnames (default DefaultHostnames) plus addr's host
+// unless it is a wildcard address (0.0.0.0, ::) or empty. A client that
+// dials the --addr it was given then finds that name in the certificate.
+func ServerHostnames(addr string, hostnames []string) []string {
+	out := append([]string(nil), hostnames...)
+	if len(out) == 0 {
+		out = DefaultHostnames()
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return out
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return out
+	}
+	for _, h := range out {
+		if h == host {
+			return out
+		}
+	}
+	return append(out, host)
+}
+
 // DefaultHostnames are the SANs of a generated server certificate when no
 // --hostname is given: the machine's hostname, localhost and the loopback
 // addresses.

@@ -40,7 +40,7 @@ func (o *serveOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.root, "root", "/", "install root: serve ROOT/var/lib/zdt/registry; the generated CA lives in ROOT/var/lib/zdt/tls")
 	fs.StringArrayVar(&o.bundles, "bundle", nil, "serve this bundle archive read-only, straight from the file (repeatable)")
 	fs.StringVar(&o.addr, "addr", registry.DefaultAddr, "HOST:PORT to listen on (use 0.0.0.0:5000 to serve other nodes)")
-	fs.StringArrayVar(&o.hostnames, "hostname", nil, "DNS name or IP address clients use to reach this registry (repeatable; default: this host's name, localhost, 127.0.0.1, ::1)")
+	fs.StringArrayVar(&o.hostnames, "hostname", nil, "DNS name or IP address clients use to reach this registry (repeatable; default: this host's name, localhost, 127.0.0.1, ::1; the --addr host is always named too)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve this PEM certificate chain (site PKI) instead of one from the local CA")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "key of --tls-cert")
 	fs.BoolVar(&o.insecureHTTP, "insecure-http", false, "serve plain HTTP (tests and trusted networks only)")
