@@ -3,10 +3,12 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -196,6 +198,63 @@ func FuzzPlacements(f *testing.F) {
 		}
 		if n > MaxLinks {
 			t.Fatalf("%d links placed", n)
+		}
+	})
+}
+
+// TestPlacementsRecordDoesNotMultiply (issue 11.6): the placements record
+// of a bundle whose one manifest of 500 layers is placed under 200
+// repositories holds the closure once (kilobytes, not 200 copies), reads
+// back to the same placements, and the list format of earlier versions
+// still reads.
+func TestPlacementsRecordDoesNotMultiply(t *testing.T) {
+	ps, err := Placements(context.Background(), amplifier(t, 500, 200))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := encodePlacements(ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := json.Marshal(ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("record %d bytes (as a list: %d)", len(b), len(old))
+	if len(b) > 200<<10 || len(b)*20 > len(old) {
+		t.Errorf("record is %d bytes, the list %d: it multiplies", len(b), len(old))
+	}
+	for _, in := range [][]byte{b, old} {
+		got, err := decodePlacements(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, ps) {
+			t.Fatalf("record does not read back (%d placements, want %d)", len(got), len(ps))
+		}
+	}
+	if _, err := decodePlacements([]byte(`{"version":2,"closures":[],"placements":[{"closure":3}]}`)); err == nil {
+		t.Error("a placement naming a missing closure was read")
+	}
+}
+
+// FuzzPlacementsRecord: a placements record read back from the store never
+// panics, and what reads encodes again to something that reads the same.
+func FuzzPlacementsRecord(f *testing.F) {
+	f.Add([]byte(`{"version":2,"closures":[{"manifests":["sha256:aa"],"blobs":[]}],"placements":[{"repository":"a","digest":"sha256:aa","closure":0}]}`))
+	f.Add([]byte(`[{"repository":"a","tag":"1","digest":"sha256:aa","manifests":["sha256:aa"]}]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ps, err := decodePlacements(b)
+		if err != nil {
+			return
+		}
+		enc, err := encodePlacements(ps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := decodePlacements(enc)
+		if err != nil || len(again) != len(ps) {
+			t.Fatalf("re-encoded record: %v, %d placements, want %d", err, len(again), len(ps))
 		}
 	})
 }

@@ -1,7 +1,9 @@
 package registry
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -342,4 +344,79 @@ type manifestRefs struct {
 	Manifests    []ocispec.Descriptor `json:"manifests"`
 	Subject      *ocispec.Descriptor  `json:"subject"`
 	Annotations  map[string]string    `json:"annotations"`
+}
+
+// placementsFile is the placements record of an installed bundle: each
+// manifest's closure once, and the placements pointing at it by number, so
+// the record grows with the bundle, not with its repositories × layers.
+type placementsFile struct {
+	Version    int               `json:"version"`
+	Closures   []placedClosure   `json:"closures"`
+	Placements []recordPlacement `json:"placements"`
+}
+
+type placedClosure struct {
+	Manifests []digest.Digest `json:"manifests"`
+	Blobs     []digest.Digest `json:"blobs"`
+}
+
+type recordPlacement struct {
+	Repository string        `json:"repository"`
+	Tag        string        `json:"tag,omitempty"`
+	Digest     digest.Digest `json:"digest"`
+	MediaType  string        `json:"mediaType"`
+	Kind       string        `json:"kind"`
+	Ref        string        `json:"ref"`
+	Closure    int           `json:"closure"`
+}
+
+// encodePlacements is the placements record of ps (see placementsFile).
+func encodePlacements(ps []Placement) ([]byte, error) {
+	f := placementsFile{Version: 2, Placements: make([]recordPlacement, 0, len(ps))}
+	byDigest := map[digest.Digest][]int{} // placed digest → closures with it
+	for _, p := range ps {
+		n := -1
+		for _, i := range byDigest[p.Digest] {
+			if slices.Equal(f.Closures[i].Manifests, p.Manifests) && slices.Equal(f.Closures[i].Blobs, p.Blobs) {
+				n = i
+				break
+			}
+		}
+		if n < 0 {
+			n = len(f.Closures)
+			f.Closures = append(f.Closures, placedClosure{Manifests: p.Manifests, Blobs: p.Blobs})
+			byDigest[p.Digest] = append(byDigest[p.Digest], n)
+		}
+		f.Placements = append(f.Placements, recordPlacement{Repository: p.Repository, Tag: p.Tag, Digest: p.Digest,
+			MediaType: p.MediaType, Kind: p.Kind, Ref: p.Ref, Closure: n})
+	}
+	return json.Marshal(f)
+}
+
+// decodePlacements reads a placements record: encodePlacements' format, or
+// the JSON list of placements earlier versions wrote. Placements of one
+// closure share its lists: don't modify them.
+func decodePlacements(b []byte) ([]Placement, error) {
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+		var ps []Placement
+		err := json.Unmarshal(b, &ps)
+		return ps, err
+	}
+	var f placementsFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, err
+	}
+	if f.Version != 2 {
+		return nil, fmt.Errorf("placements record version %d, want 2", f.Version)
+	}
+	out := make([]Placement, 0, len(f.Placements))
+	for _, r := range f.Placements {
+		if r.Closure < 0 || r.Closure >= len(f.Closures) {
+			return nil, fmt.Errorf("placement %s:%s names closure %d of %d", r.Repository, r.Tag, r.Closure, len(f.Closures))
+		}
+		c := f.Closures[r.Closure]
+		out = append(out, Placement{Repository: r.Repository, Tag: r.Tag, Digest: r.Digest, MediaType: r.MediaType,
+			Kind: r.Kind, Ref: r.Ref, Manifests: c.Manifests, Blobs: c.Blobs})
+	}
+	return out, nil
 }

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -183,7 +182,7 @@ func (e *OutsideRootError) Unwrap() []error { return []error{ErrOutsideRoot, e.E
 
 // record writes a bundle's placements record (when it differs).
 func (s *Store) record(root digest.Digest, ps []Placement) error {
-	b, err := json.Marshal(ps)
+	b, err := encodePlacements(ps)
 	if err != nil {
 		return err
 	}
@@ -204,8 +203,8 @@ func (s *Store) Recorded(root digest.Digest) ([]Placement, error) {
 	if err != nil {
 		return nil, fmt.Errorf("placements of bundle %s: %w", root, rootedError(s.root, s.rootPath, layout.Placements(root), err))
 	}
-	var ps []Placement
-	if err := json.Unmarshal(b, &ps); err != nil {
+	ps, err := decodePlacements(b)
+	if err != nil {
 		return nil, fmt.Errorf("placements of bundle %s: %w", root, err)
 	}
 	return ps, nil
