@@ -46,7 +46,10 @@ type genContext struct {
 	bundleDigest string
 	serveAddr    string // host:port of zdt serve
 	rootDir      string // --root as the generated files must name it ("/" on a host)
-	items        []ItemState
+	// caPEM is the certificate of zdt serve's CA (layout.CACert), written
+	// into every runtime's trust; nil: hosts.toml names layout.CACert.
+	caPEM []byte
+	items []ItemState
 }
 
 // registries lists the registries the bundle's images come from.
@@ -119,19 +122,33 @@ func encodeTOML(header string, v any) []byte {
 }
 
 // generatedFiles renders every file zdt writes besides items: containerd
-// hosts.toml per registry, a containers registries.conf.d drop-in and the
-// systemd unit of `zdt serve`. Paths are relative to the root.
+// hosts.toml per registry, a containers registries.conf.d drop-in, the
+// systemd unit of `zdt serve` and, with caPEM, the trust of every runtime:
+// the CA next to each hosts.toml (which names it), in containerd's,
+// containers' and docker's certs.d directory of the serve address. Paths
+// are relative to the root; paths inside the files are as seen on the
+// target (the root as "/"). A .crt file is the plain PEM certificate, with
+// no header.
 func generatedFiles(g genContext) map[string][]byte {
 	out := map[string][]byte{}
 	regs := g.registries()
-	ca := strings.TrimSuffix(g.rootDir, "/") + "/" + layout.CACert
+	caFor := func(string) string { return strings.TrimSuffix(g.rootDir, "/") + "/" + layout.CACert }
+	if g.caPEM != nil {
+		caFor = func(r string) string { return strings.TrimSuffix(g.rootDir, "/") + "/" + layout.ContainerdCA(r) }
+		for _, p := range []string{layout.ContainerdCA(g.serveAddr), layout.ContainersCA(g.serveAddr), layout.DockerCA(g.serveAddr)} {
+			out[p] = g.caPEM
+		}
+	}
 	var conf registriesConf
 	for _, r := range regs {
 		server := "https://" + r
 		if r == "docker.io" {
 			server = "https://registry-1.docker.io"
 		}
-		h := hostConfig{Capabilities: []string{"pull", "resolve"}, CA: ca}
+		h := hostConfig{Capabilities: []string{"pull", "resolve"}, CA: caFor(r)}
+		if g.caPEM != nil {
+			out[layout.ContainerdCA(r)] = g.caPEM
+		}
 		host := "https://" + g.serveAddr
 		if p := mirrorPath(r); p != "" {
 			host += "/v2" + p

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -137,10 +138,18 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if err != nil {
 		return Result{}, err
 	}
+	// The CA of zdt serve exists from the install on, so that every
+	// runtime's trust can be written with the mirror configuration; its
+	// key stays in layout.TLSDir.
+	ca, err := registry.OpenCA(opts.Root)
+	if err != nil {
+		return Result{}, err
+	}
 	r.files = generatedFiles(genContext{
 		header:      Header(opts.ToolVersion, a.Config.Name, a.Config.Version, a.Root.Digest.String()),
 		toolVersion: opts.ToolVersion, bundleDigest: a.Root.Digest.String(),
 		serveAddr: opts.ServeAddr, rootDir: "/", items: desired,
+		caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}),
 	})
 	if !res.Plan.HasChanges() && generatedUpToDate(root, r.files) {
 		opts.Logger.Info("already installed; nothing to do", "generation", r.cur.Number, "bundle", a.Root.Digest)

@@ -70,6 +70,9 @@ var reserved = []struct {
 	{"/etc/systemd/system/zdt-serve.service", "the systemd unit of zdt serve", false},
 	{"/etc/containers/registries.conf.d/50-zdt.conf", "the containers registries.conf drop-in", false},
 	{"/etc/containerd/certs.d/*/hosts.toml", "the containerd mirror configuration", false},
+	{"/etc/containerd/certs.d/*/zdt-ca.crt", "zdt's CA for containerd", false},
+	{"/etc/containers/certs.d/*/zdt-ca.crt", "zdt's CA for podman, cri-o and skopeo", false},
+	{"/etc/docker/certs.d/*/zdt-ca.crt", "zdt's CA for docker", false},
 }
 
 // ReservedTarget says why a clean absolute target is a path zdt install

@@ -60,6 +60,15 @@ const (
 	SystemdUnitDir = "etc/systemd/system"
 	// ContainerdCertsDir holds containerd's per-registry hosts.toml.
 	ContainerdCertsDir = "etc/containerd/certs.d"
+	// ContainersCertsDir holds the containers (podman, cri-o, skopeo)
+	// per-registry trust: certs.d/HOST:PORT/*.crt are CAs.
+	ContainersCertsDir = "etc/containers/certs.d"
+	// DockerCertsDir holds docker's per-registry trust, the same way.
+	DockerCertsDir = "etc/docker/certs.d"
+	// TrustedCA is the file name of the copy of zdt's CA certificate
+	// written into each runtime's certs.d directory (not ca.crt, which
+	// stays the site's own).
+	TrustedCA = "zdt-ca.crt"
 	// ContainersRegistriesConf is the containers (podman, cri-o) drop-in.
 	ContainersRegistriesConf = "etc/containers/registries.conf.d/50-zdt.conf"
 )
@@ -86,3 +95,16 @@ func SystemdUnit(name string) string { return path.Join(SystemdUnitDir, name) }
 
 // HostsTOML is containerd's mirror configuration for registry host.
 func HostsTOML(host string) string { return path.Join(ContainerdCertsDir, host, "hosts.toml") }
+
+// ContainerdCA is the copy of zdt's CA that containerd's hosts.toml for
+// host names (and, for the registry's own HOST:PORT, the one containerd
+// finds without a hosts.toml).
+func ContainerdCA(host string) string { return path.Join(ContainerdCertsDir, host, TrustedCA) }
+
+// ContainersCA is the copy of zdt's CA podman, cri-o and skopeo trust for
+// the registry at hostPort.
+func ContainersCA(hostPort string) string { return path.Join(ContainersCertsDir, hostPort, TrustedCA) }
+
+// DockerCA is the copy of zdt's CA docker trusts for the registry at
+// hostPort.
+func DockerCA(hostPort string) string { return path.Join(DockerCertsDir, hostPort, TrustedCA) }
