@@ -125,10 +125,10 @@ func withItem(err error, role, item string) error {
 // ErrDigestMismatch or ErrCorruptContent). The caller closes the reader; it
 // is not safe for concurrent use.
 func (a *Archive) OpenContent(ctx context.Context, c Content) (io.ReadCloser, error) {
-	return a.openContent(ctx, c, nil)
+	return a.openContent(ctx, c, nil, false)
 }
 
-func (a *Archive) openContent(ctx context.Context, c Content, progress func(int64)) (*contentReader, error) {
+func (a *Archive) openContent(ctx context.Context, c Content, progress func(int64), async bool) (*contentReader, error) {
 	sr, err := a.BlobReader(c.Layer.Digest)
 	if err != nil {
 		return nil, c.fail("layer", c.Layer.Digest, fmt.Errorf("%v: %w", err, ErrMissingBlob))
@@ -136,11 +136,13 @@ func (a *Archive) openContent(ctx context.Context, c Content, progress func(int6
 	if sr.Size() != c.Layer.Size {
 		return nil, c.fail("layer", c.Layer.Digest, fmt.Errorf("descriptor says %d bytes, archive holds %d: %w", c.Layer.Size, sr.Size(), ErrDigestMismatch))
 	}
-	return newContentReader(ctx, c, sr, progress)
+	return newContentReader(ctx, c, sr, progress, async)
 }
 
 // newContentReader decodes c from the layer's bytes read from layer.
-func newContentReader(ctx context.Context, c Content, layer io.Reader, progress func(int64)) (*contentReader, error) {
+// With async, the content is hashed in a goroutine of its own, alongside
+// the decoding (for Verify, whose reads do nothing else).
+func newContentReader(ctx context.Context, c Content, layer io.Reader, progress func(int64), async bool) (*contentReader, error) {
 	r := &contentReader{ctx: ctx, c: c, lh: sha256.New()}
 	r.src = &layerReader{r: layer, h: r.lh, progress: progress}
 	if !c.Compressed() {
@@ -148,6 +150,9 @@ func newContentReader(ctx context.Context, c Content, layer io.Reader, progress 
 		return r, nil
 	}
 	r.ch = sha256.New()
+	if async {
+		r.ach = newAsyncHash(r.ch)
+	}
 	var err error
 	r.dec, err = zstd.NewReader(r.src, zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderMaxWindow(MaxDecoderWindow), zstd.WithDecoderMaxMemory(MaxDecoderWindow))
@@ -189,6 +194,7 @@ type contentReader struct {
 	src *layerReader
 	lh  hash.Hash     // of the layer
 	ch  hash.Hash     // of the content; nil when the layer is the content
+	ach *asyncHash    // feeds ch from a goroutine; nil when ch is fed here
 	dec *zstd.Decoder // nil when stored as is
 	out io.Reader     // dec, or src
 	n   int64         // content bytes read
@@ -215,7 +221,10 @@ func (r *contentReader) Read(p []byte) (int, error) {
 		r.err = r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("content is larger than its recorded %d bytes: %w", r.c.Size, ErrTooLarge))
 		return 0, r.err
 	}
-	if r.ch != nil {
+	switch {
+	case r.ach != nil:
+		r.ach.Write(p[:n])
+	case r.ch != nil:
 		r.ch.Write(p[:n])
 	}
 	switch {
@@ -251,6 +260,9 @@ func (r *contentReader) finish() error {
 	if r.n != r.c.Size {
 		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("content is %d bytes, %d recorded: %w", r.n, r.c.Size, ErrDigestMismatch))
 	}
+	if r.ach != nil {
+		r.ach.wait()
+	}
 	if r.ch != nil {
 		if got := digest.NewDigest(digest.SHA256, r.ch); got != r.c.Digest {
 			return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("decoded content hashes to %s, recorded %s: %w", got, r.c.Digest, ErrDigestMismatch))
@@ -263,6 +275,9 @@ func (r *contentReader) finish() error {
 func (r *contentReader) Close() error {
 	if r.dec != nil {
 		r.dec.Close()
+	}
+	if r.ach != nil {
+		r.ach.wait()
 	}
 	if r.err == nil {
 		r.err = errors.New("content reader closed")
@@ -278,13 +293,16 @@ func (a *Archive) verifyContent(ctx context.Context, cs []Content, progress func
 		if i > 0 {
 			progress = nil
 		}
-		r, err := a.openContent(ctx, c, progress)
+		r, err := a.openContent(ctx, c, progress, true)
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(io.Discard, r)
+		buf := make([]byte, 1<<20) // large reads: one hand-off to the hasher per MiB
+		for err == nil {
+			_, err = r.Read(buf)
+		}
 		r.Close()
-		if err != nil {
+		if err != io.EOF {
 			return err
 		}
 	}
@@ -306,4 +324,46 @@ func (a *Archive) contents(ctx context.Context, g *Graph) (map[digest.Digest][]C
 		out[c.Layer.Digest] = append(out[c.Layer.Digest], c)
 	}
 	return out, nil
+}
+
+// asyncHash writes to a hash from a goroutine: Write hands over a copy
+// (at most three chunks in flight) and returns; wait ends the goroutine,
+// after which the hash holds every byte written. Not safe for concurrent
+// use.
+type asyncHash struct {
+	h          hash.Hash
+	work, free chan []byte
+	done       chan struct{}
+	closed     bool
+}
+
+func newAsyncHash(h hash.Hash) *asyncHash {
+	a := &asyncHash{h: h, work: make(chan []byte, 3), free: make(chan []byte, 3), done: make(chan struct{})}
+	for range 3 {
+		a.free <- nil
+	}
+	go func() {
+		defer close(a.done)
+		for b := range a.work {
+			a.h.Write(b)
+			a.free <- b
+		}
+	}()
+	return a
+}
+
+func (a *asyncHash) Write(p []byte) {
+	if len(p) == 0 || a.closed {
+		return
+	}
+	b := <-a.free
+	a.work <- append(b[:0], p...)
+}
+
+func (a *asyncHash) wait() {
+	if !a.closed {
+		a.closed = true
+		close(a.work)
+	}
+	<-a.done
 }
