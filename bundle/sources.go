@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/distribution/reference"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
@@ -214,14 +215,53 @@ func (c *creator) dockerArchive(ctx context.Context, p string) (ocispec.Descript
 	return c.store.PutBytes(ctx, ocispec.MediaTypeImageManifest, raw)
 }
 
+// platformWanted reports whether an index entry's platform is one of want
+// (os/arch[/variant][:osversion]), parsed and matched by
+// go-containerregistry (v1.ParsePlatform, Platform.Satisfies: a field the
+// wanted platform leaves empty matches anything), with architectures and
+// variants normalised first as containerd does (aarch64/v8 is arm64,
+// x86_64 is amd64, armhf is arm/v7).
 func platformWanted(want []string, p *ocispec.Platform) bool {
+	have := normalizePlatform(v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant, OSVersion: p.OSVersion, OSFeatures: p.OSFeatures})
 	for _, w := range want {
-		os, arch, variant, err := manifests.ParsePlatform(w)
-		if err == nil && os == p.OS && arch == p.Architecture && (variant == "" || variant == p.Variant) {
+		spec, err := v1.ParsePlatform(w)
+		if err == nil && have.Satisfies(normalizePlatform(*spec)) {
 			return true
 		}
 	}
 	return false
+}
+
+// normalizePlatform spells an architecture and variant the one way
+// containerd's platforms.Normalize does.
+func normalizePlatform(p v1.Platform) v1.Platform {
+	switch p.Architecture {
+	case "x86_64", "x86-64", "amd64":
+		p.Architecture = "amd64"
+		if p.Variant == "v1" {
+			p.Variant = ""
+		}
+	case "aarch64", "arm64":
+		p.Architecture = "arm64"
+		switch p.Variant {
+		case "8", "v8", "v8.0":
+			p.Variant = ""
+		}
+	case "armhf":
+		p.Architecture, p.Variant = "arm", "v7"
+	case "armel":
+		p.Architecture, p.Variant = "arm", "v6"
+	case "arm":
+		switch p.Variant {
+		case "", "7":
+			p.Variant = "v7"
+		case "5", "6", "8":
+			p.Variant = "v" + p.Variant
+		}
+	case "i386":
+		p.Architecture = "386"
+	}
+	return p
 }
 
 // putManifest stores an OCI image manifest (an artifact when artifactType
