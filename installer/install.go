@@ -70,6 +70,19 @@ type Result struct {
 	Applied bool `json:"applied"`
 	// FilesWritten counts files placed, restored or generated.
 	FilesWritten int `json:"filesWritten"`
+	// Repaired is true when the plan had no changes but the registry
+	// storage did not serve the installed bundle whole (what `zdt status`
+	// reports as problems) and Install imported it again.
+	Repaired bool `json:"repaired,omitempty"`
+}
+
+// registryChecker is a Registry that can say whether a bundle it imported
+// is served whole and drop its kept archive (registry.Store): Install then
+// repairs a registry `zdt status` finds broken.
+type registryChecker interface {
+	Recorded(root digest.Digest) ([]registry.Placement, error)
+	Health(ctx context.Context, ps []registry.Placement) (registry.Health, error)
+	RemoveKept(root digest.Digest) error
 }
 
 func (o *Options) defaults() {
@@ -151,8 +164,19 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		serveAddr: opts.ServeAddr, rootDir: "/", items: desired,
 		caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}),
 	})
+	broken, err := r.dropBrokenRegistry(ctx)
+	if err != nil {
+		return Result{}, err
+	}
 	if !res.Plan.HasChanges() && generatedUpToDate(root, r.files) {
-		opts.Logger.Info("already installed; nothing to do", "generation", r.cur.Number, "bundle", a.Root.Digest)
+		if !broken {
+			opts.Logger.Info("already installed; nothing to do", "generation", r.cur.Number, "bundle", a.Root.Digest)
+			return res, nil
+		}
+		if err := r.reimport(ctx); err != nil {
+			return Result{}, err
+		}
+		res.Repaired = true
 		return res, nil
 	}
 	if err := r.prepare(); err != nil {
@@ -219,6 +243,52 @@ func (r *run) makePlan() (Result, error) {
 		res.Generation = r.cur.Number
 	}
 	return res, nil
+}
+
+// dropBrokenRegistry checks, when the bundle being installed is the one
+// installed, that the registry storage serves it whole, as `zdt status`
+// does. When it does not (a kept archive overwritten in place, a copied
+// blob deleted), the bundle's kept archive is removed so that the import
+// keeps (or copies) the verified bundle again; it reports whether it was
+// broken.
+func (r *run) dropBrokenRegistry(ctx context.Context) (bool, error) {
+	reg, ok := r.opts.Registry.(registryChecker)
+	if !ok || r.cur == nil || r.cur.BundleDigest != r.a.Root.Digest.String() {
+		return false, nil
+	}
+	d := r.a.Root.Digest
+	var problems []string
+	ps, err := reg.Recorded(d)
+	if err == nil {
+		var h registry.Health
+		h, err = reg.Health(ctx, ps)
+		problems = h.Problems
+	}
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) == 0 {
+		return false, nil
+	}
+	r.opts.Logger.Warn("the registry storage does not serve the installed bundle whole; importing it again", "bundle", d, "problems", problems)
+	if err := reg.RemoveKept(d); err != nil {
+		return true, fmt.Errorf("repairing the registry storage: %w", err)
+	}
+	return true, nil
+}
+
+// reimport imports the installed bundle into the registry storage again
+// and serves it: the repair of a registry dropBrokenRegistry found broken
+// when nothing else changes (no new generation is recorded).
+func (r *run) reimport(ctx context.Context) error {
+	reg := r.opts.Registry
+	if _, err := reg.Import(ctx, r.a, registry.ImportOptions{Progress: r.opts.Progress, Logger: r.opts.Logger}); err != nil {
+		return fmt.Errorf("repairing the registry storage: importing %s: %w", r.a.Root.Digest, err)
+	}
+	if err := reg.Activate(ctx, r.a.Root.Digest); err != nil {
+		return fmt.Errorf("repairing the registry storage: activating %s: %w", r.a.Root.Digest, err)
+	}
+	return nil
 }
 
 // prepare removes what an interrupted run left, numbers the new

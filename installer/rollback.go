@@ -158,6 +158,13 @@ type Status struct {
 	Extra    map[string]string `json:"extra,omitempty"`
 }
 
+// Healthy reports whether nothing is wrong with what is installed: no
+// installed or generated file drifted and the registry storage serves the
+// installed bundle whole (true when nothing is installed).
+func (s Status) Healthy() bool {
+	return len(s.Drift) == 0 && (s.Registry == nil || len(s.Registry.Problems) == 0)
+}
+
 // GetStatus reads the state under root without writing anything.
 func GetStatus(ctx context.Context, rootDir string) (Status, error) {
 	if rootDir == "" {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -129,6 +130,8 @@ its copied blobs); where the base is not installed it is refused, naming it.`,
 				case o.plan:
 				case res.Applied:
 					fmt.Fprintf(g.stdout, "installed: generation %d (%d files written)\n", res.Generation, res.FilesWritten)
+				case res.Repaired:
+					fmt.Fprintf(g.stdout, "repaired: generation %d, the registry storage serves the bundle again (it was imported again)\n", res.Generation)
 				default:
 					fmt.Fprintf(g.stdout, "already installed: generation %d, nothing changed\n", res.Generation)
 				}
@@ -185,14 +188,22 @@ func newStatusCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status [--root DIR]",
 		Short: "Show what is installed, whether installed files drifted, and the registry's health",
-		Args:  exactArgs(0),
+		Long: `Show what is installed, whether installed files drifted, and the registry's health.
+
+It exits 5 when an installed or generated file drifted or the registry
+storage does not serve the installed bundle whole; installing the same
+bundle again repairs both.`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := installer.GetStatus(cmd.Context(), o.root)
 			if err != nil {
 				return err
 			}
 			if g.json() {
-				return g.printJSON(s)
+				if err := g.printJSON(s); err != nil {
+					return err
+				}
+				return statusError(s)
 			}
 			if !s.Installed {
 				fmt.Fprintln(g.stdout, "nothing installed")
@@ -218,11 +229,27 @@ func newStatusCmd(g *globals) *cobra.Command {
 					fmt.Fprintln(g.stdout, "           (re-run zdt install to repair)")
 				}
 			}
-			return nil
+			return statusError(s)
 		},
 	}
 	o.AddFlags(cmd.Flags())
 	return cmd
+}
+
+// statusError is the error (exit 5, exitUnhealthy) of a status that found
+// drifted files or registry problems, nil for a healthy one.
+func statusError(s installer.Status) error {
+	if s.Healthy() {
+		return nil
+	}
+	var what []string
+	if len(s.Drift) > 0 {
+		what = append(what, fmt.Sprintf("%d file(s) drifted", len(s.Drift)))
+	}
+	if s.Registry != nil && len(s.Registry.Problems) > 0 {
+		what = append(what, fmt.Sprintf("the registry storage has %d problem(s)", len(s.Registry.Problems)))
+	}
+	return fmt.Errorf("%w: %s; re-run zdt install with the installed bundle to repair", errUnhealthy, strings.Join(what, " and "))
 }
 
 func newRollbackCmd(g *globals) *cobra.Command {

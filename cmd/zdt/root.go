@@ -24,6 +24,7 @@ const (
 	exitUsage        = 2
 	exitVerification = 3
 	exitPlanChanges  = 4
+	exitUnhealthy    = 5
 )
 
 // usageError marks errors in how zdt was called (exit 2).
@@ -82,6 +83,7 @@ Exit codes:
   2  usage error
   3  verification failed (signature or digest)
   4  plan has changes (install --plan --detailed-exitcode)
+  5  installed files drifted or the registry storage has problems (status)
   130, 143  stopped by Ctrl-C (SIGINT) or SIGTERM; nothing is left half-written`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -146,11 +148,17 @@ func exitCode(err error) int {
 		return exitVerification
 	case errors.Is(err, errPlanChanges):
 		return exitPlanChanges
+	case errors.Is(err, errUnhealthy):
+		return exitUnhealthy
 	}
 	return exitError
 }
 
 var errPlanChanges = errors.New("plan has changes")
+
+// errUnhealthy is what `zdt status` returns when files drifted or the
+// registry storage has problems (exit 5).
+var errUnhealthy = errors.New("not healthy")
 
 // interrupted is the cause of the command's context when a signal stopped
 // it; the exit code is then 128 + the signal's number.
