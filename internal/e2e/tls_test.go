@@ -193,6 +193,29 @@ func TestInstallTrustsEveryRuntime(t *testing.T) {
 		t.Fatalf("re-install changed something: %s", r.stdout)
 	}
 	zdt(t, dir, "status", "--root", root).must(t, "status after install")
+
+	// Another --serve-addr moves the trust with the mirror configuration;
+	// rollback puts it back where it was.
+	other := "127.0.0.3:5999"
+	zdt(t, dir, "install", "--bundle", "q.zdt", "--root", root, "--insecure-skip-signature", "--serve-addr", other).must(t, "install with another --serve-addr")
+	moved := "etc/docker/certs.d/" + other + "/zdt-ca.crt"
+	if b, err := os.ReadFile(filepath.Join(root, moved)); err != nil || string(b) != string(caPEM) {
+		t.Fatalf("/%s after the address changed: %v", moved, err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "etc/docker/certs.d", addr, "zdt-ca.crt")); !os.IsNotExist(err) {
+		t.Fatalf("the old address's trust is still there: %v", err)
+	}
+	zdt(t, dir, "rollback", "--root", root).must(t, "rollback")
+	for p := range trust {
+		if b, err := os.ReadFile(filepath.Join(root, p)); err != nil || string(b) != string(caPEM) {
+			t.Errorf("rollback did not restore /%s: %v", p, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(root, moved)); !os.IsNotExist(err) {
+		t.Errorf("rollback left /%s: %v", moved, err)
+	}
+	zdt(t, dir, "status", "--root", root).must(t, "status after rollback")
+
 	zdt(t, dir, "uninstall", "--root", root).must(t, "uninstall")
 	for p := range trust {
 		if _, err := os.Lstat(filepath.Join(root, p)); !os.IsNotExist(err) {
