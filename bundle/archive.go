@@ -13,8 +13,9 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Fixed tar metadata: the same content always gives the same bytes.
-var archiveModTime = time.Unix(0, 0).UTC()
+// ArchiveModTime is the fixed mtime of every entry zdt writes (archive
+// entries, packaged charts): the same content always gives the same bytes.
+var ArchiveModTime = time.Unix(0, 0).UTC()
 
 const (
 	entryLayout = ocispec.ImageLayoutFile // "oci-layout"
@@ -28,7 +29,7 @@ func header(name string, size int64, dir bool) *tar.Header {
 		Name:     name,
 		Size:     size,
 		Mode:     0o644,
-		ModTime:  archiveModTime,
+		ModTime:  ArchiveModTime,
 		Typeflag: tar.TypeReg,
 	}
 	if dir {
@@ -43,7 +44,14 @@ type blobSource interface {
 	Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
 }
 
-// writeArchive writes the layout as a deterministic tar: oci-layout,
+// WriteTracker follows WriteArchive: Advance is told the file's length
+// after each entry, Expect where the content of a blob to check starts.
+type WriteTracker interface {
+	Advance(end int64)
+	Expect(off int64, d ocispec.Descriptor)
+}
+
+// WriteArchive writes the layout as a deterministic tar: oci-layout,
 // index.json, the blob directories, then every blob in digest order. Each
 // entry is tar's header blocks, the content and zero padding to 512 bytes,
 // exactly as archive/tar writes them; the content of a blob staged in a file
@@ -54,10 +62,10 @@ type blobSource interface {
 // each blob for which check returns true starts: the hasher checks those
 // bytes against the blob's digest in the same pass (blobs staged by an
 // earlier create are not trusted to still hold what their name says).
-func writeArchive(ctx context.Context, w *os.File, src blobSource, indexJSON []byte, blobs []ocispec.Descriptor, progress func(int64), th *trailHasher, check func(ocispec.Descriptor) bool) error {
+func WriteArchive(ctx context.Context, w *os.File, src blobSource, indexJSON []byte, blobs []ocispec.Descriptor, progress func(int64), th WriteTracker, check func(ocispec.Descriptor) bool) error {
 	aw := &archiveWriter{f: w}
 	if th != nil {
-		aw.written = th.advance
+		aw.written = th.Advance
 	}
 	layout := []byte(`{"imageLayoutVersion":"1.0.0"}`)
 	for _, e := range []struct {
@@ -88,7 +96,7 @@ func writeArchive(ctx context.Context, w *os.File, src blobSource, indexJSON []b
 		}
 		var expect func(int64)
 		if th != nil && check != nil && check(b) {
-			expect = func(off int64) { th.expect(off, b) }
+			expect = func(off int64) { th.Expect(off, b) }
 		}
 		err = aw.entry(header(dirSHA256+b.Digest.Encoded(), b.Size, false), rc, expect)
 		rc.Close()

@@ -56,3 +56,28 @@ func itemFromAnnotations(a map[string]string) Item {
 		AllowSpecialBits: a[manifests.AnnotationAllowSpecialBits] == "true",
 	}
 }
+
+// AMIConfig is an AMI artifact's config (manifests.MediaTypeAMIConfig).
+type AMIConfig struct {
+	Name           string `json:"name"`
+	Description    string `json:"description,omitempty"`
+	Architecture   string `json:"architecture"`
+	BootMode       string `json:"bootMode"`
+	Virtualization string `json:"virtualization"`
+	RootDevice     string `json:"rootDevice"`
+	ENA            bool   `json:"ena"`
+	TPM            bool   `json:"tpm"`
+	// DiskFormat is raw, qcow2, vmdk, vhd or vhdx; DiskSize and DiskDigest
+	// describe the uncompressed disk image.
+	DiskFormat string `json:"diskFormat"`
+	DiskSize   int64  `json:"diskSize"`
+	DiskDigest string `json:"diskDigest"`
+}
+
+// KindBundleConfig is the dev.zdt.kind annotation of the root's first
+// manifest, which carries the bundle Config.
+const KindBundleConfig = "bundle-config"
+
+// RootRef is the reference name of a bundle's root in its layout and the
+// repository:tag it is served and pushed under: zdt/NAME:VERSION.
+func RootRef(name, version string) string { return "zdt/" + name + ":" + version }

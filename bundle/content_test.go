@@ -1,6 +1,8 @@
-package bundle
+package bundle_test
 
 import (
+	"zdt.dev/zdt/bundle"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -18,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"zdt.dev/zdt/bundle/build"
 	"zdt.dev/zdt/internal/fixtures"
 	"zdt.dev/zdt/manifests"
 )
@@ -50,7 +53,7 @@ components:
 	}
 	spec.Dir = dir
 	out := filepath.Join(dir, "c.zdt")
-	if _, err := Create(context.Background(), spec, CreateOptions{Output: out}); err != nil {
+	if _, err := build.Create(context.Background(), spec, build.CreateOptions{Output: out}); err != nil {
 		t.Fatal(err)
 	}
 	return readEntries(t, out)
@@ -97,23 +100,23 @@ func TestVerifyDecodesContent(t *testing.T) {
 	}{
 		{"8 GiB bomb", func() []tarEntry {
 			return swapLayer(t, good, "file", "f", fixtures.ZstdRLE(8<<30, 0, 20))
-		}, ErrTooLarge, "file f"},
+		}, bundle.ErrTooLarge, "file f"},
 		{"512 MiB window", func() []tarEntry {
 			return swapLayer(t, good, "file", "f", fixtures.ZstdRLE(int64(len(contentData)), 'x', 29))
-		}, ErrCorruptContent, "file f"},
+		}, bundle.ErrCorruptContent, "file f"},
 		{"corrupt zstd", func() []tarEntry {
 			b := zstdOf(t, contentData)
 			return swapLayer(t, good, "file", "f", append(b[:6], bytes.Repeat([]byte{0xff}, 40)...))
-		}, ErrCorruptContent, "file f"},
+		}, bundle.ErrCorruptContent, "file f"},
 		{"other content of the same size", func() []tarEntry {
 			return swapLayer(t, good, "file", "f", zstdOf(t, other))
-		}, ErrDigestMismatch, "file f"},
+		}, bundle.ErrDigestMismatch, "file f"},
 		{"shorter content", func() []tarEntry {
 			return swapLayer(t, good, "file", "f", zstdOf(t, contentData[:5]))
-		}, ErrDigestMismatch, "file f"},
+		}, bundle.ErrDigestMismatch, "file f"},
 		{"disk bomb", func() []tarEntry {
 			return swapLayer(t, good, "ami", "node", fixtures.ZstdRLE(8<<30, 0, 20))
-		}, ErrTooLarge, "ami node"},
+		}, bundle.ErrTooLarge, "ami node"},
 		{"ami config lies about the disk size", func() []tarEntry {
 			_, m, err := fixtures.ItemManifest(good, "ami", "node")
 			if err != nil {
@@ -126,7 +129,7 @@ func TestVerifyDecodesContent(t *testing.T) {
 				t.Fatal(err)
 			}
 			return es
-		}, ErrDigestMismatch, "config of ami node"},
+		}, bundle.ErrDigestMismatch, "config of ami node"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,7 +140,7 @@ func TestVerifyDecodesContent(t *testing.T) {
 			runtime.ReadMemStats(&before)
 			start := time.Now()
 			ctx := context.Background()
-			a, err := Open(ctx, p)
+			a, err := bundle.Open(ctx, p)
 			if err != nil {
 				t.Fatal(err) // the structure is fine: only the content lies
 			}
@@ -145,8 +148,8 @@ func TestVerifyDecodesContent(t *testing.T) {
 			if _, err := a.Walk(ctx); err != nil {
 				t.Fatalf("walk: %v (the archive is consistent; only the content lies)", err)
 			}
-			_, err = a.Verify(ctx, VerifyOptions{})
-			if !errors.Is(err, tc.want) || !errors.Is(err, ErrVerification) {
+			_, err = a.Verify(ctx, bundle.VerifyOptions{})
+			if !errors.Is(err, tc.want) || !errors.Is(err, bundle.ErrVerification) {
 				t.Fatalf("verify = %v, want %v (a verification failure)", err, tc.want)
 			}
 			if !strings.Contains(err.Error(), tc.wantMsg) {
@@ -163,12 +166,12 @@ func TestVerifyDecodesContent(t *testing.T) {
 	t.Run("good", func(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "good.zdt")
 		writeEntries(t, p, good)
-		a, err := Open(context.Background(), p)
+		a, err := bundle.Open(context.Background(), p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer a.Close()
-		if _, err := a.Verify(context.Background(), VerifyOptions{}); err != nil {
+		if _, err := a.Verify(context.Background(), bundle.VerifyOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -178,10 +181,10 @@ func TestVerifyDecodesContent(t *testing.T) {
 // yields at most the recorded size and then fails, however it is read.
 func TestOpenContentIsBounded(t *testing.T) {
 	bomb := fixtures.ZstdRLE(8<<30, 'a', 20)
-	c := Content{Item: "file f", Layer: descOf(manifests.MediaTypeFileZstd, bomb), Digest: digest.FromBytes(contentData), Size: int64(len(contentData))}
+	c := bundle.Content{Item: "file f", Layer: descOf(manifests.MediaTypeFileZstd, bomb), Digest: digest.FromBytes(contentData), Size: int64(len(contentData))}
 	for _, bufSize := range []int{1, 7, 1 << 20} {
 		t.Run(fmt.Sprint(bufSize), func(t *testing.T) {
-			r, err := newContentReader(context.Background(), c, bytes.NewReader(bomb), nil, bufSize > 1)
+			r, err := bundle.NewContentReader(context.Background(), c, bytes.NewReader(bomb), nil, bufSize > 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,7 +195,7 @@ func TestOpenContentIsBounded(t *testing.T) {
 				m, err := r.Read(buf)
 				n += int64(m)
 				if err != nil {
-					if !errors.Is(err, ErrTooLarge) {
+					if !errors.Is(err, bundle.ErrTooLarge) {
 						t.Fatalf("err = %v, want ErrTooLarge", err)
 					}
 					break
@@ -221,9 +224,9 @@ func FuzzContent(f *testing.F) {
 	want := digest.FromBytes(contentData)
 	f.Fuzz(func(t *testing.T, layer []byte) {
 		for _, mt := range []string{manifests.MediaTypeFileZstd, manifests.MediaTypeFileRaw} {
-			c := Content{Item: "file f", Digest: want, Size: int64(len(contentData))}
+			c := bundle.Content{Item: "file f", Digest: want, Size: int64(len(contentData))}
 			c.Layer.MediaType, c.Layer.Digest, c.Layer.Size = mt, digest.FromBytes(layer), int64(len(layer))
-			r, err := newContentReader(context.Background(), c, bytes.NewReader(layer), nil, len(layer)%2 == 0)
+			r, err := bundle.NewContentReader(context.Background(), c, bytes.NewReader(layer), nil, len(layer)%2 == 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -232,7 +235,7 @@ func FuzzContent(f *testing.F) {
 			if int64(len(got)) > c.Size {
 				t.Fatalf("%s: read %d bytes, recorded %d", mt, len(got), c.Size)
 			}
-			if err != nil && !errors.Is(err, ErrVerification) {
+			if err != nil && !errors.Is(err, bundle.ErrVerification) {
 				t.Fatalf("%s: err = %v, not a verification error", mt, err)
 			}
 			if err == nil && !bytes.Equal(got, contentData) {

@@ -1,4 +1,4 @@
-package bundle
+package bundle_test
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/bundle/build"
 	"zdt.dev/zdt/internal/fixtures"
 	"zdt.dev/zdt/internal/testregistry"
 	"zdt.dev/zdt/manifests"
@@ -115,7 +117,7 @@ func copyDir(t testing.TB, src, dst string) {
 }
 
 // createBundle builds the test inputs in a temp dir and creates a bundle.
-func createBundle(t testing.TB, opts CreateOptions) (string, CreateResult) {
+func createBundle(t testing.TB, opts build.CreateOptions) (string, build.CreateResult) {
 	t.Helper()
 	dir := t.TempDir()
 	specPath := testInputs(t, dir, []byte("#!/bin/sh\necho tool\n"))
@@ -126,7 +128,7 @@ func createBundle(t testing.TB, opts CreateOptions) (string, CreateResult) {
 	if opts.Output == "" {
 		opts.Output = filepath.Join(dir, "out.zdt")
 	}
-	res, err := Create(context.Background(), spec, opts)
+	res, err := build.Create(context.Background(), spec, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,4 +152,14 @@ func writeEntries(t testing.TB, p string, entries []tarEntry) {
 	if err := fixtures.WriteTar(p, entries); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func openVerifyExtract(p, out string) error {
+	ctx := context.Background()
+	a, err := bundle.Open(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return bundle.Extract(ctx, a, out, bundle.ExtractOptions{})
 }

@@ -1,6 +1,8 @@
-package bundle
+package bundle_test
 
 import (
+	"zdt.dev/zdt/bundle"
+
 	"archive/tar"
 	"bytes"
 	"context"
@@ -14,6 +16,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"zdt.dev/zdt/bundle/build"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -36,7 +39,7 @@ components:
 	}
 	spec.Dir = dir
 	out := filepath.Join(dir, "s.zdt")
-	if _, err := Create(context.Background(), spec, CreateOptions{Output: out}); err != nil {
+	if _, err := build.Create(context.Background(), spec, build.CreateOptions{Output: out}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(out)
@@ -55,15 +58,15 @@ func FuzzArchive(f *testing.F) {
 	f.Add(make([]byte, 1024))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ctx := context.Background()
-		a, err := OpenReader(ctx, bytes.NewReader(data), int64(len(data)))
+		a, err := bundle.OpenReader(ctx, bytes.NewReader(data), int64(len(data)))
 		if err != nil {
-			if !errors.Is(err, ErrVerification) {
+			if !errors.Is(err, bundle.ErrVerification) {
 				t.Fatalf("Open refused with a non-verification error: %v", err)
 			}
 			return
 		}
 		defer a.Close()
-		if _, err := a.Verify(ctx, VerifyOptions{Concurrency: 1}); err != nil && !errors.Is(err, ErrVerification) {
+		if _, err := a.Verify(ctx, bundle.VerifyOptions{Concurrency: 1}); err != nil && !errors.Is(err, bundle.ErrVerification) {
 			t.Fatalf("Verify refused with a non-verification error: %v", err)
 		}
 	})
@@ -80,7 +83,7 @@ func FuzzIndexJSON(f *testing.F) {
 		f.Fatal(err)
 	}
 	for _, e := range entries {
-		if e.Hdr.Name == entryIndex {
+		if e.Hdr.Name == bundle.EntryIndex {
 			f.Add(e.Data)
 		}
 	}
@@ -89,7 +92,7 @@ func FuzzIndexJSON(f *testing.F) {
 		mod := make([]tarEntry, len(entries))
 		copy(mod, entries)
 		for i, e := range mod {
-			if e.Hdr.Name == entryIndex {
+			if e.Hdr.Name == bundle.EntryIndex {
 				h := *e.Hdr
 				mod[i] = tarEntry{Hdr: &h, Data: idx}
 			}
@@ -107,9 +110,9 @@ func FuzzIndexJSON(f *testing.F) {
 		if err := tw.Close(); err != nil {
 			t.Fatal(err)
 		}
-		a, err := OpenReader(context.Background(), bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+		a, err := bundle.OpenReader(context.Background(), bytes.NewReader(buf.Bytes()), int64(buf.Len()))
 		if err != nil {
-			if !errors.Is(err, ErrVerification) {
+			if !errors.Is(err, bundle.ErrVerification) {
 				t.Fatalf("refused with a non-verification error: %v", err)
 			}
 			return
@@ -117,7 +120,7 @@ func FuzzIndexJSON(f *testing.F) {
 		defer a.Close()
 		var items []ocispec.Descriptor
 		for _, m := range a.Index.Manifests {
-			if m.Annotations[manifests.AnnotationBundleRoot] == "" && !IsAttachment(a.Root.Digest, m) {
+			if m.Annotations[manifests.AnnotationBundleRoot] == "" && !bundle.IsAttachment(a.Root.Digest, m) {
 				items = append(items, m)
 			}
 		}
@@ -125,7 +128,7 @@ func FuzzIndexJSON(f *testing.F) {
 			t.Fatalf("accepted index.json with %d items, the root has %d", len(items), len(a.RootIndex.Manifests)-1)
 		}
 		for i, m := range items {
-			if !sameDescriptor(m, a.RootIndex.Manifests[i+1]) {
+			if !bundle.SameDescriptor(m, a.RootIndex.Manifests[i+1]) {
 				t.Fatalf("accepted item entry %+v, the root says %+v", m, a.RootIndex.Manifests[i+1])
 			}
 		}

@@ -294,6 +294,20 @@ func manifestSuccessors(mt string, b []byte) ([]edge, error) {
 	return n.successors()
 }
 
+// Successors parses a manifest or index and lists what it points at with
+// the role of each (see successors).
+func Successors(b []byte) ([]Edge, error) {
+	es, err := successors(b)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Edge, len(es))
+	for i, e := range es {
+		out[i] = Edge{Desc: e.d, Role: e.role}
+	}
+	return out, nil
+}
+
 // successors parses a manifest or index and lists the descriptors it
 // points at (config, layers, blobs, manifests, subject), as oras-go's
 // content.Successors does; more than MaxDescriptors is refused.

@@ -1,6 +1,8 @@
-package bundle
+package bundle_test
 
 import (
+	"zdt.dev/zdt/bundle"
+
 	"archive/tar"
 	"bufio"
 	"context"
@@ -43,8 +45,8 @@ func headerOnlyArchive(t *testing.T, n int, indexFirst bool) string {
 		for _, e := range []struct {
 			name string
 			data []byte
-		}{{entryLayout, []byte(`{"imageLayoutVersion":"1.0.0"}`)}, {entryIndex, ib}} {
-			if err := tw.WriteHeader(header(e.name, int64(len(e.data)), false)); err != nil {
+		}{{bundle.EntryLayout, []byte(`{"imageLayoutVersion":"1.0.0"}`)}, {bundle.EntryIndex, ib}} {
+			if err := tw.WriteHeader(bundle.Header(e.name, int64(len(e.data)), false)); err != nil {
 				t.Fatal(err)
 			}
 			tw.Write(e.data)
@@ -57,7 +59,7 @@ func headerOnlyArchive(t *testing.T, n int, indexFirst bool) string {
 	for i := range n {
 		binary.BigEndian.PutUint64(seed[:], uint64(i))
 		sum := sha256.Sum256(seed[:])
-		if err := tw.WriteHeader(header(fmt.Sprintf("%s%x", dirSHA256, sum), 0, false)); err != nil {
+		if err := tw.WriteHeader(bundle.Header(fmt.Sprintf("%s%x", bundle.DirSHA256, sum), 0, false)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -87,7 +89,7 @@ func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-var errUnsignedForTest = fmt.Errorf("no signature: %w", ErrVerification)
+var errUnsignedForTest = fmt.Errorf("no signature: %w", bundle.ErrVerification)
 
 // TestLimitsBeforeWork (issue 11.9): an unsigned archive of many
 // header-only entries is refused after reading index.json when the caller
@@ -107,7 +109,7 @@ func TestLimitsBeforeWork(t *testing.T) {
 		fi, _ := f.Stat()
 		cr := &countingReaderAt{r: f}
 		start := time.Now()
-		a, err := OpenReaderWith(ctx, cr, fi.Size(), OpenOptions{CheckIndex: check, MaxEntries: limit})
+		a, err := bundle.OpenReaderWith(ctx, cr, fi.Size(), bundle.OpenOptions{CheckIndex: check, MaxEntries: limit})
 		if err == nil {
 			a.Close()
 		}
@@ -126,7 +128,7 @@ func TestLimitsBeforeWork(t *testing.T) {
 	})
 	t.Run("too many entries", func(t *testing.T) {
 		_, took, err := open(many, nil)
-		if !errors.Is(err, ErrTooLarge) || !errors.Is(err, ErrVerification) || !strings.Contains(err.Error(), fmt.Sprint(limit)) {
+		if !errors.Is(err, bundle.ErrTooLarge) || !errors.Is(err, bundle.ErrVerification) || !strings.Contains(err.Error(), fmt.Sprint(limit)) {
 			t.Fatalf("err = %v, want ErrTooLarge naming the limit", err)
 		}
 		if took > 5*time.Second {

@@ -1,6 +1,8 @@
-package bundle
+package bundle_test
 
 import (
+	"zdt.dev/zdt/bundle"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,6 +14,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"zdt.dev/zdt/bundle/build"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -23,7 +26,7 @@ func rewriteIndexJSON(t *testing.T, entries []tarEntry, edit func(*ocispec.Index
 	for i, e := range entries {
 		h := *e.Hdr
 		out[i] = tarEntry{Hdr: &h, Data: e.Data}
-		if h.Name != entryIndex {
+		if h.Name != bundle.EntryIndex {
 			continue
 		}
 		var idx ocispec.Index
@@ -67,7 +70,7 @@ func setRef(m *ocispec.Descriptor, ref string) {
 // extra tag, an attachment-looking entry with an image tag) is refused at
 // Open, naming the entry, before extract writes the forged tags.
 func TestIndexJSONMatchesRoot(t *testing.T) {
-	_, res := createBundle(t, CreateOptions{})
+	_, res := createBundle(t, build.CreateOptions{})
 	good := readEntries(t, res.Path)
 	rootTag := strings.ReplaceAll(res.Root.Digest.String(), ":", "-")
 	cases := []struct {
@@ -123,8 +126,8 @@ func TestIndexJSONMatchesRoot(t *testing.T) {
 			writeEntries(t, p, rewriteIndexJSON(t, good, tc.edit))
 			out := filepath.Join(t.TempDir(), "extracted")
 			err := openVerifyExtract(p, out)
-			var ie *IndexError
-			if !errors.Is(err, ErrIndexMismatch) || !errors.Is(err, ErrVerification) || !errors.As(err, &ie) {
+			var ie *bundle.IndexError
+			if !errors.Is(err, bundle.ErrIndexMismatch) || !errors.Is(err, bundle.ErrVerification) || !errors.As(err, &ie) {
 				t.Fatalf("err = %v, want an *IndexError matching ErrIndexMismatch and ErrVerification", err)
 			}
 			if !strings.Contains(err.Error(), tc.msg) {
@@ -148,7 +151,7 @@ func TestIndexJSONMatchesRoot(t *testing.T) {
 // end-of-archive marker (which GNU tar lists) is refused; zero padding
 // (tar's record blocking) is not.
 func TestBytesAfterEndOfArchive(t *testing.T) {
-	_, res := createBundle(t, CreateOptions{})
+	_, res := createBundle(t, build.CreateOptions{})
 	b, err := os.ReadFile(res.Path)
 	if err != nil {
 		t.Fatal(err)
@@ -156,20 +159,20 @@ func TestBytesAfterEndOfArchive(t *testing.T) {
 	// A complete second archive after the first one's marker: a one-entry
 	// tar named like a blob.
 	var smuggled bytes.Buffer
-	writeEntriesTo(t, &smuggled, []tarEntry{{Hdr: header("blobs/sha256/"+strings.Repeat("e", 64), 5, false), Data: []byte("evil\n")}})
+	writeEntriesTo(t, &smuggled, []tarEntry{{Hdr: bundle.Header("blobs/sha256/"+strings.Repeat("e", 64), 5, false), Data: []byte("evil\n")}})
 	for _, tc := range []struct {
 		name string
 		tail []byte
 		want error
 	}{
-		{"smuggled entry", smuggled.Bytes(), ErrUnsafeEntry},
-		{"one stray byte far out", append(make([]byte, 20<<10), 1), ErrUnsafeEntry},
+		{"smuggled entry", smuggled.Bytes(), bundle.ErrUnsafeEntry},
+		{"one stray byte far out", append(make([]byte, 20<<10), 1), bundle.ErrUnsafeEntry},
 		{"zero padding to a 10 KiB record", make([]byte, 10240-len(b)%10240), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "tail.zdt")
 			writeFile(t, p, append(append([]byte(nil), b...), tc.tail...))
-			a, err := Open(context.Background(), p)
+			a, err := bundle.Open(context.Background(), p)
 			if tc.want == nil {
 				if err != nil {
 					t.Fatal(err)
@@ -177,7 +180,7 @@ func TestBytesAfterEndOfArchive(t *testing.T) {
 				a.Close()
 				return
 			}
-			if !errors.Is(err, tc.want) || !errors.Is(err, ErrVerification) {
+			if !errors.Is(err, tc.want) || !errors.Is(err, bundle.ErrVerification) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 			if !strings.Contains(err.Error(), "after the end-of-archive marker") {

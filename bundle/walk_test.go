@@ -1,6 +1,8 @@
-package bundle
+package bundle_test
 
 import (
+	"zdt.dev/zdt/bundle"
+
 	"context"
 	"errors"
 	"path/filepath"
@@ -31,37 +33,37 @@ func TestWalkChecksStructure(t *testing.T) {
 			c.Item("image", "registry.test/a:1", c.Manifest(cfg(c), c.Blob(ocispec.MediaTypeImageLayer, []byte("l"))))
 			c.Stray = [][]byte{[]byte("stray")}
 			return "blobs/sha256/"
-		}, ErrUnreachable},
+		}, bundle.ErrUnreachable},
 		{"missing blob", func(c *fixtures.Crafted) string {
 			l := c.Blob(ocispec.MediaTypeImageLayer, []byte("gone"))
 			c.Item("image", "registry.test/a:1", c.Manifest(cfg(c), l))
 			c.Omit[l.Digest] = true
 			return l.Digest.String()
-		}, ErrMissingBlob},
+		}, bundle.ErrMissingBlob},
 		{"wrong size", func(c *fixtures.Crafted) string {
 			l := c.Blob(ocispec.MediaTypeImageLayer, []byte("four"))
 			l.Size = 5
 			c.Item("image", "registry.test/a:1", c.Manifest(cfg(c), l))
 			return "descriptor says 5 bytes"
-		}, ErrDigestMismatch},
+		}, bundle.ErrDigestMismatch},
 		{"negative size", func(c *fixtures.Crafted) string {
 			l := c.Blob(ocispec.MediaTypeImageLayer, []byte("four"))
 			l.Size = -1
 			c.Item("image", "registry.test/a:1", c.Manifest(cfg(c), l))
 			return "negative size"
-		}, ErrNotBundle},
+		}, bundle.ErrNotBundle},
 		{"index posing as an image manifest", func(c *fixtures.Crafted) string {
 			m := c.Manifest(cfg(c), c.Blob(ocispec.MediaTypeImageLayer, []byte("l")))
 			idx := c.JSON(ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{m}})
 			idx.MediaType = ocispec.MediaTypeImageManifest
 			c.Item("image", "registry.test/a:1", idx)
 			return "content says media type"
-		}, ErrNotBundle},
+		}, bundle.ErrNotBundle},
 		{"manifest without a mediaType field posing as an index", func(c *fixtures.Crafted) string {
 			m := c.JSON(ocispec.MediaTypeImageIndex, map[string]any{"schemaVersion": 2, "config": cfg(c), "layers": []ocispec.Descriptor{c.Blob(ocispec.MediaTypeImageLayer, []byte("l"))}})
 			c.Item("image", "registry.test/a:1", m)
 			return "an index"
-		}, ErrNotBundle},
+		}, bundle.ErrNotBundle},
 		{"a manifest reached as a layer too", func(c *fixtures.Crafted) string {
 			m := c.Manifest(cfg(c), c.Blob(ocispec.MediaTypeImageLayer, []byte("l")))
 			asLayer := m
@@ -69,15 +71,15 @@ func TestWalkChecksStructure(t *testing.T) {
 			c.Item("image", "registry.test/a:1", m)
 			c.Item("image", "registry.test/b:1", c.Manifest(cfg(c), asLayer))
 			return "also reached as"
-		}, ErrNotBundle},
+		}, bundle.ErrNotBundle},
 		{"nested too deeply", func(c *fixtures.Crafted) string {
 			d := c.Manifest(cfg(c), c.Blob(ocispec.MediaTypeImageLayer, []byte("l")))
-			for range MaxGraphDepth + 1 {
+			for range bundle.MaxGraphDepth + 1 {
 				d = c.JSON(ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{d}})
 			}
 			c.Item("image", "registry.test/a:1", d)
 			return "nested deeper"
-		}, ErrNotBundle},
+		}, bundle.ErrNotBundle},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,13 +90,13 @@ func TestWalkChecksStructure(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
-			a, err := Open(ctx, p)
+			a, err := bundle.Open(ctx, p)
 			if err != nil {
 				t.Fatalf("open: %v", err)
 			}
 			defer a.Close()
 			_, err = a.Walk(ctx)
-			if !errors.Is(err, tc.want) || !errors.Is(err, ErrVerification) {
+			if !errors.Is(err, tc.want) || !errors.Is(err, bundle.ErrVerification) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 			if !strings.Contains(err.Error(), msg) {
@@ -110,7 +112,7 @@ func TestWalkChecksStructure(t *testing.T) {
 	if _, err := c.Write(p); err != nil {
 		t.Fatal(err)
 	}
-	a, err := Open(context.Background(), p)
+	a, err := bundle.Open(context.Background(), p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +125,7 @@ func TestWalkChecksStructure(t *testing.T) {
 	if g1 != g2 || len(g1.Items) != 1 || len(g1.Children) != 3 {
 		t.Fatalf("graph %+v (again: same=%v)", g1, g1 == g2)
 	}
-	if _, err := a.Verify(context.Background(), VerifyOptions{}); err != nil {
+	if _, err := a.Verify(context.Background(), bundle.VerifyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/bundle/build"
 	"zdt.dev/zdt/internal/fixtures"
 	"zdt.dev/zdt/manifests"
 	"zdt.dev/zdt/registry"
@@ -77,7 +78,7 @@ func (r release) build(t testing.TB, dir string) string {
 		t.Fatalf("%v\n%s", err, b.String())
 	}
 	out := filepath.Join(dir, "plat-"+r.version+".zdt")
-	opts := bundle.CreateOptions{Output: out}
+	opts := build.CreateOptions{Output: out}
 	if r.base != "" {
 		base, err := bundle.Open(context.Background(), r.base)
 		if err != nil {
@@ -86,7 +87,7 @@ func (r release) build(t testing.TB, dir string) string {
 		defer base.Close()
 		opts.Base = base
 	}
-	if _, err := bundle.Create(context.Background(), spec, opts); err != nil {
+	if _, err := build.Create(context.Background(), spec, opts); err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -363,7 +364,7 @@ func buildSpec(t *testing.T, dir, name, spec string) string {
 		t.Fatalf("%v\n%s", err, spec)
 	}
 	out := filepath.Join(dir, name)
-	if _, err := bundle.Create(context.Background(), s, bundle.CreateOptions{Output: out}); err != nil {
+	if _, err := build.Create(context.Background(), s, build.CreateOptions{Output: out}); err != nil {
 		t.Fatal(err)
 	}
 	return out

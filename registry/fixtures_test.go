@@ -25,6 +25,7 @@ import (
 	"oras.land/oras-go/v2/content"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/bundle/build"
 	"zdt.dev/zdt/internal/fixtures"
 	"zdt.dev/zdt/manifests"
 )
@@ -33,7 +34,7 @@ import (
 type testBundle struct {
 	path     string
 	archive  *bundle.Archive
-	res      bundle.CreateResult
+	res      build.CreateResult
 	fileData []byte
 	// sig is the cosign-style signature (tag sha256-<root>.sig); att the
 	// OCI 1.1 attestation whose subject is the root.
@@ -170,7 +171,7 @@ components:
 		t.Fatal(err)
 	}
 	tb := &testBundle{path: filepath.Join(dir, s.name+".zdt"), fileData: fileData}
-	tb.res, err = bundle.Create(context.Background(), ms, bundle.CreateOptions{
+	tb.res, err = build.Create(context.Background(), ms, build.CreateOptions{
 		Output: tb.path, ToolVersion: "v0.0.0-test",
 		Attach: func(ctx context.Context, root ocispec.Descriptor, store content.Storage) ([]ocispec.Descriptor, error) {
 			var err error

@@ -12,12 +12,13 @@ import (
 	"oras.land/oras-go/v2"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/remote"
 )
 
 // PushOptions tune Push. Remotes is required.
 type PushOptions struct {
 	// Remotes opens repositories of the target registry (TLS, credentials).
-	Remotes *bundle.Remotes
+	Remotes *remote.Remotes
 	// Concurrency bounds the manifests copied at once, and the blobs per
 	// copy (default 4).
 	Concurrency int

@@ -10,7 +10,7 @@
 //   - the archive file itself: a sigstore bundle (NAME.zdt.sigstore.json)
 //     over the archive's sha256, computed while the archive is written.
 //
-// Signer plugs into bundle.CreateOptions (Attach and ArchiveWritten); Verify
+// Signer plugs into build.CreateOptions (Attach and ArchiveWritten); Verify
 // checks an open archive against a Policy (trusted keys, or keyless
 // identities with an offline trusted root) and writes nothing.
 // GenerateKeyPair writes cosign-compatible key pairs.

@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/bundle/build"
 	"zdt.dev/zdt/internal/fixtures"
 	"zdt.dev/zdt/manifests"
 )
@@ -31,7 +31,7 @@ func testKey(t testing.TB, dir, prefix string, password string) KeyPair {
 // testBundle builds a small bundle (a multi-layer image from an OCI layout
 // and a file) named name, signed with key (unsigned if key is ""). The
 // file's content is fileData, so two bundles can differ.
-func testBundle(t testing.TB, dir, name, key, password string, fileData []byte) (string, bundle.CreateResult) {
+func testBundle(t testing.TB, dir, name, key, password string, fileData []byte) (string, build.CreateResult) {
 	t.Helper()
 	ctx := context.Background()
 	in := filepath.Join(dir, "in-"+name)
@@ -74,7 +74,7 @@ components:
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, name+".zdt")
-	opts := bundle.CreateOptions{Output: out, ToolVersion: "v0.0.0-test"}
+	opts := build.CreateOptions{Output: out, ToolVersion: "v0.0.0-test"}
 	if key != "" {
 		signer, err := NewSigner(ctx, SignOptions{Key: key, Password: func() ([]byte, error) { return []byte(password), nil }})
 		if err != nil {
@@ -83,7 +83,7 @@ components:
 		defer signer.Close()
 		opts.Attach, opts.ArchiveWritten = signer.Attach, signer.SignArchive(out)
 	}
-	res, err := bundle.Create(ctx, s, opts)
+	res, err := build.Create(ctx, s, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,7 @@ type SignOptions struct {
 	Logger *slog.Logger
 }
 
-// Signer signs one bundle during bundle.Create: set
+// Signer signs one bundle during build.Create: set
 // CreateOptions.Attach = s.Attach and CreateOptions.ArchiveWritten =
 // s.SignArchive(output). Not safe for concurrent use by several creates.
 type Signer struct {
@@ -124,7 +124,7 @@ func RootRepository(bundleName string) string {
 }
 
 // Attach signs root and attests it, pushing cosign's signature and
-// attestation manifests into store. It matches bundle.CreateOptions.Attach:
+// attestation manifests into store. It matches build.CreateOptions.Attach:
 // the returned index.json entries are named sha256-<root hex>.sig and .att.
 func (s *Signer) Attach(ctx context.Context, root ocispec.Descriptor, store content.Storage) ([]ocispec.Descriptor, error) {
 	if s.sv == nil {
@@ -202,7 +202,7 @@ func (s *Signer) Attach(ctx context.Context, root ocispec.Descriptor, store cont
 	return []ocispec.Descriptor{sigDesc, attDesc}, nil
 }
 
-// SignArchive returns a bundle.CreateOptions.ArchiveWritten function that
+// SignArchive returns a build.CreateOptions.ArchiveWritten function that
 // signs the archive's sha256 (computed while it was written) and writes the
 // sigstore bundle ArchiveBundlePath(archive) atomically, in the format
 // `cosign verify-blob --new-bundle-format --bundle` reads.

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/bundle/build"
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/internal/version"
@@ -127,7 +128,7 @@ them. The --registry-config file:
 					return usageError{err}
 				}
 			}
-			opts := bundle.CreateOptions{
+			opts := build.CreateOptions{
 				Output:      o.out,
 				ToolVersion: version.String(),
 				Platforms:   o.platforms,
@@ -170,8 +171,8 @@ them. The --registry-config file:
 			}
 			bars := g.phaseBars()
 			opts.PhaseProgress = bars.update
-			opts.Progress = func(done, total int64) { bars.update(bundle.PhaseWrite, done, total) }
-			res, err := bundle.Create(ctx, spec, opts)
+			opts.Progress = func(done, total int64) { bars.update(build.PhaseWrite, done, total) }
+			res, err := build.Create(ctx, spec, opts)
 			bars.finish()
 			if err != nil {
 				return err

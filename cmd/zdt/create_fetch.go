@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
-
-	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/bundle/build"
+	"zdt.dev/zdt/charts"
+	"zdt.dev/zdt/remote"
 )
 
 // fetchLimits are the flags that bound what untrusted upstreams can make
@@ -25,13 +26,13 @@ type fetchLimits struct {
 func (o *fetchLimits) AddFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.allowChartRepos, "allow-chart-repo", nil, "HOST[:PORT] (or http://HOST[:PORT] for plain http) chart dependencies may also be fetched from; by default only the hosts of the spec's chart sources (repeatable)")
 	fs.BoolVar(&o.requireChartDigests, "require-chart-digests", false, "refuse a chart whose Helm repository index entry has no digest (default: warn and download it unchecked)")
-	fs.Int64Var(&o.maxChartIndexSize, "max-chart-index-size", bundle.DefaultMaxChartIndexSize, "largest Helm repository index.yaml read, in bytes")
-	fs.DurationVar(&o.stallTimeout, "stall-timeout", bundle.DefaultStallTimeout, "fail a request (after retries) that gets no answer, or less than 1 KiB, in this long")
-	fs.DurationVar(&o.renderTimeout, "render-timeout", bundle.DefaultRenderTimeout, "longest a chart may take to render during --discover-images")
+	fs.Int64Var(&o.maxChartIndexSize, "max-chart-index-size", charts.DefaultMaxChartIndexSize, "largest Helm repository index.yaml read, in bytes")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", remote.DefaultStallTimeout, "fail a request (after retries) that gets no answer, or less than 1 KiB, in this long")
+	fs.DurationVar(&o.renderTimeout, "render-timeout", charts.DefaultRenderTimeout, "longest a chart may take to render during --discover-images")
 }
 
 // apply turns the fetch flags of `zdt bundle create` into CreateOptions.
-func (o *createOptions) apply(opts *bundle.CreateOptions) error {
+func (o *createOptions) apply(opts *build.CreateOptions) error {
 	opts.DiscoverImages = o.discover
 	opts.AllowChartRepos = o.fetch.allowChartRepos
 	opts.RequireChartDigests = o.fetch.requireChartDigests
@@ -42,7 +43,7 @@ func (o *createOptions) apply(opts *bundle.CreateOptions) error {
 		dir := o.cacheDir
 		if dir == "" {
 			var err error
-			if dir, err = bundle.DefaultCacheDir(); err != nil {
+			if dir, err = build.DefaultCacheDir(); err != nil {
 				return err
 			}
 		}
@@ -58,7 +59,7 @@ func (o *createOptions) apply(opts *bundle.CreateOptions) error {
 	return nil
 }
 
-func printDiscovered(g *globals, ds []bundle.DiscoveredImage) {
+func printDiscovered(g *globals, ds []build.DiscoveredImage) {
 	added := 0
 	for _, d := range ds {
 		if d.Added {
@@ -98,7 +99,7 @@ func (b *phaseBars) update(phase string, done, total int64) {
 		}
 		b.cur = phase
 		b.p = b.g.progress(phase)
-		if b.p.bar != nil && phase != bundle.PhaseFetch && phase != bundle.PhaseWrite {
+		if b.p.bar != nil && phase != build.PhaseFetch && phase != build.PhaseWrite {
 			b.p.bar = progressbar.NewOptions64(-1,
 				progressbar.OptionSetWriter(b.g.stderr),
 				progressbar.OptionSetDescription(phase),
@@ -138,16 +139,16 @@ func (o *registryOptions) AddFlags(fs *pflag.FlagSet) {
 }
 
 // config merges the --registry-config file with the per-host flags.
-func (o *registryOptions) config() (*bundle.RegistryConfig, error) {
-	cfg := &bundle.RegistryConfig{}
+func (o *registryOptions) config() (*remote.RegistryConfig, error) {
+	cfg := &remote.RegistryConfig{}
 	if o.file != "" {
 		var err error
-		if cfg, err = bundle.LoadRegistryConfig(o.file); err != nil {
+		if cfg, err = remote.LoadRegistryConfig(o.file); err != nil {
 			return nil, err
 		}
 	}
 	if cfg.Registries == nil {
-		cfg.Registries = map[string]bundle.RegistryHost{}
+		cfg.Registries = map[string]remote.RegistryHost{}
 	}
 	for _, kv := range o.ca {
 		host, file, ok := strings.Cut(kv, "=")

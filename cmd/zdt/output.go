@@ -4,6 +4,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/bundle/build"
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/registry"
 	"zdt.dev/zdt/signing"
@@ -22,9 +23,9 @@ type createOutput struct {
 	// Blobs counts the archive's blobs once each.
 	Blobs int `json:"blobs"`
 	// Discovered lists the images found in charts.
-	Discovered []bundle.DiscoveredImage `json:"discovered"`
+	Discovered []build.DiscoveredImage `json:"discovered"`
 	// Fetch says what was fetched and what came from the cache.
-	Fetch bundle.FetchStats `json:"fetch"`
+	Fetch build.FetchStats `json:"fetch"`
 	// Items are the bundle's items in spec order.
 	Items []bundle.Item `json:"items"`
 	// LockFile is the lock file written (or that would be, with --no-lock).

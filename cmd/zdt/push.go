@@ -8,6 +8,7 @@ import (
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/registry"
+	"zdt.dev/zdt/remote"
 )
 
 // pushOptions are the flags of `zdt push`.
@@ -68,7 +69,7 @@ the Docker config and credential helpers, or --registry-config.`,
 				return err
 			}
 			res, err := registry.Push(ctx, a, o.to, registry.PushOptions{
-				Remotes: bundle.NewRemotes(cfg, o.concurrency), Concurrency: o.concurrency, Logger: g.logger(),
+				Remotes: remote.New(cfg, o.concurrency), Concurrency: o.concurrency, Logger: g.logger(),
 			})
 			if err != nil {
 				return err

@@ -1,4 +1,4 @@
-package bundle
+package build
 
 import (
 	"bytes"
@@ -23,6 +23,8 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/remote"
 )
 
 // The tests in this file attack `bundle create` the way a compromised
@@ -61,7 +63,7 @@ func TestChartDependencyLoop(t *testing.T) {
 		repo.add(c[0], "1.0.0", packageDir(t, d))
 	}
 	err := createErr(t, t.TempDir(), chartSpec(repo.srv.URL, "a", "1.0.0"), CreateOptions{})
-	if !errors.Is(err, ErrChartCycle) || !strings.Contains(err.Error(), "a 1.0.0 → b 1.0.0 → a 1.0.0") {
+	if !errors.Is(err, bundle.ErrChartCycle) || !strings.Contains(err.Error(), "a 1.0.0 → b 1.0.0 → a 1.0.0") {
 		t.Fatalf("err = %v, want a loop naming a 1.0.0 → b 1.0.0 → a 1.0.0", err)
 	}
 }
@@ -83,7 +85,7 @@ func TestChartDependencyHosts(t *testing.T) {
 	repo.add("web", "1.0.0", packageDir(t, web))
 
 	err := createErr(t, t.TempDir(), chartSpec(repo.srv.URL, "web", "1.0.0"), CreateOptions{})
-	if !errors.Is(err, ErrChartRepoNotAllowed) || !strings.Contains(err.Error(), other.srv.Listener.Addr().String()) {
+	if !errors.Is(err, bundle.ErrChartRepoNotAllowed) || !strings.Contains(err.Error(), other.srv.Listener.Addr().String()) {
 		t.Fatalf("err = %v, want the dependency's host refused", err)
 	}
 	if otherHits.Load() != 0 {
@@ -95,7 +97,7 @@ func TestChartDependencyHosts(t *testing.T) {
 
 	// Plain http only where the spec, the registry config or loopback says so.
 	c := &creator{spec: writeSpec(t, t.TempDir(), chartSpec("https://charts.example", "web", "1.0.0")),
-		opts: CreateOptions{AllowChartRepos: []string{"mirror.example", "http://plain.example"}}, remotes: newRemotes(nil, 4)}
+		opts: CreateOptions{AllowChartRepos: []string{"mirror.example", "http://plain.example"}}, remotes: remote.New(nil, 4)}
 	if err := c.chartRepos(); err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +306,7 @@ func TestStalledSources(t *testing.T) {
 			start := time.Now()
 			err := createErr(t, t.TempDir(), fmt.Sprintf("components:\n  - name: host\n    files:\n      - source: %s\n        sha256: %s\n        target: /usr/local/bin/tool\n", u, hex.EncodeToString(sum[:])),
 				CreateOptions{StallTimeout: 300 * time.Millisecond})
-			var se *StallError
+			var se *remote.StallError
 			if !errors.As(err, &se) && !strings.Contains(fmt.Sprint(err), "timeout") {
 				t.Fatalf("err = %v, want a stall", err)
 			}
@@ -340,7 +342,7 @@ func TestChartIndexDigests(t *testing.T) {
 		t.Errorf("no warning naming the index: %s", logs.String())
 	}
 	err := createErr(t, t.TempDir(), chartSpec(repo.srv.URL, "web", "1.0.0"), CreateOptions{RequireChartDigests: true})
-	if !errors.Is(err, ErrNoChartDigest) {
+	if !errors.Is(err, bundle.ErrNoChartDigest) {
 		t.Fatalf("RequireChartDigests: err = %v", err)
 	}
 
@@ -516,7 +518,7 @@ func TestUntrustedSizes(t *testing.T) {
 		raw, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{huge}})
 		reg.putManifest(ocispec.MediaTypeImageManifest, raw, "huge")
 		err := createErr(t, t.TempDir(), imagesSpec(reg.ref("app/img:huge")), CreateOptions{})
-		if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), huge.Digest.String()) {
+		if !errors.Is(err, bundle.ErrNoSpace) || !strings.Contains(err.Error(), huge.Digest.String()) {
 			t.Fatalf("err = %v", err)
 		}
 		if served.Load() > 0 {
@@ -530,7 +532,7 @@ func TestUntrustedSizes(t *testing.T) {
 		dir := t.TempDir()
 		err := createErr(t, dir, fmt.Sprintf("components:\n  - name: host\n    files:\n      - source: %s/f\n        sha256: %s\n        size: 100000\n        target: /f\n", srv.URL, strings.Repeat("0", 64)),
 			CreateOptions{CacheDir: filepath.Join(dir, "cache")})
-		if !errors.Is(err, ErrSizeMismatch) || !strings.Contains(err.Error(), srv.URL+"/f") {
+		if !errors.Is(err, bundle.ErrSizeMismatch) || !strings.Contains(err.Error(), srv.URL+"/f") {
 			t.Fatalf("err = %v", err)
 		}
 		if n := served.Load(); n > 64<<20 {
@@ -542,7 +544,7 @@ func TestUntrustedSizes(t *testing.T) {
 		srv := httptest.NewServer(endless(&served))
 		defer srv.Close()
 		err := createErr(t, t.TempDir(), chartSpec(srv.URL, "web", "1.0.0"), CreateOptions{MaxChartIndexSize: 1 << 20})
-		if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), srv.URL+"/index.yaml") {
+		if !errors.Is(err, bundle.ErrTooLarge) || !strings.Contains(err.Error(), srv.URL+"/index.yaml") {
 			t.Fatalf("err = %v", err)
 		}
 		big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -551,7 +553,7 @@ func TestUntrustedSizes(t *testing.T) {
 		}))
 		defer big.Close()
 		err = createErr(t, t.TempDir(), chartSpec(big.URL, "web", "1.0.0"), CreateOptions{})
-		if !errors.Is(err, ErrTooLarge) {
+		if !errors.Is(err, bundle.ErrTooLarge) {
 			t.Fatalf("a 200 MB index.yaml: err = %v", err)
 		}
 	})

@@ -1,10 +1,8 @@
-package bundle
+package charts
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"helm.sh/helm/v3/pkg/chart/loader"
+	"zdt.dev/zdt/bundle"
 )
 
 // bombChart writes a local chart whose one template is tpl.
@@ -58,19 +57,19 @@ func TestRenderBounds(t *testing.T) {
 			if timeout == 0 {
 				timeout = 20 * time.Second
 			}
-			ctx, cancel := context.WithTimeoutCause(context.Background(), timeout, ErrRenderLimit)
+			ctx, cancel := context.WithTimeoutCause(context.Background(), timeout, bundle.ErrRenderLimit)
 			defer cancel()
 			var before runtime.MemStats
 			runtime.ReadMemStats(&before)
 			start := time.Now()
-			_, err = renderChart(ctx, ch, map[string]any{}, "r", "ns", 16<<20)
+			_, err = Render(ctx, ch, map[string]any{}, "r", "ns", 16<<20)
 			took := time.Since(start)
 			var after runtime.MemStats
 			runtime.ReadMemStats(&after)
 			if err == nil {
 				t.Fatal("rendered")
 			}
-			if !errors.Is(err, ErrRenderLimit) || len(err.Error()) > 1000 {
+			if !errors.Is(err, bundle.ErrRenderLimit) || len(err.Error()) > 1000 {
 				t.Fatalf("err = %v, want ErrRenderLimit", err)
 			}
 			if took > 5*time.Second {
@@ -82,42 +81,4 @@ func TestRenderBounds(t *testing.T) {
 			t.Logf("%s: %v", took.Round(time.Millisecond), err)
 		})
 	}
-}
-
-// TestRenderBombInCreate: discovery of a chart that exceeds the render
-// limits fails naming the chart when asked for explicitly, and is skipped
-// with a warning otherwise; cancelling the create during rendering returns
-// within 2 s.
-func TestRenderBombInCreate(t *testing.T) {
-	dir := t.TempDir()
-	src := bombChart(t, dir, "{{ range until 100000 }}{{ range until 100000 }}xxxxxxxxxx{{ end }}{{ end }}", "")
-	body := "components:\n  - name: apps\n    charts:\n      - name: bomb\n        source: " + src + "\n"
-
-	start := time.Now()
-	err := createErr(t, t.TempDir(), body, CreateOptions{DiscoverImages: true, DiscoveryRequired: true})
-	if !errors.Is(err, ErrRenderLimit) || !strings.Contains(err.Error(), "chart bomb") {
-		t.Fatalf("err = %v", err)
-	}
-	t.Logf("with the default limits: failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
-
-	var logs bytes.Buffer
-	if err := createErr(t, t.TempDir(), body, CreateOptions{DiscoverImages: true, MaxRenderSize: 1 << 20, Logger: slog.New(slog.NewTextHandler(&logs, nil))}); err != nil {
-		t.Fatalf("discovery not asked for explicitly: %v", err)
-	}
-	if !strings.Contains(logs.String(), "render limits") || !strings.Contains(logs.String(), "chart=bomb") {
-		t.Fatalf("no warning: %s", logs.String())
-	}
-
-	// A loop that neither writes nor calls: only the goroutine's caller
-	// can give up on it.
-	spin := bombChart(t, t.TempDir(), "{{ range .Values.big }}{{ range $.Values.big }}{{ range $.Values.big }}{{ end }}{{ end }}{{ end }}", "big: ["+strings.Repeat("1,", 299)+"1]\n")
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(500*time.Millisecond, cancel)
-	spec := writeSpec(t, dir, "components:\n  - name: apps\n    charts:\n      - name: bomb\n        source: "+spin+"\n")
-	start = time.Now()
-	_, err = Create(ctx, spec, CreateOptions{Output: filepath.Join(dir, "x.zdt"), DiscoverImages: true})
-	if took := time.Since(start); !errors.Is(err, context.Canceled) || took > 2500*time.Millisecond {
-		t.Fatalf("cancelled 0.5 s in: returned after %s with %v", took, err)
-	}
-	assertNothingWritten(t, dir, filepath.Join(dir, "x.zdt"))
 }

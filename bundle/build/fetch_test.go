@@ -1,4 +1,4 @@
-package bundle
+package build
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -23,8 +22,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/testregistry"
 	"zdt.dev/zdt/manifests"
+	"zdt.dev/zdt/remote"
 )
 
 // writeSpec writes zdt.yaml (body appended to a fixed header) and loads it.
@@ -62,12 +63,12 @@ func createIn(t testing.TB, dir, name string, spec *manifests.Spec, opts CreateO
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := Open(context.Background(), res.Path)
+	a, err := bundle.Open(context.Background(), res.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if _, err := a.Verify(context.Background(), VerifyOptions{}); err != nil {
+	if _, err := a.Verify(context.Background(), bundle.VerifyOptions{}); err != nil {
 		t.Fatalf("created archive does not verify: %v", err)
 	}
 	return res
@@ -104,26 +105,33 @@ func TestCreateFromRegistry(t *testing.T) {
 		name     string
 		opts     testregistry.Options
 		auth     testregistry.Auth
-		registry func(r *testregistry.Registry) RegistryHost
+		registry func(r *testregistry.Registry) remote.RegistryHost
 		docker   bool // credentials from a Docker config instead
 		wantErr  string
 	}{
-		{name: "plain http", registry: func(*testregistry.Registry) RegistryHost { return RegistryHost{} }},
+		{name: "plain http", registry: func(*testregistry.Registry) remote.RegistryHost { return remote.RegistryHost{} }},
 		{name: "basic auth from registry config", opts: testregistry.Options{Username: user, Password: pass}, auth: testregistry.Auth{Username: user, Password: pass},
-			registry: func(*testregistry.Registry) RegistryHost { return RegistryHost{Username: user, Password: pass} }},
+			registry: func(*testregistry.Registry) remote.RegistryHost {
+				return remote.RegistryHost{Username: user, Password: pass}
+			}},
 		{name: "basic auth from docker config", opts: testregistry.Options{Username: user, Password: pass}, auth: testregistry.Auth{Username: user, Password: pass},
-			registry: func(*testregistry.Registry) RegistryHost { return RegistryHost{} }, docker: true},
+			registry: func(*testregistry.Registry) remote.RegistryHost { return remote.RegistryHost{} }, docker: true},
 		{name: "wrong password", opts: testregistry.Options{Username: user, Password: pass}, auth: testregistry.Auth{Username: user, Password: pass},
-			registry: func(*testregistry.Registry) RegistryHost { return RegistryHost{Username: user, Password: "nope"} }, wantErr: "401"},
+			registry: func(*testregistry.Registry) remote.RegistryHost {
+				return remote.RegistryHost{Username: user, Password: "nope"}
+			}, wantErr: "401"},
 		{name: "tls with ca", opts: testregistry.Options{TLS: true},
-			registry: func(r *testregistry.Registry) RegistryHost { return RegistryHost{CA: r.CAFile} }},
+			registry: func(r *testregistry.Registry) remote.RegistryHost { return remote.RegistryHost{CA: r.CAFile} }},
 		{name: "tls insecure", opts: testregistry.Options{TLS: true},
-			registry: func(r *testregistry.Registry) RegistryHost { return RegistryHost{Insecure: true} }},
+			registry: func(r *testregistry.Registry) remote.RegistryHost { return remote.RegistryHost{Insecure: true} }},
 		{name: "tls unknown ca", opts: testregistry.Options{TLS: true},
-			registry: func(r *testregistry.Registry) RegistryHost { f := false; return RegistryHost{PlainHTTP: &f} }, wantErr: "certificate"},
+			registry: func(r *testregistry.Registry) remote.RegistryHost {
+				f := false
+				return remote.RegistryHost{PlainHTTP: &f}
+			}, wantErr: "certificate"},
 		{name: "tls, auth and ca", opts: testregistry.Options{TLS: true, Username: user, Password: pass}, auth: testregistry.Auth{Username: user, Password: pass},
-			registry: func(r *testregistry.Registry) RegistryHost {
-				return RegistryHost{CA: r.CAFile, Username: user, Password: pass}
+			registry: func(r *testregistry.Registry) remote.RegistryHost {
+				return remote.RegistryHost{CA: r.CAFile, Username: user, Password: pass}
 			}},
 	}
 	for _, tc := range cases {
@@ -147,7 +155,7 @@ func TestCreateFromRegistry(t *testing.T) {
 			spec := writeSpec(t, dir, imagesSpec(reg.Ref("app/web:1.0"), reg.Ref("app/tools:2.0")))
 			opts := CreateOptions{
 				Output: filepath.Join(dir, "out.zdt"), ToolVersion: "v0.0.0-test", CacheDir: filepath.Join(dir, "cache"),
-				Registries: &RegistryConfig{Registries: map[string]RegistryHost{reg.Host: tc.registry(reg)}},
+				Registries: &remote.RegistryConfig{Registries: map[string]remote.RegistryHost{reg.Host: tc.registry(reg)}},
 			}
 			res, err := Create(context.Background(), spec, opts)
 			if tc.wantErr != "" {
@@ -175,12 +183,12 @@ func TestCreateFromRegistry(t *testing.T) {
 			if _, err := manifests.ParseLock("lock", lockYAML); err != nil {
 				t.Fatalf("lock does not parse back: %v\n%s", err, lockYAML)
 			}
-			a, err := Open(context.Background(), res.Path)
+			a, err := bundle.Open(context.Background(), res.Path)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer a.Close()
-			vr, err := a.Verify(context.Background(), VerifyOptions{})
+			vr, err := a.Verify(context.Background(), bundle.VerifyOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -212,7 +220,7 @@ func TestRegistryPlatformFilter(t *testing.T) {
 	if l.Digest == idxDigest.String() || l.Source != reg.Host+"/app/multi@"+idxDigest.String() {
 		t.Fatalf("lock item = %+v: want a new (filtered) digest, source the original %s", l, idxDigest)
 	}
-	a, err := Open(context.Background(), res.Path)
+	a, err := bundle.Open(context.Background(), res.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,45 +442,4 @@ func cacheBlobs(t testing.TB, cache string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func TestParseRegistryConfig(t *testing.T) {
-	cases := []struct {
-		name, yaml, wantErr string
-		check               func(t *testing.T, c *RegistryConfig)
-	}{
-		{name: "empty", yaml: "", check: func(t *testing.T, c *RegistryConfig) {
-			if len(c.Registries) != 0 {
-				t.Fatal(c)
-			}
-		}},
-		{name: "full", yaml: "registries:\n  reg.example:5000:\n    ca: ca.pem\n  127.0.0.1:5000:\n    plainHTTP: false\n    username: u\n    password: p\n",
-			check: func(t *testing.T, c *RegistryConfig) {
-				r := newRemotes(c, 4)
-				if c.Registries["reg.example:5000"].CA != "ca.pem" || r.plainHTTP("reg.example:5000") || r.plainHTTP("127.0.0.1:5000") || !r.plainHTTP("localhost:1") || r.plainHTTP("other.example") {
-					t.Fatalf("%+v", c)
-				}
-				if got := c.Hosts(); !slices.Equal(got, []string{"127.0.0.1:5000", "reg.example:5000"}) {
-					t.Fatal(got)
-				}
-			}},
-		{name: "unknown field", yaml: "registries:\n  a:\n    cert: x\n", wantErr: "cert"},
-		{name: "scheme in key", yaml: "registries:\n  https://a: {}\n", wantErr: "without scheme"},
-		{name: "insecure and ca", yaml: "registries:\n  a: {insecure: true, ca: x}\n", wantErr: "exclude"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := ParseRegistryConfig("r.yaml", []byte(tc.yaml))
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.check(t, c)
-		})
-	}
 }

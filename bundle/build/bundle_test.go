@@ -1,4 +1,4 @@
-package bundle
+package build
 
 import (
 	"archive/tar"
@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -54,7 +55,7 @@ func TestCreateIsDeterministic(t *testing.T) {
 func TestRoundTrip(t *testing.T) {
 	dir, res := createBundle(t, CreateOptions{})
 	ctx := context.Background()
-	a, err := Open(ctx, res.Path)
+	a, err := bundle.Open(ctx, res.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestRoundTrip(t *testing.T) {
 	if a.Config.Values["apps/demo"] != "replicas: 3\n" {
 		t.Fatalf("chart values not carried: %v", a.Config.Values)
 	}
-	vr, err := a.Verify(ctx, VerifyOptions{})
+	vr, err := a.Verify(ctx, bundle.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func TestRoundTrip(t *testing.T) {
 
 	// Extract and read the layout back with go-containerregistry.
 	out := filepath.Join(t.TempDir(), "layout")
-	if err := Extract(ctx, a, out, ExtractOptions{}); err != nil {
+	if err := bundle.Extract(ctx, a, out, bundle.ExtractOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	lp, err := layout.FromPath(out)
@@ -140,7 +141,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-func findLayer(t *testing.T, a *Archive, it Item) ocispec.Descriptor {
+func findLayer(t *testing.T, a *bundle.Archive, it bundle.Item) ocispec.Descriptor {
 	t.Helper()
 	b, err := a.ReadSmall(context.Background(), ocispec.Descriptor{MediaType: it.MediaType, Digest: digest.Digest(it.Digest), Size: sizeOf(a, it.Digest)})
 	if err != nil {
@@ -153,14 +154,14 @@ func findLayer(t *testing.T, a *Archive, it Item) ocispec.Descriptor {
 	return m.Layers[0]
 }
 
-func sizeOf(a *Archive, d string) int64 {
+func sizeOf(a *bundle.Archive, d string) int64 {
 	n, _ := a.BlobSize(digest.Digest(d))
 	return n
 }
 
 func TestSharedBlobsAreStoredOnce(t *testing.T) {
 	_, res := createBundle(t, CreateOptions{})
-	a, err := Open(context.Background(), res.Path)
+	a, err := bundle.Open(context.Background(), res.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +191,7 @@ func TestSharedBlobsAreStoredOnce(t *testing.T) {
 
 func TestPlatformFilter(t *testing.T) {
 	_, res := createBundle(t, CreateOptions{Platforms: []string{"linux/arm64"}})
-	a, err := Open(context.Background(), res.Path)
+	a, err := bundle.Open(context.Background(), res.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +208,7 @@ func TestPlatformFilter(t *testing.T) {
 	if len(idx.Manifests) != 1 || idx.Manifests[0].Platform.Architecture != "arm64" {
 		t.Fatalf("filtered index = %+v", idx.Manifests)
 	}
-	if _, err := a.Verify(context.Background(), VerifyOptions{}); err != nil {
+	if _, err := a.Verify(context.Background(), bundle.VerifyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if res.Lock.Items[0].Digest != web.Digest {
@@ -246,7 +247,7 @@ func TestLockPinsContent(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "charts", "demo", "templates", "extra.yaml"), []byte("# new\n"))
 	out := filepath.Join(dir, "c.zdt")
 	_, err = Create(ctx, spec, CreateOptions{Output: out, Lock: lock})
-	if !errors.Is(err, ErrLockMismatch) || !strings.Contains(err.Error(), `chart "demo"`) {
+	if !errors.Is(err, bundle.ErrLockMismatch) || !strings.Contains(err.Error(), `chart "demo"`) {
 		t.Fatalf("err = %v, want a lock mismatch naming chart demo", err)
 	}
 	assertNothingWritten(t, dir, out)
@@ -297,7 +298,7 @@ func TestBadArchives(t *testing.T) {
 	good := readEntries(t, res.Path)
 	blobIdx := -1 // a large (layer) blob to tamper with
 	for i, e := range good {
-		if strings.HasPrefix(e.Hdr.Name, dirSHA256) && (blobIdx < 0 || len(e.Data) > len(good[blobIdx].Data)) {
+		if strings.HasPrefix(e.Hdr.Name, dirBlobsSHA+"/") && (blobIdx < 0 || len(e.Data) > len(good[blobIdx].Data)) {
 			blobIdx = i
 		}
 	}
@@ -319,29 +320,29 @@ func TestBadArchives(t *testing.T) {
 		want    error
 		wantMsg string
 	}{
-		{name: "dotdot", entries: with(func(e []tarEntry) []tarEntry { return append(e, reg("blobs/../../evil", []byte("x"))) }), want: ErrUnsafeEntry, wantMsg: "blobs/../../evil"},
-		{name: "absolute", entries: with(func(e []tarEntry) []tarEntry { return append(e, reg("/etc/passwd", []byte("x"))) }), want: ErrUnsafeEntry, wantMsg: "/etc/passwd"},
+		{name: "dotdot", entries: with(func(e []tarEntry) []tarEntry { return append(e, reg("blobs/../../evil", []byte("x"))) }), want: bundle.ErrUnsafeEntry, wantMsg: "blobs/../../evil"},
+		{name: "absolute", entries: with(func(e []tarEntry) []tarEntry { return append(e, reg("/etc/passwd", []byte("x"))) }), want: bundle.ErrUnsafeEntry, wantMsg: "/etc/passwd"},
 		{name: "symlink", entries: with(func(e []tarEntry) []tarEntry {
 			return append(e, tarEntry{Hdr: &tar.Header{Name: dirSHA256 + strings.Repeat("a", 64), Typeflag: tar.TypeSymlink, Linkname: "/etc/shadow"}})
-		}), want: ErrUnsafeEntry, wantMsg: "links are not allowed"},
+		}), want: bundle.ErrUnsafeEntry, wantMsg: "links are not allowed"},
 		{name: "hardlink", entries: with(func(e []tarEntry) []tarEntry {
 			return append(e, tarEntry{Hdr: &tar.Header{Name: dirSHA256 + strings.Repeat("b", 64), Typeflag: tar.TypeLink, Linkname: "index.json"}})
-		}), want: ErrUnsafeEntry, wantMsg: "links are not allowed"},
-		{name: "stray file", entries: with(func(e []tarEntry) []tarEntry { return append(e, reg("README", []byte("x"))) }), want: ErrUnsafeEntry, wantMsg: "README"},
-		{name: "duplicate entry", entries: with(func(e []tarEntry) []tarEntry { return append(e, e[len(e)-1]) }), want: ErrUnsafeEntry, wantMsg: "twice"},
-		{name: "flipped byte", entries: with(func(e []tarEntry) []tarEntry { e[blobIdx].Data[len(e[blobIdx].Data)/2] ^= 0xff; return e }), want: ErrDigestMismatch, wantMsg: "image registry.test/app/"},
+		}), want: bundle.ErrUnsafeEntry, wantMsg: "links are not allowed"},
+		{name: "stray file", entries: with(func(e []tarEntry) []tarEntry { return append(e, reg("README", []byte("x"))) }), want: bundle.ErrUnsafeEntry, wantMsg: "README"},
+		{name: "duplicate entry", entries: with(func(e []tarEntry) []tarEntry { return append(e, e[len(e)-1]) }), want: bundle.ErrUnsafeEntry, wantMsg: "twice"},
+		{name: "flipped byte", entries: with(func(e []tarEntry) []tarEntry { e[blobIdx].Data[len(e[blobIdx].Data)/2] ^= 0xff; return e }), want: bundle.ErrDigestMismatch, wantMsg: "image registry.test/app/"},
 		{name: "unreachable blob", entries: with(func(e []tarEntry) []tarEntry {
 			d := digest.FromString("stray")
-			return append(e, reg(dirSHA256+d.Encoded(), []byte("stray")))
-		}), want: ErrUnreachable, wantMsg: digest.FromString("stray").Encoded()},
-		{name: "missing blob", entries: with(func(e []tarEntry) []tarEntry { return append(e[:blobIdx], e[blobIdx+1:]...) }), want: ErrMissingBlob, wantMsg: strings.TrimPrefix(good[blobIdx].Hdr.Name, dirSHA256)},
+			return append(e, reg(dirBlobsSHA+"/"+d.Encoded(), []byte("stray")))
+		}), want: bundle.ErrUnreachable, wantMsg: digest.FromString("stray").Encoded()},
+		{name: "missing blob", entries: with(func(e []tarEntry) []tarEntry { return append(e[:blobIdx], e[blobIdx+1:]...) }), want: bundle.ErrMissingBlob, wantMsg: strings.TrimPrefix(good[blobIdx].Hdr.Name, dirBlobsSHA+"/")},
 		{name: "index.json over 4 MiB", entries: with(func(e []tarEntry) []tarEntry {
-			e[1].Data = append(e[1].Data, bytes.Repeat([]byte(" "), MaxIndexSize)...)
+			e[1].Data = append(e[1].Data, bytes.Repeat([]byte(" "), bundle.MaxIndexSize)...)
 			return e
-		}), want: ErrTooLarge, wantMsg: "index.json"},
-		{name: "truncated", entries: good, raw: func(b []byte) []byte { return b[:len(b)/2] }, want: ErrTruncated},
-		{name: "cut at an entry boundary", entries: good, raw: func(b []byte) []byte { return b[:len(b)-1024] }, want: ErrTruncated, wantMsg: "end-of-archive"},
-		{name: "not a tar", entries: good, raw: func(b []byte) []byte { return bytes.Repeat([]byte("garbage!"), 200) }, want: ErrVerification},
+		}), want: bundle.ErrTooLarge, wantMsg: "index.json"},
+		{name: "truncated", entries: good, raw: func(b []byte) []byte { return b[:len(b)/2] }, want: bundle.ErrTruncated},
+		{name: "cut at an entry boundary", entries: good, raw: func(b []byte) []byte { return b[:len(b)-1024] }, want: bundle.ErrTruncated, wantMsg: "end-of-archive"},
+		{name: "not a tar", entries: good, raw: func(b []byte) []byte { return bytes.Repeat([]byte("garbage!"), 200) }, want: bundle.ErrVerification},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -356,7 +357,7 @@ func TestBadArchives(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
-			if !errors.Is(err, ErrVerification) {
+			if !errors.Is(err, bundle.ErrVerification) {
 				t.Fatalf("err = %v does not match ErrVerification (exit code 3)", err)
 			}
 			if !strings.Contains(err.Error(), tc.wantMsg) {
@@ -371,12 +372,12 @@ func TestBadArchives(t *testing.T) {
 
 func openVerifyExtract(p, out string) error {
 	ctx := context.Background()
-	a, err := Open(ctx, p)
+	a, err := bundle.Open(ctx, p)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	return Extract(ctx, a, out, ExtractOptions{})
+	return bundle.Extract(ctx, a, out, bundle.ExtractOptions{})
 }
 
 // TestCacheRecoversFromTornBlobs: a create does not sync the cache; its
@@ -432,12 +433,12 @@ func TestCacheRecoversFromTornBlobs(t *testing.T) {
 	if again.Digest != first.Digest {
 		t.Fatalf("archive after recovery differs: %s vs %s", again.Digest, first.Digest)
 	}
-	a, err := Open(ctx, again.Path)
+	a, err := bundle.Open(ctx, again.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if _, err := a.Verify(ctx, VerifyOptions{}); err != nil {
+	if _, err := a.Verify(ctx, bundle.VerifyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -475,7 +476,7 @@ func TestDeltaBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, err := Open(ctx, v1.Path)
+	base, err := bundle.Open(ctx, v1.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,7 +493,7 @@ func TestDeltaBundle(t *testing.T) {
 		t.Fatal("the delta's root does not name its base")
 	}
 
-	d, err := Open(ctx, delta.Path)
+	d, err := bundle.Open(ctx, delta.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,21 +501,21 @@ func TestDeltaBundle(t *testing.T) {
 	if d.Base() != v1.Root.Digest {
 		t.Fatalf("delta names base %q, want %s", d.Base(), v1.Root.Digest)
 	}
-	if _, err := d.Walk(ctx); !errors.Is(err, ErrNeedsBase) || !strings.Contains(err.Error(), v1.Root.Digest.String()) {
+	if _, err := d.Walk(ctx); !errors.Is(err, bundle.ErrNeedsBase) || !strings.Contains(err.Error(), v1.Root.Digest.String()) {
 		t.Fatalf("walking a delta without its base: %v, want ErrNeedsBase naming %s", err, v1.Root.Digest)
 	}
-	other, err := Open(ctx, full.Path)
+	other, err := bundle.Open(ctx, full.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	if err := d.AttachBase(ctx, other); !errors.Is(err, ErrWrongBase) {
+	if err := d.AttachBase(ctx, other); !errors.Is(err, bundle.ErrWrongBase) {
 		t.Fatalf("attaching another bundle as base: %v, want ErrWrongBase", err)
 	}
 	if err := d.AttachBase(ctx, base); err != nil {
 		t.Fatal(err)
 	}
-	vr, err := d.Verify(ctx, VerifyOptions{})
+	vr, err := d.Verify(ctx, bundle.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,7 +523,7 @@ func TestDeltaBundle(t *testing.T) {
 		t.Fatalf("delta with its base verifies %d blobs, the whole bundle has %d", vr.Blobs, full.Blobs)
 	}
 	out := filepath.Join(dir, "layout")
-	if err := Extract(ctx, d, out, ExtractOptions{}); err != nil {
+	if err := bundle.Extract(ctx, d, out, bundle.ExtractOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	ents, _ := os.ReadDir(filepath.Join(out, "blobs", "sha256"))

@@ -1,4 +1,4 @@
-package bundle
+package build
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
 )
 
@@ -90,7 +91,7 @@ func (s *blobStore) stat(d digest.Digest) (ocispec.Descriptor, bool) {
 // type read from the manifest), or false if the store lacks it.
 func (s *blobStore) describe(ctx context.Context, d digest.Digest) (ocispec.Descriptor, bool) {
 	desc, ok := s.stat(d)
-	if !ok || desc.Size > MaxManifestSize {
+	if !ok || desc.Size > bundle.MaxManifestSize {
 		return ocispec.Descriptor{}, false
 	}
 	rc, err := s.Fetch(ctx, desc)
@@ -113,7 +114,7 @@ func (s *blobStore) describe(ctx context.Context, d digest.Digest) (ocispec.Desc
 			m.MediaType = ocispec.MediaTypeImageManifest
 		}
 	}
-	if !isManifest(m.MediaType) {
+	if !bundle.IsManifest(m.MediaType) {
 		return ocispec.Descriptor{}, false
 	}
 	desc.MediaType, desc.ArtifactType = m.MediaType, m.ArtifactType

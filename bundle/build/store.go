@@ -1,4 +1,4 @@
-package bundle
+package build
 
 import (
 	"bytes"
@@ -25,6 +25,7 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
+	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
 )
 
@@ -216,7 +217,7 @@ func (s *blobStore) path(d digest.Digest) (string, error) {
 		return "", fmt.Errorf("%s: %w", d, err)
 	}
 	if d.Algorithm() != digest.SHA256 {
-		return "", fmt.Errorf("%s: %w", d, ErrUnsupportedDigest)
+		return "", fmt.Errorf("%s: %w", d, bundle.ErrUnsupportedDigest)
 	}
 	return path.Join(dirBlobsSHA, d.Encoded()), nil
 }
@@ -406,7 +407,7 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 func checkFreeSpace(dir string, need int64, what string) error {
 	free, ok := freeSpace(dir)
 	if ok && need > free {
-		return fmt.Errorf("%s needs %d bytes, %s has %d free: %w", what, need, dir, free, ErrNoSpace)
+		return fmt.Errorf("%s needs %d bytes, %s has %d free: %w", what, need, dir, free, bundle.ErrNoSpace)
 	}
 	return nil
 }
@@ -441,7 +442,7 @@ func (g *spaceGuard) Write(p []byte) (int, error) {
 	if g.since >= guardInterval {
 		g.since = 0
 		if free, ok := freeSpace(g.dir); ok && free < freeReserve {
-			return 0, fmt.Errorf("stopped with %d bytes free in %s: %w", free, g.dir, ErrNoSpace)
+			return 0, fmt.Errorf("stopped with %d bytes free in %s: %w", free, g.dir, bundle.ErrNoSpace)
 		}
 	}
 	return g.w.Write(p)

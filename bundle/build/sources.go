@@ -1,4 +1,4 @@
-package bundle
+package build
 
 import (
 	"context"
@@ -21,8 +21,10 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/oci"
 
+	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/manifests"
+	"zdt.dev/zdt/remote"
 )
 
 type creator struct {
@@ -30,7 +32,7 @@ type creator struct {
 	store     *blobStore
 	opts      CreateOptions
 	platforms []string
-	remotes   *remotes
+	remotes   *remote.Remotes
 	plan      *fetchPlan
 	stats     FetchStats
 	// repoHosts are the hosts chart dependencies may come from; repoPlain
@@ -63,7 +65,7 @@ func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (r
 	if err != nil {
 		return resolved{}, nil, fmt.Errorf("image %q: %w", im.Ref, err)
 	}
-	it := Item{Component: comp, Kind: manifests.KindImage, Name: ref, Ref: ref}
+	it := bundle.Item{Component: comp, Kind: manifests.KindImage, Name: ref, Ref: ref}
 	fail := func(err error) (resolved, []stagedManifest, error) {
 		return resolved{}, nil, fmt.Errorf("image %s: %w", ref, err)
 	}
@@ -73,7 +75,7 @@ func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (r
 		source string
 	)
 	if im.Source == "" {
-		repo, tagOrDigest, err := c.remotes.repository(ref)
+		repo, tagOrDigest, err := c.remotes.Reference(ref)
 		if err != nil {
 			return fail(err)
 		}
@@ -288,7 +290,7 @@ func (s *blobStore) putManifest(ctx context.Context, artifactType string, cfg oc
 // settings from the registry config, and retries).
 func (c *creator) openSource(ctx context.Context, src string) (io.ReadCloser, error) {
 	if strings.HasPrefix(src, "https://") || strings.HasPrefix(src, "http://") {
-		resp, err := c.remotes.get(ctx, src)
+		resp, err := c.remotes.Get(ctx, src)
 		if err != nil {
 			return nil, err
 		}
@@ -377,7 +379,7 @@ func (c *creator) ingestSource(ctx context.Context, src string, wantSize int64, 
 		if n > wantSize {
 			more = " or more"
 		}
-		return ocispec.Descriptor{}, "", 0, nil, fmt.Errorf("%s: %d%s bytes, the spec says %d: %w", src, n, more, wantSize, ErrSizeMismatch)
+		return ocispec.Descriptor{}, "", 0, nil, fmt.Errorf("%s: %d%s bytes, the spec says %d: %w", src, n, more, wantSize, bundle.ErrSizeMismatch)
 	}
 	return desc, hex.EncodeToString(raw.Sum(nil)), n, head, nil
 }
@@ -435,27 +437,10 @@ func (c *creator) file(ctx context.Context, comp string, f manifests.File) (reso
 	if err != nil {
 		return fail(err)
 	}
-	it := Item{Component: comp, Kind: manifests.KindFile, Name: name, Ref: "files/" + name + ":" + c.spec.Metadata.Version,
+	it := bundle.Item{Component: comp, Kind: manifests.KindFile, Name: name, Ref: "files/" + name + ":" + c.spec.Metadata.Version,
 		Digest: desc.Digest.String(), MediaType: desc.MediaType, Target: f.Target, Mode: mode, AllowSpecialBits: f.AllowSpecialBits}
 	c.opts.Logger.Info("staged file", "name", name, "bytes", size, "stored", layer.Size)
 	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: name, Digest: it.Digest, Source: f.Source}}, nil
-}
-
-// AMIConfig is an AMI artifact's config (manifests.MediaTypeAMIConfig).
-type AMIConfig struct {
-	Name           string `json:"name"`
-	Description    string `json:"description,omitempty"`
-	Architecture   string `json:"architecture"`
-	BootMode       string `json:"bootMode"`
-	Virtualization string `json:"virtualization"`
-	RootDevice     string `json:"rootDevice"`
-	ENA            bool   `json:"ena"`
-	TPM            bool   `json:"tpm"`
-	// DiskFormat is raw, qcow2, vmdk, vhd or vhdx; DiskSize and DiskDigest
-	// describe the uncompressed disk image.
-	DiskFormat string `json:"diskFormat"`
-	DiskSize   int64  `json:"diskSize"`
-	DiskDigest string `json:"diskDigest"`
 }
 
 // ami stages a disk image and its AMI metadata.
@@ -482,7 +467,7 @@ func (c *creator) ami(ctx context.Context, comp string, a manifests.AMI) (resolv
 		manifests.AnnotationUncompressedDigest: sum.String(),
 		manifests.AnnotationUncompressedSize:   fmt.Sprint(size),
 	}
-	cfg := AMIConfig{Name: a.Name, Description: a.Description, Architecture: orDefault(a.Architecture, "x86_64"),
+	cfg := bundle.AMIConfig{Name: a.Name, Description: a.Description, Architecture: orDefault(a.Architecture, "x86_64"),
 		BootMode: orDefault(a.BootMode, "legacy-bios"), Virtualization: orDefault(a.Virtualization, "hvm"),
 		RootDevice: orDefault(a.RootDevice, "/dev/xvda"), ENA: a.ENA, TPM: a.TPM,
 		DiskFormat: format, DiskSize: size, DiskDigest: sum.String()}
@@ -497,7 +482,7 @@ func (c *creator) ami(ctx context.Context, comp string, a manifests.AMI) (resolv
 	if err != nil {
 		return fail(err)
 	}
-	it := Item{Component: comp, Kind: manifests.KindAMI, Name: a.Name, Ref: "amis/" + a.Name + ":" + c.spec.Metadata.Version,
+	it := bundle.Item{Component: comp, Kind: manifests.KindAMI, Name: a.Name, Ref: "amis/" + a.Name + ":" + c.spec.Metadata.Version,
 		Digest: desc.Digest.String(), MediaType: desc.MediaType}
 	c.opts.Logger.Info("staged ami", "name", a.Name, "format", format, "bytes", size, "stored", layer.Size)
 	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: a.Name, Digest: it.Digest, Source: a.Source}}, nil

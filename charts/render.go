@@ -1,4 +1,4 @@
-package bundle
+package charts
 
 // The renderer below is adapted from Helm's engine
 // (helm.sh/helm/v3/pkg/engine, Apache License 2.0): the same templates,
@@ -37,6 +37,7 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	sigyaml "sigs.k8s.io/yaml"
 	goyaml "sigs.k8s.io/yaml/goyaml.v3"
+	"zdt.dev/zdt/bundle"
 )
 
 // maxIncludeDepth bounds include nesting (Helm: 1000 per name), and
@@ -68,7 +69,7 @@ func (b *renderBudget) fail(err error) error {
 func (b *renderBudget) charge(n int64) error {
 	b.used += n
 	if b.used > b.limit {
-		return b.fail(fmt.Errorf("output over %d bytes: %w", b.limit, ErrRenderLimit))
+		return b.fail(fmt.Errorf("output over %d bytes: %w", b.limit, bundle.ErrRenderLimit))
 	}
 	return b.alive()
 }
@@ -95,11 +96,11 @@ func (w *budgetWriter) Write(p []byte) (int, error) {
 	return w.buf.Write(p)
 }
 
-// renderChart renders a chart's templates without a cluster, as a
+// Render renders a chart's templates without a cluster, as a
 // client-only install would, within ctx (its deadline is the time limit)
 // and limit bytes of output. It returns when ctx is done even if the
 // templates are still running.
-func renderChart(ctx context.Context, ch *chart.Chart, vals map[string]any, release, namespace string, limit int64) (map[string]string, error) {
+func Render(ctx context.Context, ch *chart.Chart, vals map[string]any, release, namespace string, limit int64) (map[string]string, error) {
 	type result struct {
 		out map[string]string
 		err error
@@ -341,7 +342,7 @@ func (b *renderBudget) vet(name string, args []reflect.Value) error {
 		size = max(size, math.Abs(n))
 	}
 	if size > left {
-		return b.fail(fmt.Errorf("%s: arguments ask for %.0f bytes, over the %d-byte limit: %w", name, size, b.limit, ErrRenderLimit))
+		return b.fail(fmt.Errorf("%s: arguments ask for %.0f bytes, over the %d-byte limit: %w", name, size, b.limit, bundle.ErrRenderLimit))
 	}
 	return nil
 }
@@ -350,7 +351,7 @@ func (b *renderBudget) vet(name string, args []reflect.Value) error {
 func (b *renderBudget) includeFun(t *template.Template, included map[string]int) func(string, any) (string, error) {
 	return func(name string, data any) (string, error) {
 		if included[name] > maxIncludeDepth || b.depth > maxIncludeDepth {
-			return "", b.fail(fmt.Errorf("include %q nested deeper than %d: %w", name, maxIncludeDepth, ErrRenderLimit))
+			return "", b.fail(fmt.Errorf("include %q nested deeper than %d: %w", name, maxIncludeDepth, bundle.ErrRenderLimit))
 		}
 		included[name]++
 		b.depth++
@@ -365,7 +366,7 @@ func (b *renderBudget) includeFun(t *template.Template, included map[string]int)
 func (b *renderBudget) tplFun(parent *template.Template, included map[string]int) func(string, any) (string, error) {
 	return func(text string, vals any) (string, error) {
 		if b.tplDepth >= maxTplDepth {
-			return "", b.fail(fmt.Errorf("tpl nested deeper than %d: %w", maxTplDepth, ErrRenderLimit))
+			return "", b.fail(fmt.Errorf("tpl nested deeper than %d: %w", maxTplDepth, bundle.ErrRenderLimit))
 		}
 		b.tplDepth++
 		defer func() { b.tplDepth-- }()

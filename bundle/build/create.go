@@ -1,4 +1,4 @@
-package bundle
+package build
 
 import (
 	"context"
@@ -22,7 +22,10 @@ import (
 	"golang.org/x/sys/unix"
 	"oras.land/oras-go/v2/content"
 
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/charts"
 	"zdt.dev/zdt/manifests"
+	"zdt.dev/zdt/remote"
 )
 
 // CreateOptions tune Create. Output is required; every other zero field has
@@ -44,7 +47,7 @@ type CreateOptions struct {
 	// delta is signed as a delta on exactly that bundle. Installing the
 	// delta needs the base installed (or given); everything else reads it
 	// through AttachBase.
-	Base *Archive
+	Base *bundle.Archive
 	// Concurrency is the one budget for everything fetched at once: items
 	// resolved, charts and files downloaded, image blobs fetched (default:
 	// 2×GOMAXPROCS, at least 4).
@@ -56,7 +59,7 @@ type CreateOptions struct {
 	CacheDir string
 	// Registries configures TLS, plain HTTP and credentials per registry
 	// host (nil: defaults; see RegistryConfig).
-	Registries *RegistryConfig
+	Registries *remote.RegistryConfig
 	// DiscoverImages renders every chart and adds the images it uses (and
 	// those of its images annotation) to the chart's component, unless the
 	// spec lists them already. The lock file records them.
@@ -117,7 +120,7 @@ type CreateResult struct {
 	// Root is the root index's descriptor: the bundle's identity.
 	Root ocispec.Descriptor
 	// Items are the bundle's items in spec order.
-	Items []Item
+	Items []bundle.Item
 	// Lock records every item's resolved digest.
 	Lock *manifests.Lock
 	// Blobs and UniqueSize count the archive's blobs once each.
@@ -134,7 +137,7 @@ type CreateResult struct {
 
 // resolved is one item after its content was staged.
 type resolved struct {
-	item Item
+	item bundle.Item
 	desc ocispec.Descriptor // the item's top manifest
 	lock manifests.LockItem
 }
@@ -157,16 +160,16 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 		opts.Concurrency = max(4, 2*runtime.GOMAXPROCS(0))
 	}
 	if opts.MaxChartIndexSize <= 0 {
-		opts.MaxChartIndexSize = DefaultMaxChartIndexSize
+		opts.MaxChartIndexSize = charts.DefaultMaxChartIndexSize
 	}
 	if opts.StallTimeout <= 0 {
-		opts.StallTimeout = DefaultStallTimeout
+		opts.StallTimeout = remote.DefaultStallTimeout
 	}
 	if opts.RenderTimeout <= 0 {
-		opts.RenderTimeout = DefaultRenderTimeout
+		opts.RenderTimeout = charts.DefaultRenderTimeout
 	}
 	if opts.MaxRenderSize <= 0 {
-		opts.MaxRenderSize = DefaultMaxRenderSize
+		opts.MaxRenderSize = charts.DefaultMaxRenderSize
 	}
 	platforms := spec.Platforms
 	if len(opts.Platforms) > 0 {
@@ -189,8 +192,8 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 	if n := store.cleanStale(staleIngest); n > 0 {
 		opts.Logger.Info("removed temp files of interrupted creates", "dir", work, "files", n)
 	}
-	rem := newRemotes(opts.Registries, opts.Concurrency)
-	rem.stall = opts.StallTimeout
+	rem := remote.New(opts.Registries, opts.Concurrency)
+	rem.SetStallTimeout(opts.StallTimeout)
 	res, err := create(ctx, spec, opts, platforms, store, rem, false)
 	var bad *CorruptCacheError
 	for attempt := 0; errors.As(err, &bad); attempt++ {
@@ -214,7 +217,7 @@ func Create(ctx context.Context, spec *manifests.Spec, opts CreateOptions) (Crea
 // create is one pass of Create over a store. deep makes it walk the graphs
 // of manifests the store has too (after some of its entries were found
 // corrupt and removed).
-func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platforms []string, store *blobStore, rem *remotes, deep bool) (CreateResult, error) {
+func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platforms []string, store *blobStore, rem *remote.Remotes, deep bool) (CreateResult, error) {
 	c := &creator{spec: spec, store: store, opts: opts, platforms: platforms,
 		remotes: rem, plan: newFetchPlan(store)}
 	c.plan.deep = deep
@@ -246,7 +249,7 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 	if err != nil {
 		return CreateResult{}, err
 	}
-	cfg := Config{
+	cfg := bundle.Config{
 		Name: spec.Metadata.Name, Version: spec.Metadata.Version, Description: spec.Metadata.Description,
 		ToolVersion: opts.ToolVersion, Platforms: platforms,
 		Spec: string(spec.Raw), Lock: string(lockYAML), Values: values,
@@ -267,7 +270,7 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 	if err != nil {
 		return CreateResult{}, err
 	}
-	meta.Annotations = map[string]string{manifests.AnnotationKind: KindBundleConfig}
+	meta.Annotations = map[string]string{manifests.AnnotationKind: bundle.KindBundleConfig}
 	root := ocispec.Index{
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageIndex,
@@ -312,7 +315,7 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 	rootEntry := rootDesc
 	rootEntry.Annotations = map[string]string{
 		manifests.AnnotationBundleRoot: "true",
-		manifests.AnnotationRefName:    RootRef(spec.Metadata.Name, spec.Metadata.Version),
+		manifests.AnnotationRefName:    bundle.RootRef(spec.Metadata.Name, spec.Metadata.Version),
 		// cosign's own layout annotation: `cosign verify --local-image DIR`
 		// finds the signed index of an extracted bundle by it.
 		"kind": "dev.cosignproject.cosign/imageIndex",
@@ -328,7 +331,7 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 			return CreateResult{}, fmt.Errorf("attaching to the root: %w", err)
 		}
 		for _, e := range extra {
-			if !IsAttachment(rootDesc.Digest, e) {
+			if !bundle.IsAttachment(rootDesc.Digest, e) {
 				return CreateResult{}, fmt.Errorf("attachment %s is not attached to the root", e.Digest)
 			}
 			more, err := collectBlobs(ctx, store, e)
@@ -370,7 +373,7 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 	sum, size, err := writeAtomic(ctx, opts.Output, opts.ArchiveWritten, func(w *os.File, th *trailHasher) error {
 		var done int64
 		check := func(d ocispec.Descriptor) bool { return !store.isFresh(d.Digest) }
-		return writeArchive(ctx, w, store, indexJSON, blobs, func(n int64) {
+		return bundle.WriteArchive(ctx, w, store, indexJSON, blobs, func(n int64) {
 			done += n
 			if opts.Progress != nil {
 				opts.Progress(done, unique)
@@ -389,17 +392,9 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 	return res, nil
 }
 
-// KindBundleConfig is the dev.zdt.kind annotation of the root's first
-// manifest, which carries the bundle Config.
-const KindBundleConfig = "bundle-config"
-
-// RootRef is the reference name of a bundle's root in its layout and the
-// repository:tag it is served and pushed under: zdt/NAME:VERSION.
-func RootRef(name, version string) string { return "zdt/" + name + ":" + version }
-
 // writeAtomic writes a file through a temp file in the same directory,
 // then fsyncs it and renames it into place. write reports how far it got
-// through th.advance: a hasher follows it through the page cache (the file's
+// through th.Advance: a hasher follows it through the page cache (the file's
 // sha256 costs no pass of its own), and the disk is asked to start writing
 // every few MiB (so the final fsync waits for little more than the tail).
 // Ranges of the file that write registers with th.expect are checked
@@ -474,7 +469,7 @@ func writeAtomic(ctx context.Context, path string, written func(context.Context,
 const writebackChunk = 32 << 20
 
 // trailHasher hashes a file while it is written, following the writer:
-// advance(end) says [0, end) is written, close that nothing more will be,
+// Advance(end) says [0, end) is written, close that nothing more will be,
 // and wait returns the digest of everything up to the last end.
 type trailHasher struct {
 	f    *os.File
@@ -509,14 +504,14 @@ type CorruptCacheError struct {
 }
 
 func (e *CorruptCacheError) Error() string {
-	return fmt.Sprintf("%d staged blobs do not match their digest (first %s): %v", len(e.Digests), e.Digests[0], ErrDigestMismatch)
+	return fmt.Sprintf("%d staged blobs do not match their digest (first %s): %v", len(e.Digests), e.Digests[0], bundle.ErrDigestMismatch)
 }
 
-func (e *CorruptCacheError) Unwrap() error { return ErrDigestMismatch }
+func (e *CorruptCacheError) Unwrap() error { return bundle.ErrDigestMismatch }
 
-// expect registers [off, off+d.Size) as d's bytes, before the writer
+// Expect registers [off, off+d.Size) as d's bytes, before the writer
 // advances past off.
-func (t *trailHasher) expect(off int64, d ocispec.Descriptor) {
+func (t *trailHasher) Expect(off int64, d ocispec.Descriptor) {
 	t.mu.Lock()
 	t.checks = append(t.checks, rangeCheck{off: off, size: d.Size, want: d.Digest})
 	t.mu.Unlock()
@@ -529,7 +524,7 @@ func newTrailHasher(ctx context.Context, f *os.File) *trailHasher {
 	return t
 }
 
-func (t *trailHasher) advance(end int64) {
+func (t *trailHasher) Advance(end int64) {
 	t.mu.Lock()
 	if end > t.end {
 		t.end = end
@@ -630,14 +625,14 @@ func collectBlobs(ctx context.Context, store *blobStore, root ocispec.Descriptor
 		}
 		seen[d.Digest] = true
 		out = append(out, d)
-		if !isManifest(d.MediaType) {
+		if !bundle.IsManifest(d.MediaType) {
 			return nil
 		}
 		rc, err := store.Fetch(ctx, d)
 		if err != nil {
 			return err
 		}
-		b, err := io.ReadAll(io.LimitReader(rc, MaxManifestSize+1))
+		b, err := io.ReadAll(io.LimitReader(rc, bundle.MaxManifestSize+1))
 		rc.Close()
 		if err != nil {
 			return err
@@ -645,12 +640,12 @@ func collectBlobs(ctx context.Context, store *blobStore, root ocispec.Descriptor
 		if int64(len(b)) != d.Size || digest.FromBytes(b) != d.Digest {
 			return &CorruptCacheError{Digests: []digest.Digest{d.Digest}}
 		}
-		children, err := successors(b)
+		children, err := bundle.Successors(b)
 		if err != nil {
 			return fmt.Errorf("manifest %s: %w", d.Digest, err)
 		}
 		for _, c := range children {
-			if err := visit(c.d); err != nil {
+			if err := visit(c.Desc); err != nil {
 				return err
 			}
 		}
@@ -678,14 +673,14 @@ func checkLock(want, got *manifests.Lock) error {
 		w, ok := want.Find(g.Kind, g.Name)
 		switch {
 		case !ok:
-			errs = append(errs, fmt.Errorf("%s %q is not in the lock file: %w", g.Kind, g.Name, ErrLockMismatch))
+			errs = append(errs, fmt.Errorf("%s %q is not in the lock file: %w", g.Kind, g.Name, bundle.ErrLockMismatch))
 		case w.Digest != g.Digest:
-			errs = append(errs, fmt.Errorf("%s %q: locked %s, source now gives %s: %w", g.Kind, g.Name, w.Digest, g.Digest, ErrLockMismatch))
+			errs = append(errs, fmt.Errorf("%s %q: locked %s, source now gives %s: %w", g.Kind, g.Name, w.Digest, g.Digest, bundle.ErrLockMismatch))
 		}
 	}
 	for _, w := range want.Items {
 		if _, ok := got.Find(w.Kind, w.Name); !ok {
-			errs = append(errs, fmt.Errorf("%s %q is locked but not in the spec: %w", w.Kind, w.Name, ErrLockMismatch))
+			errs = append(errs, fmt.Errorf("%s %q is locked but not in the spec: %w", w.Kind, w.Name, bundle.ErrLockMismatch))
 		}
 	}
 	return errors.Join(errs...)

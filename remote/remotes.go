@@ -1,4 +1,4 @@
-package bundle
+package remote
 
 import (
 	"bytes"
@@ -129,10 +129,12 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// remotes hands out HTTP clients and repositories per host: one
-// connection pool, TLS setting and token cache per registry, with retries
-// (backoff on 429 and 5xx) under the auth layer. Safe for concurrent use.
-type remotes struct {
+// Remotes hands out HTTP clients and repositories per host with the TLS,
+// plain-HTTP and credential settings of a registry config (nil: defaults,
+// Docker credentials): one connection pool, TLS setting and token cache per
+// registry, with retries (backoff on 429 and 5xx) under the auth layer.
+// Safe for concurrent use.
+type Remotes struct {
 	cfg    *RegistryConfig
 	conns  int
 	stall  time.Duration
@@ -144,12 +146,14 @@ type remotes struct {
 	cache  auth.Cache
 }
 
-func newRemotes(cfg *RegistryConfig, conns int) *remotes {
-	return &remotes{cfg: cfg, conns: max(conns, 4), stall: DefaultStallTimeout, http: map[string]*http.Client{}, auth: map[string]*auth.Client{}, cache: auth.NewCache()}
+// New returns the repository opener for cfg with a pool of conns
+// connections per registry (at least 4) and DefaultStallTimeout.
+func New(cfg *RegistryConfig, conns int) *Remotes {
+	return &Remotes{cfg: cfg, conns: max(conns, 4), stall: DefaultStallTimeout, http: map[string]*http.Client{}, auth: map[string]*auth.Client{}, cache: auth.NewCache()}
 }
 
-// plainHTTP says whether host is spoken to over http://.
-func (r *remotes) plainHTTP(host string) bool {
+// PlainHTTP says whether host is spoken to over http://.
+func (r *Remotes) PlainHTTP(host string) bool {
 	h := r.cfg.host(host)
 	switch {
 	case h.PlainHTTP != nil:
@@ -161,7 +165,7 @@ func (r *remotes) plainHTTP(host string) bool {
 }
 
 // httpClient is the retrying client for host (TLS per the config).
-func (r *remotes) httpClient(host string) (*http.Client, error) {
+func (r *Remotes) httpClient(host string) (*http.Client, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c, ok := r.http[host]; ok {
@@ -199,7 +203,7 @@ func (r *remotes) httpClient(host string) (*http.Client, error) {
 }
 
 // authClient is the registry client for host: retries, TLS and credentials.
-func (r *remotes) authClient(host string) (*auth.Client, error) {
+func (r *Remotes) authClient(host string) (*auth.Client, error) {
 	hc, err := r.httpClient(host)
 	if err != nil {
 		return nil, err
@@ -228,14 +232,14 @@ func (r *remotes) authClient(host string) (*auth.Client, error) {
 	return c, nil
 }
 
-// repository opens the repository of an image reference and returns the
+// Reference opens the repository of an image reference and returns the
 // tag or digest to resolve (default "latest").
-func (r *remotes) repository(ref string) (*remote.Repository, string, error) {
+func (r *Remotes) Reference(ref string) (*remote.Repository, string, error) {
 	n, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
 		return nil, "", err
 	}
-	repo, err := r.repo(reference.Domain(n), reference.Path(n))
+	repo, err := r.Repository(reference.Domain(n), reference.Path(n))
 	if err != nil {
 		return nil, "", err
 	}
@@ -248,8 +252,8 @@ func (r *remotes) repository(ref string) (*remote.Repository, string, error) {
 	return repo, tag, nil
 }
 
-// repo opens host/path (docker.io is Docker Hub's registry-1.docker.io).
-func (r *remotes) repo(host, path string) (*remote.Repository, error) {
+// Repository opens host/path (docker.io is Docker Hub's registry-1.docker.io).
+func (r *Remotes) Repository(host, path string) (*remote.Repository, error) {
 	regHost := host
 	if host == "docker.io" {
 		regHost = "registry-1.docker.io"
@@ -263,13 +267,13 @@ func (r *remotes) repo(host, path string) (*remote.Repository, error) {
 		return nil, err
 	}
 	repo.Client = c
-	repo.PlainHTTP = r.plainHTTP(host)
+	repo.PlainHTTP = r.PlainHTTP(host)
 	return repo, nil
 }
 
-// get fetches an http(s) URL with the host's TLS settings and retries. The
+// Get fetches an http(s) URL with the host's TLS settings and retries. The
 // caller closes the body. A status other than 200 is an error naming the URL.
-func (r *remotes) get(ctx context.Context, url string) (*http.Response, error) {
+func (r *Remotes) Get(ctx context.Context, url string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -293,18 +297,9 @@ func (r *remotes) get(ctx context.Context, url string) (*http.Response, error) {
 	return resp, nil
 }
 
-// Remotes opens repositories of registries with the TLS, plain-HTTP and
-// credential settings of a registry config (nil: defaults, Docker
-// credentials), retrying 429/5xx with backoff. Safe for concurrent use.
-type Remotes struct{ r *remotes }
-
-// NewRemotes returns the repository opener for cfg with a pool of conns
-// connections per registry.
-func NewRemotes(cfg *RegistryConfig, conns int) *Remotes {
-	return &Remotes{r: newRemotes(cfg, conns)}
-}
-
-// DefaultStallTimeout is CreateOptions.StallTimeout's default.
+// DefaultStallTimeout is how long a response may deliver less than
+// stallMinBytes before it is abandoned (the default of build's
+// CreateOptions.StallTimeout).
 const DefaultStallTimeout = 30 * time.Second
 
 // stallMinBytes is what a response must deliver per stall window.
@@ -400,7 +395,6 @@ func (b *stallBody) Close() error {
 	return err
 }
 
-// Repository opens host/path.
-func (r *Remotes) Repository(host, path string) (*remote.Repository, error) {
-	return r.r.repo(host, path)
-}
+// SetStallTimeout sets how long a response may stall (see StallError).
+// Call it before the first use.
+func (r *Remotes) SetStallTimeout(d time.Duration) { r.stall = d }

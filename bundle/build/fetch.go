@@ -1,4 +1,4 @@
-package bundle
+package build
 
 import (
 	"bytes"
@@ -20,7 +20,9 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
+	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/manifests"
+	"zdt.dev/zdt/remote"
 )
 
 // The create pipeline's fetching half runs in phases that share one
@@ -93,7 +95,7 @@ func newFetchPlan(store *blobStore) *fetchPlan {
 
 // maxGraphDepth bounds index nesting (an index of indexes of …): the
 // reader's bound, so create makes nothing the reader refuses.
-const maxGraphDepth = MaxGraphDepth
+const maxGraphDepth = bundle.MaxGraphDepth
 
 // MaxManifestsPerItem bounds the distinct manifests of one item's graph,
 // and MaxRefsPerItem the descriptors its manifests list in all (the same
@@ -148,15 +150,15 @@ func retryTransient(ctx context.Context, fn func() error) error {
 
 // isTransient reports errors a retry may fix.
 func isTransient(err error) bool {
-	var se *StallError
+	var se *remote.StallError
 	return errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // readManifest reads a manifest from the store if present, else from src,
 // checking its digest and size. fromStore says where it came from.
 func (p *fetchPlan) readManifest(ctx context.Context, src content.Fetcher, desc ocispec.Descriptor) (raw []byte, fromStore bool, err error) {
-	if desc.Size > MaxManifestSize {
-		return nil, false, fmt.Errorf("manifest %s is %d bytes (limit %d): %w", desc.Digest, desc.Size, MaxManifestSize, ErrTooLarge)
+	if desc.Size > bundle.MaxManifestSize {
+		return nil, false, fmt.Errorf("manifest %s is %d bytes (limit %d): %w", desc.Digest, desc.Size, bundle.MaxManifestSize, bundle.ErrTooLarge)
 	}
 	p.mu.Lock()
 	sm, ok := p.staged[desc.Digest]
@@ -199,7 +201,7 @@ func (p *fetchPlan) walk(ctx context.Context, src content.Fetcher, desc ocispec.
 	if err := budget.ref(desc.Digest); err != nil {
 		return err
 	}
-	if !isManifest(desc.MediaType) {
+	if !bundle.IsManifest(desc.MediaType) {
 		return p.addBlob(ctx, src, desc, item)
 	}
 	p.mu.Lock()
@@ -222,15 +224,15 @@ func (p *fetchPlan) walk(ctx context.Context, src content.Fetcher, desc ocispec.
 	if err != nil {
 		return err
 	}
-	children, err := successors(raw)
+	children, err := bundle.Successors(raw)
 	if err != nil {
 		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	for _, c := range children {
-		if c.role == "subject" {
+		if c.Role == "subject" {
 			continue // a referrer's subject is not part of the image
 		}
-		if err := p.walk(ctx, src, c.d, item, depth+1, out, budget); err != nil {
+		if err := p.walk(ctx, src, c.Desc, item, depth+1, out, budget); err != nil {
 			return err
 		}
 	}
@@ -249,20 +251,20 @@ func (p *fetchPlan) countCached(ctx context.Context, desc ocispec.Descriptor, de
 	}
 	p.cachedBlobs.Add(1)
 	p.cachedBytes.Add(desc.Size)
-	if !isManifest(desc.MediaType) || depth > maxGraphDepth {
+	if !bundle.IsManifest(desc.MediaType) || depth > maxGraphDepth {
 		return
 	}
 	raw, err := content.FetchAll(ctx, p.store, desc)
 	if err != nil {
 		return
 	}
-	children, err := successors(raw)
+	children, err := bundle.Successors(raw)
 	if err != nil {
 		return
 	}
 	for _, c := range children {
-		if c.role != "subject" {
-			p.countCached(ctx, c.d, depth+1)
+		if c.Role != "subject" {
+			p.countCached(ctx, c.Desc, depth+1)
 		}
 	}
 }
@@ -273,7 +275,7 @@ func (p *fetchPlan) addBlob(ctx context.Context, src content.Fetcher, desc ocisp
 		return fmt.Errorf("blob %q: %w", desc.Digest, err)
 	}
 	if desc.Digest.Algorithm() != digest.SHA256 {
-		return fmt.Errorf("blob %s: %w", desc.Digest, ErrUnsupportedDigest)
+		return fmt.Errorf("blob %s: %w", desc.Digest, bundle.ErrUnsupportedDigest)
 	}
 	p.mu.Lock()
 	_, planned := p.blobs[desc.Digest]
@@ -309,7 +311,7 @@ func (p *fetchPlan) fetchAll(ctx context.Context, conc int, progress func(done, 
 	var total int64
 	for _, b := range p.blobs {
 		if b.desc.Size < 0 || b.desc.Size > math.MaxInt64-total {
-			return fetchStats{}, &BlobError{Digest: b.desc.Digest, Item: b.item, Role: "fetching", Err: fmt.Errorf("claims %d bytes: %w", b.desc.Size, ErrTooLarge)}
+			return fetchStats{}, &bundle.BlobError{Digest: b.desc.Digest, Item: b.item, Role: "fetching", Err: fmt.Errorf("claims %d bytes: %w", b.desc.Size, bundle.ErrTooLarge)}
 		}
 		list = append(list, b)
 		total += b.desc.Size
@@ -344,7 +346,7 @@ func (p *fetchPlan) fetchAll(ctx context.Context, conc int, progress func(done, 
 	for _, b := range list {
 		eg.Go(func() error {
 			if err := p.fetchBlob(ectx, b, report); err != nil {
-				return &BlobError{Digest: b.desc.Digest, Item: b.item, Role: "fetching", Err: err}
+				return &bundle.BlobError{Digest: b.desc.Digest, Item: b.item, Role: "fetching", Err: err}
 			}
 			return nil
 		})
@@ -388,7 +390,7 @@ func (p *fetchPlan) fetchBlob(ctx context.Context, b *pendingBlob, report func(i
 
 // isPermanent reports errors a retry will not fix.
 func isPermanent(err error) bool {
-	return errors.Is(err, ErrUnsupportedDigest) || errors.Is(err, ErrTooLarge) || errors.Is(err, errdef.ErrNotFound)
+	return errors.Is(err, bundle.ErrUnsupportedDigest) || errors.Is(err, bundle.ErrTooLarge) || errors.Is(err, errdef.ErrNotFound)
 }
 
 type countingReader struct {
@@ -419,9 +421,9 @@ func (p *fetchPlan) commitOne(ctx context.Context, m stagedManifest, depth int) 
 	if p.committed[m.desc.Digest] || depth > maxGraphDepth {
 		return nil
 	}
-	if children, err := successors(m.raw); err == nil {
+	if children, err := bundle.Successors(m.raw); err == nil {
 		for _, c := range children {
-			if child, ok := p.staged[c.d.Digest]; ok && c.role != "subject" {
+			if child, ok := p.staged[c.Desc.Digest]; ok && c.Role != "subject" {
 				if err := p.commitOne(ctx, child, depth+1); err != nil {
 					return err
 				}

@@ -1,9 +1,7 @@
-package bundle
+package build
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,10 +13,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/Masterminds/semver/v3"
 	"github.com/opencontainers/go-digest"
@@ -28,17 +24,12 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"oras.land/oras-go/v2/content"
-	"oras.land/oras-go/v2/registry/remote"
-	sigyaml "sigs.k8s.io/yaml"
+	orasremote "oras.land/oras-go/v2/registry/remote"
 
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/charts"
 	"zdt.dev/zdt/manifests"
 )
-
-// maxChartSize bounds a chart archive read into memory.
-const maxChartSize = 64 << 20
-
-// DefaultMaxChartIndexSize is CreateOptions.MaxChartIndexSize's default.
-const DefaultMaxChartIndexSize = 64 << 20
 
 // chartResult is a staged chart and the images found in it.
 type chartResult struct {
@@ -75,10 +66,10 @@ func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (c
 		if loaded, err = loader.LoadArchive(bytes.NewReader(tgz)); err != nil {
 			return fail(err)
 		}
-		if err := checkChart(loaded, ch); err != nil {
+		if err := charts.Check(loaded, ch); err != nil {
 			return fail(err)
 		}
-		if missing := missingDeps(loaded); len(missing) > 0 {
+		if missing := charts.MissingDeps(loaded); len(missing) > 0 {
 			return fail(fmt.Errorf("the chart lacks its dependencies %v in charts/; push it with them vendored (helm dependency build)", missing))
 		}
 	case strings.HasPrefix(ch.Source, "https://") || strings.HasPrefix(ch.Source, "http://"):
@@ -89,14 +80,14 @@ func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (c
 		if loaded, err = loader.LoadArchive(bytes.NewReader(tgz)); err != nil {
 			return fail(err)
 		}
-		if err := checkChart(loaded, ch); err != nil {
+		if err := charts.Check(loaded, ch); err != nil {
 			return fail(err)
 		}
-		if len(missingDeps(loaded)) > 0 {
-			if err := c.vendorDeps(ctx, loaded, "", nil); err != nil {
+		if len(charts.MissingDeps(loaded)) > 0 {
+			if err := charts.Vendor(ctx, loaded, "", c.fetchDep, c.opts.Logger); err != nil {
 				return fail(err)
 			}
-			if tgz, err = packageChart(loaded); err != nil {
+			if tgz, err = charts.Package(loaded); err != nil {
 				return fail(err)
 			}
 		}
@@ -108,22 +99,22 @@ func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (c
 		if loaded, err = loader.Load(p); err != nil {
 			return fail(err)
 		}
-		if err := checkChart(loaded, ch); err != nil {
+		if err := charts.Check(loaded, ch); err != nil {
 			return fail(err)
 		}
 		fi, err := os.Stat(p)
 		if err != nil {
 			return fail(err)
 		}
-		if fi.IsDir() || len(missingDeps(loaded)) > 0 {
+		if fi.IsDir() || len(charts.MissingDeps(loaded)) > 0 {
 			base := p
 			if !fi.IsDir() {
 				base = filepath.Dir(p)
 			}
-			if err := c.vendorDeps(ctx, loaded, base, nil); err != nil {
+			if err := charts.Vendor(ctx, loaded, base, c.fetchDep, c.opts.Logger); err != nil {
 				return fail(err)
 			}
-			if tgz, err = packageChart(loaded); err != nil {
+			if tgz, err = charts.Package(loaded); err != nil {
 				return fail(err)
 			}
 		} else if tgz, err = os.ReadFile(p); err != nil {
@@ -140,21 +131,6 @@ func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (c
 	}
 	c.opts.Logger.Info("staged chart", "name", ch.Name, "version", loaded.Metadata.Version, "digest", res.desc.Digest, "images", len(res.images))
 	return res, nil
-}
-
-func checkChart(loaded *chart.Chart, ch manifests.Chart) error {
-	if loaded.Metadata.Name != ch.Name {
-		return fmt.Errorf("the chart is named %q, not %q", loaded.Metadata.Name, ch.Name)
-	}
-	if ch.Version != "" && loaded.Metadata.Version != ch.Version {
-		if c, err := semver.NewConstraint(ch.Version); err == nil {
-			if v, err := semver.NewVersion(loaded.Metadata.Version); err == nil && c.Check(v) {
-				return nil
-			}
-		}
-		return fmt.Errorf("the chart has version %q, the spec asks for %q", loaded.Metadata.Version, ch.Version)
-	}
-	return nil
 }
 
 // putChart stores a chart archive as zdt's Helm-style OCI artifact.
@@ -187,7 +163,7 @@ func (c *creator) putChart(ctx context.Context, comp string, ch manifests.Chart,
 
 func chartItem(comp string, ch manifests.Chart, loaded *chart.Chart, desc ocispec.Descriptor, source string) resolved {
 	ref := "charts/" + loaded.Metadata.Name + ":" + loaded.Metadata.Version
-	it := Item{Component: comp, Kind: manifests.KindChart, Name: ch.Name, Ref: ref, Digest: desc.Digest.String(), MediaType: desc.MediaType}
+	it := bundle.Item{Component: comp, Kind: manifests.KindChart, Name: ch.Name, Ref: ref, Digest: desc.Digest.String(), MediaType: desc.MediaType}
 	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: ch.Name, Digest: it.Digest, Source: source}}
 }
 
@@ -226,10 +202,10 @@ func (c *creator) ociChart(ctx context.Context, comp string, ch manifests.Chart)
 			break
 		}
 	}
-	if layer == nil || layer.Size > maxChartSize {
-		return chartResult{}, nil, fmt.Errorf("manifest %s has no chart layer (%s) of at most %d bytes", desc.Digest, manifests.MediaTypeHelmChart, maxChartSize)
+	if layer == nil || layer.Size > charts.MaxChartSize {
+		return chartResult{}, nil, fmt.Errorf("manifest %s has no chart layer (%s) of at most %d bytes", desc.Digest, manifests.MediaTypeHelmChart, charts.MaxChartSize)
 	}
-	tgz, ok := c.store.readVerified(ctx, layer.Digest, maxChartSize) // a corrupt entry is removed
+	tgz, ok := c.store.readVerified(ctx, layer.Digest, charts.MaxChartSize) // a corrupt entry is removed
 	if !ok || int64(len(tgz)) != layer.Size {
 		if err := c.plan.fetchBlob(ctx, &pendingBlob{desc: *layer, src: repo, item: "chart " + ch.Name}, func(int64) {}); err != nil {
 			return chartResult{}, nil, fmt.Errorf("fetching chart layer %s: %w", layer.Digest, err)
@@ -257,7 +233,7 @@ func (c *creator) ociChart(ctx context.Context, comp string, ch manifests.Chart)
 // ociChartRepo opens the repository of an OCI chart: HOST/PATH/NAME, where
 // the source may or may not end with the chart name. A version that is a
 // semver constraint is resolved against the repository's tags.
-func (c *creator) ociChartRepo(ctx context.Context, src, name, version string) (*remote.Repository, string, error) {
+func (c *creator) ociChartRepo(ctx context.Context, src, name, version string) (*orasremote.Repository, string, error) {
 	host, p, ok := strings.Cut(src, "/")
 	if !ok || p == "" {
 		p = ""
@@ -266,7 +242,7 @@ func (c *creator) ociChartRepo(ctx context.Context, src, name, version string) (
 	if path.Base(p) != name {
 		p = strings.TrimPrefix(p+"/"+name, "/")
 	}
-	repo, err := c.remotes.repo(host, p)
+	repo, err := c.remotes.Repository(host, p)
 	if err != nil {
 		return nil, "", err
 	}
@@ -314,7 +290,7 @@ func (c *creator) repoChart(ctx context.Context, repoURL, name, version string) 
 	if err != nil {
 		return nil, "", err
 	}
-	idx, err := parseRepoIndex(raw, c.opts.MaxChartIndexSize)
+	idx, err := charts.ParseRepoIndex(raw, c.opts.MaxChartIndexSize)
 	raw = nil
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", indexURL, err)
@@ -340,11 +316,11 @@ func (c *creator) repoChart(ctx context.Context, repoURL, name, version string) 
 	want := strings.TrimPrefix(cv.Digest, "sha256:")
 	if want == "" {
 		if c.opts.RequireChartDigests {
-			return nil, "", fmt.Errorf("%s: %s %s has no digest (--require-chart-digests): %w", indexURL, name, cv.Version, ErrNoChartDigest)
+			return nil, "", fmt.Errorf("%s: %s %s has no digest (--require-chart-digests): %w", indexURL, name, cv.Version, bundle.ErrNoChartDigest)
 		}
 		c.opts.Logger.Warn("chart index entry has no digest: the download is not checked", "index", indexURL, "chart", name, "version", cv.Version)
 	} else if d := digest.NewDigestFromEncoded(digest.SHA256, want); d.Validate() == nil {
-		if b, ok := c.store.readVerified(ctx, d, maxChartSize); ok {
+		if b, ok := c.store.readVerified(ctx, d, charts.MaxChartSize); ok {
 			c.opts.Logger.Debug("chart from cache", "url", u.String(), "digest", d)
 			return b, u.String() + "@" + d.String(), nil
 		}
@@ -352,7 +328,7 @@ func (c *creator) repoChart(ctx context.Context, repoURL, name, version string) 
 	var tgz []byte
 	err = retryTransient(ctx, func() error {
 		var err error
-		tgz, err = c.getLimited(ctx, u.String(), maxChartSize)
+		tgz, err = c.getLimited(ctx, u.String(), charts.MaxChartSize)
 		return err
 	})
 	if err != nil {
@@ -373,106 +349,23 @@ func (c *creator) repoChart(ctx context.Context, repoURL, name, version string) 
 // getLimited reads an http(s) URL whole, refusing more than limit bytes
 // (without reading further than limit+1).
 func (c *creator) getLimited(ctx context.Context, u string, limit int64) ([]byte, error) {
-	resp, err := c.remotes.get(ctx, u)
+	resp, err := c.remotes.Get(ctx, u)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.ContentLength > limit {
-		return nil, fmt.Errorf("%s is %d bytes (limit %d): %w", u, resp.ContentLength, limit, ErrTooLarge)
+		return nil, fmt.Errorf("%s is %d bytes (limit %d): %w", u, resp.ContentLength, limit, bundle.ErrTooLarge)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", u, err)
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes: %w", u, limit, ErrTooLarge)
+		return nil, fmt.Errorf("%s is larger than %d bytes: %w", u, limit, bundle.ErrTooLarge)
 	}
 	return b, nil
 }
-
-// repoIndex is the part of a Helm repository's index.yaml zdt reads.
-type repoIndex struct {
-	APIVersion string                       `json:"apiVersion"`
-	Entries    map[string][]*repoChartEntry `json:"entries"`
-}
-
-type repoChartEntry struct {
-	Name    string   `json:"name"`
-	Version string   `json:"version"`
-	URLs    []string `json:"urls"`
-	Digest  string   `json:"digest"`
-}
-
-// parseRepoIndex decodes an index.yaml of at most limit bytes.
-func parseRepoIndex(raw []byte, limit int64) (*repoIndex, error) {
-	if int64(len(raw)) > limit {
-		return nil, fmt.Errorf("index is %d bytes (limit %d): %w", len(raw), limit, ErrTooLarge)
-	}
-	var idx repoIndex
-	if err := sigyaml.Unmarshal(raw, &idx); err != nil {
-		return nil, err
-	}
-	if idx.APIVersion == "" {
-		return nil, fmt.Errorf("no apiVersion: not a Helm repository index")
-	}
-	return &idx, nil
-}
-
-// Get finds a chart version: the version itself, else the highest version
-// matching it as a semver constraint (prereleases only when asked for).
-func (i *repoIndex) Get(name, version string) (*repoChartEntry, error) {
-	entries := i.Entries[name]
-	if len(entries) == 0 {
-		return nil, fmt.Errorf("no chart named %q", name)
-	}
-	for _, e := range entries {
-		if e != nil && e.Version == version {
-			return e, nil
-		}
-	}
-	cons, err := semver.NewConstraint(orDefault(version, "*"))
-	if err != nil {
-		return nil, fmt.Errorf("no version %q", version)
-	}
-	var best *repoChartEntry
-	var bestV *semver.Version
-	for _, e := range entries {
-		if e == nil {
-			continue
-		}
-		v, err := semver.NewVersion(e.Version)
-		if err != nil || !cons.Check(v) {
-			continue
-		}
-		if bestV == nil || v.GreaterThan(bestV) {
-			best, bestV = e, v
-		}
-	}
-	if best == nil {
-		return nil, fmt.Errorf("no version matches %q", version)
-	}
-	return best, nil
-}
-
-// missingDeps lists the dependencies Chart.yaml declares that charts/ lacks.
-func missingDeps(ch *chart.Chart) []string {
-	have := map[string]bool{}
-	for _, d := range ch.Dependencies() {
-		have[d.Name()] = true
-	}
-	var out []string
-	for _, d := range ch.Metadata.Dependencies {
-		if !have[d.Name] {
-			out = append(out, d.Name)
-		}
-	}
-	return out
-}
-
-// maxDepDepth bounds how deep chart dependencies nest (a chart's
-// dependency's dependency …).
-const maxDepDepth = 8
 
 // chartRepos collects the hosts chart dependencies may be fetched from:
 // those of the spec's chart sources and CreateOptions.AllowChartRepos.
@@ -520,136 +413,13 @@ func (c *creator) checkDepRepo(repo string) error {
 		return err
 	}
 	if !c.repoHosts[u.Host] {
-		return fmt.Errorf("repository %s: host %q is not a chart source of the spec (allow it with --allow-chart-repo): %w", repo, u.Host, ErrChartRepoNotAllowed)
+		return fmt.Errorf("repository %s: host %q is not a chart source of the spec (allow it with --allow-chart-repo): %w", repo, u.Host, bundle.ErrChartRepoNotAllowed)
 	}
-	if u.Scheme == "http" && !c.repoPlain[u.Host] && !c.remotes.plainHTTP(u.Host) {
-		return fmt.Errorf("repository %s: plain http to %q (allow it with --allow-chart-repo http://%s): %w", repo, u.Host, u.Host, ErrChartRepoNotAllowed)
-	}
-	return nil
-}
-
-// vendorDeps fetches the dependencies a chart declares but does not carry
-// (from https Helm repositories, oci:// registries or file:// paths relative
-// to base) and adds them to the chart, as `helm dependency build` would.
-// chain names the charts that led here ("web 1.0.0"), for cycles: a chart
-// that depends on itself, directly or not, or dependencies nested deeper
-// than maxDepDepth, are an error naming the chain.
-func (c *creator) vendorDeps(ctx context.Context, ch *chart.Chart, base string, chain []string) error {
-	chain = append(chain, ch.Metadata.Name+" "+ch.Metadata.Version)
-	if len(chain) > maxDepDepth {
-		return fmt.Errorf("dependencies nest deeper than %d: %s: %w", maxDepDepth, strings.Join(chain, " → "), ErrChartCycle)
-	}
-	missing := map[string]bool{}
-	for _, n := range missingDeps(ch) {
-		missing[n] = true
-	}
-	for _, d := range ch.Metadata.Dependencies {
-		if !missing[d.Name] {
-			continue
-		}
-		var (
-			sub *chart.Chart
-			err error
-		)
-		switch {
-		case strings.HasPrefix(d.Repository, "file://"):
-			if base == "" {
-				return fmt.Errorf("dependency %s: file:// repositories need a local chart", d.Name)
-			}
-			sub, err = loader.Load(filepath.Join(base, strings.TrimPrefix(d.Repository, "file://")))
-		case strings.HasPrefix(d.Repository, "oci://"):
-			if err = c.checkDepRepo(d.Repository); err != nil {
-				break
-			}
-			var tgz []byte
-			_, tgz, err = c.ociChart(ctx, "", manifests.Chart{Name: d.Name, Source: d.Repository, Version: d.Version})
-			if err == nil {
-				sub, err = loader.LoadArchive(bytes.NewReader(tgz))
-			}
-		case strings.HasPrefix(d.Repository, "https://") || strings.HasPrefix(d.Repository, "http://"):
-			if err = c.checkDepRepo(d.Repository); err != nil {
-				break
-			}
-			var tgz []byte
-			if tgz, _, err = c.repoChart(ctx, d.Repository, d.Name, d.Version); err == nil {
-				sub, err = loader.LoadArchive(bytes.NewReader(tgz))
-			}
-		default:
-			err = fmt.Errorf("repository %q is not https://, oci:// or file:// (repository aliases need a Helm config zdt does not read)", d.Repository)
-		}
-		if err != nil {
-			return fmt.Errorf("vendoring dependency %s %s of %s: %w", d.Name, d.Version, strings.Join(chain, " → "), err)
-		}
-		self := sub.Metadata.Name + " " + sub.Metadata.Version
-		if slices.Contains(chain, self) {
-			return fmt.Errorf("dependencies loop: %s → %s: %w", strings.Join(chain, " → "), self, ErrChartCycle)
-		}
-		if len(missingDeps(sub)) > 0 {
-			if err := c.vendorDeps(ctx, sub, "", chain); err != nil {
-				return err
-			}
-		}
-		c.opts.Logger.Info("vendored chart dependency", "chart", ch.Metadata.Name, "dependency", d.Name, "version", sub.Metadata.Version)
-		ch.AddDependency(sub)
+	if u.Scheme == "http" && !c.repoPlain[u.Host] && !c.remotes.PlainHTTP(u.Host) {
+		return fmt.Errorf("repository %s: plain http to %q (allow it with --allow-chart-repo http://%s): %w", repo, u.Host, u.Host, bundle.ErrChartRepoNotAllowed)
 	}
 	return nil
 }
-
-// packageChart saves a loaded chart with Helm's own writer, then rewrites
-// the archive with fixed metadata so the same chart gives the same bytes.
-func packageChart(ch *chart.Chart) ([]byte, error) {
-	dir, err := os.MkdirTemp("", "zdt-chart-*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	saved, err := chartutil.Save(ch, dir)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(saved)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		return nil, err
-	}
-	var out bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&out, gzip.BestCompression)
-	tw := tar.NewWriter(zw)
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		h.ModTime, h.AccessTime, h.ChangeTime = archiveModTime, time.Time{}, time.Time{}
-		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "", ""
-		h.Format = tar.FormatUSTAR
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return out.Bytes(), nil
-}
-
-// ImagesAnnotation is the Chart.yaml annotation listing a chart's images
-// (Artifact Hub's format: a YAML list of {name, image}).
-const ImagesAnnotation = "artifacthub.io/images"
 
 // discoverImages renders the chart (its values, then the spec's values
 // file) as a client-only install would and collects every `image:` string
@@ -676,13 +446,13 @@ func (c *creator) discoverImages(ctx context.Context, comp string, ch manifests.
 			found[n] = true
 		}
 	}
-	if ann := loaded.Metadata.Annotations[ImagesAnnotation]; ann != "" {
+	if ann := loaded.Metadata.Annotations[charts.ImagesAnnotation]; ann != "" {
 		var list []struct {
 			Name  string `yaml:"name"`
 			Image string `yaml:"image"`
 		}
 		if err := yaml.Unmarshal([]byte(ann), &list); err != nil {
-			return nil, fmt.Errorf("annotation %s: %w", ImagesAnnotation, err)
+			return nil, fmt.Errorf("annotation %s: %w", charts.ImagesAnnotation, err)
 		}
 		for _, e := range list {
 			add(e.Image)
@@ -701,21 +471,21 @@ func (c *creator) discoverImages(ctx context.Context, comp string, ch manifests.
 		vals = v
 	}
 	rctx, cancel := context.WithTimeoutCause(ctx, c.opts.RenderTimeout,
-		fmt.Errorf("rendering took longer than %s: %w", c.opts.RenderTimeout, ErrRenderLimit))
-	rendered, err := renderChart(rctx, loaded, vals, orDefault(ch.Release, ch.Name), orDefault(ch.Namespace, comp), c.opts.MaxRenderSize)
+		fmt.Errorf("rendering took longer than %s: %w", c.opts.RenderTimeout, bundle.ErrRenderLimit))
+	rendered, err := charts.Render(rctx, loaded, vals, orDefault(ch.Release, ch.Name), orDefault(ch.Namespace, comp), c.opts.MaxRenderSize)
 	cancel()
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
 		return nil, context.Cause(ctx)
-	case errors.Is(err, ErrRenderLimit) && c.opts.DiscoveryRequired:
+	case errors.Is(err, bundle.ErrRenderLimit) && c.opts.DiscoveryRequired:
 		return nil, fmt.Errorf("discovering images: %w", err)
-	case errors.Is(err, ErrRenderLimit):
+	case errors.Is(err, bundle.ErrRenderLimit):
 		c.opts.Logger.Warn("chart exceeds the render limits; skipped, only its images annotation is used", "chart", ch.Name, "err", err)
 	default:
 		c.opts.Logger.Warn("chart does not render; only its images annotation is used", "chart", ch.Name, "err", err)
 	}
-	for _, ref := range imagesInManifests(rendered) {
+	for _, ref := range charts.ImagesInManifests(rendered) {
 		add(ref)
 	}
 	out := make([]string, 0, len(found))
@@ -726,61 +496,16 @@ func (c *creator) discoverImages(ctx context.Context, comp string, ch manifests.
 	return out, nil
 }
 
-// imagesInManifests collects every string value under an "image" key in
-// the rendered YAML documents (NOTES.txt and partials skipped).
-func imagesInManifests(rendered map[string]string) []string {
-	names := make([]string, 0, len(rendered))
-	for n := range rendered {
-		names = append(names, n)
+// fetchDep downloads a chart dependency for charts.Vendor from an allowed
+// oci:// or http(s):// repository.
+func (c *creator) fetchDep(ctx context.Context, repo, name, version string) ([]byte, error) {
+	if err := c.checkDepRepo(repo); err != nil {
+		return nil, err
 	}
-	sort.Strings(names)
-	var out []string
-	var walk func(v any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			keys := make([]string, 0, len(x))
-			for k := range x {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys) // map order is random; the lock file must not be
-			for _, k := range keys {
-				val := x[k]
-				if s, ok := val.(string); ok && k == "image" {
-					out = append(out, s)
-					continue
-				}
-				walk(val)
-			}
-		case []any:
-			for _, e := range x {
-				walk(e)
-			}
-		}
+	if strings.HasPrefix(repo, "oci://") {
+		_, tgz, err := c.ociChart(ctx, "", manifests.Chart{Name: name, Source: repo, Version: version})
+		return tgz, err
 	}
-	for _, n := range names {
-		base := path.Base(n)
-		if strings.HasSuffix(n, "NOTES.txt") || strings.HasPrefix(base, "_") {
-			continue
-		}
-		if ext := path.Ext(n); ext != ".yaml" && ext != ".yml" && ext != ".json" {
-			continue
-		}
-		dec := yaml.NewDecoder(strings.NewReader(rendered[n]))
-		for {
-			var doc any
-			if err := dec.Decode(&doc); err != nil {
-				break
-			}
-			walk(doc)
-		}
-	}
-	return out
+	tgz, _, err := c.repoChart(ctx, repo, name, version)
+	return tgz, err
 }
-
-// DefaultRenderTimeout and DefaultMaxRenderSize are the defaults of
-// CreateOptions.RenderTimeout and MaxRenderSize.
-const (
-	DefaultRenderTimeout = time.Minute
-	DefaultMaxRenderSize = 64 << 20
-)
