@@ -11,14 +11,21 @@ import (
 // TestPackageDirection keeps the dependency direction of docs/architecture.md:
 // manifests ← bundle ← {signing, registry} ← installer ← cmd/zdt (signing
 // and registry both read archives, which is bundle's job, so they sit above
-// it). Only signing imports cosign/sigstore; only cmd/zdt imports cobra and the progress bar.
+// it) and manifests ← bundle ← {remote, charts} ← bundle/build ← cmd/zdt
+// (the create pipeline; registry uses remote for push). installer and
+// signing never import the create pipeline or charts. Only signing imports
+// cosign/sigstore; only charts and bundle/build import Helm; only cmd/zdt
+// imports cobra and the progress bar.
 func TestPackageDirection(t *testing.T) {
 	allowed := map[string][]string{
-		"manifests": {},
-		"bundle":    {"manifests"},
-		"signing":   {"bundle", "manifests"},
-		"registry":  {"bundle", "manifests"},
-		"installer": {"bundle", "manifests", "registry", "signing"},
+		"manifests":    {},
+		"bundle":       {"manifests"},
+		"remote":       {},
+		"charts":       {"bundle", "manifests"},
+		"bundle/build": {"bundle", "charts", "manifests", "remote"},
+		"signing":      {"bundle", "manifests"},
+		"registry":     {"bundle", "manifests", "remote"},
+		"installer":    {"bundle", "manifests", "registry", "signing"},
 	}
 	cmd := exec.Command("go", "list", "-json=ImportPath,Imports", "./...")
 	cmd.Dir = moduleRoot
@@ -49,6 +56,8 @@ func TestPackageDirection(t *testing.T) {
 				t.Errorf("manifests imports %s: it imports no zdt package", d)
 			case name != "signing" && isLib && (strings.HasPrefix(d, "github.com/sigstore/cosign") || strings.HasPrefix(d, "github.com/sigstore/sigstore")):
 				t.Errorf("%s imports %s: only signing imports cosign", name, d)
+			case name != "charts" && name != "bundle/build" && isLib && strings.HasPrefix(d, "helm.sh/"):
+				t.Errorf("%s imports %s: only charts and bundle/build import Helm", name, d)
 			case isLib && (strings.HasPrefix(d, "github.com/spf13/cobra") || strings.HasPrefix(d, "github.com/schollz/progressbar")):
 				t.Errorf("%s imports %s: libraries never print; only cmd/zdt renders", name, d)
 			}
@@ -59,5 +68,27 @@ func TestPackageDirection(t *testing.T) {
 	}
 	if checked != len(allowed) {
 		t.Fatalf("checked %d library packages, want %d", checked, len(allowed))
+	}
+	// Helm's render engine is the largest part of the binary: the packages
+	// that read, serve and install bundles must not pull it in, even
+	// through another package.
+	cmd = exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Deps \" \"}}", "./bundle", "./remote", "./registry", "./installer", "./signing")
+	cmd.Dir = moduleRoot
+	out, err = cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("go list: %d packages, want 5", len(lines))
+	}
+	for _, line := range lines {
+		deps := strings.Fields(line)
+		for _, d := range deps[1:] {
+			if strings.HasPrefix(d, "helm.sh/") || d == "zdt.dev/zdt/charts" || d == "zdt.dev/zdt/bundle/build" {
+				t.Errorf("%s depends on %s: Helm and the create pipeline stay out of it", deps[0], d)
+				break
+			}
+		}
 	}
 }
