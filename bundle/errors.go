@@ -25,10 +25,10 @@ var (
 	ErrUnsupportedDigest = errors.New("unsupported digest algorithm (zdt uses sha256)")
 	ErrLockMismatch      = errors.New("source does not match the lock file")
 	// ErrNoChartDigest: a Helm repository index entry gives no digest and
-	// CreateOptions.RequireChartDigests is set.
+	// build.CreateOptions.RequireChartDigests is set.
 	ErrNoChartDigest = errors.New("chart index entry without a digest")
 	// ErrChartRepoNotAllowed: a chart dependency names a repository the
-	// spec and CreateOptions.AllowChartRepos do not allow.
+	// spec and build.CreateOptions.AllowChartRepos do not allow.
 	ErrChartRepoNotAllowed = errors.New("chart repository not allowed")
 	// ErrChartCycle: chart dependencies that loop, or nest too deep.
 	ErrChartCycle = errors.New("chart dependencies loop or nest too deep")

@@ -31,7 +31,7 @@ import (
 // MaxChartSize bounds a chart archive read into memory.
 const MaxChartSize = 64 << 20
 
-// DefaultMaxChartIndexSize is CreateOptions.MaxChartIndexSize's default.
+// DefaultMaxChartIndexSize is build.CreateOptions.MaxChartIndexSize's default.
 const DefaultMaxChartIndexSize = 64 << 20
 
 func Check(loaded *chart.Chart, ch manifests.Chart) error {
@@ -309,7 +309,7 @@ func ImagesInManifests(rendered map[string]string) []string {
 }
 
 // DefaultRenderTimeout and DefaultMaxRenderSize are the defaults of
-// CreateOptions.RenderTimeout and MaxRenderSize.
+// build.CreateOptions.RenderTimeout and MaxRenderSize.
 const (
 	DefaultRenderTimeout = time.Minute
 	DefaultMaxRenderSize = 64 << 20

@@ -225,7 +225,7 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 		return CreateResult{}, err
 	}
 
-	// Resolve and stage every item (bundle/fetch.go); results keep spec order.
+	// Resolve and stage every item (fetch.go); results keep spec order.
 	results, discovered, err := c.stageAll(ctx)
 	if err != nil {
 		return CreateResult{}, err
