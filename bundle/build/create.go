@@ -230,47 +230,60 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 	if err != nil {
 		return CreateResult{}, err
 	}
+	lock, err := c.lock(results)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	rootDesc, index, err := c.putRoot(ctx, lock, results)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	blobs, err := c.archiveBlobs(ctx, rootDesc, &index)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	blobs, baseBlobs, baseSize := c.leaveToBase(blobs)
+	indexJSON, err := json.Marshal(index)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	sum, size, unique, err := c.writeArchive(ctx, indexJSON, blobs)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	res := CreateResult{Path: opts.Output, Size: size, Digest: sum, Root: rootDesc, Lock: lock, Blobs: len(blobs), UniqueSize: unique,
+		BaseBlobs: baseBlobs, BaseSize: baseSize, Discovered: discovered, Fetch: c.stats}
+	for _, r := range results {
+		res.Items = append(res.Items, r.item)
+	}
+	return res, nil
+}
 
+// lock records the staged items' digests and checks them against
+// opts.Lock, if given.
+func (c *creator) lock(results []resolved) (*manifests.Lock, error) {
 	lock := &manifests.Lock{APIVersion: manifests.APIVersion, Kind: manifests.KindLock,
-		Metadata: manifests.Metadata{Name: spec.Metadata.Name, Version: spec.Metadata.Version}}
+		Metadata: manifests.Metadata{Name: c.spec.Metadata.Name, Version: c.spec.Metadata.Version}}
 	for _, r := range results {
 		lock.Items = append(lock.Items, r.lock)
 	}
-	if opts.Lock != nil {
-		if err := checkLock(opts.Lock, lock); err != nil {
-			return CreateResult{}, err
+	if c.opts.Lock != nil {
+		if err := checkLock(c.opts.Lock, lock); err != nil {
+			return nil, err
 		}
 	}
-	lockYAML, err := lock.Marshal(opts.ToolVersion)
+	return lock, nil
+}
+
+// putRoot stores the bundle config, its manifest and the root index that
+// names every item, and returns the root's descriptor and the archive's
+// index.json (root entry first, then the items).
+func (c *creator) putRoot(ctx context.Context, lock *manifests.Lock, results []resolved) (ocispec.Descriptor, ocispec.Index, error) {
+	spec, opts, store := c.spec, c.opts, c.store
+	meta, err := c.putConfig(ctx, lock)
 	if err != nil {
-		return CreateResult{}, err
+		return ocispec.Descriptor{}, ocispec.Index{}, err
 	}
-	values, err := c.values()
-	if err != nil {
-		return CreateResult{}, err
-	}
-	cfg := bundle.Config{
-		Name: spec.Metadata.Name, Version: spec.Metadata.Version, Description: spec.Metadata.Description,
-		ToolVersion: opts.ToolVersion, Platforms: platforms,
-		Spec: string(spec.Raw), Lock: string(lockYAML), Values: values,
-	}
-	cfgJSON, err := json.Marshal(cfg)
-	if err != nil {
-		return CreateResult{}, err
-	}
-	cfgDesc, err := store.PutBytes(ctx, manifests.MediaTypeBundleConfig, cfgJSON)
-	if err != nil {
-		return CreateResult{}, err
-	}
-	empty, err := store.PutBytes(ctx, ocispec.MediaTypeEmptyJSON, []byte("{}"))
-	if err != nil {
-		return CreateResult{}, err
-	}
-	meta, err := store.putManifest(ctx, manifests.MediaTypeBundleConfig, cfgDesc, []ocispec.Descriptor{empty}, nil)
-	if err != nil {
-		return CreateResult{}, err
-	}
-	meta.Annotations = map[string]string{manifests.AnnotationKind: bundle.KindBundleConfig}
 	root := ocispec.Index{
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageIndex,
@@ -286,30 +299,17 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 	}
 	index := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
 	for _, r := range results {
-		d := r.desc
-		d.Annotations = map[string]string{
-			manifests.AnnotationComponent: r.item.Component,
-			manifests.AnnotationKind:      r.item.Kind,
-			manifests.AnnotationName:      r.item.Name,
-			manifests.AnnotationRefName:   r.item.Ref,
-		}
-		if r.item.Target != "" {
-			d.Annotations[manifests.AnnotationTarget] = r.item.Target
-			d.Annotations[manifests.AnnotationMode] = r.item.Mode
-			if r.item.AllowSpecialBits {
-				d.Annotations[manifests.AnnotationAllowSpecialBits] = "true"
-			}
-		}
+		d := itemEntry(r)
 		root.Manifests = append(root.Manifests, d)
 		index.Manifests = append(index.Manifests, d)
 	}
 	rootJSON, err := json.Marshal(root)
 	if err != nil {
-		return CreateResult{}, err
+		return ocispec.Descriptor{}, ocispec.Index{}, err
 	}
 	rootDesc, err := store.PutBytes(ctx, ocispec.MediaTypeImageIndex, rootJSON)
 	if err != nil {
-		return CreateResult{}, err
+		return ocispec.Descriptor{}, ocispec.Index{}, err
 	}
 	rootDesc.ArtifactType = manifests.ArtifactTypeBundle
 	rootEntry := rootDesc
@@ -321,56 +321,127 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 		"kind": "dev.cosignproject.cosign/imageIndex",
 	}
 	index.Manifests = append([]ocispec.Descriptor{rootEntry}, index.Manifests...)
+	return rootDesc, index, nil
+}
+
+// putConfig stores the bundle config (spec, lock, values) and the manifest
+// that carries it, and returns that manifest's root index entry.
+func (c *creator) putConfig(ctx context.Context, lock *manifests.Lock) (ocispec.Descriptor, error) {
+	spec, opts, store := c.spec, c.opts, c.store
+	lockYAML, err := lock.Marshal(opts.ToolVersion)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	values, err := c.values()
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	cfg := bundle.Config{
+		Name: spec.Metadata.Name, Version: spec.Metadata.Version, Description: spec.Metadata.Description,
+		ToolVersion: opts.ToolVersion, Platforms: c.platforms,
+		Spec: string(spec.Raw), Lock: string(lockYAML), Values: values,
+	}
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	cfgDesc, err := store.PutBytes(ctx, manifests.MediaTypeBundleConfig, cfgJSON)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	empty, err := store.PutBytes(ctx, ocispec.MediaTypeEmptyJSON, []byte("{}"))
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	meta, err := store.putManifest(ctx, manifests.MediaTypeBundleConfig, cfgDesc, []ocispec.Descriptor{empty}, nil)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	meta.Annotations = map[string]string{manifests.AnnotationKind: bundle.KindBundleConfig}
+	return meta, nil
+}
+
+// itemEntry is an item's entry in the root index and index.json: its top
+// manifest annotated with what the installer needs to place it.
+func itemEntry(r resolved) ocispec.Descriptor {
+	d := r.desc
+	d.Annotations = map[string]string{
+		manifests.AnnotationComponent: r.item.Component,
+		manifests.AnnotationKind:      r.item.Kind,
+		manifests.AnnotationName:      r.item.Name,
+		manifests.AnnotationRefName:   r.item.Ref,
+	}
+	if r.item.Target != "" {
+		d.Annotations[manifests.AnnotationTarget] = r.item.Target
+		d.Annotations[manifests.AnnotationMode] = r.item.Mode
+		if r.item.AllowSpecialBits {
+			d.Annotations[manifests.AnnotationAllowSpecialBits] = "true"
+		}
+	}
+	return d
+}
+
+// archiveBlobs lists the blobs of the root's graph and, with opts.Attach,
+// those of the attachments it returns, which it adds to index.
+func (c *creator) archiveBlobs(ctx context.Context, rootDesc ocispec.Descriptor, index *ocispec.Index) ([]ocispec.Descriptor, error) {
+	store := c.store
 	blobs, err := collectBlobs(ctx, store, rootDesc)
 	if err != nil {
-		return CreateResult{}, err
+		return nil, err
 	}
-	if opts.Attach != nil {
-		extra, err := opts.Attach(ctx, rootDesc, store)
+	if c.opts.Attach != nil {
+		extra, err := c.opts.Attach(ctx, rootDesc, store)
 		if err != nil {
-			return CreateResult{}, fmt.Errorf("attaching to the root: %w", err)
+			return nil, fmt.Errorf("attaching to the root: %w", err)
 		}
 		for _, e := range extra {
 			if !bundle.IsAttachment(rootDesc.Digest, e) {
-				return CreateResult{}, fmt.Errorf("attachment %s is not attached to the root", e.Digest)
+				return nil, fmt.Errorf("attachment %s is not attached to the root", e.Digest)
 			}
 			more, err := collectBlobs(ctx, store, e)
 			if err != nil {
-				return CreateResult{}, fmt.Errorf("attachment %s: %w", e.Digest, err)
+				return nil, fmt.Errorf("attachment %s: %w", e.Digest, err)
 			}
 			blobs = append(blobs, more...)
 			index.Manifests = append(index.Manifests, e)
 		}
 		blobs = dedupDescriptors(blobs)
 	}
-	var baseBlobs int
-	var baseSize int64
-	if opts.Base != nil {
-		kept := blobs[:0]
-		for _, b := range blobs {
-			if opts.Base.HasLocal(b.Digest) {
-				baseBlobs++
-				baseSize += b.Size
-				continue
-			}
-			kept = append(kept, b)
+	return blobs, nil
+}
+
+// leaveToBase drops, for a delta bundle (opts.Base), the blobs the base
+// holds, and counts them.
+func (c *creator) leaveToBase(blobs []ocispec.Descriptor) (kept []ocispec.Descriptor, baseBlobs int, baseSize int64) {
+	opts := c.opts
+	if opts.Base == nil {
+		return blobs, 0, 0
+	}
+	kept = blobs[:0]
+	for _, b := range blobs {
+		if opts.Base.HasLocal(b.Digest) {
+			baseBlobs++
+			baseSize += b.Size
+			continue
 		}
-		blobs = kept
-		opts.Logger.Info("delta bundle", "base", opts.Base.Root.Digest, "leftToBase", baseBlobs, "bytes", baseSize)
+		kept = append(kept, b)
 	}
-	indexJSON, err := json.Marshal(index)
-	if err != nil {
-		return CreateResult{}, err
-	}
-	var unique int64
+	opts.Logger.Info("delta bundle", "base", opts.Base.Root.Digest, "leftToBase", baseBlobs, "bytes", baseSize)
+	return kept, baseBlobs, baseSize
+}
+
+// writeArchive writes the archive to opts.Output (see writeAtomic) and
+// returns its digest, its size and the blobs' total size.
+func (c *creator) writeArchive(ctx context.Context, indexJSON []byte, blobs []ocispec.Descriptor) (sum digest.Digest, size, unique int64, err error) {
+	opts, store := c.opts, c.store
 	for _, b := range blobs {
 		unique += b.Size
 	}
 	opts.Logger.Info("writing archive", "path", opts.Output, "blobs", len(blobs), "bytes", unique)
 	if err := checkFreeSpace(filepath.Dir(opts.Output), unique, "the archive "+opts.Output); err != nil {
-		return CreateResult{}, err
+		return "", 0, 0, err
 	}
-	sum, size, err := writeAtomic(ctx, opts.Output, opts.ArchiveWritten, func(w *os.File, th *trailHasher) error {
+	sum, size, err = writeAtomic(ctx, opts.Output, opts.ArchiveWritten, func(w *os.File, th *trailHasher) error {
 		var done int64
 		check := func(d ocispec.Descriptor) bool { return !store.isFresh(d.Digest) }
 		return bundle.WriteArchive(ctx, w, store, indexJSON, blobs, func(n int64) {
@@ -382,14 +453,9 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 	})
 
 	if err != nil {
-		return CreateResult{}, fmt.Errorf("writing %s: %w", opts.Output, err)
+		return "", 0, 0, fmt.Errorf("writing %s: %w", opts.Output, err)
 	}
-	res := CreateResult{Path: opts.Output, Size: size, Digest: sum, Root: rootDesc, Lock: lock, Blobs: len(blobs), UniqueSize: unique,
-		BaseBlobs: baseBlobs, BaseSize: baseSize, Discovered: discovered, Fetch: c.stats}
-	for _, r := range results {
-		res.Items = append(res.Items, r.item)
-	}
-	return res, nil
+	return sum, size, unique, nil
 }
 
 // writeAtomic writes a file through a temp file in the same directory,

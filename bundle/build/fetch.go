@@ -512,18 +512,57 @@ type imageJob struct {
 // per component its images (spec order, then discovered ones), charts,
 // files and AMIs.
 func (c *creator) stageAll(ctx context.Context) ([]resolved, []DiscoveredImage, error) {
-	conc := c.opts.Concurrency
-	phase := func(name string, done, total int64) {
-		if c.opts.PhaseProgress != nil {
-			c.opts.PhaseProgress(name, done, total)
-		}
+	// Phase 1: charts, so that their images can be planned with the rest.
+	charts, chartRes, err := c.stageCharts(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	images, discovered := c.imageJobs(charts, chartRes)
+
+	// Phase 2: resolve every item; plan image blobs; stage files and AMIs.
+	results, commits, err := c.resolveAll(ctx, c.stageJobs(images, chartRes))
+	if err != nil {
+		return nil, nil, err
 	}
 
-	// Phase 1: charts, so that their images can be planned with the rest.
-	type chartJob struct {
-		comp string
-		ch   manifests.Chart
+	// Phase 3: fetch the missing blobs, once each.
+	st, err := c.plan.fetchAll(ctx, c.opts.Concurrency, func(done, total int64) { c.phase(PhaseFetch, done, total) })
+	c.stats.FetchedBlobs, c.stats.FetchedBytes = st.Blobs, st.Bytes
+	c.stats.CachedBlobs, c.stats.CachedBytes = int(c.plan.cachedBlobs.Load()), c.plan.cachedBytes.Load()
+	c.opts.Logger.Info("fetched blobs", "fetched", st.Blobs, "bytes", st.Bytes, "cached", c.stats.CachedBlobs, "cachedBytes", c.stats.CachedBytes)
+	if err != nil {
+		return nil, nil, err
 	}
+
+	// Phase 4: manifests, children first.
+	for _, cm := range commits {
+		if err := c.plan.commit(ctx, cm); err != nil {
+			return nil, nil, err
+		}
+	}
+	return results, discovered, nil
+}
+
+// phase reports a phase's progress to opts.PhaseProgress, if set.
+func (c *creator) phase(name string, done, total int64) {
+	if c.opts.PhaseProgress != nil {
+		c.opts.PhaseProgress(name, done, total)
+	}
+}
+
+// chartJob is a chart of the spec to stage.
+type chartJob struct {
+	comp string
+	ch   manifests.Chart
+}
+
+// stageJob resolves and stages one item; it returns the item and the
+// manifests to commit once the blobs are fetched.
+type stageJob func(context.Context) (resolved, []stagedManifest, error)
+
+// stageCharts stages every chart of the spec (phase 1), in spec order,
+// opts.Concurrency at a time.
+func (c *creator) stageCharts(ctx context.Context) ([]chartJob, []chartResult, error) {
 	var charts []chartJob
 	for _, comp := range c.spec.Components {
 		for _, ch := range comp.Charts {
@@ -533,21 +572,24 @@ func (c *creator) stageAll(ctx context.Context) ([]resolved, []DiscoveredImage, 
 	chartRes := make([]chartResult, len(charts))
 	var chartsDone atomic.Int64
 	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(conc)
+	eg.SetLimit(c.opts.Concurrency)
 	for i, j := range charts {
 		eg.Go(func() error {
 			r, err := c.chart(ectx, j.comp, j.ch)
 			chartRes[i] = r
-			phase(PhaseCharts, chartsDone.Add(1), int64(len(charts)))
+			c.phase(PhaseCharts, chartsDone.Add(1), int64(len(charts)))
 			return err
 		})
 	}
 	if err := eg.Wait(); err != nil {
 		return nil, nil, err
 	}
+	return charts, chartRes, nil
+}
 
-	// The images of each component: the spec's, then the discovered ones
-	// that no component lists (by normalized reference).
+// imageJobs gives the images of each component: the spec's, then the
+// discovered ones that no component lists (by normalized reference).
+func (c *creator) imageJobs(charts []chartJob, chartRes []chartResult) (map[string][]imageJob, []DiscoveredImage) {
 	known := map[string]bool{}
 	for _, comp := range c.spec.Components {
 		for _, im := range comp.Images {
@@ -576,9 +618,13 @@ func (c *creator) stageAll(ctx context.Context) ([]resolved, []DiscoveredImage, 
 	for _, d := range discovered {
 		c.opts.Logger.Info("discovered image", "component", d.Component, "chart", d.Chart, "ref", d.Ref, "added", d.Added)
 	}
+	return images, discovered
+}
 
-	// Phase 2: resolve every item; plan image blobs; stage files and AMIs.
-	var jobs []func(context.Context) (resolved, []stagedManifest, error)
+// stageJobs lists a job per item in spec order: per component its images,
+// its (already staged) charts, files and AMIs.
+func (c *creator) stageJobs(images map[string][]imageJob, chartRes []chartResult) []stageJob {
+	var jobs []stageJob
 	chartIdx := 0
 	for _, comp := range c.spec.Components {
 		for _, j := range images[comp.Name] {
@@ -602,39 +648,29 @@ func (c *creator) stageAll(ctx context.Context) ([]resolved, []DiscoveredImage, 
 			})
 		}
 	}
+	return jobs
+}
+
+// resolveAll runs the jobs (phase 2), opts.Concurrency at a time, and
+// returns their items and manifests to commit in job order.
+func (c *creator) resolveAll(ctx context.Context, jobs []stageJob) ([]resolved, [][]stagedManifest, error) {
 	results := make([]resolved, len(jobs))
 	commits := make([][]stagedManifest, len(jobs))
 	var itemsDone atomic.Int64
-	eg, ectx = errgroup.WithContext(ctx)
-	eg.SetLimit(conc)
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(c.opts.Concurrency)
 	for i, job := range jobs {
 		eg.Go(func() error {
 			r, cm, err := job(ectx)
 			results[i], commits[i] = r, cm
-			phase(PhaseResolve, itemsDone.Add(1), int64(len(jobs)))
+			c.phase(PhaseResolve, itemsDone.Add(1), int64(len(jobs)))
 			return err
 		})
 	}
 	if err := eg.Wait(); err != nil {
 		return nil, nil, err
 	}
-
-	// Phase 3: fetch the missing blobs, once each.
-	st, err := c.plan.fetchAll(ctx, conc, func(done, total int64) { phase(PhaseFetch, done, total) })
-	c.stats.FetchedBlobs, c.stats.FetchedBytes = st.Blobs, st.Bytes
-	c.stats.CachedBlobs, c.stats.CachedBytes = int(c.plan.cachedBlobs.Load()), c.plan.cachedBytes.Load()
-	c.opts.Logger.Info("fetched blobs", "fetched", st.Blobs, "bytes", st.Bytes, "cached", c.stats.CachedBlobs, "cachedBytes", c.stats.CachedBytes)
-	if err != nil {
-		return nil, nil, err
-	}
-
-	// Phase 4: manifests, children first.
-	for _, cm := range commits {
-		if err := c.plan.commit(ctx, cm); err != nil {
-			return nil, nil, err
-		}
-	}
-	return results, discovered, nil
+	return results, commits, nil
 }
 
 // DiscoveredImage is an image reference found in a chart (rendered
