@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -14,9 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"zdt.dev/zdt/bundle"
-	"zdt.dev/zdt/bundle/build"
 	"zdt.dev/zdt/installer"
-	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/internal/version"
 	"zdt.dev/zdt/manifests"
 	"zdt.dev/zdt/signing"
@@ -114,112 +110,7 @@ them. The --registry-config file:
   COSIGN_PASSWORD=... zdt bundle create --key cosign.key -o platform-1.4.0.zdt`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			spec, err := manifests.Load(o.spec)
-			if err != nil {
-				return err
-			}
-			lockPath := o.lockFile
-			if lockPath == "" {
-				lockPath = filepath.Join(filepath.Dir(o.spec), "zdt.lock.yaml")
-			}
-			for _, p := range o.platforms {
-				if _, _, _, err := manifests.ParsePlatform(p); err != nil {
-					return usageError{err}
-				}
-			}
-			opts := build.CreateOptions{
-				Output:      o.out,
-				ToolVersion: version.String(),
-				Platforms:   o.platforms,
-				Concurrency: o.concurrency,
-				Logger:      g.logger(),
-			}
-			if opts.Output == "" {
-				opts.Output = spec.Metadata.Name + "-" + spec.Metadata.Version + ".zdt"
-			}
-			if o.lock {
-				if opts.Lock, err = manifests.LoadLock(lockPath); err != nil {
-					return fmt.Errorf("--lock: %w", err)
-				}
-			}
-			if dir := filepath.Dir(opts.Output); dir != "" {
-				if err := os.MkdirAll(dir, 0o755); err != nil {
-					return err
-				}
-			}
-			var signer *signing.Signer
-			if o.key != "" {
-				signer, err = signing.NewSigner(ctx, signing.SignOptions{Key: o.key, Password: g.keyPassword, Logger: g.logger()})
-				if err != nil {
-					return err
-				}
-				defer signer.Close()
-				opts.Attach, opts.ArchiveWritten = signer.Attach, signer.SignArchive(opts.Output)
-			}
-			if err := o.apply(&opts); err != nil {
-				return err
-			}
-			opts.DiscoveryRequired = o.discover && cmd.Flags().Changed("discover-images")
-			if o.base != "" {
-				base, err := bundle.Open(ctx, o.base)
-				if err != nil {
-					return fmt.Errorf("--base: %w", err)
-				}
-				defer base.Close()
-				opts.Base = base
-			}
-			bars := g.phaseBars()
-			opts.PhaseProgress = bars.update
-			opts.Progress = func(done, total int64) { bars.update(build.PhaseWrite, done, total) }
-			res, err := build.Create(ctx, spec, opts)
-			bars.finish()
-			if err != nil {
-				return err
-			}
-			if !o.lock {
-				data, err := res.Lock.Marshal(version.String())
-				if err != nil {
-					return err
-				}
-				if err := fsutil.WritePath(lockPath, data, 0o644); err != nil {
-					return fmt.Errorf("writing lock file: %w", err)
-				}
-			}
-			if g.json() {
-				out := createOutput{
-					Path: res.Path, Size: res.Size, SHA256: res.Digest.Encoded(),
-					Root: res.Root.Digest, RootRepository: strings.SplitN(bundle.RootRef(spec.Metadata.Name, spec.Metadata.Version), ":", 2)[0],
-					Items: res.Items, Blobs: res.Blobs, UniqueSize: res.UniqueSize, LockFile: lockPath,
-					Discovered: res.Discovered, Fetch: res.Fetch,
-				}
-				if opts.Base != nil {
-					out.Base = &createBase{Root: opts.Base.Root.Digest, Path: o.base, Blobs: res.BaseBlobs, Size: res.BaseSize}
-				}
-				if signer != nil {
-					out.SignedBy = "sha256:" + signer.Fingerprint()
-					out.SigstoreBundle = signing.ArchiveBundlePath(res.Path)
-				}
-				return g.printJSON(out)
-			}
-			fmt.Fprintf(g.stdout, "created %s (%s, %d items, %d blobs)\n", res.Path, humanBytes(res.Size), len(res.Items), res.Blobs)
-			fmt.Fprintf(g.stdout, "root    %s\n", res.Root.Digest)
-			fmt.Fprintf(g.stdout, "sha256  %s\n", res.Digest.Encoded())
-			fmt.Fprintf(g.stdout, "fetched %d blobs (%s); %d from the cache (%s)\n",
-				res.Fetch.FetchedBlobs, humanBytes(res.Fetch.FetchedBytes), res.Fetch.CachedBlobs, humanBytes(res.Fetch.CachedBytes))
-			if opts.Base != nil {
-				fmt.Fprintf(g.stdout, "delta   on %s %s (%s): %d blobs (%s) left to it\n",
-					opts.Base.Config.Name, opts.Base.Config.Version, opts.Base.Root.Digest, res.BaseBlobs, humanBytes(res.BaseSize))
-			}
-			printDiscovered(g, res.Discovered)
-			if signer != nil {
-				fmt.Fprintf(g.stdout, "signed  key sha256:%s, with provenance and SBOM attestations\n", signer.Fingerprint())
-				fmt.Fprintf(g.stdout, "        %s (for cosign verify-blob)\n", signing.ArchiveBundlePath(res.Path))
-			}
-			if !o.lock {
-				fmt.Fprintf(g.stdout, "lock    %s\n", lockPath)
-			}
-			return nil
+			return o.run(cmd.Context(), g, cmd.Flags().Changed("discover-images"))
 		},
 	}
 	o.AddFlags(cmd.Flags())
