@@ -174,99 +174,15 @@ func (a *Archive) Path() string { return a.path }
 func (a *Archive) Size() int64 { return a.size }
 
 func (a *Archive) index(ctx context.Context, opts OpenOptions) error {
-	br := &blockReader{r: a.f, size: a.size}
-	tr := tar.NewReader(br)
-	special := map[string]entry{}
-	dirs := map[string]bool{}
-	indexChecked := false
-	limit := MaxEntries
-	if opts.MaxEntries > 0 && opts.MaxEntries < limit {
-		limit = opts.MaxEntries
-	}
-	var lastEnd int64 // end of the last entry's padded content
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		h, err := tr.Next()
-		if err == io.EOF {
-			// A whole archive ends with two zero blocks; EOF right after an
-			// entry (a copy cut at an entry boundary) is a truncation.
-			if err := a.checkTrailer(ctx, lastEnd); err != nil {
-				return err
-			}
-			break
-		}
-		if err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("after entry %d: %w", a.entries, ErrTruncated)
-			}
-			return fmt.Errorf("reading tar header after entry %d: %v: %w", a.entries, err, ErrNotBundle)
-		}
-		if a.entries >= limit {
-			return fmt.Errorf("more than %d entries: %w", limit, ErrTooLarge)
-		}
-		a.entries++
-		name := h.Name
-		if err := checkEntryName(name, h); err != nil {
-			return &EntryError{Name: name, Err: err}
-		}
-		twice := &EntryError{Name: name, Err: fmt.Errorf("appears twice: %w", ErrUnsafeEntry)}
-		off := br.pos
-		lastEnd = off + (h.Size+511)/512*512
-		if h.Typeflag == tar.TypeDir {
-			key := strings.TrimSuffix(name, "/")
-			if dirs[key] {
-				return twice
-			}
-			dirs[key] = true
-			continue
-		}
-		if h.Size < 0 || off+h.Size > a.size {
-			return &EntryError{Name: name, Err: fmt.Errorf("%d bytes at offset %d run past the end of the file (%d bytes): %w", h.Size, off, a.size, ErrTruncated)}
-		}
-		e := entry{off: off, size: h.Size}
-		if hx, ok := strings.CutPrefix(name, dirSHA256); ok {
-			var k blobKey
-			_, _ = hex.Decode(k[:], []byte(hx)) // checkEntryName checked the hex
-			if _, dup := a.blobs[k]; dup {
-				return twice
-			}
-			a.blobs[k] = e
-			continue
-		}
-		if _, dup := special[name]; dup {
-			return twice
-		}
-		special[name] = e
-		if name == entryIndex && opts.CheckIndex != nil {
-			// Refuse early what the caller will refuse anyway.
-			if err := a.readIndex(e); err != nil {
-				return err
-			}
-			if err := opts.CheckIndex(a.Index, a.Root); err != nil {
-				return err
-			}
-			indexChecked = true
-		}
-	}
-	a.other = special
-	if _, ok := special[entryLayout]; !ok {
-		return fmt.Errorf("no %s or %s entry: %w", entryLayout, entryIndex, ErrNotBundle)
-	}
-	if _, ok := special[entryIndex]; !ok {
-		return fmt.Errorf("no %s or %s entry: %w", entryLayout, entryIndex, ErrNotBundle)
-	}
-	lb, err := a.readEntry(special[entryLayout], 4096, entryLayout)
+	indexChecked, err := a.scan(ctx, opts)
 	if err != nil {
 		return err
 	}
-	var layout ocispec.ImageLayout
-	if err := json.Unmarshal(lb, &layout); err != nil || layout.Version != ocispec.ImageLayoutVersion {
-		return fmt.Errorf("%s: not an OCI image layout %s: %w", entryLayout, ocispec.ImageLayoutVersion, ErrNotBundle)
+	if err := a.checkLayout(); err != nil {
+		return err
 	}
 	if !indexChecked {
-		if err := a.readIndex(special[entryIndex]); err != nil {
+		if err := a.readIndex(a.other[entryIndex]); err != nil {
 			return err
 		}
 		if opts.CheckIndex != nil {
@@ -275,6 +191,136 @@ func (a *Archive) index(ctx context.Context, opts OpenOptions) error {
 			}
 		}
 	}
+	if err := a.readRoot(ctx); err != nil {
+		return err
+	}
+	return a.checkIndexAgainstRoot()
+}
+
+// tarScan is what scan has seen of the archive's entries so far.
+type tarScan struct {
+	special map[string]entry // oci-layout and index.json
+	dirs    map[string]bool
+	// indexChecked says index.json was read and opts.CheckIndex ran on it.
+	indexChecked bool
+}
+
+// scan reads every tar header (checking limits before anything else),
+// records where each blob and special entry is, and checks that the
+// archive ends with the end-of-archive marker. When opts.CheckIndex is set
+// it runs as soon as index.json is seen; indexChecked says it did.
+func (a *Archive) scan(ctx context.Context, opts OpenOptions) (indexChecked bool, err error) {
+	br := &blockReader{r: a.f, size: a.size}
+	tr := tar.NewReader(br)
+	s := tarScan{special: map[string]entry{}, dirs: map[string]bool{}}
+	limit := MaxEntries
+	if opts.MaxEntries > 0 && opts.MaxEntries < limit {
+		limit = opts.MaxEntries
+	}
+	var lastEnd int64 // end of the last entry's padded content
+	for {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		h, err := tr.Next()
+		if err == io.EOF {
+			// A whole archive ends with two zero blocks; EOF right after an
+			// entry (a copy cut at an entry boundary) is a truncation.
+			if err := a.checkTrailer(ctx, lastEnd); err != nil {
+				return false, err
+			}
+			break
+		}
+		if err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return false, fmt.Errorf("after entry %d: %w", a.entries, ErrTruncated)
+			}
+			return false, fmt.Errorf("reading tar header after entry %d: %v: %w", a.entries, err, ErrNotBundle)
+		}
+		if a.entries >= limit {
+			return false, fmt.Errorf("more than %d entries: %w", limit, ErrTooLarge)
+		}
+		a.entries++
+		if err := checkEntryName(h.Name, h); err != nil {
+			return false, &EntryError{Name: h.Name, Err: err}
+		}
+		off := br.pos
+		lastEnd = off + (h.Size+511)/512*512
+		if err := a.addEntry(&s, h, off, opts); err != nil {
+			return false, err
+		}
+	}
+	a.other = s.special
+	return s.indexChecked, nil
+}
+
+// addEntry records the entry of h, whose content starts at off and whose
+// name checkEntryName accepted: a directory, a blob or a special entry,
+// each at most once. The content must lie within the file.
+func (a *Archive) addEntry(s *tarScan, h *tar.Header, off int64, opts OpenOptions) error {
+	name := h.Name
+	twice := &EntryError{Name: name, Err: fmt.Errorf("appears twice: %w", ErrUnsafeEntry)}
+	if h.Typeflag == tar.TypeDir {
+		key := strings.TrimSuffix(name, "/")
+		if s.dirs[key] {
+			return twice
+		}
+		s.dirs[key] = true
+		return nil
+	}
+	if h.Size < 0 || off+h.Size > a.size {
+		return &EntryError{Name: name, Err: fmt.Errorf("%d bytes at offset %d run past the end of the file (%d bytes): %w", h.Size, off, a.size, ErrTruncated)}
+	}
+	e := entry{off: off, size: h.Size}
+	if hx, ok := strings.CutPrefix(name, dirSHA256); ok {
+		var k blobKey
+		_, _ = hex.Decode(k[:], []byte(hx)) // checkEntryName checked the hex
+		if _, dup := a.blobs[k]; dup {
+			return twice
+		}
+		a.blobs[k] = e
+		return nil
+	}
+	if _, dup := s.special[name]; dup {
+		return twice
+	}
+	s.special[name] = e
+	if name == entryIndex && opts.CheckIndex != nil {
+		// Refuse early what the caller will refuse anyway.
+		if err := a.readIndex(e); err != nil {
+			return err
+		}
+		if err := opts.CheckIndex(a.Index, a.Root); err != nil {
+			return err
+		}
+		s.indexChecked = true
+	}
+	return nil
+}
+
+// checkLayout checks that the archive has oci-layout and index.json
+// entries, and that oci-layout names the OCI image layout version.
+func (a *Archive) checkLayout() error {
+	if _, ok := a.other[entryLayout]; !ok {
+		return fmt.Errorf("no %s or %s entry: %w", entryLayout, entryIndex, ErrNotBundle)
+	}
+	if _, ok := a.other[entryIndex]; !ok {
+		return fmt.Errorf("no %s or %s entry: %w", entryLayout, entryIndex, ErrNotBundle)
+	}
+	lb, err := a.readEntry(a.other[entryLayout], 4096, entryLayout)
+	if err != nil {
+		return err
+	}
+	var layout ocispec.ImageLayout
+	if err := json.Unmarshal(lb, &layout); err != nil || layout.Version != ocispec.ImageLayoutVersion {
+		return fmt.Errorf("%s: not an OCI image layout %s: %w", entryLayout, ocispec.ImageLayoutVersion, ErrNotBundle)
+	}
+	return nil
+}
+
+// readRoot reads and parses the root index named by index.json, its bundle
+// config manifest and the bundle config.
+func (a *Archive) readRoot(ctx context.Context) error {
 	rb, err := a.ReadSmall(ctx, a.Root)
 	if err != nil {
 		return fmt.Errorf("reading root index: %w", err)
@@ -300,7 +346,7 @@ func (a *Archive) index(ctx context.Context, opts OpenOptions) error {
 	if err := json.Unmarshal(cb, &a.Config); err != nil {
 		return fmt.Errorf("bundle config %s: %v: %w", a.ConfigManifest.Config.Digest, err, ErrNotBundle)
 	}
-	return a.checkIndexAgainstRoot()
+	return nil
 }
 
 // readIndex reads and parses index.json and finds the root entry in it.
