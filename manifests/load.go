@@ -115,8 +115,45 @@ func SplitImageSource(src string) (kind, path, tag string, err error) {
 	return kind, rest, tag, nil
 }
 
+// validate checks a decoded spec, reporting every problem to c with where
+// it was written.
 func validate(c *collector, s *Spec) {
-	at := func(path string, def Pos) Pos { return c.pos(path, def) }
+	v := &validator{c: c, comps: map[string]int{}, images: map[string]int{}, charts: map[string]int{},
+		files: map[string]int{}, targets: map[string]int{}, targetAt: map[string]Pos{}, amis: map[string]int{}}
+	v.header(s)
+	for i, comp := range s.Components {
+		v.component(fmt.Sprintf("components[%d]", i), comp)
+	}
+	nested(c, v.targetAt)
+}
+
+// validator checks a spec's values and that no component, image, chart,
+// file, target or AMI is listed twice, reporting to c.
+type validator struct {
+	c *collector
+	// The line each name was first seen at.
+	comps, images, charts, files, targets, amis map[string]int
+	// targetAt is where each file target was written (for nested).
+	targetAt map[string]Pos
+}
+
+// at is where the value at path was written, or def.
+func (v *validator) at(path string, def Pos) Pos { return v.c.pos(path, def) }
+
+// dup reports key when seen already, and says whether it did.
+func (v *validator) dup(seen map[string]int, key string, p Pos, what string) bool {
+	if line, ok := seen[key]; ok {
+		v.c.add(p, "%s is listed twice (first at line %d)", what, line)
+		return true
+	}
+	seen[key] = p.Line
+	return false
+}
+
+// header checks what comes before the components: apiVersion, kind,
+// metadata and platforms, and that there are components.
+func (v *validator) header(s *Spec) {
+	c, at := v.c, v.at
 	if s.APIVersion != APIVersion {
 		c.add(at("apiVersion", Pos{Line: 1, Column: 1}), "apiVersion must be %q, got %q", APIVersion, s.APIVersion)
 	}
@@ -137,114 +174,119 @@ func validate(c *collector, s *Spec) {
 	if len(s.Components) == 0 {
 		c.add(at("components", Pos{}), "components: at least one component is needed")
 	}
-	compSeen := map[string]int{}
-	images := map[string]int{}
-	charts := map[string]int{}
-	files := map[string]int{}
-	targets := map[string]int{}
-	targetAt := map[string]Pos{}
-	amis := map[string]int{}
-	// dup reports key when seen already, and says whether it did.
-	dup := func(seen map[string]int, key string, p Pos, what string) bool {
-		if line, ok := seen[key]; ok {
-			c.add(p, "%s is listed twice (first at line %d)", what, line)
-			return true
-		}
-		seen[key] = p.Line
-		return false
+}
+
+// component checks the component at where (components[i]) and its items.
+func (v *validator) component(where string, comp Component) {
+	c, at := v.c, v.at
+	if !reName.MatchString(comp.Name) {
+		c.add(at(where+".name", comp.Pos), "%s.name %q must be lowercase letters, digits, '.', '_' or '-'", where, comp.Name)
+	} else {
+		v.dup(v.comps, comp.Name, at(where+".name", comp.Pos), fmt.Sprintf("component %q", comp.Name))
 	}
-	for i, comp := range s.Components {
-		where := fmt.Sprintf("components[%d]", i)
-		if !reName.MatchString(comp.Name) {
-			c.add(at(where+".name", comp.Pos), "%s.name %q must be lowercase letters, digits, '.', '_' or '-'", where, comp.Name)
-		} else {
-			dup(compSeen, comp.Name, at(where+".name", comp.Pos), fmt.Sprintf("component %q", comp.Name))
-		}
-		if len(comp.Images)+len(comp.Charts)+len(comp.Files)+len(comp.AMIs) == 0 {
-			c.add(comp.Pos, "component %q has no images, charts, files or amis", comp.Name)
-		}
-		for j, im := range comp.Images {
-			item := fmt.Sprintf("%s.images[%d]", where, j)
-			if im.Ref == "" {
-				c.add(at(item+".ref", im.Pos), "image reference is empty")
-				continue
-			}
-			if _, err := name.ParseReference(im.Ref); err != nil {
-				c.add(at(item+".ref", im.Pos), "image %q: %s", im.Ref, refProblem(im.Ref, err))
-				continue
-			}
-			if im.Source != "" {
-				if _, _, _, err := SplitImageSource(im.Source); err != nil {
-					c.add(at(item+".source", im.Pos), "image %q: %v", im.Ref, err)
-				}
-			}
-			dup(images, im.Ref, at(item+".ref", im.Pos), fmt.Sprintf("image %q", im.Ref))
-		}
-		for j, ch := range comp.Charts {
-			item := fmt.Sprintf("%s.charts[%d]", where, j)
-			if !reName.MatchString(ch.Name) {
-				c.add(at(item+".name", ch.Pos), "chart name %q must be lowercase letters, digits, '.', '_' or '-'", ch.Name)
-			}
-			remote := strings.HasPrefix(ch.Source, "oci://") || strings.HasPrefix(ch.Source, "https://") || strings.HasPrefix(ch.Source, "http://")
-			if remote && ch.Version == "" {
-				c.add(ch.Pos, "chart %q: version is required for %s", ch.Name, ch.Source)
-			}
-			if ch.Namespace != "" && !reName.MatchString(ch.Namespace) {
-				c.add(at(item+".namespace", ch.Pos), "chart %q: namespace %q is not a valid name", ch.Name, ch.Namespace)
-			}
-			dup(charts, ch.Name, at(item+".name", ch.Pos), fmt.Sprintf("chart %q", ch.Name))
-		}
-		for j, f := range comp.Files {
-			item := fmt.Sprintf("%s.files[%d]", where, j)
-			if !reSHA256.MatchString(f.SHA256) {
-				c.add(at(item+".sha256", f.Pos), "file %q: sha256 must be 64 lowercase hex digits, got %q", f.Source, f.SHA256)
-			}
-			sameTarget := false
-			if err := CheckTarget(f.Target); err != nil {
-				c.add(at(item+".target", f.Pos), "file %q: %v", f.Source, err)
-			} else {
-				sameTarget = dup(targets, f.Target, at(item+".target", f.Pos), fmt.Sprintf("target %q", f.Target))
-				if !sameTarget {
-					targetAt[f.Target] = at(item+".target", f.Pos)
-				}
-			}
-			if f.Mode != "" && !reMode.MatchString(f.Mode) {
-				c.add(at(item+".mode", f.Pos), "file %q: mode %q is not an octal mode like \"0755\"", f.Source, f.Mode)
-			} else if m, _ := ParseMode(f.Mode); m&SpecialBits != 0 && !f.AllowSpecialBits {
-				c.add(at(item+".mode", f.Pos), "file %q: mode %q sets setuid, setgid or sticky bits; add allowSpecialBits: true to install it so", f.Source, f.Mode)
-			}
-			if n := f.ItemName(); n != "" && !sameTarget { // the same target: reported once
-				np := at(item+".target", f.Pos)
-				if f.Name != "" {
-					np = at(item+".name", f.Pos)
-				}
-				dup(files, n, np, fmt.Sprintf("file %q", n))
-			}
-		}
-		for j, a := range comp.AMIs {
-			item := fmt.Sprintf("%s.amis[%d]", where, j)
-			if a.Architecture != "" && !archs[a.Architecture] {
-				c.add(at(item+".architecture", a.Pos), "ami %q: architecture %q is not x86_64, arm64 or i386", a.Name, a.Architecture)
-			}
-			if a.BootMode != "" && !bootModes[a.BootMode] {
-				c.add(at(item+".bootMode", a.Pos), "ami %q: bootMode %q is not uefi, legacy-bios or uefi-preferred", a.Name, a.BootMode)
-			}
-			if a.Virtualization != "" && a.Virtualization != "hvm" && a.Virtualization != "paravirtual" {
-				c.add(at(item+".virtualization", a.Pos), "ami %q: virtualization %q is not hvm or paravirtual", a.Name, a.Virtualization)
-			}
-			if a.TPM && a.BootMode != "uefi" {
-				c.add(at(item+".tpm", a.Pos), "ami %q: tpm needs bootMode uefi", a.Name)
-			}
-			if a.SHA256 != "" && !reSHA256.MatchString(a.SHA256) {
-				c.add(at(item+".sha256", a.Pos), "ami %q: sha256 must be 64 lowercase hex digits", a.Name)
-			}
-			if err := CheckAMIName(a.Name); err != nil {
-				c.add(at(item+".name", a.Pos), "%v", err)
-			}
-			dup(amis, a.Name, at(item+".name", a.Pos), fmt.Sprintf("ami %q", a.Name))
+	if len(comp.Images)+len(comp.Charts)+len(comp.Files)+len(comp.AMIs) == 0 {
+		c.add(comp.Pos, "component %q has no images, charts, files or amis", comp.Name)
+	}
+	for j, im := range comp.Images {
+		v.image(fmt.Sprintf("%s.images[%d]", where, j), im)
+	}
+	for j, ch := range comp.Charts {
+		v.chart(fmt.Sprintf("%s.charts[%d]", where, j), ch)
+	}
+	for j, f := range comp.Files {
+		v.file(fmt.Sprintf("%s.files[%d]", where, j), f)
+	}
+	for j, a := range comp.AMIs {
+		v.ami(fmt.Sprintf("%s.amis[%d]", where, j), a)
+	}
+}
+
+// image checks the image at item.
+func (v *validator) image(item string, im Image) {
+	c, at := v.c, v.at
+	if im.Ref == "" {
+		c.add(at(item+".ref", im.Pos), "image reference is empty")
+		return
+	}
+	if _, err := name.ParseReference(im.Ref); err != nil {
+		c.add(at(item+".ref", im.Pos), "image %q: %s", im.Ref, refProblem(im.Ref, err))
+		return
+	}
+	if im.Source != "" {
+		if _, _, _, err := SplitImageSource(im.Source); err != nil {
+			c.add(at(item+".source", im.Pos), "image %q: %v", im.Ref, err)
 		}
 	}
-	nested(c, targetAt)
+	v.dup(v.images, im.Ref, at(item+".ref", im.Pos), fmt.Sprintf("image %q", im.Ref))
+}
+
+// chart checks the chart at item.
+func (v *validator) chart(item string, ch Chart) {
+	c, at := v.c, v.at
+	if !reName.MatchString(ch.Name) {
+		c.add(at(item+".name", ch.Pos), "chart name %q must be lowercase letters, digits, '.', '_' or '-'", ch.Name)
+	}
+	remote := strings.HasPrefix(ch.Source, "oci://") || strings.HasPrefix(ch.Source, "https://") || strings.HasPrefix(ch.Source, "http://")
+	if remote && ch.Version == "" {
+		c.add(ch.Pos, "chart %q: version is required for %s", ch.Name, ch.Source)
+	}
+	if ch.Namespace != "" && !reName.MatchString(ch.Namespace) {
+		c.add(at(item+".namespace", ch.Pos), "chart %q: namespace %q is not a valid name", ch.Name, ch.Namespace)
+	}
+	v.dup(v.charts, ch.Name, at(item+".name", ch.Pos), fmt.Sprintf("chart %q", ch.Name))
+}
+
+// file checks the file at item, and records its target for nested.
+func (v *validator) file(item string, f File) {
+	c, at := v.c, v.at
+	if !reSHA256.MatchString(f.SHA256) {
+		c.add(at(item+".sha256", f.Pos), "file %q: sha256 must be 64 lowercase hex digits, got %q", f.Source, f.SHA256)
+	}
+	sameTarget := false
+	if err := CheckTarget(f.Target); err != nil {
+		c.add(at(item+".target", f.Pos), "file %q: %v", f.Source, err)
+	} else {
+		sameTarget = v.dup(v.targets, f.Target, at(item+".target", f.Pos), fmt.Sprintf("target %q", f.Target))
+		if !sameTarget {
+			v.targetAt[f.Target] = at(item+".target", f.Pos)
+		}
+	}
+	if f.Mode != "" && !reMode.MatchString(f.Mode) {
+		c.add(at(item+".mode", f.Pos), "file %q: mode %q is not an octal mode like \"0755\"", f.Source, f.Mode)
+	} else if m, _ := ParseMode(f.Mode); m&SpecialBits != 0 && !f.AllowSpecialBits {
+		c.add(at(item+".mode", f.Pos), "file %q: mode %q sets setuid, setgid or sticky bits; add allowSpecialBits: true to install it so", f.Source, f.Mode)
+	}
+	if n := f.ItemName(); n != "" && !sameTarget { // the same target: reported once
+		np := at(item+".target", f.Pos)
+		if f.Name != "" {
+			np = at(item+".name", f.Pos)
+		}
+		v.dup(v.files, n, np, fmt.Sprintf("file %q", n))
+	}
+}
+
+// ami checks the AMI at item.
+func (v *validator) ami(item string, a AMI) {
+	c, at := v.c, v.at
+	if a.Architecture != "" && !archs[a.Architecture] {
+		c.add(at(item+".architecture", a.Pos), "ami %q: architecture %q is not x86_64, arm64 or i386", a.Name, a.Architecture)
+	}
+	if a.BootMode != "" && !bootModes[a.BootMode] {
+		c.add(at(item+".bootMode", a.Pos), "ami %q: bootMode %q is not uefi, legacy-bios or uefi-preferred", a.Name, a.BootMode)
+	}
+	if a.Virtualization != "" && a.Virtualization != "hvm" && a.Virtualization != "paravirtual" {
+		c.add(at(item+".virtualization", a.Pos), "ami %q: virtualization %q is not hvm or paravirtual", a.Name, a.Virtualization)
+	}
+	if a.TPM && a.BootMode != "uefi" {
+		c.add(at(item+".tpm", a.Pos), "ami %q: tpm needs bootMode uefi", a.Name)
+	}
+	if a.SHA256 != "" && !reSHA256.MatchString(a.SHA256) {
+		c.add(at(item+".sha256", a.Pos), "ami %q: sha256 must be 64 lowercase hex digits", a.Name)
+	}
+	if err := CheckAMIName(a.Name); err != nil {
+		c.add(at(item+".name", a.Pos), "%v", err)
+	}
+	v.dup(v.amis, a.Name, at(item+".name", a.Pos), fmt.Sprintf("ami %q", a.Name))
 }
 
 // nested reports each target that is inside another target: the other is
