@@ -2,17 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/version"
 	"zdt.dev/zdt/registry"
@@ -72,74 +69,7 @@ its copied blobs); where the base is not installed it is refused, naming it.`,
   zdt install --bundle platform-1.4.0.zdt --key cosign.pub --root /mnt/image`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.bundle == "" {
-				return usageError{fmt.Errorf("--bundle is required")}
-			}
-			ctx := cmd.Context()
-			logger := g.logger()
-			// The store is only read until the bundle is known to install
-			// (a refused delta or --plan writes nothing).
-			ro, err := registry.OpenStore(o.root, registry.StoreOptions{ReadOnly: true, Logger: logger})
-			if errors.Is(err, fs.ErrNotExist) {
-				ro, err = nil, nil
-			}
-			if err != nil {
-				return err
-			}
-			defer ro.Close()
-			// Signature first, then a delta's base from what is installed.
-			var bases *installer.Bases
-			if ro != nil {
-				bases = &installer.Bases{Store: ro}
-			}
-			v, err := g.openVerified(ctx, o.bundle, &o.trust, bases)
-			if err != nil {
-				return err
-			}
-			defer v.Close()
-			a := v.Archive
-			if a.Base() != "" && !a.BaseAttached() {
-				return fmt.Errorf("%s is a delta bundle on %s, which is not installed under %s: install that bundle (or the whole of this one) first (no registry store there: %w)", o.bundle, a.Base(), o.root, bundle.ErrNeedsBase)
-			}
-			opts := installer.Options{
-				Root: o.root, PlanOnly: o.plan, AMIExportDir: o.amiExport, ServeAddr: o.serveAddr,
-				ToolVersion: version.String(), Logger: logger,
-			}
-			if !o.plan {
-				store, err := registry.OpenStore(o.root, registry.StoreOptions{CopyBlobs: o.copyBlobs, Logger: logger})
-				if err != nil {
-					return err
-				}
-				defer store.Close()
-				opts.Registry = store
-			}
-			bar := g.progress("importing")
-			opts.Progress = bar.update
-			res, err := installer.Install(ctx, a, opts)
-			bar.finish()
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				if err := g.printJSON(res); err != nil {
-					return err
-				}
-			} else {
-				renderPlan(g.stdout, res.Plan)
-				switch {
-				case o.plan:
-				case res.Applied:
-					fmt.Fprintf(g.stdout, "installed: generation %d (%d files written)\n", res.Generation, res.FilesWritten)
-				case res.Repaired:
-					fmt.Fprintf(g.stdout, "repaired: generation %d, the registry storage serves the bundle again (it was imported again)\n", res.Generation)
-				default:
-					fmt.Fprintf(g.stdout, "already installed: generation %d, nothing changed\n", res.Generation)
-				}
-			}
-			if o.plan && o.detailedExitCode && res.Plan.HasChanges() {
-				return errPlanChanges
-			}
-			return nil
+			return o.run(cmd.Context(), g)
 		},
 	}
 	o.AddFlags(cmd.Flags())

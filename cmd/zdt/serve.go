@@ -3,15 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/registry"
 )
 
@@ -121,94 +118,7 @@ Access logs go to stderr. SIGTERM or Ctrl-C shuts it down gracefully.`,
   zdt serve --bundle build/quickstart.zdt --insecure-http --addr 127.0.0.1:5000`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			// A server logs every request: Info level always.
-			var logger *slog.Logger
-			if g.json() {
-				logger = slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-			} else {
-				logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-			}
-			hopts := registry.HandlerOptions{Htpasswd: o.htpasswd, Logger: logger}
-			what := ""
-			if len(o.bundles) > 0 {
-				for _, p := range o.bundles {
-					a, _, done, err := g.openBundle(ctx, p, &o.trust, &o.base)
-					if err != nil {
-						return err
-					}
-					defer done()
-					if o.verify {
-						if _, err := a.Verify(ctx, bundle.VerifyOptions{}); err != nil {
-							return fmt.Errorf("%s: %w", p, err)
-						}
-					}
-					hopts.Archives = append(hopts.Archives, a)
-				}
-				what = strings.Join(o.bundles, ", ")
-			} else {
-				store, err := registry.OpenStore(o.root, registry.StoreOptions{Logger: logger})
-				if err != nil {
-					return err
-				}
-				defer store.Close()
-				hopts.Store, what = store, store.Dir()
-			}
-			h, err := registry.NewHandler(ctx, hopts)
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			sopts := registry.ServeOptions{
-				Handler: h, Addr: o.addr, CertFile: o.tlsCert, KeyFile: o.tlsKey,
-				Hostnames: o.hostnames, InsecureHTTP: o.insecureHTTP, Logger: logger,
-				MaxConnections: o.maxConns, MaxConnectionsPerClient: o.maxConnsPerClient,
-				WriteTimeout: o.writeTimeout, ReadTimeout: o.writeTimeout, IdleTimeout: o.idleTimeout,
-			}
-			caPath := ""
-			if !o.insecureHTTP && o.tlsCert == "" {
-				ca, err := registry.OpenCA(o.root)
-				if err != nil {
-					return err
-				}
-				sopts.CA, caPath = ca, ca.CertPath
-			}
-			var readyErr error
-			sopts.Ready = func(addr net.Addr) {
-				scheme := "https"
-				if o.insecureHTTP {
-					scheme = "http"
-				}
-				repos := map[string]bool{}
-				var list []string
-				for _, p := range h.Placements {
-					if !repos[p.Repository] {
-						repos[p.Repository] = true
-						list = append(list, p.Repository)
-					}
-				}
-				if g.json() {
-					readyErr = g.printJSON(serveOutput{
-						URL: scheme + "://" + addr.String(), Serving: what, CA: caPath,
-						ReadOnly: o.htpasswd == "", Repositories: list,
-					})
-					return
-				}
-				fmt.Fprintf(g.stdout, "serving %s at %s://%s\n", what, scheme, addr)
-				if caPath != "" {
-					fmt.Fprintf(g.stdout, "clients trust the CA in %s\n", caPath)
-				}
-				if len(list) > 0 {
-					fmt.Fprintf(g.stdout, "repositories: %s\n", strings.Join(list, " "))
-				}
-			}
-			if err := registry.Serve(ctx, sopts); err != nil {
-				return err
-			}
-			return readyErr
+			return o.run(cmd.Context(), g)
 		},
 	}
 	o.AddFlags(cmd.Flags())
