@@ -263,10 +263,12 @@ func (r *contentReader) finish() error {
 	if r.ach != nil {
 		r.ach.wait()
 	}
-	if r.ch != nil {
-		if got := digest.NewDigest(digest.SHA256, r.ch); got != r.c.Digest {
-			return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("decoded content hashes to %s, recorded %s: %w", got, r.c.Digest, ErrDigestMismatch))
-		}
+	ch := r.ch
+	if ch == nil { // stored as is: the layer's hash is the content's
+		ch = r.lh
+	}
+	if got := digest.NewDigest(digest.SHA256, ch); got != r.c.Digest {
+		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("decoded content hashes to %s, recorded %s: %w", got, r.c.Digest, ErrDigestMismatch))
 	}
 	return io.EOF
 }
