@@ -73,7 +73,7 @@ func fileHasDigest(ctx context.Context, root *os.Root, name string, d digest.Dig
 		return false, err
 	}
 	defer f.Close()
-	got, err := hashReader(ctx, f, func(int64) {})
+	got, _, err := fsutil.CopyVerified(ctx, io.Discard, f, "", -1, nil, nil)
 	return got == d, err
 }
 

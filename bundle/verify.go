@@ -2,7 +2,6 @@ package bundle
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"runtime"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+
+	"zdt.dev/zdt/internal/fsutil"
 )
 
 // VerifyOptions tune Verify. The zero value is valid.
@@ -87,7 +88,7 @@ func (a *Archive) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult,
 			if err != nil {
 				return &BlobError{Digest: r.desc.Digest, Role: r.role, Item: r.item, Err: ErrMissingBlob}
 			}
-			got, err := hashReader(ctx, sr, progress)
+			got, _, err := fsutil.CopyVerified(ctx, io.Discard, sr, "", -1, nil, progress)
 			if err != nil {
 				return fmt.Errorf("reading blob %s: %w", r.desc.Digest, err)
 			}
@@ -101,26 +102,4 @@ func (a *Archive) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult,
 		return VerifyResult{}, err
 	}
 	return VerifyResult{Graph: g, Blobs: len(g.refs), Bytes: total}, nil
-}
-
-// hashReader hashes r in 1 MiB chunks, reporting progress per chunk.
-func hashReader(ctx context.Context, r io.Reader, progress func(int64)) (digest.Digest, error) {
-	h := sha256.New()
-	buf := make([]byte, 1<<20)
-	for {
-		if err := ctx.Err(); err != nil {
-			return "", err
-		}
-		n, err := io.ReadFull(r, buf)
-		if n > 0 {
-			h.Write(buf[:n])
-			progress(int64(n))
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return digest.NewDigest(digest.SHA256, h), nil
-		}
-		if err != nil {
-			return "", err
-		}
-	}
 }

@@ -2,7 +2,6 @@ package installer
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -35,11 +34,8 @@ func hashFile(root *os.Root, name string) (digest.Digest, error) {
 		return "", err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
-		return "", err
-	}
-	return digest.NewDigest(digest.SHA256, h), nil
+	d, _, err := fsutil.CopyVerified(context.Background(), io.Discard, f, "", -1, nil, nil)
+	return d, err
 }
 
 // keepVersion makes sure the file version with digest d, currently at
@@ -133,15 +129,12 @@ func restoreFile(ctx context.Context, root *os.Root, it ItemState) (*Placed, err
 	}
 	defer src.Close()
 	mode, _ := manifests.ParseMode(it.Mode)
-	h := sha256.New()
 	_, err = fsutil.WriteAtomic(ctx, root, rel(it.Target), manifests.FileMode(mode), func(w io.Writer) error {
-		if _, err := fsutil.CopyCtx(ctx, io.MultiWriter(w, h), src); err != nil {
-			return err
-		}
-		if got := digest.NewDigest(digest.SHA256, h); got.String() != it.FileDigest {
+		got, _, err := fsutil.CopyVerified(ctx, w, src, "", -1, nil, nil)
+		if err == nil && got.String() != it.FileDigest {
 			return fmt.Errorf("kept version of %s hashes to %s: %w", it.Target, got, ErrContentMismatch)
 		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
@@ -135,7 +133,7 @@ func (s *Store) importArchive(ctx context.Context, a *bundle.Archive, opts Impor
 	_, jerr := root.Stat(importJournal)
 	journal := jerr == nil // this import's, or an unfinished one's whose blobs were re-checked
 	if res.BlobsWritten > 0 || res.LinksWritten > 0 || journal {
-		if err := syncFS(root); err != nil {
+		if err := fsutil.SyncFS(root); err != nil {
 			return ImportResult{}, fmt.Errorf("syncing store: %w", err)
 		}
 	}
@@ -144,7 +142,7 @@ func (s *Store) importArchive(ctx context.Context, a *bundle.Archive, opts Impor
 		if err := root.Remove(importJournal); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return ImportResult{}, fmt.Errorf("finishing import: %w", err)
 		}
-		if err := syncFS(root); err != nil {
+		if err := fsutil.SyncFS(root); err != nil {
 			return ImportResult{}, fmt.Errorf("syncing store: %w", err)
 		}
 	}
@@ -229,7 +227,7 @@ func (s *Store) copyBlobs(ctx context.Context, a *bundle.Archive, blobs []digest
 		if err := fsutil.WriteFileAtomic(root, importJournal, []byte(a.Root.Digest.String()+"\n"), 0o644); err != nil {
 			return ImportResult{}, fmt.Errorf("starting import: %w", err)
 		}
-		if err := syncFS(root); err != nil {
+		if err := fsutil.SyncFS(root); err != nil {
 			return ImportResult{}, fmt.Errorf("starting import: %w", err)
 		}
 	}
@@ -279,7 +277,7 @@ func (s *Store) link(ctx context.Context, ps []Placement) (int, error) {
 	}
 	n, err := writeLinks(ctx, root, ps)
 	if err == nil && n > 0 {
-		err = syncFS(root)
+		err = fsutil.SyncFS(root)
 	}
 	return n, err
 }
@@ -323,11 +321,8 @@ func storedBlobOK(ctx context.Context, root *os.Root, rel string, d digest.Diges
 		return false
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil || ctx.Err() != nil {
-		return false
-	}
-	return digest.NewDigest(digest.SHA256, h) == d
+	_, _, err = fsutil.CopyVerified(ctx, io.Discard, f, d, -1, nil, nil)
+	return err == nil
 }
 
 // importBlob copies one blob from the archive into the store: temp file in
@@ -357,30 +352,18 @@ func importBlob(ctx context.Context, root *os.Root, a *bundle.Archive, d digest.
 			_ = root.Remove(tmp)
 		}
 	}()
-	h := sha256.New()
-	var n int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		m, rerr := src.Read(buf)
-		if m > 0 {
-			h.Write(buf[:m])
-			if _, err := f.Write(buf[:m]); err != nil {
-				return fmt.Errorf("importing blob %s: %w", d, err)
-			}
-			n += int64(m)
-			report(int64(m))
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return fmt.Errorf("importing blob %s: reading archive: %w", d, rerr)
-		}
-	}
-	if got := digest.NewDigest(digest.SHA256, h); got != d || n != size {
-		return &bundle.BlobError{Digest: d, Err: fmt.Errorf("archive bytes hash to %s (%d bytes), want %d bytes: %w", got, n, size, bundle.ErrDigestMismatch)}
+	_, _, err = fsutil.CopyVerified(ctx, f, src, d, size, buf, report)
+	var mm *fsutil.MismatchError
+	var re *fsutil.ReadError
+	switch {
+	case errors.As(err, &mm):
+		return &bundle.BlobError{Digest: d, Err: fmt.Errorf("archive bytes hash to %s (%d bytes), want %d bytes: %w", mm.Got, mm.Size, size, bundle.ErrDigestMismatch)}
+	case errors.As(err, &re):
+		return fmt.Errorf("importing blob %s: reading archive: %w", d, re.Err)
+	case err != nil && ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		return fmt.Errorf("importing blob %s: %w", d, err)
 	}
 	// No fsync here: Import syncs the whole store once at the end, and its
 	// journal makes a re-run after a crash re-check what this wrote.
@@ -451,19 +434,6 @@ func readSmallFile(root *os.Root, rel string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: more than %d bytes: %w", rel, limit, ErrBadStore)
 	}
 	return b, nil
-}
-
-// syncFS flushes the filesystem holding root (one syncfs for all links).
-func syncFS(root *os.Root) error {
-	f, err := root.Open(".")
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil && !errors.Is(err, unix.ENOSYS) {
-		return err
-	}
-	return nil
 }
 
 func randHex() string {

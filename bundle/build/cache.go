@@ -2,8 +2,6 @@ package build
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,7 +25,8 @@ import (
 //
 //   - a blob appears under its digest only after its bytes were hashed
 //     (temp file → check → rename), so a killed create leaves at most a temp
-//     file (blobs/.ingest-*), which a later create removes once it is stale;
+//     file (blobs/.zdt-tmp-ingest-*, fsutil.TempName), which a later create
+//     removes once it is stale;
 //     blobs are not synced by the create that writes them: the journal names
 //     the boot, and a later create syncs them, or re-hashes them after a
 //     machine crash (store.go, settle);
@@ -40,6 +39,14 @@ import (
 // staleIngest is how old a temp file must be before it is taken as left by
 // a killed create (a running one writes to its temp files continuously).
 const staleIngest = time.Hour
+
+// ingestName is the name temp files of blobs being staged are made from
+// (fsutil.TempName: fsutil.TempPrefix, then this, then a random suffix).
+const ingestName = "ingest"
+
+// legacyIngestPrefix started temp file names in caches written before
+// zdt used fsutil.TempPrefix everywhere; cleanStale removes those too.
+const legacyIngestPrefix = ".ingest-"
 
 // DefaultCacheDir is the cache `zdt bundle create` uses unless told
 // otherwise: $XDG_CACHE_HOME/zdt (~/.cache/zdt on Linux).
@@ -60,7 +67,7 @@ func (s *blobStore) cleanStale(olderThan time.Duration) int {
 	}
 	n := 0
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), ".ingest-") {
+		if !strings.HasPrefix(e.Name(), fsutil.TempPrefix+ingestName) && !strings.HasPrefix(e.Name(), legacyIngestPrefix) {
 			continue
 		}
 		fi, err := e.Info()
@@ -181,9 +188,8 @@ func (s *blobStore) sourceMatches(ctx context.Context, e sourceEntry, rawSHA, zs
 		return false
 	}
 	defer zr.Close()
-	h := sha256.New()
-	n, err := fsutil.CopyCtx(ctx, h, io.LimitReader(zr, e.Size+1))
-	return err == nil && n == e.Size && hex.EncodeToString(h.Sum(nil)) == rawSHA
+	_, _, err = fsutil.CopyVerified(ctx, io.Discard, zr, digest.NewDigestFromEncoded(digest.SHA256, rawSHA), e.Size, nil, nil)
+	return err == nil
 }
 
 // recordSource remembers which blob holds a source's bytes. The record is

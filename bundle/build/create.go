@@ -24,6 +24,7 @@ import (
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/charts"
+	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/manifests"
 	"zdt.dev/zdt/remote"
 )
@@ -468,7 +469,7 @@ func (c *creator) writeArchive(ctx context.Context, indexJSON []byte, blobs []oc
 // a *CorruptCacheError before written is called. written (the callback),
 // if set, sees the digest before the rename.
 func writeAtomic(ctx context.Context, path string, written func(context.Context, digest.Digest, int64) error, write func(f *os.File, th *trailHasher) error) (digest.Digest, int64, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	f, err := os.CreateTemp(filepath.Dir(path), fsutil.TempPrefix+filepath.Base(path)+"-*")
 	if err != nil {
 		return "", 0, err
 	}

@@ -3,12 +3,8 @@ package build
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"math"
@@ -151,10 +147,9 @@ func (s *blobStore) recover(since time.Time) error {
 		if err != nil {
 			return err
 		}
-		hw := newHashingWriter()
-		_, err = io.CopyBuffer(hw, f, buf)
+		_, _, err = fsutil.CopyVerified(context.Background(), io.Discard, f, d, -1, buf, nil)
 		f.Close()
-		if err != nil || hw.digest() != d {
+		if err != nil {
 			if err := s.root.Remove(p); err != nil {
 				return err
 			}
@@ -180,22 +175,13 @@ func (s *blobStore) finish() error {
 	if _, err := s.root.Stat(cacheJournal); !s.persistent || err != nil {
 		return nil // nothing was written
 	}
-	if err := s.syncFS(); err != nil {
+	if err := fsutil.SyncFS(s.root); err != nil {
 		return fmt.Errorf("syncing the cache: %w", err)
 	}
 	if err := s.root.Remove(cacheJournal); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return fsutil.SyncDir(s.root, ".")
-}
-
-func (s *blobStore) syncFS() error {
-	d, err := s.root.Open(".")
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return unix.Syncfs(int(d.Fd()))
 }
 
 // readDir lists a directory under the store's root.
@@ -252,14 +238,14 @@ func (s *blobStore) verify(ctx context.Context, desc ocispec.Descriptor) bool {
 	if err != nil {
 		return false
 	}
-	hw := newHashingWriter()
-	_, err = fsutil.CopyCtx(ctx, hw, io.LimitReader(rc, desc.Size+1))
+	_, _, err = fsutil.CopyVerified(ctx, io.Discard, rc, desc.Digest, desc.Size, nil, nil)
 	rc.Close()
-	if err != nil {
+	var mm *fsutil.MismatchError
+	if errors.As(err, &mm) {
+		_ = s.remove(desc.Digest)
 		return false
 	}
-	if hw.n != desc.Size || hw.digest() != desc.Digest {
-		_ = s.remove(desc.Digest)
+	if err != nil {
 		return false
 	}
 	s.fresh.Store(desc.Digest, true)
@@ -359,9 +345,7 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 	if err := s.begin(); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
 	}
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	tmpName := "blobs/.ingest-" + hex.EncodeToString(rnd[:])
+	tmpName := fsutil.TempName(path.Join("blobs", ingestName))
 	tmp, err := s.root.OpenFile(tmpName, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
@@ -377,22 +361,26 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 			return ocispec.Descriptor{}, err
 		}
 	}
-	h := sha256.New()
 	var dst io.Writer = tmp
+	var wantDigest digest.Digest
+	wantSize := int64(-1)
 	if want == nil {
 		dst = &spaceGuard{w: tmp, dir: s.dir}
+	} else {
+		wantDigest, wantSize = want.Digest, want.Size
 	}
-	n, err := fsutil.CopyCtx(ctx, io.MultiWriter(dst, h), r)
+	got, n, err := fsutil.CopyVerified(ctx, dst, r, wantDigest, wantSize, nil, nil)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
+	}
+	var mm *fsutil.MismatchError
+	if errors.As(err, &mm) {
+		return ocispec.Descriptor{Digest: got, Size: n}, fmt.Errorf("blob %s: got %s (%d bytes), want %d bytes: %w", want.Digest, got, n, want.Size, content.ErrMismatchedDigest)
 	}
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
 	}
-	d := ocispec.Descriptor{Digest: digest.NewDigest(digest.SHA256, h), Size: n}
-	if want != nil && (d.Digest != want.Digest || d.Size != want.Size) {
-		return d, fmt.Errorf("blob %s: got %s (%d bytes), want %d bytes: %w", want.Digest, d.Digest, d.Size, want.Size, content.ErrMismatchedDigest)
-	}
+	d := ocispec.Descriptor{Digest: got, Size: n}
 	p, _ := s.path(d.Digest)
 	if err := s.root.Rename(tmpName, p); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
@@ -447,19 +435,3 @@ func (g *spaceGuard) Write(p []byte) (int, error) {
 	}
 	return g.w.Write(p)
 }
-
-// hashingWriter counts and hashes what passes through it.
-type hashingWriter struct {
-	h hash.Hash
-	n int64
-}
-
-func newHashingWriter() *hashingWriter { return &hashingWriter{h: sha256.New()} }
-
-func (w *hashingWriter) Write(p []byte) (int, error) {
-	w.h.Write(p)
-	w.n += int64(len(p))
-	return len(p), nil
-}
-
-func (w *hashingWriter) digest() digest.Digest { return digest.NewDigest(digest.SHA256, w.h) }
