@@ -23,11 +23,7 @@ import (
 // digest through a temp file named with fsutil.TempPrefix.
 func TestStorePushChecksBytes(t *testing.T) {
 	dir := t.TempDir()
-	s, err := newBlobStore(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.close()
+	s := openTestStore(t, dir)
 	good := []byte(strings.Repeat("layer", 1000))
 	desc := content.NewDescriptorFromBytes(ocispec.MediaTypeImageLayer, good)
 	ctx := context.Background()
@@ -60,11 +56,7 @@ func TestStorePushChecksBytes(t *testing.T) {
 // are stale, and nothing else.
 func TestStoreCleanStale(t *testing.T) {
 	dir := t.TempDir()
-	s, err := newBlobStore(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.close()
+	s := openTestStore(t, dir)
 	blobs := filepath.Join(dir, "blobs")
 	old := time.Now().Add(-2 * staleIngest)
 	plant := func(name string, mtime time.Time) {
@@ -97,4 +89,15 @@ func TestStoreCleanStale(t *testing.T) {
 	if strings.Join(left, ",") != strings.Join(want, ",") {
 		t.Errorf("left %v, want %v", left, want)
 	}
+}
+
+// openTestStore opens a non-persistent blob store in dir for one test.
+func openTestStore(t *testing.T, dir string) *blobStore {
+	t.Helper()
+	s, err := newBlobStore(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.close() })
+	return s
 }
