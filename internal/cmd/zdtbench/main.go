@@ -50,21 +50,8 @@ func envOr(key, def string) string {
 
 func benchMain(ctx context.Context, args []string) error {
 	var o options
-	fs := flag.NewFlagSet("zdtbench", flag.ContinueOnError)
-	fs.StringVar(&o.size, "size", envOr("BENCH_SIZE", "default"), "workload: small, default (≈2 GiB) or a size like 512M, 8G (env BENCH_SIZE)")
-	runs, _ := strconv.Atoi(envOr("BENCH_RUNS", "3"))
-	fs.IntVar(&o.runs, "runs", runs, "runs of every command, interleaved (env BENCH_RUNS)")
-	fs.StringVar(&o.zdt, "zdt", "bin/zdt", "the zdt binary to measure")
-	fs.StringVar(&o.work, "work", "bench/work", "work dir: cached datasets and this run's outputs")
-	fs.StringVar(&o.out, "out", "bench", "where results.md and results.json go")
-	fs.StringVar(&o.rows, "rows", os.Getenv("BENCH_ROWS"), "run only rows whose name matches this regexp (env BENCH_ROWS)")
-	fs.StringVar(&o.readme, "readme", "", "also replace the marked Performance block of this README")
-	fs.BoolVar(&o.keep, "keep", false, "keep this run's outputs and caches under WORK/run")
-	if err := fs.Parse(args); err != nil {
+	if err := o.parse(args); err != nil {
 		return err
-	}
-	if o.runs < 1 {
-		return errors.New("-runs must be at least 1")
 	}
 	w, err := workloadFor(o.size)
 	if err != nil {
@@ -97,14 +84,9 @@ func benchMain(ctx context.Context, args []string) error {
 		return err
 	}
 	runDir := filepath.Join(work, "run")
-	if err := os.RemoveAll(runDir); err != nil {
+	logDir, err := prepareRunDir(runDir)
+	if err != nil {
 		return err
-	}
-	logDir := filepath.Join(runDir, "logs")
-	for _, d := range []string{logDir, filepath.Join(runDir, "out"), filepath.Join(runDir, "tmp"), filepath.Join(runDir, "specs")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
 	}
 	src, err := startRegistry(ctx, ds.RegistryDir(), filepath.Join(logDir, "source-registry.log"))
 	if err != nil {
@@ -128,20 +110,7 @@ func benchMain(ctx context.Context, args []string) error {
 		}
 	}
 
-	res := &Results{
-		Started: started, Size: w.Name, Runs: o.runs, Workload: w,
-		Machine: machineInfo(ctx, zdt),
-		Content: contentSummary(ds),
-		Legend: [][2]string{
-			{"zdt", "bin/zdt, built by `make bench` from this tree"},
-			{"$SRC", "127.0.0.1:PORT, the source registry: distribution `registry serve` over $DATA/registry"},
-			{"$DST", "127.0.0.1:PORT, a fresh distribution `registry serve` started (untimed) before each run"},
-			{"$DATA", "bench/work/data-" + w.key() + ", the generated release (cached between runs)"},
-			{"$WORK", "bench/work/run, this run's outputs"},
-			{"zdt serve repositories", "zdt serves an image of $SRC under its mirror namespace: $SRC/bench/app-00 is pulled as 127.0.0.1_PORT/bench/app-00 (containerd's override_path mirror setup); distribution serves it as bench/app-00"},
-			{"zdtbench pull", "the serve rows' client (internal/cmd/zdtbench/pull.go): per client, every manifest then every distinct blob, 3 at a time, over plain HTTP; bytes counted and discarded"},
-		},
-	}
+	res := newResults(ctx, started, w, o.runs, zdt, ds)
 	write := func() error {
 		res.Rows = b.results
 		res.Seconds = time.Since(started).Seconds()
@@ -174,6 +143,69 @@ func benchMain(ctx context.Context, args []string) error {
 	if err := write(); err != nil {
 		return err
 	}
+	if err := printSummary(o, res, w, started, logDir); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// parse reads zdtbench's flags (defaults from the BENCH_* environment).
+func (o *options) parse(args []string) error {
+	fs := flag.NewFlagSet("zdtbench", flag.ContinueOnError)
+	fs.StringVar(&o.size, "size", envOr("BENCH_SIZE", "default"), "workload: small, default (≈2 GiB) or a size like 512M, 8G (env BENCH_SIZE)")
+	runs, _ := strconv.Atoi(envOr("BENCH_RUNS", "3"))
+	fs.IntVar(&o.runs, "runs", runs, "runs of every command, interleaved (env BENCH_RUNS)")
+	fs.StringVar(&o.zdt, "zdt", "bin/zdt", "the zdt binary to measure")
+	fs.StringVar(&o.work, "work", "bench/work", "work dir: cached datasets and this run's outputs")
+	fs.StringVar(&o.out, "out", "bench", "where results.md and results.json go")
+	fs.StringVar(&o.rows, "rows", os.Getenv("BENCH_ROWS"), "run only rows whose name matches this regexp (env BENCH_ROWS)")
+	fs.StringVar(&o.readme, "readme", "", "also replace the marked Performance block of this README")
+	fs.BoolVar(&o.keep, "keep", false, "keep this run's outputs and caches under WORK/run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.runs < 1 {
+		return errors.New("-runs must be at least 1")
+	}
+	return nil
+}
+
+// prepareRunDir empties runDir and makes its logs, out, tmp and specs
+// directories; it returns the logs directory.
+func prepareRunDir(runDir string) (string, error) {
+	if err := os.RemoveAll(runDir); err != nil {
+		return "", err
+	}
+	logDir := filepath.Join(runDir, "logs")
+	for _, d := range []string{logDir, filepath.Join(runDir, "out"), filepath.Join(runDir, "tmp"), filepath.Join(runDir, "specs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", err
+		}
+	}
+	return logDir, nil
+}
+
+// newResults is the header of a run's results: machine, content, legend.
+func newResults(ctx context.Context, started time.Time, w Workload, runs int, zdt string, ds *Dataset) *Results {
+	return &Results{
+		Started: started, Size: w.Name, Runs: runs, Workload: w,
+		Machine: machineInfo(ctx, zdt),
+		Content: contentSummary(ds),
+		Legend: [][2]string{
+			{"zdt", "bin/zdt, built by `make bench` from this tree"},
+			{"$SRC", "127.0.0.1:PORT, the source registry: distribution `registry serve` over $DATA/registry"},
+			{"$DST", "127.0.0.1:PORT, a fresh distribution `registry serve` started (untimed) before each run"},
+			{"$DATA", "bench/work/data-" + w.key() + ", the generated release (cached between runs)"},
+			{"$WORK", "bench/work/run, this run's outputs"},
+			{"zdt serve repositories", "zdt serves an image of $SRC under its mirror namespace: $SRC/bench/app-00 is pulled as 127.0.0.1_PORT/bench/app-00 (containerd's override_path mirror setup); distribution serves it as bench/app-00"},
+			{"zdtbench pull", "the serve rows' client (internal/cmd/zdtbench/pull.go): per client, every manifest then every distinct blob, 3 at a time, over plain HTTP; bytes counted and discarded"},
+		},
+	}
+}
+
+// printSummary prints the run's summary table and, with -readme, rewrites
+// the README's Performance block.
+func printSummary(o options, res *Results, w Workload, started time.Time, logDir string) error {
 	fmt.Printf("\nzdt benchmarks, BENCH_SIZE=%s, %d runs each, %s in all; %s\n\n", w.Name, o.runs, time.Since(started).Round(time.Second), res.Machine)
 	fmt.Print(summaryTable(res))
 	fmt.Printf("\nDetails: %s/results.md, %s/results.json; logs: %s\n", o.out, o.out, logDir)
@@ -183,7 +215,7 @@ func benchMain(ctx context.Context, args []string) error {
 		}
 		fmt.Printf("Updated the Performance section of %s\n", o.readme)
 	}
-	return ctx.Err()
+	return nil
 }
 
 func contentSummary(ds *Dataset) string {
