@@ -1,25 +1,9 @@
 package charts
 
 import (
-	"os"
-	"path/filepath"
-	"testing"
+	"zdt.dev/zdt/internal/testregistry"
 )
 
-func chartDir(t testing.TB, dir string, files map[string]string) string {
-	t.Helper()
-	for p, c := range files {
-		writeFile(t, filepath.Join(dir, p), []byte(c))
-	}
-	return dir
-}
+var chartDir = testregistry.ChartDir
 
-func writeFile(t testing.TB, p string, data []byte) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+var writeFile = testregistry.WriteFile

@@ -3,29 +3,18 @@ package charts
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"helm.sh/helm/v3/pkg/chart/loader"
+
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/testregistry"
 )
 
-// bombChart writes a local chart whose one template is tpl.
-func bombChart(t testing.TB, dir, tpl, values string) string {
-	return chartDir(t, filepath.Join(dir, "bomb"), map[string]string{
-		"Chart.yaml":            "apiVersion: v2\nname: bomb\nversion: 1.0.0\n",
-		"values.yaml":           values,
-		"templates/bomb.yaml":   tpl,
-		"templates/_x.tpl":      `{{- define "self" -}}{{ include "self" . }}{{ include "self" . }}{{- end -}}`,
-		"templates/plain.yaml":  "image: nginx:1\n",
-		"templates/NOTES.txt":   "{{ range until 100000 }}{{ range until 100000 }}x{{ end }}{{ end }}",
-		"templates/other.json":  "{}",
-		"templates/_helpers.tt": "",
-	})
-}
+var bombChart = testregistry.BombChart
 
 // TestRenderBounds: templates that would produce gigabytes, recurse
 // without end or loop for hours fail promptly with ErrRenderLimit, within

@@ -29,13 +29,7 @@ import (
 )
 
 // chartDir writes a chart directory: files maps relative paths to contents.
-func chartDir(t testing.TB, dir string, files map[string]string) string {
-	t.Helper()
-	for p, c := range files {
-		writeFile(t, filepath.Join(dir, p), []byte(c))
-	}
-	return dir
-}
+var chartDir = testregistry.ChartDir
 
 // packageDir packages a chart directory as helm would (charts/ kept as is).
 func packageDir(t testing.TB, dir string) []byte {

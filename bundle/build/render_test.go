@@ -11,21 +11,10 @@ import (
 	"time"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/testregistry"
 )
 
-// bombChart writes a local chart whose one template is tpl.
-func bombChart(t testing.TB, dir, tpl, values string) string {
-	return chartDir(t, filepath.Join(dir, "bomb"), map[string]string{
-		"Chart.yaml":            "apiVersion: v2\nname: bomb\nversion: 1.0.0\n",
-		"values.yaml":           values,
-		"templates/bomb.yaml":   tpl,
-		"templates/_x.tpl":      `{{- define "self" -}}{{ include "self" . }}{{ include "self" . }}{{- end -}}`,
-		"templates/plain.yaml":  "image: nginx:1\n",
-		"templates/NOTES.txt":   "{{ range until 100000 }}{{ range until 100000 }}x{{ end }}{{ end }}",
-		"templates/other.json":  "{}",
-		"templates/_helpers.tt": "",
-	})
-}
+var bombChart = testregistry.BombChart
 
 // TestRenderBombInCreate: discovery of a chart that exceeds the render
 // limits fails naming the chart when asked for explicitly, and is skipped

@@ -113,3 +113,30 @@ func CopyDir(t testing.TB, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// ChartDir writes a chart's files (path → content) under dir and returns
+// dir.
+func ChartDir(t testing.TB, dir string, files map[string]string) string {
+	t.Helper()
+	for p, c := range files {
+		WriteFile(t, filepath.Join(dir, p), []byte(c))
+	}
+	return dir
+}
+
+// BombChart writes a local chart named bomb under dir whose template
+// bomb.yaml is tpl, next to templates that recurse or loop without end
+// (NOTES.txt, an include of itself) and files Helm skips, for the render
+// bounds tests.
+func BombChart(t testing.TB, dir, tpl, values string) string {
+	return ChartDir(t, filepath.Join(dir, "bomb"), map[string]string{
+		"Chart.yaml":            "apiVersion: v2\nname: bomb\nversion: 1.0.0\n",
+		"values.yaml":           values,
+		"templates/bomb.yaml":   tpl,
+		"templates/_x.tpl":      `{{- define "self" -}}{{ include "self" . }}{{ include "self" . }}{{- end -}}`,
+		"templates/plain.yaml":  "image: nginx:1\n",
+		"templates/NOTES.txt":   "{{ range until 100000 }}{{ range until 100000 }}x{{ end }}{{ end }}",
+		"templates/other.json":  "{}",
+		"templates/_helpers.tt": "",
+	})
+}
