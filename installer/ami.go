@@ -14,7 +14,7 @@ import (
 // exportAMI writes an AMI item's disk image (decompressed, never past its
 // recorded size, digest-checked) and its metadata (NAME.json, the AMI
 // config, whose disk size and digest were checked against the image) to
-// dir, atomically, after checking dir's filesystem has room for it. An
+// dir, atomically and sparse (zero blocks are holes), after checking dir's filesystem has room for it. An
 // export whose image already has the right content is left alone.
 func exportAMI(ctx context.Context, a *bundle.Archive, it ItemState, c bundle.Content, dir string) error {
 	if c.AMI == nil {
@@ -38,7 +38,8 @@ func exportAMI(ctx context.Context, a *bundle.Archive, it ItemState, c bundle.Co
 	if err := checkSpace(root, ".", c.Size); err != nil {
 		return fmt.Errorf("exporting ami %s: %w", it.Name, err)
 	}
-	if err := writeContent(ctx, root, a, c, img, 0o644); err != nil {
+	// Sparse: a disk image is mostly zeros, which stay holes.
+	if err := writeContentWith(ctx, fsutil.WriteAtomicSparse, root, a, c, img, 0o644); err != nil {
 		return fmt.Errorf("exporting ami %s: %w", it.Name, err)
 	}
 	b, _ := json.MarshalIndent(c.AMI, "", "  ")

@@ -109,12 +109,19 @@ func placeFile(ctx context.Context, root *os.Root, a *bundle.Archive, it ItemSta
 // writeContent writes an item's verified content to name under root,
 // atomically: the rename happens only once every byte read checked out.
 func writeContent(ctx context.Context, root *os.Root, a *bundle.Archive, c bundle.Content, name string, mode os.FileMode) error {
+	return writeContentWith(ctx, fsutil.WriteAtomic, root, a, c, name, mode)
+}
+
+// writeContentWith is writeContent through write (fsutil.WriteAtomic, or
+// fsutil.WriteAtomicSparse for disk images).
+func writeContentWith(ctx context.Context, write func(context.Context, *os.Root, string, os.FileMode, func(io.Writer) error) (int64, error),
+	root *os.Root, a *bundle.Archive, c bundle.Content, name string, mode os.FileMode) error {
 	r, err := a.OpenContent(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	_, err = fsutil.WriteAtomic(ctx, root, name, mode, func(w io.Writer) error {
+	_, err = write(ctx, root, name, mode, func(w io.Writer) error {
 		_, err := fsutil.CopyCtx(ctx, w, r)
 		return err
 	})

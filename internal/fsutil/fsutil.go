@@ -5,6 +5,7 @@
 package fsutil
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -61,6 +62,17 @@ func writeData(data []byte) func(io.Writer) error {
 // the temp file is removed and name is untouched. It returns the bytes
 // written.
 func WriteAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMode, fill func(io.Writer) error) (int64, error) {
+	return writeAtomic(ctx, root, name, mode, fill, false)
+}
+
+// WriteAtomicSparse is WriteAtomic for content with long runs of zero
+// bytes (disk images): zero blocks are not written but left as holes, so
+// the file takes only the disk space of its data. It reads back the same.
+func WriteAtomicSparse(ctx context.Context, root *os.Root, name string, mode os.FileMode, fill func(io.Writer) error) (int64, error) {
+	return writeAtomic(ctx, root, name, mode, fill, true)
+}
+
+func writeAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMode, fill func(io.Writer) error, sparse bool) (int64, error) {
 	if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
 		return 0, err
 	}
@@ -69,8 +81,18 @@ func WriteAtomic(ctx context.Context, root *os.Root, name string, mode os.FileMo
 	if err != nil {
 		return 0, err
 	}
-	cw := &countWriter{w: f}
-	err = fill(cw)
+	var cw *countWriter
+	if sparse {
+		sw := &SparseWriter{f: f}
+		cw = &countWriter{w: sw}
+		err = fill(cw)
+		if err == nil {
+			err = sw.Finish()
+		}
+	} else {
+		cw = &countWriter{w: f}
+		err = fill(cw)
+	}
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -104,6 +126,55 @@ func SyncDir(root *os.Root, dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// SparseBlock is the granularity SparseWriter finds zero blocks at: a
+// filesystem block.
+const SparseBlock = 4096
+
+var zeroBlock [SparseBlock]byte
+
+// SparseWriter writes to a new (empty) file at increasing offsets, leaving
+// every block-aligned run of zero bytes as a hole instead of writing it;
+// Finish sets the file's size, so trailing zeros are a hole too. The file
+// reads back exactly what was written. Not safe for concurrent use.
+type SparseWriter struct {
+	f   *os.File
+	off int64
+}
+
+// NewSparseWriter writes f, which must be empty, from offset 0.
+func NewSparseWriter(f *os.File) *SparseWriter { return &SparseWriter{f: f} }
+
+// Write writes p's non-zero blocks at the current offset and skips its
+// zero blocks.
+func (s *SparseWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		// One run of blocks that are all zero or all not, cut at block
+		// boundaries of the file.
+		seg := min(len(p)-n, SparseBlock-int(s.off%SparseBlock))
+		zero := bytes.Equal(p[n:n+seg], zeroBlock[:seg])
+		run := seg
+		for n+run < len(p) {
+			next := min(len(p)-n-run, SparseBlock)
+			if bytes.Equal(p[n+run:n+run+next], zeroBlock[:next]) != zero {
+				break
+			}
+			run += next
+		}
+		if !zero {
+			if _, err := s.f.WriteAt(p[n:n+run], s.off); err != nil {
+				return n, err
+			}
+		}
+		s.off += int64(run)
+		n += run
+	}
+	return n, nil
+}
+
+// Finish sets the file's size to what was written (a trailing hole).
+func (s *SparseWriter) Finish() error { return s.f.Truncate(s.off) }
 
 type countWriter struct {
 	w io.Writer
