@@ -87,7 +87,8 @@ and the blobs it copied, picking up installs and rollbacks as they happen;
 with --bundle it serves the archives as they are, without extracting or
 copying them (a DVD can be served as-is), after checking each one's signature
 against the trust policy (--key, --policy; an unsigned bundle is refused
-unless --insecure-skip-signature). A delta bundle needs its base: --base.
+unless --insecure-skip-signature). A delta bundle needs its base: another
+--bundle, or --base (read for the blobs the delta leaves out, not served).
 
 Images are served under their original repository paths: docker.io/library/nginx:1.25
 at HOST/library/nginx:1.25 (and HOST/docker.io/library/nginx:1.25), images of

@@ -21,8 +21,15 @@ func (o *serveOptions) run(ctx context.Context, g *globals) error {
 	hopts := registry.HandlerOptions{Htpasswd: o.htpasswd, Logger: logger}
 	what := ""
 	if len(o.bundles) > 0 {
-		for _, p := range o.bundles {
-			a, _, done, err := g.openBundle(ctx, p, &o.trust, &o.base)
+		for i, p := range o.bundles {
+			// A delta's base may be any --base or another --bundle.
+			bases := baseOptions{files: append([]string(nil), o.base.files...)}
+			for j, q := range o.bundles {
+				if j != i {
+					bases.files = append(bases.files, q)
+				}
+			}
+			a, _, done, err := g.openBundle(ctx, p, &o.trust, &bases)
 			if err != nil {
 				return err
 			}
