@@ -38,7 +38,9 @@ type Registry interface {
 
 // Options tune Install. Every zero field has the documented default.
 type Options struct {
-	// Root is the directory everything is installed under (default "/").
+	// Root is the directory everything is installed under (default "/"),
+	// created when it does not exist (except with PlanOnly, which plans
+	// a missing root as one where nothing is installed).
 	Root string
 	// PlanOnly computes the plan and writes nothing.
 	PlanOnly bool
@@ -128,18 +130,31 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if err := checkItems(desired); err != nil {
 		return Result{}, err
 	}
+	if opts.PlanOnly { // no lock, nothing created
+		root, err := os.OpenRoot(opts.Root)
+		if errors.Is(err, fs.ErrNotExist) { // a root not created yet has nothing installed
+			r := &run{a: a, opts: opts, desired: desired, contents: contents}
+			return r.makePlan()
+		}
+		if err != nil {
+			return Result{}, fmt.Errorf("opening root %s: %w", opts.Root, err)
+		}
+		defer root.Close()
+		r := &run{a: a, opts: opts, root: root, desired: desired, contents: contents}
+		if r.cur, err = readCurrent(root); err != nil {
+			return Result{}, err
+		}
+		return r.makePlan()
+	}
+	if err := os.MkdirAll(opts.Root, 0o755); err != nil {
+		return Result{}, fmt.Errorf("creating root %s: %w", opts.Root, err)
+	}
 	root, err := os.OpenRoot(opts.Root)
 	if err != nil {
 		return Result{}, fmt.Errorf("opening root %s: %w", opts.Root, err)
 	}
 	defer root.Close()
 	r := &run{a: a, opts: opts, root: root, desired: desired, contents: contents}
-	if opts.PlanOnly { // no lock, nothing created
-		if r.cur, err = readCurrent(root); err != nil {
-			return Result{}, err
-		}
-		return r.makePlan()
-	}
 	if r.st, err = openState(root); err != nil {
 		return Result{}, err
 	}

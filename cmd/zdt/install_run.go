@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/installer"
@@ -47,6 +48,11 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 		ToolVersion: version.String(), Logger: logger,
 	}
 	if !o.plan {
+		// A root that does not exist yet is created, once the bundle
+		// verified.
+		if err := os.MkdirAll(o.root, 0o755); err != nil {
+			return fmt.Errorf("creating --root %s: %w", o.root, err)
+		}
 		store, err := registry.OpenStore(o.root, registry.StoreOptions{CopyBlobs: o.copyBlobs, Logger: logger})
 		if err != nil {
 			return err
