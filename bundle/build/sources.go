@@ -175,6 +175,9 @@ func pickTag(ctx context.Context, s tagLister, tag, ref string) (ocispec.Descrip
 	if len(tags) == 1 {
 		return s.Resolve(ctx, tags[0])
 	}
+	if len(tags) == 0 {
+		return ocispec.Descriptor{}, fmt.Errorf("no entry named %q in the layout, which has no tagged entries; tag the image in the layout (org.opencontainers.image.ref.name)", ref)
+	}
 	return ocispec.Descriptor{}, fmt.Errorf("no entry named %q in the layout (it has %d: %s); add :TAG to the source", ref, len(tags), strings.Join(tags, ", "))
 }
 

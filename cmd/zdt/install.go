@@ -29,11 +29,11 @@ type installOptions struct {
 
 func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.bundle, "bundle", "", "bundle archive to install (required)")
-	fs.StringVar(&o.root, "root", "/", "install everything under this directory (chroot-style images, tests)")
+	fs.StringVar(&o.root, "root", "/", "install everything under this directory (chroot-style images, tests); created if missing")
 	fs.BoolVar(&o.plan, "plan", false, "print what would change and stop; writes nothing")
 	fs.BoolVar(&o.detailedExitCode, "detailed-exitcode", false, "with --plan: exit 4 when the plan has changes")
-	fs.StringVar(&o.amiExport, "ami-export", "", "write each AMI's disk image and metadata to this directory")
-	fs.StringVar(&o.serveAddr, "serve-addr", installer.DefaultServeAddr, "address `zdt serve` listens on, for the generated mirror configuration")
+	fs.StringVar(&o.amiExport, "ami-export", "", "write each AMI's disk image (sparse: zero blocks are holes) and metadata to this directory")
+	fs.StringVar(&o.serveAddr, "serve-addr", installer.DefaultServeAddr, "HOST:PORT the registry (zdt serve, started by the generated systemd unit) listens on; the mirror configuration, trust and certificate name it")
 	fs.BoolVar(&o.copyBlobs, "copy-blobs", false, "copy the blobs into the registry storage even when the bundle is on the same filesystem and could be kept there by a hard link")
 	o.trust.AddFlags(fs)
 }

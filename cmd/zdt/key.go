@@ -70,7 +70,7 @@ verifies bundles.`,
 				return err
 			}
 			if g.json() {
-				return g.printJSON(kp)
+				return g.printJSON(keyOutput{Fingerprint: "sha256:" + kp.Fingerprint, PrivateKey: kp.PrivateKey, PublicKey: kp.PublicKey, TrustedRoot: kp.TrustedRoot})
 			}
 			fmt.Fprintf(g.stdout, "private key  %s (keep it secret)\n", kp.PrivateKey)
 			fmt.Fprintf(g.stdout, "public key   %s\n", kp.PublicKey)

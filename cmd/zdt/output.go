@@ -136,6 +136,17 @@ type serveOutput struct {
 	URL string `json:"url"`
 }
 
+// keyOutput is what `zdt key generate` prints: signing.KeyPair's files,
+// the fingerprint as the text output and createOutput.SignedBy write it.
+type keyOutput struct {
+	// Fingerprint is "sha256:" and the hex sha256 of the public key's DER
+	// encoding.
+	Fingerprint string `json:"fingerprint"`
+	PrivateKey  string `json:"privateKey"`
+	PublicKey   string `json:"publicKey"`
+	TrustedRoot string `json:"trustedRoot"`
+}
+
 // uninstallOutput is what `zdt uninstall` prints.
 type uninstallOutput struct {
 	// Plan, Generation and Applied are as installer.Result gives them (no

@@ -25,6 +25,7 @@ func TestJSONOutputFieldNames(t *testing.T) {
 		{versionOutput{}, "version"},
 		{pushOutput{}, "placements root target"},
 		{serveOutput{}, "ca readOnly repositories serving url"},
+		{keyOutput{}, "fingerprint privateKey publicKey trustedRoot"},
 		// uninstall: installer.Result's fields, with filesWritten (which
 		// counted the files removed) named for what it counts.
 		{uninstallOutput{}, "plan generation applied filesRemoved"},
