@@ -50,6 +50,70 @@ type Registry struct {
 
 	mu       sync.Mutex
 	requests map[string]int // "METHOD /path" → count
+	log      []Request
+}
+
+// Request is a request the registry answered (after the middleware), as
+// Log returns it.
+type Request struct {
+	Method, Path string
+	// Range is the request's Range header ("" if none).
+	Range string
+	// Status is the answer's status; Bytes the body bytes written (by
+	// the time the handler returned: a cut connection counts what went).
+	Status int
+	Bytes  int64
+}
+
+// countingWriter counts a response's body bytes.
+type countingWriter struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+	n           int64
+}
+
+func (w *countingWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.wroteHeader = true
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush passes a flush on.
+func (w *countingWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Log returns the requests answered so far (since New or Reset), in the
+// order they finished.
+func (r *Registry) Log() []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Request(nil), r.log...)
+}
+
+// BlobBytes sums the body bytes sent for GETs of one blob (a digest).
+func (r *Registry) BlobBytes(dgst string) int64 {
+	var n int64
+	for _, q := range r.Log() {
+		if q.Method == http.MethodGet && strings.HasSuffix(q.Path, "/blobs/"+dgst) {
+			n += q.Bytes
+		}
+	}
+	return n
 }
 
 var quiet sync.Once
@@ -92,7 +156,11 @@ func New(t testing.TB, opts Options) *Registry {
 		r.mu.Lock()
 		r.requests[req.Method+" "+req.URL.Path]++
 		r.mu.Unlock()
-		h.ServeHTTP(w, req)
+		cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(cw, req)
+		r.mu.Lock()
+		r.log = append(r.log, Request{Method: req.Method, Path: req.URL.Path, Range: req.Header.Get("Range"), Status: cw.status, Bytes: cw.n})
+		r.mu.Unlock()
 	})
 	if opts.TLS {
 		r.srv = httptest.NewTLSServer(counted)
@@ -162,6 +230,7 @@ func (r *Registry) BlobGets() map[string]int {
 func (r *Registry) Reset() {
 	r.mu.Lock()
 	r.requests = map[string]int{}
+	r.log = nil
 	r.mu.Unlock()
 }
 
