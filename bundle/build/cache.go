@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -36,9 +37,10 @@ import (
 //     bytes (the spec's sha256) to the blob zdt stored for it, so a file
 //     whose blob is cached is not downloaded again.
 
-// staleIngest is how old a temp file must be before it is taken as left by
-// a killed create (a running one writes to its temp files continuously).
-const staleIngest = time.Hour
+// staleIngest is how old a temp file no running create holds (see
+// tryLock) must be before it is removed: the moment between its creation
+// and its lock.
+const staleIngest = time.Minute
 
 // ingestName is the name temp files of blobs being staged are made from
 // (fsutil.TempName: fsutil.TempPrefix, then this, then a random suffix).
@@ -58,27 +60,71 @@ func DefaultCacheDir() (string, error) {
 	return filepath.Join(d, "zdt"), nil
 }
 
-// cleanStale removes temp files of killed creates. Errors are ignored: a
-// temp file is never mistaken for a blob.
+// cleanStale removes what killed creates left: temp files no running
+// create holds (older than olderThan), and partials no running create
+// holds that were last written stalePartial ago or have no identity
+// record. It returns how many files it removed. Errors are ignored: a
+// temp file or partial is never mistaken for a blob.
 func (s *blobStore) cleanStale(olderThan time.Duration) int {
-	ents, err := s.readDir("blobs")
-	if err != nil {
-		return 0
-	}
 	n := 0
+	if ents, err := s.readDir("blobs"); err == nil {
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), fsutil.TempPrefix+ingestName) && !strings.HasPrefix(e.Name(), legacyIngestPrefix) {
+				continue
+			}
+			if s.removeUnheld(path.Join("blobs", e.Name()), olderThan) {
+				n++
+			}
+		}
+	}
+	ents, err := s.readDir(dirPartial)
+	if err != nil {
+		return n
+	}
+	data := map[string]bool{}
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), fsutil.TempPrefix+ingestName) && !strings.HasPrefix(e.Name(), legacyIngestPrefix) {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			data[e.Name()] = true
+		}
+	}
+	for _, e := range ents {
+		p := path.Join(dirPartial, e.Name())
+		if hex, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+			if !data[hex] && s.removeUnheld(p, olderThan) { // a record without its partial
+				n++
+			}
 			continue
 		}
-		fi, err := e.Info()
-		if err != nil || time.Since(fi.ModTime()) < olderThan {
-			continue
+		age := stalePartial
+		if _, err := s.root.Stat(p + ".json"); err != nil {
+			age = olderThan // no identity: nothing can resume it
 		}
-		if s.root.Remove(path.Join("blobs", e.Name())) == nil {
+		if s.removeUnheld(p, age) {
+			_ = s.root.Remove(p + ".json")
 			n++
 		}
 	}
 	return n
+}
+
+// removeUnheld removes a temp file or partial unless a running create
+// holds it (flock) or it was written less than olderThan ago.
+func (s *blobStore) removeUnheld(p string, olderThan time.Duration) bool {
+	fi, err := s.root.Lstat(p)
+	if err != nil || time.Since(fi.ModTime()) < olderThan {
+		return false
+	}
+	if fi.Mode().IsRegular() {
+		f, err := s.root.OpenFile(p, os.O_RDONLY, 0)
+		if err != nil {
+			return false
+		}
+		defer f.Close()
+		if ok, err := tryLock(f, syscall.LOCK_EX); err != nil || !ok {
+			return false
+		}
+	}
+	return s.root.Remove(p) == nil
 }
 
 // stat describes a stored blob by digest (no media type).

@@ -252,6 +252,7 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 	if err != nil {
 		return CreateResult{}, err
 	}
+	store.touch(blobs) // their last use, for `zdt cache prune`
 	res := CreateResult{Path: opts.Output, Size: size, Digest: sum, Root: rootDesc, Lock: lock, Blobs: len(blobs), UniqueSize: unique,
 		BaseBlobs: baseBlobs, BaseSize: baseSize, Discovered: discovered, Fetch: c.stats}
 	for _, r := range results {

@@ -86,6 +86,9 @@ type fetchPlan struct {
 	counted map[digest.Digest]bool
 	// cached counts blobs and manifests found in the store while planning.
 	cachedBlobs, cachedBytes atomic.Int64
+	// resumed counts blobs finished from a partial, and the partial bytes
+	// that were not fetched again.
+	resumedBlobs, resumedBytes atomic.Int64
 }
 
 func newFetchPlan(store *blobStore) *fetchPlan {
@@ -356,8 +359,12 @@ func (p *fetchPlan) fetchAll(ctx context.Context, conc int, progress func(done, 
 }
 
 // fetchBlob copies one blob into the store (digest-checked by the store),
-// trying again after a broken transfer.
+// trying again after a broken transfer. A large blob from a registry goes
+// through a partial (partial.go), so a retry, or the next create after a
+// kill, fetches only the rest.
 func (p *fetchPlan) fetchBlob(ctx context.Context, b *pendingBlob, report func(int64)) error {
+	rs, resumable := asRangeSource(b.src)
+	resumable = resumable && b.desc.Size >= minResumable
 	var err error
 	for attempt := range 3 {
 		if attempt > 0 {
@@ -367,16 +374,28 @@ func (p *fetchPlan) fetchBlob(ctx context.Context, b *pendingBlob, report func(i
 			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
 			}
 		}
-		var sent int64
-		err = func() error {
-			rc, err := b.src.Fetch(ctx, b.desc)
-			if err != nil {
-				return err
+		err = errPartialBusy
+		if resumable {
+			var res resumeResult
+			res, err = p.store.fetchResumable(ctx, b.desc, rs, report)
+			if err == nil && res.Resumed > 0 {
+				p.resumedBlobs.Add(1)
+				p.resumedBytes.Add(res.Resumed)
 			}
-			defer rc.Close()
-			counted := &countingReader{r: rc, fn: func(n int) { sent += int64(n); report(int64(n)) }}
-			return p.store.Push(ctx, b.desc, counted)
-		}()
+			resumable = !errors.Is(err, errPartialBusy)
+		}
+		var sent int64
+		if errors.Is(err, errPartialBusy) {
+			err = func() error {
+				rc, err := b.src.Fetch(ctx, b.desc)
+				if err != nil {
+					return err
+				}
+				defer rc.Close()
+				counted := &countingReader{r: rc, fn: func(n int) { sent += int64(n); report(int64(n)) }}
+				return p.store.Push(ctx, b.desc, counted)
+			}()
+		}
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
@@ -529,6 +548,7 @@ func (c *creator) stageAll(ctx context.Context) ([]resolved, []DiscoveredImage, 
 	st, err := c.plan.fetchAll(ctx, c.opts.Concurrency, func(done, total int64) { c.phase(PhaseFetch, done, total) })
 	c.stats.FetchedBlobs, c.stats.FetchedBytes = st.Blobs, st.Bytes
 	c.stats.CachedBlobs, c.stats.CachedBytes = int(c.plan.cachedBlobs.Load()), c.plan.cachedBytes.Load()
+	c.stats.ResumedBlobs, c.stats.ResumedBytes = int(c.plan.resumedBlobs.Load()), c.plan.resumedBytes.Load()
 	c.opts.Logger.Info("fetched blobs", "fetched", st.Blobs, "bytes", st.Bytes, "cached", c.stats.CachedBlobs, "cachedBytes", c.stats.CachedBytes)
 	if err != nil {
 		return nil, nil, err
@@ -693,4 +713,9 @@ type FetchStats struct {
 	// CachedBlobs/CachedBytes: image blobs and manifests found in the store.
 	CachedBlobs int   `json:"cachedBlobs"`
 	CachedBytes int64 `json:"cachedBytes"`
+	// ResumedBlobs counts fetched blobs finished from the partial an
+	// interrupted fetch left; ResumedBytes is what those partials held
+	// (counted in FetchedBytes, but not downloaded again).
+	ResumedBlobs int   `json:"resumedBlobs"`
+	ResumedBytes int64 `json:"resumedBytes"`
 }

@@ -12,6 +12,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -47,6 +48,8 @@ type blobStore struct {
 	persistent bool
 	begun      sync.Once
 	beginErr   error
+	// lock is the cache's lock file, held shared (persistent stores).
+	lock *os.File
 	// fresh holds the digests this store instance wrote (hashed on the way
 	// in); every other blob came from an earlier create and is checked
 	// again when the archive is written.
@@ -71,7 +74,15 @@ func newBlobStore(dir string, persistent bool) (*blobStore, error) {
 	}
 	s := &blobStore{dir: dir, root: root, persistent: persistent}
 	if persistent {
+		// Shared by creates; `zdt cache prune` takes it exclusively, so
+		// nothing is evicted while a create relies on it (a prune is short:
+		// this waits).
+		if s.lock, err = lockCacheFile(root, syscall.LOCK_SH, true); err != nil {
+			root.Close()
+			return nil, err
+		}
 		if err := s.settle(); err != nil {
+			s.close()
 			return nil, fmt.Errorf("checking the cache after an earlier create: %w", err)
 		}
 	}
@@ -194,8 +205,13 @@ func (s *blobStore) readDir(dir string) ([]fs.DirEntry, error) {
 	return f.ReadDir(-1)
 }
 
-// close releases the store's root.
-func (s *blobStore) close() error { return s.root.Close() }
+// close releases the store's root and lock.
+func (s *blobStore) close() error {
+	if s.lock != nil {
+		s.lock.Close()
+	}
+	return s.root.Close()
+}
 
 // path is a blob's name under the store's root.
 func (s *blobStore) path(d digest.Digest) (string, error) {
@@ -351,6 +367,12 @@ func (s *blobStore) ingest(ctx context.Context, r io.Reader, want *ocispec.Descr
 		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
 	}
 	defer s.root.Remove(tmpName)
+	// Held until the temp file is renamed or removed: cleanStale leaves
+	// temp files a running create holds.
+	if _, err := tryLock(tmp, syscall.LOCK_EX); err != nil {
+		tmp.Close()
+		return ocispec.Descriptor{}, fmt.Errorf("staging blob: %w", err)
+	}
 	if want != nil {
 		if want.Size < 0 {
 			tmp.Close()
