@@ -3,7 +3,9 @@ package manifests
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"regexp"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -104,4 +106,18 @@ func (l *Lock) Marshal(toolVersion string) ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// LockPath is the lock file of the spec at specPath: NAME.lock.yaml next
+// to NAME.yaml (or NAME.yml), so that several specs in one directory each
+// keep their own lock; zdt.yaml's is zdt.lock.yaml.
+func LockPath(specPath string) string {
+	dir, base := filepath.Split(specPath)
+	for _, ext := range []string{".yaml", ".yml"} {
+		if strings.HasSuffix(base, ext) && len(base) > len(ext) {
+			base = strings.TrimSuffix(base, ext)
+			break
+		}
+	}
+	return filepath.Join(dir, base+".lock.yaml")
 }

@@ -255,10 +255,30 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 	store.touch(blobs) // their last use, for `zdt cache prune`
 	res := CreateResult{Path: opts.Output, Size: size, Digest: sum, Root: rootDesc, Lock: lock, Blobs: len(blobs), UniqueSize: unique,
 		BaseBlobs: baseBlobs, BaseSize: baseSize, Discovered: discovered, Fetch: c.stats}
-	for _, r := range results {
-		res.Items = append(res.Items, r.item)
+	if res.Items, err = c.itemSizes(ctx, results); err != nil {
+		return CreateResult{}, err
 	}
 	return res, nil
+}
+
+// itemSizes gives the staged items with their Size and Blobs as a reader
+// of the archive counts them (bundle.Graph): every blob the item reaches,
+// its top manifest included, each once per item.
+func (c *creator) itemSizes(ctx context.Context, results []resolved) ([]bundle.Item, error) {
+	items := make([]bundle.Item, 0, len(results))
+	for _, r := range results {
+		blobs, err := collectBlobs(ctx, c.store, r.desc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", r.item, err)
+		}
+		it := r.item
+		it.Size, it.Blobs = 0, len(blobs)
+		for _, b := range blobs {
+			it.Size += b.Size
+		}
+		items = append(items, it)
+	}
+	return items, nil
 }
 
 // lock records the staged items' digests and checks them against

@@ -48,7 +48,7 @@ func (o *createOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&o.spec, "file", "f", "zdt.yaml", "bundle spec to build")
 	fs.StringVarP(&o.out, "out", "o", "", "archive to write (default NAME-VERSION.zdt in the current directory)")
 	fs.BoolVar(&o.lock, "lock", false, "rebuild exactly the content of the lock file; fail if a source changed")
-	fs.StringVar(&o.lockFile, "lock-file", "", "lock file to write, or to read with --lock (default zdt.lock.yaml next to the spec)")
+	fs.StringVar(&o.lockFile, "lock-file", "", "lock file to write, or to read with --lock (default NAME.lock.yaml next to the spec NAME.yaml)")
 	fs.StringSliceVar(&o.platforms, "platform", nil, "keep only these platforms (OS/ARCH[/VARIANT]) of multi-arch images; overrides the spec")
 	fs.IntVar(&o.concurrency, "concurrency", 0, "one budget for everything fetched at once: items, charts, files and image blobs (default: 2 x CPUs, at least 4)")
 	fs.StringVar(&o.cacheDir, "cache-dir", "", "persistent blob cache shared by creates; blobs found there are not fetched again (default $XDG_CACHE_HOME/zdt, ~/.cache/zdt)")

@@ -107,6 +107,7 @@ func (b *phaseBars) update(phase string, done, total int64) {
 				progressbar.OptionThrottle(100*time.Millisecond),
 				progressbar.OptionClearOnFinish(),
 			)
+			b.p.bytes = false
 		}
 	}
 	p := b.p

@@ -24,7 +24,7 @@ func (o *createOptions) run(ctx context.Context, g *globals, discoverSet bool) e
 	}
 	lockPath := o.lockFile
 	if lockPath == "" {
-		lockPath = filepath.Join(filepath.Dir(o.spec), "zdt.lock.yaml")
+		lockPath = manifests.LockPath(o.spec)
 	}
 	for _, p := range o.platforms {
 		if _, _, _, err := manifests.ParsePlatform(p); err != nil {
@@ -123,14 +123,14 @@ func (o *createOptions) report(g *globals, spec *manifests.Spec, opts build.Crea
 		}
 		return g.printJSON(out)
 	}
-	fmt.Fprintf(g.stdout, "created %s (%s, %d items, %d blobs)\n", res.Path, humanBytes(res.Size), len(res.Items), res.Blobs)
+	fmt.Fprintf(g.stdout, "created %s (%s, %s, %s)\n", res.Path, humanBytes(res.Size), count(len(res.Items), "item"), count(res.Blobs, "blob"))
 	fmt.Fprintf(g.stdout, "root    %s\n", res.Root.Digest)
 	fmt.Fprintf(g.stdout, "sha256  %s\n", res.Digest.Encoded())
-	fmt.Fprintf(g.stdout, "fetched %d blobs (%s); %d from the cache (%s)\n",
-		res.Fetch.FetchedBlobs, humanBytes(res.Fetch.FetchedBytes), res.Fetch.CachedBlobs, humanBytes(res.Fetch.CachedBytes))
+	fmt.Fprintf(g.stdout, "fetched %s (%s); %d from the cache (%s)\n",
+		count(res.Fetch.FetchedBlobs, "blob"), humanBytes(res.Fetch.FetchedBytes), res.Fetch.CachedBlobs, humanBytes(res.Fetch.CachedBytes))
 	if opts.Base != nil {
-		fmt.Fprintf(g.stdout, "delta   on %s %s (%s): %d blobs (%s) left to it\n",
-			opts.Base.Config.Name, opts.Base.Config.Version, opts.Base.Root.Digest, res.BaseBlobs, humanBytes(res.BaseSize))
+		fmt.Fprintf(g.stdout, "delta   on %s %s (%s): %s (%s) left to it\n",
+			opts.Base.Config.Name, opts.Base.Config.Version, opts.Base.Root.Digest, count(res.BaseBlobs, "blob"), humanBytes(res.BaseSize))
 	}
 	printDiscovered(g, res.Discovered)
 	if signer != nil {
@@ -141,4 +141,12 @@ func (o *createOptions) report(g *globals, spec *manifests.Spec, opts build.Crea
 		fmt.Fprintf(g.stdout, "lock    %s\n", lockPath)
 	}
 	return nil
+}
+
+// count is "1 item", "2 items", "0 items".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
