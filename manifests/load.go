@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/distribution/reference"
-	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // Load reads and checks the spec at path. Relative sources resolve against
@@ -208,8 +207,8 @@ func (v *validator) image(item string, im Image) {
 		c.add(at(item+".ref", im.Pos), "image reference is empty")
 		return
 	}
-	if _, err := name.ParseReference(im.Ref); err != nil {
-		c.add(at(item+".ref", im.Pos), "image %q: %s", im.Ref, refProblem(im.Ref, err))
+	if _, err := NormalizeImageRef(im.Ref); err != nil {
+		c.add(at(item+".ref", im.Pos), "image %q: %v", im.Ref, err)
 		return
 	}
 	if im.Source != "" {
@@ -217,6 +216,8 @@ func (v *validator) image(item string, im Image) {
 			c.add(at(item+".source", im.Pos), "image %q: %v", im.Ref, err)
 		}
 	}
+	// The same image in other spellings (busybox,
+	// docker.io/library/busybox:latest) is allowed: create bundles it once.
 	v.dup(v.images, im.Ref, at(item+".ref", im.Pos), fmt.Sprintf("image %q", im.Ref))
 }
 

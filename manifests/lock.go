@@ -30,6 +30,9 @@ type LockItem struct {
 	Name      string `yaml:"name" zdt:"required"`
 	Digest    string `yaml:"digest" zdt:"required"`
 	Source    string `yaml:"source,omitempty"`
+	// Version is a chart's version (so that --lock can say which version
+	// it holds when the spec asks for another).
+	Version string `yaml:"version,omitempty"`
 	Pos       Pos    `yaml:"-"`
 }
 
@@ -82,11 +85,33 @@ func LoadLock(path string) (*Lock, error) {
 	return ParseLock(path, data)
 }
 
-// Find returns the locked item of that kind and name.
+// Find returns the locked item of that kind and name, compared as written.
 func (l *Lock) Find(kind, name string) (LockItem, bool) {
 	for _, it := range l.Items {
 		if it.Kind == kind && it.Name == name {
 			return it, true
+		}
+	}
+	return LockItem{}, false
+}
+
+// FindImage returns the locked image whose normalized reference
+// (NormalizeImageRef) is ref's, so that a lock written before references
+// were normalized (docker.io/library/busybox, no tag) still pins
+// docker.io/library/busybox:latest.
+func (l *Lock) FindImage(name string) (LockItem, bool) {
+	if it, ok := l.Find(KindImage, name); ok {
+		return it, true
+	}
+	want, err := NormalizeImageRef(name)
+	if err != nil {
+		return LockItem{}, false
+	}
+	for _, it := range l.Items {
+		if it.Kind == KindImage {
+			if n, err := NormalizeImageRef(it.Name); err == nil && n == want {
+				return it, true
+			}
 		}
 	}
 	return LockItem{}, false

@@ -77,9 +77,16 @@ func MirrorNamespace(host string) string {
 // served at, its tag ("" for a digest reference) and its digest (if the
 // reference has one). docker.io/library/nginx:1.25 gives
 // [library/nginx docker.io/library/nginx] and tag 1.25; quay.io/a/b:1 gives
-// [quay.io/a/b].
+// [quay.io/a/b]. The reference is normalized first
+// (manifests.NormalizeImageRef): one without tag or digest, as bundles
+// made before zdt normalized them hold, is served as "latest", where
+// every client looks for it.
 func ImageRepositories(ref string) (repos []string, tag string, dgst digest.Digest, err error) {
-	n, err := reference.ParseNormalizedNamed(ref)
+	norm, err := manifests.NormalizeImageRef(ref)
+	if err != nil {
+		return nil, "", "", fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	n, err := reference.ParseNormalizedNamed(norm)
 	if err != nil {
 		return nil, "", "", fmt.Errorf("image reference %q: %w", ref, err)
 	}

@@ -26,6 +26,10 @@ func TestImageRepositories(t *testing.T) {
 		{"registry.local:5000/team/app:2", []string{"registry.local_5000/team/app"}, "2", false},
 		{"ghcr.io/a/b@sha256:" + strings.Repeat("ab", 32), []string{"ghcr.io/a/b"}, "", true},
 		{"docker.io/bitnami/redis:7.0@sha256:" + strings.Repeat("cd", 32), []string{"bitnami/redis", "docker.io/bitnami/redis"}, "7.0", true},
+		// No tag (a bundle made before references were normalized): served
+		// as latest, where clients look (#13).
+		{"registry.local:5000/platform/app", []string{"registry.local_5000/platform/app"}, "latest", false},
+		{"docker.io/library/busybox", []string{"library/busybox", "docker.io/library/busybox"}, "latest", false},
 	} {
 		t.Run(c.ref, func(t *testing.T) {
 			repos, tag, dg, err := ImageRepositories(c.ref)

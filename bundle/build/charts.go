@@ -164,7 +164,7 @@ func (c *creator) putChart(ctx context.Context, comp string, ch manifests.Chart,
 func chartItem(comp string, ch manifests.Chart, loaded *chart.Chart, desc ocispec.Descriptor, source string) resolved {
 	ref := "charts/" + loaded.Metadata.Name + ":" + loaded.Metadata.Version
 	it := bundle.Item{Component: comp, Kind: manifests.KindChart, Name: ch.Name, Ref: ref, Digest: desc.Digest.String(), MediaType: desc.MediaType}
-	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: ch.Name, Digest: it.Digest, Source: source}}
+	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: ch.Name, Digest: it.Digest, Source: source, Version: loaded.Metadata.Version}}
 }
 
 // ociChart resolves oci://HOST/PATH[/NAME] at the chart's version and plans

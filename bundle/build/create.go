@@ -12,9 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/Masterminds/semver/v3"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -222,6 +224,11 @@ func create(ctx context.Context, spec *manifests.Spec, opts CreateOptions, platf
 	c := &creator{spec: spec, store: store, opts: opts, platforms: platforms,
 		remotes: rem, plan: newFetchPlan(store)}
 	c.plan.deep = deep
+	if opts.Lock != nil {
+		if err := checkLockVersions(spec, opts.Lock); err != nil {
+			return CreateResult{}, err
+		}
+	}
 	if err := c.chartRepos(); err != nil {
 		return CreateResult{}, err
 	}
@@ -758,7 +765,7 @@ func dedupDescriptors(in []ocispec.Descriptor) []ocispec.Descriptor {
 func checkLock(want, got *manifests.Lock) error {
 	var errs []error
 	for _, g := range got.Items {
-		w, ok := want.Find(g.Kind, g.Name)
+		w, ok := findLocked(want, g.Kind, g.Name)
 		switch {
 		case !ok:
 			errs = append(errs, fmt.Errorf("%s %q is not in the lock file: %w", g.Kind, g.Name, bundle.ErrLockMismatch))
@@ -767,9 +774,71 @@ func checkLock(want, got *manifests.Lock) error {
 		}
 	}
 	for _, w := range want.Items {
-		if _, ok := got.Find(w.Kind, w.Name); !ok {
+		if _, ok := findLocked(got, w.Kind, w.Name); !ok {
 			errs = append(errs, fmt.Errorf("%s %q is locked but not in the spec: %w", w.Kind, w.Name, bundle.ErrLockMismatch))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// findLocked finds an item in a lock, an image by its normalized reference.
+func findLocked(l *manifests.Lock, kind, name string) (manifests.LockItem, bool) {
+	if kind == manifests.KindImage {
+		return l.FindImage(name)
+	}
+	return l.Find(kind, name)
+}
+
+// checkLockVersions refuses, before anything is fetched, a --lock create
+// whose spec asks for another version of an item than the lock holds: an
+// image whose repository is locked at another tag, a chart locked at a
+// version outside the spec's. Each error names the item, what the spec
+// asks for and what the lock has.
+func checkLockVersions(spec *manifests.Spec, lock *manifests.Lock) error {
+	var errs []error
+	for _, comp := range spec.Components {
+		for _, im := range comp.Images {
+			n, err := NormalizeRef(im.Ref)
+			if err != nil {
+				continue // Create reports it
+			}
+			if _, ok := lock.FindImage(n); ok {
+				continue
+			}
+			repo := manifests.ImageRepository(n)
+			for _, l := range lock.Items {
+				if l.Kind != manifests.KindImage {
+					continue
+				}
+				if ln, err := NormalizeRef(l.Name); err == nil && manifests.ImageRepository(ln) == repo {
+					errs = append(errs, fmt.Errorf("image %s: the spec asks for %s, the lock has %s (run without --lock to update the lock): %w", repo, n, ln, bundle.ErrLockMismatch))
+				}
+			}
+		}
+		for _, ch := range comp.Charts {
+			l, ok := lock.Find(manifests.KindChart, ch.Name)
+			if !ok || l.Version == "" || ch.Version == "" || chartVersionOK(ch.Version, l.Version) {
+				continue
+			}
+			errs = append(errs, fmt.Errorf("chart %s: the spec asks for version %s, the lock has %s (run without --lock to update the lock): %w", ch.Name, ch.Version, l.Version, bundle.ErrLockMismatch))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// chartVersionOK reports whether a locked chart version is what the spec's
+// version (exact, or a semver constraint) asks for.
+func chartVersionOK(want, locked string) bool {
+	if want == locked || strings.TrimPrefix(want, "v") == strings.TrimPrefix(locked, "v") {
+		return true
+	}
+	v, err := semver.NewVersion(locked)
+	if err != nil {
+		return false
+	}
+	if _, err := semver.StrictNewVersion(strings.TrimPrefix(want, "v")); err == nil {
+		return false // an exact version, and another
+	}
+	cons, err := semver.NewConstraint(want)
+	return err == nil && cons.Check(v)
 }

@@ -620,8 +620,19 @@ func (c *creator) imageJobs(charts []chartJob, chartRes []chartResult) (map[stri
 	}
 	var discovered []DiscoveredImage
 	images := map[string][]imageJob{}
+	first := map[string]string{} // normalized → the spelling bundled
 	for _, comp := range c.spec.Components {
 		for _, im := range comp.Images {
+			if n, err := NormalizeRef(im.Ref); err == nil {
+				if prev, dup := first[n]; dup {
+					// The spec allows one image in several spellings
+					// (busybox, docker.io/library/busybox:latest); it is
+					// one item.
+					c.opts.Logger.Warn("image listed twice in the spec; bundled once", "ref", n, "as", im.Ref, "first", prev, "component", comp.Name)
+					continue
+				}
+				first[n] = im.Ref
+			}
 			images[comp.Name] = append(images[comp.Name], imageJob{comp: comp.Name, im: im})
 		}
 	}

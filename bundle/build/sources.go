@@ -47,15 +47,10 @@ func (c *creator) path(p string) string {
 	return filepath.Join(c.spec.Dir, p)
 }
 
-// NormalizeRef gives an image reference in its full form:
-// nginx:1.25 → docker.io/library/nginx:1.25.
-func NormalizeRef(ref string) (string, error) {
-	n, err := reference.ParseNormalizedNamed(ref)
-	if err != nil {
-		return "", err
-	}
-	return n.String(), nil
-}
+// NormalizeRef gives an image reference in its full form
+// (manifests.NormalizeImageRef): nginx:1.25 → docker.io/library/nginx:1.25,
+// busybox → docker.io/library/busybox:latest.
+func NormalizeRef(ref string) (string, error) { return manifests.NormalizeImageRef(ref) }
 
 // image resolves an image from a registry or a local OCI layout / archive
 // and plans its blobs (see fetch.go). It returns the manifests to commit
@@ -80,7 +75,7 @@ func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (r
 			return fail(err)
 		}
 		if c.opts.Lock != nil {
-			if l, ok := c.opts.Lock.Find(manifests.KindImage, ref); ok && l.Source != "" {
+			if l, ok := c.opts.Lock.FindImage(ref); ok && l.Source != "" {
 				if _, d, ok := strings.Cut(l.Source, "@"); ok {
 					tagOrDigest = d
 				}

@@ -89,3 +89,39 @@ func TestCreateLockPerSpec(t *testing.T) {
 	zdt(t, dir, "bundle", "create", "--lock", "-f", "other.yaml", "-o", "again.zdt").must(t, "create --lock other")
 	zdt(t, dir, "bundle", "create", "--lock", "-o", "c-again.zdt").must(t, "create --lock zdt.yaml")
 }
+
+// TestCreateLockVersionMismatch: `create --lock` after the spec moved an
+// image to another tag and a chart to another version fails before
+// fetching anything, naming each item with the version the spec asks for
+// and the one the lock holds (#13).
+func TestCreateLockVersionMismatch(t *testing.T) {
+	dir := quickstart(t)
+	zdt(t, dir, "bundle", "create", "-o", "v1.zdt").must(t, "create")
+	edit := func(file, old, new string) {
+		t.Helper()
+		p := filepath.Join(dir, file)
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), old) {
+			t.Fatalf("%s: no %q (%v)", file, old, err)
+		}
+		if err := os.WriteFile(p, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit("zdt.yaml", "ref: zdt.example/quickstart/hello:1.0", "ref: zdt.example/quickstart/hello:1.1")
+	edit("zdt.yaml", "version: 0.1.0\n        namespace: hello", "version: 0.2.0\n        namespace: hello")
+	edit("charts/hello/Chart.yaml", "version: 0.1.0", "version: 0.2.0")
+	r := zdt(t, dir, "bundle", "create", "--lock", "-o", "v2.zdt")
+	for _, want := range []string{
+		"image zdt.example/quickstart/hello: the spec asks for zdt.example/quickstart/hello:1.1, the lock has zdt.example/quickstart/hello:1.0",
+		"chart hello: the spec asks for version 0.2.0, the lock has 0.1.0",
+		"run without --lock to update the lock",
+	} {
+		if r.code != 1 || !strings.Contains(r.stderr, want) {
+			t.Errorf("create --lock: exit %d, want 1 saying %q:\n%s", r.code, want, r.stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "v2.zdt")); !os.IsNotExist(err) {
+		t.Errorf("create --lock wrote v2.zdt")
+	}
+}
