@@ -33,7 +33,7 @@ type LockItem struct {
 	// Version is a chart's version (so that --lock can say which version
 	// it holds when the spec asks for another).
 	Version string `yaml:"version,omitempty"`
-	Pos       Pos    `yaml:"-"`
+	Pos     Pos    `yaml:"-"`
 }
 
 // Key identifies an item in a lock: kind and name.
