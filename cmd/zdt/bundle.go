@@ -84,7 +84,9 @@ every missing blob is fetched once however many images share it, largest
 first. Blobs are kept in the --cache-dir cache (digest-checked before they
 appear there; synced by a later create), so a second create fetches only what changed and a
 create that was interrupted (Ctrl-C, kill -9) resumes without fetching again
-what it had finished. Requests are retried with backoff on 429 and 5xx.
+what it had finished, and asks registries only for the rest of a large blob
+it was in the middle of (HTTP Range; every byte is still digest-checked).
+'zdt cache ls' and 'zdt cache prune' list and trim the cache. Requests are retried with backoff on 429 and 5xx.
 
 --base OLD.zdt makes a delta bundle: every blob OLD holds is left out and
 the root names OLD's root digest, so an update carries only what changed.

@@ -158,6 +158,28 @@ type uninstallOutput struct {
 	FilesRemoved int `json:"filesRemoved"`
 }
 
+// cacheLsOutput is what `zdt cache ls` prints.
+type cacheLsOutput struct {
+	// Dir is the cache directory listed.
+	Dir string `json:"dir"`
+	// Entries are the cache's entries, most recently used first.
+	Entries []build.CacheEntry `json:"entries"`
+	// Totals count the entries by kind, and their bytes.
+	Totals build.CacheTotals `json:"totals"`
+}
+
+// cachePruneOutput is what `zdt cache prune` prints.
+type cachePruneOutput struct {
+	// Dir is the cache directory pruned.
+	Dir string `json:"dir"`
+	// Kept counts what is left.
+	Kept build.CacheTotals `json:"kept"`
+	// Removed are the entries evicted, in the order they were.
+	Removed []build.CacheEntry `json:"removed"`
+	// RemovedSize is their bytes.
+	RemovedSize int64 `json:"removedSize"`
+}
+
 // progressLine is a JSON line on stderr while a long phase runs.
 type progressLine struct {
 	Done  int64  `json:"done"`

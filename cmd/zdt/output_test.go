@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"zdt.dev/zdt/bundle/build"
 )
 
 // TestJSONOutputFieldNames pins the field names of every --output json
@@ -29,6 +31,10 @@ func TestJSONOutputFieldNames(t *testing.T) {
 		// uninstall: installer.Result's fields, with filesWritten (which
 		// counted the files removed) named for what it counts.
 		{uninstallOutput{}, "plan generation applied filesRemoved"},
+		{cacheLsOutput{}, "dir entries totals"},
+		{cachePruneOutput{}, "dir kept removed removedSize"},
+		{build.CacheEntry{}, "digest kind lastUsed size"},
+		{build.CacheTotals{}, "blobs entries manifests partials size"},
 		{progressLine{}, "done phase total"},
 		{warningLine{}, "bundle root warning"},
 		{errorLine{}, "error exitCode"},
