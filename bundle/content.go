@@ -10,6 +10,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
@@ -140,11 +141,17 @@ func (a *Archive) openContent(ctx context.Context, c Content, progress func(int6
 }
 
 // newContentReader decodes c from the layer's bytes read from layer.
-// With async, the content is hashed in a goroutine of its own, alongside
-// the decoding (for Verify, whose reads do nothing else).
+// With async (for Verify, whose reads do nothing else), the layer is read
+// and hashed in a goroutine of its own a few chunks ahead of the decoder,
+// and the content is hashed in another: the two hashes and the decoding run
+// side by side instead of one after the other.
 func newContentReader(ctx context.Context, c Content, layer io.Reader, progress func(int64), async bool) (*contentReader, error) {
-	r := &contentReader{ctx: ctx, c: c, lh: sha256.New()}
-	r.src = &layerReader{r: layer, h: r.lh, progress: progress}
+	r := &contentReader{ctx: ctx, c: c}
+	if async {
+		r.src = newPipedLayer(ctx, layer, progress)
+	} else {
+		r.src = &layerReader{r: layer, h: sha256.New(), progress: progress}
+	}
 	if !c.Compressed() {
 		r.out = r.src // the layer's bytes are the content: one hash checks both
 		return r, nil
@@ -153,18 +160,36 @@ func newContentReader(ctx context.Context, c Content, layer io.Reader, progress 
 	if async {
 		r.ach = newAsyncHash(r.ch)
 	}
+	// The decoder's own checksum (xxhash64 of the content) is not checked:
+	// the content's sha256 is, at the end, over the same bytes.
 	var err error
-	r.dec, err = zstd.NewReader(r.src, zstd.WithDecoderConcurrency(1),
+	r.dec, err = zstd.NewReader(r.src, zstd.WithDecoderConcurrency(1), zstd.IgnoreChecksum(true),
 		zstd.WithDecoderMaxWindow(MaxDecoderWindow), zstd.WithDecoderMaxMemory(MaxDecoderWindow))
 	if err != nil {
+		r.src.close()
 		return nil, err
 	}
 	r.out = r.dec
 	return r, nil
 }
 
-// layerReader hashes and counts the layer's bytes as they are read and
-// keeps its own read error apart from the decoder's.
+// layerSource is where a contentReader reads the layer's bytes from: it
+// counts and hashes them, and keeps its own read error apart from the
+// decoder's.
+type layerSource interface {
+	io.Reader
+	// readErr is the error reading the layer failed with (not io.EOF), if
+	// it did.
+	readErr() error
+	// total is the count and digest of the bytes read, once Read returned
+	// io.EOF.
+	total() (int64, digest.Digest)
+	// close stops reading ahead, if the source does.
+	close()
+}
+
+// layerReader hashes and counts the layer's bytes as they are read, in the
+// reader's goroutine.
 type layerReader struct {
 	r        io.Reader
 	h        hash.Hash
@@ -188,11 +213,131 @@ func (l *layerReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+func (l *layerReader) readErr() error { return l.err }
+func (l *layerReader) total() (int64, digest.Digest) {
+	return l.n, digest.NewDigest(digest.SHA256, l.h)
+}
+func (l *layerReader) close() {}
+
+// pipeChunk and pipeDepth size the chunks pipedLayer and asyncHash hand
+// over and how many of them are in flight: at most 4 MiB each.
+const (
+	pipeChunk = 1 << 20
+	pipeDepth = 4
+)
+
+// pipedLayer reads the layer in a goroutine of its own, which hashes and
+// counts it and hands it over in chunks (at most pipeDepth in flight):
+// the layer's I/O and hash run beside the decoding. Not safe for
+// concurrent use; close ends the goroutine.
+type pipedLayer struct {
+	chunks chan []byte // read and hashed, in order; closed after the last
+	free   chan []byte // buffers to read into (nil: not made yet)
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+	cur    []byte // the unread rest of the chunk being read
+	buf    []byte // that chunk, returned to free once read
+	ended  bool   // chunks was seen closed: err, n and h are final
+	// Written by the goroutine before it closes chunks.
+	h   hash.Hash
+	n   int64
+	err error // io.EOF at the end of the layer, or why reading stopped
+}
+
+func newPipedLayer(ctx context.Context, src io.Reader, progress func(int64)) *pipedLayer {
+	p := &pipedLayer{chunks: make(chan []byte, pipeDepth), free: make(chan []byte, pipeDepth),
+		stop: make(chan struct{}), done: make(chan struct{}), h: sha256.New()}
+	for range pipeDepth {
+		p.free <- nil
+	}
+	go p.run(ctx, src, progress)
+	return p
+}
+
+func (p *pipedLayer) run(ctx context.Context, src io.Reader, progress func(int64)) {
+	defer close(p.done)
+	defer close(p.chunks)
+	for {
+		var b []byte
+		select {
+		case b = <-p.free:
+		case <-p.stop:
+			p.err = errors.New("layer reader closed")
+			return
+		case <-ctx.Done():
+			p.err = ctx.Err()
+			return
+		}
+		if b == nil {
+			b = make([]byte, pipeChunk)
+		}
+		n, err := io.ReadFull(src, b)
+		if n > 0 {
+			p.h.Write(b[:n])
+			p.n += int64(n)
+			if progress != nil {
+				progress(int64(n))
+			}
+			p.chunks <- b[:n] // never blocks: chunks holds every buffer there is
+		}
+		switch err {
+		case nil:
+		case io.EOF, io.ErrUnexpectedEOF:
+			p.err = io.EOF
+			return
+		default:
+			p.err = err
+			return
+		}
+	}
+}
+
+func (p *pipedLayer) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	for len(p.cur) == 0 {
+		if p.buf != nil {
+			p.free <- p.buf[:cap(p.buf)] // never blocks: free holds every buffer there is
+			p.buf = nil
+		}
+		if p.ended {
+			return 0, p.err
+		}
+		c, ok := <-p.chunks
+		if !ok {
+			p.ended = true
+			return 0, p.err
+		}
+		p.buf, p.cur = c, c
+	}
+	n := copy(b, p.cur)
+	p.cur = p.cur[n:]
+	return n, nil
+}
+
+func (p *pipedLayer) readErr() error {
+	if p.ended && p.err != io.EOF {
+		return p.err
+	}
+	return nil
+}
+
+func (p *pipedLayer) total() (int64, digest.Digest) {
+	<-p.done
+	return p.n, digest.NewDigest(digest.SHA256, p.h)
+}
+
+func (p *pipedLayer) close() {
+	p.once.Do(func() { close(p.stop) })
+	<-p.done
+}
+
 type contentReader struct {
 	ctx context.Context
 	c   Content
-	src *layerReader
-	lh  hash.Hash     // of the layer
+	src layerSource
 	ch  hash.Hash     // of the content; nil when the layer is the content
 	ach *asyncHash    // feeds ch from a goroutine; nil when ch is fed here
 	dec *zstd.Decoder // nil when stored as is
@@ -205,6 +350,24 @@ func (r *contentReader) Read(p []byte) (int, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
+	n, err := r.next(p)
+	switch {
+	case r.ach != nil:
+		r.ach.Write(p[:n])
+	case r.ch != nil:
+		r.ch.Write(p[:n])
+	}
+	if err == io.EOF {
+		r.err = r.finish()
+		return n, r.err
+	}
+	return n, err
+}
+
+// next reads content into p without hashing it: never more than one byte
+// past the recorded size, every failure kept in r.err. io.EOF (not kept)
+// says the content ended, which the caller checks with finish.
+func (r *contentReader) next(p []byte) (int, error) {
 	if err := r.ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -222,23 +385,44 @@ func (r *contentReader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	switch {
-	case r.ach != nil:
-		r.ach.Write(p[:n])
-	case r.ch != nil:
-		r.ch.Write(p[:n])
-	}
-	switch {
-	case err == io.EOF:
-		r.err = r.finish()
-		return n, r.err
-	case err != nil && r.src.err != nil:
-		r.err = fmt.Errorf("reading %s of %s: %w", r.c.Layer.Digest, r.c.Item, r.src.err) // the archive's I/O, not the data
-		return n, r.err
-	case err != nil:
+	case err == nil || err == io.EOF:
+		return n, err
+	case r.src.readErr() != nil:
+		r.err = fmt.Errorf("reading %s of %s: %w", r.c.Layer.Digest, r.c.Item, r.src.readErr()) // the archive's I/O, not the data
+	default:
 		r.err = r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("%v: %w", err, ErrCorruptContent))
-		return n, r.err
 	}
-	return n, nil
+	return n, r.err
+}
+
+// discard reads the content to its end as Read does, handing each chunk
+// to the content's hasher instead of copying it there (Verify).
+func (r *contentReader) discard() error {
+	if r.ach == nil {
+		buf := make([]byte, pipeChunk)
+		var err error
+		for err == nil {
+			_, err = r.Read(buf)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		return err
+	}
+	for r.err == nil {
+		b := r.ach.buffer()
+		n, err := r.next(b)
+		r.ach.hand(b[:n])
+		if err == io.EOF {
+			r.err = r.finish()
+		} else if err != nil && r.err == nil {
+			r.err = err // the context's
+		}
+	}
+	if r.err == io.EOF {
+		return nil
+	}
+	return r.err
 }
 
 // finish checks, at the end of the content, the layer's bytes after the
@@ -251,11 +435,12 @@ func (r *contentReader) finish() error {
 			return fmt.Errorf("reading %s of %s: %w", r.c.Layer.Digest, r.c.Item, err)
 		}
 	}
-	if r.src.n != r.c.Layer.Size {
-		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("%d bytes read, descriptor says %d: %w", r.src.n, r.c.Layer.Size, ErrTruncated))
+	n, ld := r.src.total()
+	if n != r.c.Layer.Size {
+		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("%d bytes read, descriptor says %d: %w", n, r.c.Layer.Size, ErrTruncated))
 	}
-	if got := digest.NewDigest(digest.SHA256, r.lh); got != r.c.Layer.Digest {
-		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("content hashes to %s: %w", got, ErrDigestMismatch))
+	if ld != r.c.Layer.Digest {
+		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("content hashes to %s: %w", ld, ErrDigestMismatch))
 	}
 	if r.n != r.c.Size {
 		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("content is %d bytes, %d recorded: %w", r.n, r.c.Size, ErrDigestMismatch))
@@ -263,21 +448,22 @@ func (r *contentReader) finish() error {
 	if r.ach != nil {
 		r.ach.wait()
 	}
-	ch := r.ch
-	if ch == nil { // stored as is: the layer's hash is the content's
-		ch = r.lh
+	cd := ld // stored as is: the layer's hash is the content's
+	if r.ch != nil {
+		cd = digest.NewDigest(digest.SHA256, r.ch)
 	}
-	if got := digest.NewDigest(digest.SHA256, ch); got != r.c.Digest {
-		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("decoded content hashes to %s, recorded %s: %w", got, r.c.Digest, ErrDigestMismatch))
+	if cd != r.c.Digest {
+		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("decoded content hashes to %s, recorded %s: %w", cd, r.c.Digest, ErrDigestMismatch))
 	}
 	return io.EOF
 }
 
-// Close releases the decoder.
+// Close releases the decoder and ends the goroutines.
 func (r *contentReader) Close() error {
 	if r.dec != nil {
 		r.dec.Close()
 	}
+	r.src.close()
 	if r.ach != nil {
 		r.ach.wait()
 	}
@@ -285,6 +471,22 @@ func (r *contentReader) Close() error {
 		r.err = errors.New("content reader closed")
 	}
 	return nil
+}
+
+// CheckContent reads a layer from layer to its end and checks it the way
+// Verify does: its size and digest are c.Layer's, and it decodes to c's
+// content (size and digest), bounded as OpenContent is; nothing is kept.
+// Reading and hashing the layer, decoding it and hashing the content run
+// side by side (three goroutines, at most 8 MiB of buffers besides the
+// decoder's window). Every refusal is a *BlobError naming c.Item and
+// matching ErrVerification.
+func CheckContent(ctx context.Context, c Content, layer io.Reader) error {
+	r, err := newContentReader(ctx, c, layer, nil, true)
+	if err != nil {
+		return c.fail("layer", c.Layer.Digest, fmt.Errorf("%v: %w", err, ErrCorruptContent))
+	}
+	defer r.Close()
+	return r.discard()
 }
 
 // verifyContent reads a layer that is some items' content through
@@ -299,12 +501,9 @@ func (a *Archive) verifyContent(ctx context.Context, cs []Content, progress func
 		if err != nil {
 			return err
 		}
-		buf := make([]byte, 1<<20) // large reads: one hand-off to the hasher per MiB
-		for err == nil {
-			_, err = r.Read(buf)
-		}
+		err = r.discard()
 		r.Close()
-		if err != io.EOF {
+		if err != nil {
 			return err
 		}
 	}
@@ -329,9 +528,9 @@ func (a *Archive) contents(ctx context.Context, g *Graph) (map[digest.Digest][]C
 }
 
 // asyncHash writes to a hash from a goroutine: Write hands over a copy
-// (at most three chunks in flight) and returns; wait ends the goroutine,
-// after which the hash holds every byte written. Not safe for concurrent
-// use.
+// (at most pipeDepth chunks in flight) and returns; buffer and hand do the
+// same without the copy; wait ends the goroutine, after which the hash
+// holds every byte written. Not safe for concurrent use.
 type asyncHash struct {
 	h          hash.Hash
 	work, free chan []byte
@@ -340,8 +539,8 @@ type asyncHash struct {
 }
 
 func newAsyncHash(h hash.Hash) *asyncHash {
-	a := &asyncHash{h: h, work: make(chan []byte, 3), free: make(chan []byte, 3), done: make(chan struct{})}
-	for range 3 {
+	a := &asyncHash{h: h, work: make(chan []byte, pipeDepth), free: make(chan []byte, pipeDepth), done: make(chan struct{})}
+	for range pipeDepth {
 		a.free <- nil
 	}
 	go func() {
@@ -360,6 +559,24 @@ func (a *asyncHash) Write(p []byte) {
 	}
 	b := <-a.free
 	a.work <- append(b[:0], p...)
+}
+
+// buffer returns a buffer of pipeChunk bytes to fill and hand over.
+func (a *asyncHash) buffer() []byte {
+	b := <-a.free
+	if cap(b) < pipeChunk {
+		b = make([]byte, pipeChunk)
+	}
+	return b[:cap(b)]
+}
+
+// hand gives b, which buffer returned, to the hasher, which writes b
+// to the hash and then reuses it.
+func (a *asyncHash) hand(b []byte) {
+	if a.closed {
+		return
+	}
+	a.work <- b
 }
 
 func (a *asyncHash) wait() {
