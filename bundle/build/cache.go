@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -216,10 +214,23 @@ func (s *blobStore) lookupSource(ctx context.Context, rawSHA, mediaType string) 
 	return e, true
 }
 
-// sourceMatches checks that a record's layer holds the source's bytes: a
-// layer stored as is must be named by their sha256; a zstd layer is
-// decompressed and hashed (the record, like every cache file, may have
-// been planted or changed since it was written).
+// sourceMatches checks that a record's layer holds the source's bytes.
+// The record, like every cache file, may have been planted or changed
+// since it was written (#17): it is only a hint of where the bytes may be.
+//
+// A layer stored as is must be named by the source's sha256; its bytes
+// are checked against that name when the archive is written, like every
+// other cached blob. A zstd layer is read once: its digest is checked and
+// its content decoded (bounded: the record's size, a 64 MiB window) and
+// hashed against the source's sha256 in the same pass. The layer then
+// counts as fresh, so the archive's pass does not hash it a second time;
+// that is the trust store.verify gives a blob it hashed, no weaker.
+//
+// The decoding cannot be skipped by binding the content digest to the blob
+// when the record is written: whatever binds them (the record itself, a
+// digest beside it, a MAC) is written into a directory the attacker can
+// write, with a key the same user could read, so a planted record would
+// carry a planted binding. Only decoding the blob shows what it holds.
 func (s *blobStore) sourceMatches(ctx context.Context, e sourceEntry, rawSHA, zstdType string) bool {
 	if e.Layer.MediaType != zstdType {
 		return e.Layer.Digest.Encoded() == rawSHA
@@ -229,13 +240,13 @@ func (s *blobStore) sourceMatches(ctx context.Context, e sourceEntry, rawSHA, zs
 		return false
 	}
 	defer rc.Close()
-	zr, err := zstd.NewReader(io.LimitReader(rc, e.Layer.Size), zstd.WithDecoderConcurrency(1))
-	if err != nil {
+	c := bundle.Content{Item: "cached source sha256:" + rawSHA, Layer: e.Layer,
+		Digest: digest.NewDigestFromEncoded(digest.SHA256, rawSHA), Size: e.Size}
+	if !c.Compressed() || bundle.CheckContent(ctx, c, rc) != nil {
 		return false
 	}
-	defer zr.Close()
-	_, _, err = fsutil.CopyVerified(ctx, io.Discard, zr, digest.NewDigestFromEncoded(digest.SHA256, rawSHA), e.Size, nil, nil)
-	return err == nil
+	s.fresh.Store(e.Layer.Digest, true)
+	return true
 }
 
 // recordSource remembers which blob holds a source's bytes. The record is
