@@ -45,6 +45,11 @@ type CreateOptions struct {
 	Lock *manifests.Lock
 	// Platforms overrides the spec's platform filter for multi-arch images.
 	Platforms []string
+	// StrictPlatforms fails the create (ErrPlatformMismatch) on a
+	// single-platform image whose platform is not among the platforms
+	// (the spec's or Platforms); without it such an image is bundled with
+	// a warning.
+	StrictPlatforms bool
 	// Base, when set, makes a delta bundle: the blobs this (open) bundle
 	// holds are left out, and the root names it (Archive.Base), so the
 	// delta is signed as a delta on exactly that bundle. Installing the

@@ -1,10 +1,12 @@
 package build
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +22,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/oci"
+	"oras.land/oras-go/v2/errdef"
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/fsutil"
@@ -119,6 +122,11 @@ func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (r
 				return fail(fmt.Errorf("%s: %w", im.Source, err))
 			}
 			src = c.store
+		}
+	}
+	if len(c.platforms) > 0 && !isIndex(desc.MediaType) {
+		if err := c.checkPlatform(ctx, src, desc, ref); err != nil {
+			return fail(err)
 		}
 	}
 	var commit []stagedManifest
@@ -512,4 +520,81 @@ func (c *creator) values() (map[string]string, error) {
 		return nil, nil
 	}
 	return out, nil
+}
+
+// ErrPlatformMismatch: a single-platform image is not of a platform the
+// bundle is for (CreateOptions.StrictPlatforms).
+var ErrPlatformMismatch = errors.New("the image's platform is not among the bundle's platforms")
+
+// PlatformError is a single-platform image whose platform is not wanted.
+type PlatformError struct {
+	Image, Platform string
+	Want            []string
+}
+
+func (e *PlatformError) Error() string {
+	return fmt.Sprintf("image %s is for %s only, the bundle is for %s: %v", e.Image, e.Platform, strings.Join(e.Want, ", "), ErrPlatformMismatch)
+}
+
+func (e *PlatformError) Unwrap() error { return ErrPlatformMismatch }
+
+// maxConfigSize bounds an image config read to learn its platform.
+const maxConfigSize = 8 << 20
+
+// checkPlatform reads the config of a single-platform image (an image
+// manifest, not an index) and, when its platform is not one of
+// c.platforms, warns — or fails with a *PlatformError under
+// StrictPlatforms. The platform filter only ever applied to indexes, so
+// such an image used to be bundled silently. The config read is kept in
+// the store (a leaf blob), so it is not fetched again.
+func (c *creator) checkPlatform(ctx context.Context, src content.Fetcher, desc ocispec.Descriptor, ref string) error {
+	if desc.MediaType != ocispec.MediaTypeImageManifest && desc.MediaType != manifests.MediaTypeDockerManifest {
+		return nil
+	}
+	raw, _, err := c.plan.readManifest(ctx, src, desc)
+	if err != nil {
+		return err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	if m.Config.MediaType != ocispec.MediaTypeImageConfig && m.Config.MediaType != "application/vnd.docker.container.image.v1+json" {
+		return nil // an artifact: no platform
+	}
+	if m.Config.Size > maxConfigSize {
+		return fmt.Errorf("config %s is %d bytes (limit %d): %w", m.Config.Digest, m.Config.Size, maxConfigSize, bundle.ErrTooLarge)
+	}
+	cfg, ok := c.store.readVerified(ctx, m.Config.Digest, maxConfigSize)
+	if !ok {
+		err := retryTransient(ctx, func() error {
+			var err error
+			cfg, err = content.FetchAll(ctx, src, m.Config)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("fetching config %s: %w", m.Config.Digest, err)
+		}
+		if err := c.store.Push(ctx, m.Config, bytes.NewReader(cfg)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+			return fmt.Errorf("storing config %s: %w", m.Config.Digest, err)
+		}
+	}
+	var img ocispec.Image
+	if err := json.Unmarshal(cfg, &img); err != nil {
+		return fmt.Errorf("config %s: %w", m.Config.Digest, err)
+	}
+	p := img.Platform
+	if p.OS == "" && p.Architecture == "" {
+		return nil // says nothing
+	}
+	if platformWanted(c.platforms, &p) {
+		return nil
+	}
+	perr := &PlatformError{Image: ref, Platform: platformString(&p), Want: c.platforms}
+	if c.opts.StrictPlatforms {
+		return perr
+	}
+	c.opts.Logger.Warn("single-platform image is not of a platform the bundle is for; bundled anyway (--strict-platforms refuses it)",
+		"image", ref, "platform", perr.Platform, "platforms", strings.Join(c.platforms, ","))
+	return nil
 }

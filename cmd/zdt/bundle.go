@@ -34,6 +34,7 @@ type createOptions struct {
 	lock        bool
 	lockFile    string
 	platforms   []string
+	strictPlat  bool
 	concurrency int
 	key         string
 	cacheDir    string
@@ -50,6 +51,7 @@ func (o *createOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.lock, "lock", false, "rebuild exactly the content of the lock file; fail if a source changed")
 	fs.StringVar(&o.lockFile, "lock-file", "", "lock file to write, or to read with --lock (default NAME.lock.yaml next to the spec NAME.yaml)")
 	fs.StringSliceVar(&o.platforms, "platform", nil, "keep only these platforms (OS/ARCH[/VARIANT]) of multi-arch images; overrides the spec")
+	fs.BoolVar(&o.strictPlat, "strict-platforms", false, "fail when a single-platform image is not of one of the platforms (default: bundle it with a warning)")
 	fs.IntVar(&o.concurrency, "concurrency", 0, "one budget for everything fetched at once: items, charts, files and image blobs (default: 2 x CPUs, at least 4)")
 	fs.StringVar(&o.cacheDir, "cache-dir", "", "persistent blob cache shared by creates; blobs found there are not fetched again (default $XDG_CACHE_HOME/zdt, ~/.cache/zdt)")
 	fs.BoolVar(&o.noCache, "no-cache", false, "stage blobs in a temp dir next to the archive instead of the cache")

@@ -81,11 +81,12 @@ func (o *createOptions) run(ctx context.Context, g *globals, discoverSet bool) e
 // directory.
 func (o *createOptions) buildOptions(g *globals, spec *manifests.Spec, lockPath string) (build.CreateOptions, error) {
 	opts := build.CreateOptions{
-		Output:      o.out,
-		ToolVersion: version.String(),
-		Platforms:   o.platforms,
-		Concurrency: o.concurrency,
-		Logger:      g.logger(),
+		Output:          o.out,
+		ToolVersion:     version.String(),
+		Platforms:       o.platforms,
+		StrictPlatforms: o.strictPlat,
+		Concurrency:     o.concurrency,
+		Logger:          g.logger(),
 	}
 	if opts.Output == "" {
 		opts.Output = spec.Metadata.Name + "-" + spec.Metadata.Version + ".zdt"

@@ -8,7 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/fixtures"
+	"zdt.dev/zdt/internal/testregistry"
 )
 
 // createJSON is the part of `bundle create --output json` these tests read.
@@ -123,5 +127,56 @@ func TestCreateLockVersionMismatch(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "v2.zdt")); !os.IsNotExist(err) {
 		t.Errorf("create --lock wrote v2.zdt")
+	}
+}
+
+// TestCreateSinglePlatformMismatch: a single-platform image (linux/amd64)
+// in a bundle for linux/arm64 is no longer included silently: create
+// warns naming the image, its platform and the wanted ones, and with
+// --strict-platforms fails (exit 1) and writes no archive (#13).
+func TestCreateSinglePlatformMismatch(t *testing.T) {
+	dir := t.TempDir()
+	img, err := fixtures.Image(v1.Platform{OS: "linux", Architecture: "amd64"}, nil, testregistry.RandomLayers(t, 1, 4<<10)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fixtures.WriteLayoutImage(filepath.Join(dir, "images", "tool"), "1.0", img); err != nil {
+		t.Fatal(err)
+	}
+	arm, err := fixtures.Image(v1.Platform{OS: "linux", Architecture: "arm64"}, nil, testregistry.RandomLayers(t, 1, 4<<10)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fixtures.WriteLayoutImage(filepath.Join(dir, "images", "armtool"), "1.0", arm); err != nil {
+		t.Fatal(err)
+	}
+	spec := "apiVersion: zdt.dev/v1alpha1\nkind: Bundle\nmetadata: {name: plat, version: \"1\"}\nplatforms: [linux/arm64, linux/arm/v7]\ncomponents:\n" +
+		"  - name: c\n    images:\n" +
+		"      - {ref: 'zdt.example/tool:1.0', source: 'oci:images/tool'}\n" +
+		"      - {ref: 'zdt.example/armtool:1.0', source: 'oci:images/armtool'}\n"
+	testregistry.WriteFile(t, filepath.Join(dir, "zdt.yaml"), []byte(spec))
+
+	r := zdt(t, dir, "bundle", "create", "--no-cache", "-o", "warn.zdt").must(t, "create")
+	for _, want := range []string{"zdt.example/tool:1.0", "linux/amd64", "linux/arm64,linux/arm/v7", "--strict-platforms"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("create's warning does not say %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, "armtool") {
+		t.Errorf("create warns about the arm64 image:\n%s", r.stderr)
+	}
+
+	r = zdt(t, dir, "bundle", "create", "--no-cache", "--strict-platforms", "-o", "strict.zdt")
+	want := "image zdt.example/tool:1.0 is for linux/amd64 only, the bundle is for linux/arm64, linux/arm/v7"
+	if r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("create --strict-platforms: exit %d, want 1 saying %q:\n%s", r.code, want, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "strict.zdt")); !os.IsNotExist(err) {
+		t.Fatal("create --strict-platforms wrote the archive")
+	}
+	// --platform overrides the spec: amd64 is wanted, nothing to say.
+	r = zdt(t, dir, "bundle", "create", "--no-cache", "--strict-platforms", "--platform", "linux/amd64,linux/arm64", "-o", "both.zdt").must(t, "create --platform")
+	if strings.Contains(r.stderr, "platform") {
+		t.Errorf("create --platform linux/amd64,linux/arm64 warns:\n%s", r.stderr)
 	}
 }
