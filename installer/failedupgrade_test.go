@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -23,11 +24,11 @@ type activateHook struct {
 	before func()
 }
 
-func (h activateHook) Activate(ctx context.Context, root digest.Digest) error {
-	if root == h.root && h.before != nil {
+func (h activateHook) Activate(ctx context.Context, roots ...digest.Digest) error {
+	if slices.Contains(roots, h.root) && h.before != nil {
 		h.before()
 	}
-	return h.Store.Activate(ctx, root)
+	return h.Store.Activate(ctx, roots...)
 }
 
 // TestFailedUpgradeKeepsServing: the new bundle's file is truncated during

@@ -28,11 +28,12 @@ import (
 // Registry is the registry storage an install fills and `zdt serve`
 // serves; registry.Store implements it. Import adds content without
 // changing what is served; Activate makes the served tags exactly those of
-// one imported bundle (and refuses content damaged since its import);
-// Prune deletes content only other bundles reach.
+// the imported bundles given, one per installed bundle name (and refuses
+// content damaged since its import); Prune deletes content only other
+// bundles reach.
 type Registry interface {
 	Import(ctx context.Context, a *bundle.Archive, opts registry.ImportOptions) (registry.ImportResult, error)
-	Activate(ctx context.Context, root digest.Digest) error
+	Activate(ctx context.Context, roots ...digest.Digest) error
 	Prune(ctx context.Context, keep []digest.Digest) error
 }
 
@@ -52,6 +53,9 @@ type Options struct {
 	ServeAddr string
 	// AMIExportDir, if set, receives each AMI's disk image and metadata.
 	AMIExportDir string
+	// Name selects the installed bundle Rollback and Uninstall act on
+	// (needed when several are installed; Install takes the bundle's).
+	Name string
 	// ToolVersion is written into generated files (default "dev").
 	ToolVersion string
 	// Logger receives progress messages (default: discard).
@@ -130,6 +134,9 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if err := checkItems(desired); err != nil {
 		return Result{}, err
 	}
+	if err := manifests.CheckBundleName(a.Config.Name); err != nil {
+		return Result{}, fmt.Errorf("%w: %w", ErrInvalidItem, err)
+	}
 	if opts.PlanOnly { // no lock, nothing created
 		root, err := os.OpenRoot(opts.Root)
 		if errors.Is(err, fs.ErrNotExist) { // a root not created yet has nothing installed
@@ -141,7 +148,7 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		}
 		defer root.Close()
 		r := &run{a: a, opts: opts, root: root, desired: desired, contents: contents}
-		if r.cur, err = readCurrent(root); err != nil {
+		if err := r.readInstalled(readInstalled(root)); err != nil {
 			return Result{}, err
 		}
 		return r.makePlan()
@@ -159,7 +166,7 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		return Result{}, err
 	}
 	defer r.st.close()
-	if r.cur, err = r.st.current(); err != nil {
+	if err := r.readInstalled(r.st.installed()); err != nil {
 		return Result{}, err
 	}
 	res, err := r.makePlan()
@@ -173,12 +180,11 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if err != nil {
 		return Result{}, err
 	}
-	r.files = generatedFiles(genContext{
-		header:      Header(opts.ToolVersion, a.Config.Name, a.Config.Version, a.Root.Digest.String()),
-		toolVersion: opts.ToolVersion, bundleDigest: a.Root.Digest.String(),
-		serveAddr: opts.ServeAddr, rootDir: "/", items: desired,
-		caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}),
-	})
+	// The generated files cover every installed bundle: this one as it
+	// will be, the others as they are.
+	bundles := append(bundlesOf(r.others), genBundle{name: a.Config.Name, version: a.Config.Version, digest: a.Root.Digest.String(), items: desired})
+	sort.Slice(bundles, func(i, j int) bool { return bundles[i].name < bundles[j].name })
+	r.files = generatedFiles(genFor(opts.ToolVersion, opts.ServeAddr, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), bundles))
 	broken, err := r.dropBrokenRegistry(ctx)
 	if err != nil {
 		return Result{}, err
@@ -204,11 +210,11 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	// serves the current generation's bundle again (its tags, its kept
 	// archive active): nothing of an uncommitted generation stays active.
 	committed := false
-	if opts.Registry != nil && r.cur != nil {
+	if opts.Registry != nil && len(r.all) > 0 {
 		defer func() {
 			if !committed {
-				if err := opts.Registry.Activate(context.WithoutCancel(ctx), digest.Digest(r.cur.BundleDigest)); err != nil {
-					opts.Logger.Error("serving the installed generation again", "generation", r.cur.Number, "err", err)
+				if err := opts.Registry.Activate(context.WithoutCancel(ctx), roots(r.all)...); err != nil {
+					opts.Logger.Error("serving the installed generations again", "bundle", a.Config.Name, "err", err)
 				}
 			}
 		}()
@@ -229,15 +235,18 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 // run is one install: what its steps (plan, prepare, vacate, apply,
 // record) share. It holds no context: each step takes one.
 type run struct {
-	a        *bundle.Archive
-	opts     Options
-	root     *os.Root
-	st       *state                    // locked state (nil for PlanOnly)
-	cur      *Generation               // the current generation (nil: none)
-	desired  []ItemState               // the bundle's items; apply fills in Placed
-	contents map[string]bundle.Content // of file and AMI items, by key
-	plan     *Plan
-	files    map[string][]byte // generated files by path
+	a    *bundle.Archive
+	opts Options
+	root *os.Root
+	st   *state      // locked state (nil for PlanOnly)
+	cur  *Generation // the bundle's current generation (nil: none)
+	// installed are the current generations of every installed bundle
+	// (the one being installed included), others those of the others.
+	all, others []*Generation
+	desired     []ItemState               // the bundle's items; apply fills in Placed
+	contents    map[string]bundle.Content // of file and AMI items, by key
+	plan        *Plan
+	files       map[string][]byte // generated files by path
 
 	next       int                  // the generation being installed
 	installed  map[string]ItemState // cur's items by key
@@ -245,9 +254,29 @@ type run struct {
 	newTargets map[string]bool      // file targets the bundle places
 }
 
-// makePlan plans the bundle against the current generation.
+// readInstalled takes the installed generations: the bundle's own and
+// the other bundles'.
+func (r *run) readInstalled(installed []*Generation, err error) error {
+	if err != nil {
+		return err
+	}
+	r.all = installed
+	r.others = others(installed, r.a.Config.Name)
+	for _, g := range installed {
+		if g.Name == r.a.Config.Name {
+			r.cur = g
+		}
+	}
+	return nil
+}
+
+// makePlan plans the bundle against its current generation, refusing
+// paths other installed bundles hold.
 func (r *run) makePlan() (Result, error) {
 	bundleName := r.a.Config.Name + " " + r.a.Config.Version
+	if err := checkConflicts(r.a.Config.Name, r.desired, r.others); err != nil {
+		return Result{}, err
+	}
 	plan, err := makePlan(r.root, r.cur, r.desired, bundleName, r.a.Root.Digest.String())
 	if err != nil {
 		return Result{}, err
@@ -300,7 +329,7 @@ func (r *run) reimport(ctx context.Context) error {
 	if _, err := reg.Import(ctx, r.a, registry.ImportOptions{Progress: r.opts.Progress, Logger: r.opts.Logger}); err != nil {
 		return fmt.Errorf("repairing the registry storage: importing %s: %w", r.a.Root.Digest, err)
 	}
-	if err := reg.Activate(ctx, r.a.Root.Digest); err != nil {
+	if err := reg.Activate(ctx, append(roots(r.others), r.a.Root.Digest)...); err != nil {
 		return fmt.Errorf("repairing the registry storage: activating %s: %w", r.a.Root.Digest, err)
 	}
 	return nil
@@ -377,7 +406,7 @@ func (r *run) apply(ctx context.Context) (int, error) {
 		return n, err
 	}
 	// Generated configuration.
-	g, err := writeGenerated(r.root, r.files, r.cur)
+	g, err := r.writeGenerated()
 	n += g
 	if err != nil {
 		return n, err
@@ -402,18 +431,58 @@ func (r *run) apply(ctx context.Context) (int, error) {
 		}
 	}
 	if reg := r.opts.Registry; reg != nil {
-		if err := reg.Activate(ctx, r.a.Root.Digest); err != nil {
+		if err := reg.Activate(ctx, append(roots(r.others), r.a.Root.Digest)...); err != nil {
 			return n, fmt.Errorf("activating %s in the registry: %w", r.a.Root.Digest, err)
 		}
+		// Kept: this bundle's new and current generation, and every other
+		// bundle's current and previous one (what its rollback needs).
 		keep := []digest.Digest{r.a.Root.Digest}
 		if r.cur != nil {
 			keep = append(keep, digest.Digest(r.cur.BundleDigest))
 		}
+		keep = append(keep, r.st.rollbackRoots(r.others)...)
 		if err := reg.Prune(ctx, keep); err != nil {
 			return n, fmt.Errorf("pruning the registry: %w", err)
 		}
 	}
 	return n, nil
+}
+
+// writeGenerated writes the generated files and records them.
+func (r *run) writeGenerated() (int, error) {
+	prev, _, err := readGenerated(r.root, r.all)
+	if err != nil {
+		return 0, err
+	}
+	n, err := writeGenerated(r.root, r.files, prev.Files)
+	if err != nil {
+		return n, err
+	}
+	return n, writeGeneratedRecord(r.root, r.opts.ServeAddr, r.files)
+}
+
+// roots are the bundle digests of gens.
+func roots(gens []*Generation) []digest.Digest {
+	out := make([]digest.Digest, 0, len(gens))
+	for _, g := range gens {
+		out = append(out, digest.Digest(g.BundleDigest))
+	}
+	return out
+}
+
+// rollbackRoots are the bundle digests of gens and of the generations
+// they replaced: what the registry keeps for them.
+func (s *state) rollbackRoots(gens []*Generation) []digest.Digest {
+	out := roots(gens)
+	for _, g := range gens {
+		if g.Previous == 0 {
+			continue
+		}
+		if p, err := s.generation(g.Previous); err == nil && p.Name == g.Name {
+			out = append(out, digest.Digest(p.BundleDigest))
+		}
+	}
+	return out
 }
 
 // importAndPlace imports the registry content (the archive kept, or only
@@ -469,20 +538,20 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 // record writes the new generation and makes it current.
 func (r *run) record() error {
 	ng := &Generation{Number: r.next, BundleDigest: r.a.Root.Digest.String(), Name: r.a.Config.Name, Version: r.a.Config.Version,
-		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files)}
+		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files), ServeAddr: r.opts.ServeAddr}
 	if r.cur != nil {
 		ng.Previous = r.cur.Number
 	}
 	return r.st.record(ng)
 }
 
-// readCurrent reads the current generation without locking or creating
-// anything (for --plan and status).
-func readCurrent(root *os.Root) (*Generation, error) {
+// readInstalled reads every installed bundle's current generation without
+// locking or creating anything (for --plan and status).
+func readInstalled(root *os.Root) ([]*Generation, error) {
 	if _, err := root.Stat(StateDir); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
-	return (&state{root: root}).current()
+	return (&state{root: root}).installed()
 }
 
 func hashes(files map[string][]byte) map[string]string {
@@ -506,9 +575,9 @@ func generatedUpToDate(root *os.Root, files map[string][]byte) bool {
 }
 
 // writeGenerated writes the generated files whose content differs and
-// removes those the previous generation wrote that are not generated any
-// more. It returns the number of files written or removed.
-func writeGenerated(root *os.Root, files map[string][]byte, cur *Generation) (int, error) {
+// removes those written before (prev, path → hash) that are not generated
+// any more. It returns the number of files written or removed.
+func writeGenerated(root *os.Root, files map[string][]byte, prev map[string]string) (int, error) {
 	n := 0
 	paths := make([]string, 0, len(files))
 	for p := range files {
@@ -524,16 +593,14 @@ func writeGenerated(root *os.Root, files map[string][]byte, cur *Generation) (in
 		}
 		n++
 	}
-	if cur != nil {
-		for p := range cur.Generated {
-			if _, ok := files[p]; ok {
-				continue
-			}
-			if err := root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return n, fmt.Errorf("removing %s: %w", p, err)
-			}
-			n++
+	for p := range prev {
+		if _, ok := files[p]; ok {
+			continue
 		}
+		if err := root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, fmt.Errorf("removing %s: %w", p, err)
+		}
+		n++
 	}
 	return n, nil
 }
@@ -569,7 +636,7 @@ func backupState(root *os.Root, cur *Generation, next int) error {
 
 // tempDirs lists every directory an install writes temp files in.
 func tempDirs(cur *Generation, desired []ItemState, files map[string][]byte) []string {
-	dirs := []string{layout.StateDir, layout.GenerationsDir, layout.FilesDir, layout.PlacementsDir}
+	dirs := []string{layout.StateDir, layout.GenerationsDir, layout.InstalledDir, layout.FilesDir, layout.PlacementsDir}
 	items := desired
 	if cur != nil {
 		items = append(append([]ItemState(nil), desired...), cur.Items...)

@@ -28,6 +28,7 @@ import (
 // release describes a test bundle: images by name (seeded content) and
 // files by target.
 type release struct {
+	name    string // default plat
 	version string
 	images  map[string]int64  // ref → seed of its one 64 KiB layer
 	files   map[string][]byte // target → content
@@ -37,8 +38,11 @@ type release struct {
 // build creates the bundle of r in dir and returns its path.
 func (r release) build(t testing.TB, dir string) string {
 	t.Helper()
+	if r.name == "" {
+		r.name = "plat"
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: zdt.dev/v1alpha1\nkind: Bundle\nmetadata: {name: plat, version: %q}\ncomponents:\n  - name: base\n", r.version)
+	fmt.Fprintf(&b, "apiVersion: zdt.dev/v1alpha1\nkind: Bundle\nmetadata: {name: %s, version: %q}\ncomponents:\n  - name: base\n", r.name, r.version)
 	refs := keys(r.images)
 	if len(refs) > 0 {
 		b.WriteString("    images:\n")
@@ -77,7 +81,7 @@ func (r release) build(t testing.TB, dir string) string {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, b.String())
 	}
-	out := filepath.Join(dir, "plat-"+r.version+".zdt")
+	out := filepath.Join(dir, r.name+"-"+r.version+".zdt")
 	opts := build.CreateOptions{Output: out}
 	if r.base != "" {
 		base, err := bundle.Open(context.Background(), r.base)

@@ -2,11 +2,13 @@ package installer
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
+	"sort"
 
 	"github.com/opencontainers/go-digest"
 
@@ -19,10 +21,12 @@ import (
 // ErrNoPrevious is returned by Rollback when there is nothing to go back to.
 var ErrNoPrevious = errors.New("no previous generation to roll back to")
 
-// Rollback returns to the generation the current one replaced: its files
-// are restored byte for byte from the file store, its generated files from
-// the backup taken before the upgrade, and its bundle is activated in the
-// registry. It is recorded as a new generation (so a second rollback goes
+// Rollback returns the bundle opts.Name (or the only installed one) to
+// the generation its current one replaced: its files are restored byte for
+// byte from the file store, the generated files are written for it and
+// the other installed bundles, and its bundle is activated in the
+// registry beside theirs. Other bundles' files and images are not
+// touched. It is recorded as a new generation (so a second rollback goes
 // forward again).
 func Rollback(ctx context.Context, opts Options) (Result, error) {
 	res, err := rollback(ctx, opts)
@@ -41,19 +45,23 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	defer st.close()
-	cur, err := st.current()
+	installed, err := st.installed()
 	if err != nil {
 		return Result{}, err
 	}
-	if cur == nil {
-		return Result{}, ErrNoGeneration
+	cur, err := resolve(installed, opts.Name)
+	if err != nil {
+		return Result{}, err
 	}
 	if cur.Previous == 0 {
-		return Result{}, ErrNoPrevious
+		return Result{}, fmt.Errorf("%s: %w", cur.Name, ErrNoPrevious)
 	}
 	prev, err := st.generation(cur.Previous)
 	if err != nil {
 		return Result{}, err
+	}
+	if prev.Name != cur.Name { // a root from before bundles were keyed by name
+		return Result{}, fmt.Errorf("%s: %w (generation %d before it is of bundle %s)", cur.Name, ErrNoPrevious, prev.Number, prev.Name)
 	}
 	next, err := st.nextNumber()
 	if err != nil {
@@ -68,23 +76,14 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	// Generated files as they were before cur was installed.
-	backup := path.Join(layout.Backup(cur.Number), "files")
-	files := map[string][]byte{}
-	for p := range prev.Generated {
-		b, err := root.ReadFile(path.Join(backup, p))
-		if err != nil {
-			return Result{}, fmt.Errorf("restoring %s: no backup: %w", p, err)
-		}
-		files[p] = b
-	}
-	n, err = writeGenerated(root, files, cur)
+	rest := others(installed, cur.Name)
+	n, err = rollbackGenerated(root, opts, cur, prev, rest, installed)
+	res.FilesWritten += n
 	if err != nil {
 		return Result{}, err
 	}
-	res.FilesWritten += n
 	if opts.Registry != nil {
-		if err := opts.Registry.Activate(ctx, digest.Digest(prev.BundleDigest)); err != nil {
+		if err := opts.Registry.Activate(ctx, append(roots(rest), digest.Digest(prev.BundleDigest))...); err != nil {
 			return Result{}, fmt.Errorf("activating %s in the registry: %w", prev.BundleDigest, err)
 		}
 	}
@@ -95,6 +94,59 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 	}
 	res.Generation, res.Applied = next, true
 	return res, nil
+}
+
+// rollbackGenerated writes the generated files for prev beside the other
+// installed bundles (rest). With no other bundle they are what prev wrote:
+// generated again for its serve address and tool version or, for a
+// generation recorded before bundles were keyed by name, restored from
+// the backup taken before cur was installed. With others, they are
+// generated for all at the address of the current generated files.
+func rollbackGenerated(root *os.Root, opts Options, cur, prev *Generation, rest, installed []*Generation) (int, error) {
+	rec, _, err := readGenerated(root, installed)
+	if err != nil {
+		return 0, err
+	}
+	if len(rest) == 0 && prev.ServeAddr == "" {
+		backup := path.Join(layout.Backup(cur.Number), "files")
+		files := map[string][]byte{}
+		for p := range prev.Generated {
+			b, err := root.ReadFile(path.Join(backup, p))
+			if err != nil {
+				return 0, fmt.Errorf("restoring %s: no backup: %w", p, err)
+			}
+			files[p] = b
+		}
+		n, err := writeGenerated(root, files, rec.Files)
+		if err != nil {
+			return n, err
+		}
+		return n, writeGeneratedRecord(root, rec.ServeAddr, files)
+	}
+	addr, tool := prev.ServeAddr, prev.ToolVersion
+	if len(rest) > 0 {
+		addr, tool = rec.ServeAddr, opts.ToolVersion
+		if addr == "" {
+			addr = opts.ServeAddr
+		}
+	}
+	return regenerate(root, opts.Root, tool, addr, rec.Files, append(bundlesOf(rest), bundlesOf([]*Generation{prev})...))
+}
+
+// regenerate writes the generated files for bundles at serve address addr
+// (removing those in prev no longer generated) and records them.
+func regenerate(root *os.Root, rootDir, toolVersion, addr string, prev map[string]string, bundles []genBundle) (int, error) {
+	sort.Slice(bundles, func(i, j int) bool { return bundles[i].name < bundles[j].name })
+	ca, err := registry.OpenCA(rootDir)
+	if err != nil {
+		return 0, err
+	}
+	files := generatedFiles(genFor(toolVersion, addr, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), bundles))
+	n, err := writeGenerated(root, files, prev)
+	if err != nil {
+		return n, err
+	}
+	return n, writeGeneratedRecord(root, addr, files)
 }
 
 // restoreFiles puts prev's files back in place of cur's and returns prev's
@@ -145,7 +197,10 @@ func restoreFiles(ctx context.Context, root *os.Root, cur, prev *Generation) ([]
 	return items, n, nil
 }
 
-// Status is what `zdt status` reports.
+// Status is what `zdt status` reports. With one bundle installed its
+// fields are those of that bundle (as before bundles were installed side
+// by side); with several, Generation is nil and the others add up every
+// bundle's. Bundles has each installed bundle, sorted by name.
 type Status struct {
 	Installed  bool           `json:"installed"`
 	Generation *Generation    `json:"current,omitempty"`
@@ -153,20 +208,38 @@ type Status struct {
 	Drift      []string       `json:"drift,omitempty"` // files that differ from what was installed
 	History    []int          `json:"generations,omitempty"`
 	// Registry is the health of the registry storage (nil when the
-	// installed bundle put nothing there).
+	// installed bundles put nothing there).
 	Registry *registry.Health  `json:"registry,omitempty"`
 	Extra    map[string]string `json:"extra,omitempty"`
+	// Bundles are the installed bundles, each with its own status.
+	Bundles []BundleStatus `json:"bundles,omitempty"`
+}
+
+// BundleStatus is one installed bundle in Status. Drift lists its files
+// (the generated files, shared by all bundles, are in Status.Drift).
+type BundleStatus struct {
+	Name       string           `json:"name"`
+	Generation *Generation      `json:"current"`
+	Counts     map[string]int   `json:"counts"`
+	Drift      []string         `json:"drift,omitempty"`
+	History    []int            `json:"generations"`
+	Registry   *registry.Health `json:"registry,omitempty"`
 }
 
 // Healthy reports whether nothing is wrong with what is installed: no
-// installed or generated file drifted and the registry storage serves the
-// installed bundle whole (true when nothing is installed).
+// installed or generated file drifted and the registry storage serves
+// every installed bundle whole (true when nothing is installed).
 func (s Status) Healthy() bool {
 	return len(s.Drift) == 0 && (s.Registry == nil || len(s.Registry.Problems) == 0)
 }
 
 // GetStatus reads the state under root without writing anything.
 func GetStatus(ctx context.Context, rootDir string) (Status, error) {
+	return GetStatusOf(ctx, rootDir, "")
+}
+
+// GetStatusOf is GetStatus of the installed bundle name only ("": all).
+func GetStatusOf(ctx context.Context, rootDir, name string) (Status, error) {
 	if rootDir == "" {
 		rootDir = "/"
 	}
@@ -175,32 +248,96 @@ func GetStatus(ctx context.Context, rootDir string) (Status, error) {
 		return Status{}, err
 	}
 	defer root.Close()
-	cur, err := readCurrent(root)
-	if err != nil || cur == nil {
+	installed, err := readInstalled(root)
+	if err != nil {
 		return Status{}, err
 	}
-	s := Status{Installed: true, Generation: cur, Counts: map[string]int{}}
-	for _, it := range cur.Items {
-		s.Counts[it.Kind]++
-		if it.Kind == manifests.KindFile {
-			ok, err := fileMatches(root, it, it.Placed)
-			if err != nil {
-				return Status{}, err
-			}
-			if !ok {
-				s.Drift = append(s.Drift, it.Target)
+	if name != "" {
+		g, err := resolve(installed, name)
+		if err != nil {
+			return Status{}, err
+		}
+		installed = []*Generation{g}
+	}
+	if len(installed) == 0 {
+		return Status{}, nil
+	}
+	all, _ := (&state{root: root}).generations()
+	s := Status{Installed: true, Counts: map[string]int{}}
+	var problems []string
+	var health *registry.Health
+	for _, cur := range installed {
+		b := BundleStatus{Name: cur.Name, Generation: cur, Counts: map[string]int{}}
+		for _, it := range cur.Items {
+			b.Counts[it.Kind]++
+			s.Counts[it.Kind]++
+			if it.Kind == manifests.KindFile {
+				ok, err := fileMatches(root, it, it.Placed)
+				if err != nil {
+					return Status{}, err
+				}
+				if !ok {
+					b.Drift = append(b.Drift, it.Target)
+				}
 			}
 		}
+		s.Drift = append(s.Drift, b.Drift...)
+		b.History = historyOf(root, all, cur.Name)
+		if b.Registry = registryHealth(ctx, root, rootDir, digest.Digest(cur.BundleDigest)); b.Registry != nil {
+			h := *b.Registry
+			if health == nil {
+				health = &h
+			} else {
+				health.Served += h.Served
+			}
+			for _, p := range h.Problems {
+				problems = append(problems, cur.Name+": "+p)
+			}
+		}
+		s.Bundles = append(s.Bundles, b)
 	}
-	for p, want := range cur.Generated {
+	rec, _, err := readGenerated(root, installed)
+	if err != nil {
+		return Status{}, err
+	}
+	for _, p := range sortedKeys(rec.Files) {
 		b, err := root.ReadFile(p)
-		if err != nil || hashes(map[string][]byte{p: b})[p] != want {
+		if err != nil || hashes(map[string][]byte{p: b})[p] != rec.Files[p] {
 			s.Drift = append(s.Drift, "/"+p)
 		}
 	}
-	s.History, _ = (&state{root: root}).generations()
-	s.Registry = registryHealth(ctx, root, rootDir, digest.Digest(cur.BundleDigest))
+	if len(installed) == 1 {
+		s.Generation, s.History, s.Registry = installed[0], s.Bundles[0].History, s.Bundles[0].Registry
+		return s, nil
+	}
+	if health != nil {
+		health.Problems = problems
+	}
+	s.History, s.Registry = all, health
 	return s, nil
+}
+
+// historyOf lists the generations of the bundle name among all; a root
+// from before bundles were keyed by name lists all its generations.
+func historyOf(root *os.Root, all []int, name string) []int {
+	var out []int
+	st := &state{root: root}
+	for _, n := range all {
+		g, err := st.generation(n)
+		if err != nil || g.Name == name {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // registryHealth is the health of the registry store under root for the
@@ -226,8 +363,16 @@ func registryHealth(ctx context.Context, root *os.Root, rootDir string, d digest
 	return &h
 }
 
-// Uninstall removes every file and generated file of the current
-// generation and zdt's whole state directory (registry storage included).
+// Uninstall removes the bundle opts.Name (or the only installed one): its
+// files, and its content from the registry storage that no other bundle
+// uses; the generated files are written for the bundles that stay. When
+// it is the last bundle, every generated file and zdt's whole state
+// directory (registry storage included) go.
+//
+// Its files go first, then its pointer (it is no longer installed), then
+// its registry content: a crash part-way leaves it installed with files
+// missing (status reports them; uninstall again finishes), or content in
+// the store no bundle uses (the next install prunes it).
 func Uninstall(ctx context.Context, opts Options) (Result, error) {
 	opts.defaults()
 	root, err := os.OpenRoot(opts.Root)
@@ -239,24 +384,38 @@ func Uninstall(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	cur, err := st.current()
+	installed, err := st.installed()
 	if err != nil {
 		st.close()
 		return Result{}, err
 	}
+	var cur *Generation
+	if len(installed) > 0 || opts.Name != "" {
+		if cur, err = resolve(installed, opts.Name); err != nil {
+			st.close()
+			return Result{}, err
+		}
+	}
+	if cur != nil {
+		if rest := others(installed, cur.Name); len(rest) > 0 {
+			defer st.close()
+			return uninstallOne(ctx, root, st, opts, cur, rest, installed)
+		}
+	}
 	res := Result{}
 	if cur != nil {
-		for _, it := range cur.Items {
-			if it.Kind != manifests.KindFile {
-				continue
-			}
-			if err := root.Remove(rel(it.Target)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				st.close()
-				return Result{}, fmt.Errorf("removing %s: %w", it.Target, err)
-			}
-			res.FilesWritten++
+		n, err := removeFiles(root, cur)
+		res.FilesWritten += n
+		if err != nil {
+			st.close()
+			return Result{}, err
 		}
-		for p := range cur.Generated {
+		rec, _, err := readGenerated(root, installed)
+		if err != nil {
+			st.close()
+			return Result{}, err
+		}
+		for _, p := range sortedKeys(rec.Files) {
 			if err := root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				st.close()
 				return Result{}, fmt.Errorf("removing %s: %w", p, err)
@@ -267,6 +426,57 @@ func Uninstall(ctx context.Context, opts Options) (Result, error) {
 	st.close()
 	if err := root.RemoveAll(StateDir); err != nil {
 		return res, fmt.Errorf("removing %s: %w", StateDir, err)
+	}
+	res.Applied = true
+	return res, ctx.Err()
+}
+
+// removeFiles removes the files of generation g.
+func removeFiles(root *os.Root, g *Generation) (int, error) {
+	n := 0
+	for _, it := range g.Items {
+		if it.Kind != manifests.KindFile {
+			continue
+		}
+		if err := root.Remove(rel(it.Target)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, fmt.Errorf("removing %s: %w", it.Target, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// uninstallOne uninstalls cur while the bundles rest stay installed.
+func uninstallOne(ctx context.Context, root *os.Root, st *state, opts Options, cur *Generation, rest, installed []*Generation) (Result, error) {
+	res := Result{}
+	n, err := removeFiles(root, cur)
+	res.FilesWritten += n
+	if err != nil {
+		return res, err
+	}
+	rec, _, err := readGenerated(root, installed)
+	if err != nil {
+		return res, err
+	}
+	addr := rec.ServeAddr
+	if addr == "" {
+		addr = opts.ServeAddr
+	}
+	n, err = regenerate(root, opts.Root, opts.ToolVersion, addr, rec.Files, bundlesOf(rest))
+	res.FilesWritten += n
+	if err != nil {
+		return res, err
+	}
+	if err := st.unsetCurrent(cur.Name); err != nil {
+		return res, err
+	}
+	if reg := opts.Registry; reg != nil {
+		if err := reg.Activate(ctx, roots(rest)...); err != nil {
+			return res, fmt.Errorf("serving the other bundles: %w", err)
+		}
+		if err := reg.Prune(ctx, st.rollbackRoots(rest)); err != nil {
+			return res, fmt.Errorf("pruning the registry: %w", err)
+		}
 	}
 	res.Applied = true
 	return res, ctx.Err()

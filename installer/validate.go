@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"path"
 	"sort"
+	"strings"
 
 	"zdt.dev/zdt/manifests"
+	"zdt.dev/zdt/registry"
 )
 
 // ErrInvalidItem is matched by every refusal of checkItems: the bundle
@@ -79,4 +81,108 @@ func checkItems(items []ItemState) error {
 	}
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
+}
+
+// ErrConflict is matched by the refusal of a bundle that claims what
+// another installed bundle holds: a file path, or a name the registry
+// serves with other content.
+var ErrConflict = errors.New("claimed by another installed bundle")
+
+// ConflictError names what two bundles claim: Path is a file target or a
+// served reference (repository:tag), Bundle the bundle being installed
+// and Other the installed one.
+type ConflictError struct {
+	Path, Bundle, Other string
+	// What is "path" or "reference".
+	What string
+	// Detail says how they clash when it is not the same path.
+	Detail string
+}
+
+func (e *ConflictError) Error() string {
+	s := fmt.Sprintf("%s %s is claimed by bundle %s and by bundle %s, which is installed", e.What, e.Path, e.Bundle, e.Other)
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
+	}
+	return s + ": uninstall one of them (zdt uninstall --name) or change its spec"
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// checkConflicts refuses, before anything is written, a bundle that claims
+// what another installed bundle holds: a file target equal to one of its
+// targets, inside one or holding one; or a reference the registry serves
+// (repository:tag) that the other serves with other content. Sharing an
+// image at the same digest is fine: the store holds it once.
+func checkConflicts(name string, desired []ItemState, others []*Generation) error {
+	type owner struct {
+		bundle string
+		item   ItemState
+	}
+	targets := map[string]owner{}
+	refs := map[string]owner{}
+	for _, g := range others {
+		for _, it := range g.Items {
+			if it.Kind == manifests.KindFile && it.Target != "" {
+				targets[it.Target] = owner{g.Name, it}
+			}
+			for _, k := range servedNames(it) {
+				refs[k] = owner{g.Name, it}
+			}
+		}
+	}
+	var errs []error
+	for _, it := range desired {
+		if it.Kind == manifests.KindFile {
+			if o, ok := targets[it.Target]; ok {
+				errs = append(errs, &ConflictError{What: "path", Path: it.Target, Bundle: name, Other: o.bundle})
+				continue
+			}
+			for d := path.Dir(it.Target); d != "/" && d != "."; d = path.Dir(d) {
+				if o, ok := targets[d]; ok {
+					errs = append(errs, &ConflictError{What: "path", Path: it.Target, Bundle: name, Other: o.bundle, Detail: "inside " + d + ", a file of " + o.bundle})
+					break
+				}
+			}
+			for t, o := range targets {
+				if strings.HasPrefix(t, it.Target+"/") {
+					errs = append(errs, &ConflictError{What: "path", Path: it.Target, Bundle: name, Other: o.bundle, Detail: "a directory holding " + t + ", a file of " + o.bundle})
+					break
+				}
+			}
+		}
+		for _, k := range servedNames(it) {
+			if o, ok := refs[k]; ok && o.item.Digest != it.Digest {
+				errs = append(errs, &ConflictError{What: "reference", Path: k, Bundle: name, Other: o.bundle,
+					Detail: fmt.Sprintf("%s here, %s there", it.Digest, o.item.Digest)})
+				break
+			}
+		}
+	}
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+// servedNames are the repository:tag names the registry serves an item
+// under (none for a reference by digest only).
+func servedNames(it ItemState) []string {
+	if it.Ref == "" {
+		return nil
+	}
+	if it.Kind == manifests.KindImage {
+		repos, tag, _, err := registry.ImageRepositories(it.Ref)
+		if err != nil || tag == "" {
+			return nil
+		}
+		out := make([]string, 0, len(repos))
+		for _, r := range repos {
+			out = append(out, r+":"+tag)
+		}
+		return out
+	}
+	if strings.Contains(it.Ref, "@") {
+		return nil
+	}
+	return []string{it.Ref}
 }

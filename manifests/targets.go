@@ -113,3 +113,15 @@ func CheckAMIName(name string) error {
 	}
 	return nil
 }
+
+// CheckBundleName says what is wrong with a bundle name, or nil: the rule
+// of metadata.name (lowercase letters, digits, '.', '_' or '-', at most
+// 64, starting and ending with a letter or digit). Install keys its state
+// by the name (a file per installed bundle), and a bundle is not trusted
+// to have been made by `zdt bundle create`, which refuses the same names.
+func CheckBundleName(name string) error {
+	if !reName.MatchString(name) {
+		return fmt.Errorf("bundle name %q must be lowercase letters, digits, '.', '_' or '-' (at most 64)", name)
+	}
+	return nil
+}

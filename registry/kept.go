@@ -7,9 +7,11 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -216,11 +218,11 @@ func (s *Store) checkKept(ctx context.Context, root digest.Digest) error {
 // dropDamaged checks the archives this Store kept for bundles other than
 // except (an install that failed after its import) and removes those
 // damaged since, so that a store left by a failed upgrade serves again.
-func (s *Store) dropDamaged(ctx context.Context, except digest.Digest) error {
+func (s *Store) dropDamaged(ctx context.Context, except map[digest.Digest]bool) error {
 	s.mu.Lock()
 	var mine []digest.Digest
 	for d := range s.kept {
-		if d != except {
+		if !except[d] {
 			mine = append(mine, d)
 		}
 	}
@@ -233,32 +235,60 @@ func (s *Store) dropDamaged(ctx context.Context, except digest.Digest) error {
 	return nil
 }
 
-// activeRel names the kept archive whose placements are all served.
+// activeRel names the kept archives whose placements are all served, one
+// root hex per line (a store from before bundles were installed side by
+// side has one).
 const activeRel = layout.ActiveKept
 
-// SetActive makes root's kept archive the one whose placements are all
-// served (the others serve only their bundle repository); an empty root,
-// or a bundle without a kept archive, makes none active. Activate checks
-// the archive first and prunes what other bundles placed; SetActive only
-// moves the pointer.
-func (s *Store) SetActive(root digest.Digest) error {
+// maxActiveFile bounds what is read of activeRel: 65 bytes a line.
+const maxActiveFile = 1 << 20
+
+// SetActive makes the kept archives of roots the ones whose placements are
+// all served (the others serve only their bundle repository); roots
+// without a kept archive (empty, or blobs copied) are left out, and none
+// makes none active. Activate checks the archives first and prunes what
+// other bundles placed; SetActive only moves the pointer.
+func (s *Store) SetActive(roots ...digest.Digest) error {
 	r := s.dir
 	if err := fsutil.RemoveTemps(r, []string{keptDir}); err != nil { // left by a killed install
 		return rootedError(r, s.path, keptDir, err)
 	}
-	if root != "" {
-		if _, ok := s.Kept(root); ok {
-			want := []byte(root.Encoded() + "\n")
-			if got, err := r.ReadFile(activeRel); err == nil && string(got) == string(want) {
-				return nil
-			}
-			return fsutil.WriteFileAtomic(r, activeRel, want, 0o644)
+	var lines []string
+	for _, root := range roots {
+		if root == "" {
+			continue
 		}
+		if _, ok := s.Kept(root); ok {
+			lines = append(lines, root.Encoded()+"\n")
+		}
+	}
+	if len(lines) > 0 {
+		slices.Sort(lines)
+		want := []byte(strings.Join(slices.Compact(lines), ""))
+		if got, err := r.ReadFile(activeRel); err == nil && string(got) == string(want) {
+			return nil
+		}
+		return fsutil.WriteFileAtomic(r, activeRel, want, 0o644)
 	}
 	if err := r.Remove(activeRel); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return nil
+}
+
+// activeNames reads activeRel: the file names of the active kept archives.
+func activeNames(store *os.Root) map[string]bool {
+	out := map[string]bool{}
+	b, err := readSmallFile(store, activeRel, maxActiveFile)
+	if err != nil {
+		return out
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out[l+".zdt"] = true
+		}
+	}
+	return out
 }
 
 // BundleOnly keeps the placements that hold a bundle's whole content by
@@ -375,12 +405,11 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kept archives %s: %w", d.dir, outsideErr(err))
 	}
-	active := ""
-	if b, err := readSmallFile(d.store, activeRel, 256); err == nil {
-		active = strings.TrimSpace(string(b)) + ".zdt"
-	}
+	active := activeNames(d.store)
 	var sig strings.Builder
-	sig.WriteString(active)
+	for _, n := range slices.Sorted(maps.Keys(active)) {
+		sig.WriteString(n + " ")
+	}
 	for _, e := range ents {
 		if strings.HasSuffix(e.Name(), ".zdt") && !strings.HasPrefix(e.Name(), ".") {
 			sig.WriteString("\n" + e.Name())
@@ -397,22 +426,22 @@ func (d *storeDriver) refresh(ctx context.Context) (*keptState, error) {
 	}
 	var archives []*bundle.Archive
 	var placements [][]Placement
-	var act *bundle.Archive
+	var acts []string
 	for _, e := range ents {
 		a := d.open[e.Name()]
 		if a == nil || d.ps[e.Name()] == nil {
 			continue
 		}
-		if e.Name() == active {
-			act = a
+		if active[e.Name()] {
+			acts = append(acts, e.Name())
 			continue
 		}
 		archives = append(archives, a)
 		placements = append(placements, BundleOnly(d.ps[e.Name()]))
 	}
-	if act != nil { // last: its tags win
-		archives = append(archives, act)
-		placements = append(placements, d.ps[active])
+	for _, n := range acts { // last: their tags win
+		archives = append(archives, d.open[n])
+		placements = append(placements, d.ps[n])
 	}
 	if st.tree, err = newArchiveDriver(archives, placements, d.logger); err != nil {
 		return nil, err

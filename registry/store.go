@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -241,45 +242,68 @@ func (s *Store) forget(root digest.Digest) error {
 	return nil
 }
 
-// Activate serves exactly root's items under their names: its kept
-// archive is made the active one, or (blobs copied) its links are
-// (re)created, and every other recorded bundle keeps only its bundle
-// repository (all its content by digest, for a later rollback).
+// Activate serves exactly the items of roots (one bundle per installed
+// bundle name; several side by side): their kept archives are made the
+// active ones, or (blobs copied) their links are (re)created, and every
+// other recorded bundle keeps only its bundle repository (all its content
+// by digest, for a later rollback). What two active bundles both place
+// (a shared image) is linked once.
 //
 // A kept archive is checked before it is served: an archive this Store
 // kept must still be the file it verified (not truncated or written to
 // since), and any kept archive must open and hold its bundle. A damaged
-// archive is never activated: the active one stays, the damaged one is
+// archive is never activated: the active ones stay, the damaged one is
 // removed when this Store kept it (so the store stays servable), and the
 // error says to install again. Archives this Store kept for other bundles
 // (an install that failed after its import) are checked the same way and
 // removed when damaged.
-func (s *Store) Activate(ctx context.Context, root digest.Digest) error {
-	ps, err := s.Recorded(root)
-	if err != nil {
-		return err
-	}
-	if err := s.dropDamaged(ctx, root); err != nil {
-		return err
-	}
-	if _, kept := s.Kept(root); kept {
-		if err := s.checkKept(ctx, root); err != nil {
+func (s *Store) Activate(ctx context.Context, roots ...digest.Digest) error {
+	active := map[digest.Digest]bool{}
+	var keep []Placement
+	for _, root := range roots {
+		if root == "" || active[root] {
+			continue
+		}
+		active[root] = true
+		ps, err := s.Recorded(root)
+		if err != nil {
 			return err
 		}
-	} else if _, err := s.link(ctx, ps); err != nil {
+		keep = append(keep, ps...)
+	}
+	if err := s.dropDamaged(ctx, active); err != nil {
 		return err
 	}
-	if err := s.SetActive(root); err != nil { // none when not kept
+	var list []digest.Digest
+	for root := range active {
+		list = append(list, root)
+	}
+	slices.Sort(list)
+	for _, root := range list {
+		if _, kept := s.Kept(root); kept {
+			if err := s.checkKept(ctx, root); err != nil {
+				return err
+			}
+		} else {
+			ps, err := s.Recorded(root)
+			if err != nil {
+				return err
+			}
+			if _, err := s.link(ctx, ps); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.SetActive(list...); err != nil { // those kept
 		return err
 	}
 	others, err := s.recorded()
 	if err != nil {
 		return err
 	}
-	keep := append([]Placement(nil), ps...)
 	var remove []Placement
 	for _, o := range others {
-		if o == root {
+		if active[o] {
 			continue
 		}
 		ops, err := s.Recorded(o)

@@ -18,8 +18,18 @@ const (
 	StateDir = "var/lib/zdt"
 	// Lock is the file an install, rollback or uninstall holds locked.
 	Lock = StateDir + "/lock"
-	// Current names the current generation's number.
+	// Current named the current generation's number before installations
+	// were keyed by bundle name (one bundle per root). A root that still
+	// has it is migrated to InstalledDir by the next install, rollback or
+	// uninstall; until then it is read as the pointer of its bundle.
 	Current = StateDir + "/current"
+	// InstalledDir holds one file per installed bundle, named after the
+	// bundle, holding the number of its current generation.
+	InstalledDir = StateDir + "/installed"
+	// GeneratedRecord records the files zdt generated for all installed
+	// bundles together (mirror configuration, trust, the systemd unit) and
+	// the serve address they name.
+	GeneratedRecord = StateDir + "/generated.json"
 	// GenerationsDir holds one <n>.json per recorded generation.
 	GenerationsDir = StateDir + "/generations"
 	// FilesDir is the content-addressed store of installed file versions
@@ -75,6 +85,10 @@ const (
 
 // Generation is the record of generation n.
 func Generation(n int) string { return path.Join(GenerationsDir, strconv.Itoa(n)+".json") }
+
+// Installed is the pointer to the current generation of the bundle
+// named name (a bundle name, checked by manifests.CheckBundleName).
+func Installed(name string) string { return path.Join(InstalledDir, name) }
 
 // Backup is the directory of what the upgrade to generation n replaced.
 func Backup(n int) string { return path.Join(BackupsDir, strconv.Itoa(n)) }
