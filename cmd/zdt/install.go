@@ -113,24 +113,36 @@ func (o *rootOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.root, "root", "/", "the root zdt installed under")
 }
 
+// nameOptions are the flags of a command acting on one installed bundle.
+type nameOptions struct {
+	rootOptions
+	name string
+}
+
+func (o *nameOptions) AddFlags(fs *pflag.FlagSet) {
+	o.rootOptions.AddFlags(fs)
+	fs.StringVar(&o.name, "name", "", "the installed bundle to act on (needed when several are installed side by side)")
+}
+
 func newStatusCmd(g *globals) *cobra.Command {
-	o := &rootOptions{}
+	o := &nameOptions{}
 	cmd := &cobra.Command{
-		Use:   "status [--root DIR]",
+		Use:   "status [--root DIR] [--name NAME]",
 		Short: "Show what is installed, whether installed files drifted, and the registry's health",
 		Long: `Show what is installed, whether installed files drifted, and the registry's health.
 
-It exits 5 when an installed or generated file drifted or the registry
-storage does not serve the installed bundle whole; installing the same
-bundle again repairs both.`,
+Every bundle installed side by side under ROOT is listed (--name: only
+that one). It exits 5 when an installed or generated file drifted or the
+registry storage does not serve an installed bundle whole; installing the
+same bundle again repairs both.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := installer.GetStatus(cmd.Context(), o.root)
+			s, err := installer.GetStatusOf(cmd.Context(), o.root, o.name)
 			if err != nil {
 				return err
 			}
 			if g.json() {
-				if err := g.printJSON(s); err != nil {
+				if err := g.printJSON(newStatusOutput(s)); err != nil {
 					return err
 				}
 				return statusError(s)
@@ -139,9 +151,23 @@ bundle again repairs both.`,
 				fmt.Fprintln(g.stdout, "nothing installed")
 				return nil
 			}
-			c := s.Generation
-			fmt.Fprintf(g.stdout, "generation %d: %s %s\nbundle     %s\ninstalled by zdt %s\nitems      %d images, %d charts, %d files, %d amis\ngenerations %v\n",
-				c.Number, c.Name, c.Version, c.BundleDigest, c.ToolVersion, s.Counts["image"], s.Counts["chart"], s.Counts["file"], s.Counts["ami"], s.History)
+			if c := s.Generation; c != nil {
+				fmt.Fprintf(g.stdout, "generation %d: %s %s\nbundle     %s\ninstalled by zdt %s\nitems      %d images, %d charts, %d files, %d amis\ngenerations %v\n",
+					c.Number, c.Name, c.Version, c.BundleDigest, c.ToolVersion, s.Counts["image"], s.Counts["chart"], s.Counts["file"], s.Counts["ami"], s.History)
+			} else {
+				fmt.Fprintf(g.stdout, "%d bundles installed side by side\n", len(s.Bundles))
+				for _, b := range s.Bundles {
+					c := b.Generation
+					health := "registry healthy"
+					if b.Registry == nil {
+						health = "nothing in the registry"
+					} else if n := len(b.Registry.Problems); n > 0 {
+						health = fmt.Sprintf("registry: %d problem(s)", n)
+					}
+					fmt.Fprintf(g.stdout, "%-20s %s  generation %d  %s  %d images, %d charts, %d files, %d amis  generations %v  drift %d  %s\n",
+						b.Name, c.Version, c.Number, shortDigest(c.BundleDigest), b.Counts["image"], b.Counts["chart"], b.Counts["file"], b.Counts["ami"], b.History, len(b.Drift), health)
+				}
+			}
 			if len(s.Drift) > 0 {
 				fmt.Fprintf(g.stdout, "drift      %d file(s) differ from what zdt installed: %v (re-run zdt install to repair)\n", len(s.Drift), s.Drift)
 			} else {
@@ -183,11 +209,14 @@ func statusError(s installer.Status) error {
 }
 
 func newRollbackCmd(g *globals) *cobra.Command {
-	o := &rootOptions{}
+	o := &nameOptions{}
 	cmd := &cobra.Command{
-		Use:   "rollback [--root DIR]",
+		Use:   "rollback [--root DIR] [--name NAME]",
 		Short: "Return to the previous generation (files, configuration and registry tags)",
-		Args:  exactArgs(0),
+		Long: `Return an installed bundle to its previous generation: its files,
+configuration and registry tags. Other bundles installed side by side are
+not touched; with several installed, --name says which one.`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runSimple(cmd.Context(), g, "rolled back", func(ctx context.Context) (installer.Result, error) {
 				store, err := registry.OpenStore(o.root, registry.StoreOptions{Logger: g.logger()})
@@ -195,7 +224,7 @@ func newRollbackCmd(g *globals) *cobra.Command {
 					return installer.Result{}, err
 				}
 				defer store.Close()
-				return installer.Rollback(ctx, installer.Options{Root: o.root, ToolVersion: version.String(), Logger: g.logger(), Registry: store})
+				return installer.Rollback(ctx, installer.Options{Root: o.root, Name: o.name, ToolVersion: version.String(), Logger: g.logger(), Registry: store})
 			})
 		},
 	}
@@ -204,13 +233,23 @@ func newRollbackCmd(g *globals) *cobra.Command {
 }
 
 func newUninstallCmd(g *globals) *cobra.Command {
-	o := &rootOptions{}
+	o := &nameOptions{}
 	cmd := &cobra.Command{
-		Use:   "uninstall [--root DIR]",
-		Short: "Remove every installed file, generated file and zdt's state (registry storage included)",
-		Args:  exactArgs(0),
+		Use:   "uninstall [--root DIR] [--name NAME]",
+		Short: "Remove an installed bundle: its files, and with the last one every generated file and zdt's state",
+		Long: `Remove an installed bundle: its files and what only it holds in the
+registry storage. With several bundles installed side by side, --name says
+which one, and the generated files are written for those that stay; the
+last one takes every generated file and zdt's state (registry storage
+included) with it.`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := installer.Uninstall(cmd.Context(), installer.Options{Root: o.root, Logger: g.logger()})
+			store, err := registry.OpenStore(o.root, registry.StoreOptions{Logger: g.logger()})
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			res, err := installer.Uninstall(cmd.Context(), installer.Options{Root: o.root, Name: o.name, ToolVersion: version.String(), Logger: g.logger(), Registry: store})
 			if err != nil {
 				return err
 			}

@@ -180,6 +180,42 @@ type cachePruneOutput struct {
 	RemovedSize int64 `json:"removedSize"`
 }
 
+// statusOutput is what `zdt status` prints. Its first fields are in the
+// order installer.Status printed them before this type existed (scripts
+// read them): with one bundle installed they are that bundle's; with
+// several, current is absent and the others add up all of them. Bundles
+// lists each installed bundle.
+type statusOutput struct {
+	Installed   bool                  `json:"installed"`
+	Current     *installer.Generation `json:"current,omitempty"`
+	Counts      map[string]int        `json:"counts,omitempty"`
+	Drift       []string              `json:"drift,omitempty"`
+	Generations []int                 `json:"generations,omitempty"`
+	Registry    *registry.Health      `json:"registry,omitempty"`
+	Extra       map[string]string     `json:"extra,omitempty"`
+	Bundles     []statusBundle        `json:"bundles,omitempty"`
+}
+
+// statusBundle is one installed bundle in statusOutput.
+type statusBundle struct {
+	Counts      map[string]int        `json:"counts"`
+	Current     *installer.Generation `json:"current"`
+	Drift       []string              `json:"drift,omitempty"`
+	Generations []int                 `json:"generations"`
+	Name        string                `json:"name"`
+	Registry    *registry.Health      `json:"registry,omitempty"`
+}
+
+func newStatusOutput(s installer.Status) statusOutput {
+	out := statusOutput{Counts: s.Counts, Current: s.Generation, Drift: s.Drift, Extra: s.Extra,
+		Generations: s.History, Installed: s.Installed, Registry: s.Registry}
+	for _, b := range s.Bundles {
+		out.Bundles = append(out.Bundles, statusBundle{Counts: b.Counts, Current: b.Generation, Drift: b.Drift,
+			Generations: b.History, Name: b.Name, Registry: b.Registry})
+	}
+	return out
+}
+
 // progressLine is a JSON line on stderr while a long phase runs.
 type progressLine struct {
 	Done  int64  `json:"done"`

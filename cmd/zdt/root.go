@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/installer"
 )
 
 // Exit codes; documented in `zdt --help` and the README.
@@ -143,7 +144,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func exitCode(err error) int {
 	var ue usageError
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, installer.ErrAmbiguousName):
 		return exitUsage
 	case errors.Is(err, bundle.ErrVerification):
 		return exitVerification
