@@ -45,12 +45,18 @@ func TestCrashDuringUpgrade(t *testing.T) {
 	for _, mode := range []struct{ name, copy string }{{"kept", "0"}, {"copied", "1"}} {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Setenv("ZDT_COPY_BLOBS", mode.copy)
-			crashDuringUpgrade(t)
+			crashDuringUpgrade(t, false)
 		})
 	}
+	// With another bundle installed beside it (bundles keyed by name):
+	// it is never touched, whatever the kill point.
+	t.Run("beside another bundle", func(t *testing.T) {
+		t.Setenv("ZDT_COPY_BLOBS", "0")
+		crashDuringUpgrade(t, true)
+	})
 }
 
-func crashDuringUpgrade(t *testing.T) {
+func crashDuringUpgrade(t *testing.T, beside bool) {
 	dir := t.TempDir()
 	big1 := bytes.Repeat([]byte("v1 big file "), 400_000) // ~4.8 MB each, written with fsync
 	big2 := bytes.Repeat([]byte("v2 big file "), 400_000)
@@ -60,6 +66,17 @@ func crashDuringUpgrade(t *testing.T) {
 		files: map[string][]byte{"/opt/big1": big2, "/opt/big2": big2, "/opt/new": []byte("new in v2"), "/opt/same": []byte("same")}}
 	a1 := rv1.build(t, filepath.Join(dir, "v1"))
 	a2 := rv2.build(t, filepath.Join(dir, "v2"))
+	other := ""
+	if beside {
+		other = release{name: "other", version: "1.0.0", images: map[string]int64{"registry.test/other/o:1": 9},
+			files: map[string][]byte{"/opt/other": []byte("the other bundle")}}.build(t, filepath.Join(dir, "other"))
+	}
+	setup := func(root string) {
+		install(t, a1, root)
+		if other != "" {
+			install(t, other, root)
+		}
+	}
 
 	// start runs the upgrade in a subprocess and returns once it is about
 	// to call Install.
@@ -80,7 +97,7 @@ func crashDuringUpgrade(t *testing.T) {
 	}
 	// How long the upgrade itself takes: kill points spread over it.
 	root := t.TempDir()
-	install(t, a1, root)
+	setup(root)
 	began := time.Now()
 	if err := start(root).Wait(); err != nil {
 		t.Fatalf("upgrade subprocess: %v", err)
@@ -95,14 +112,20 @@ func crashDuringUpgrade(t *testing.T) {
 		"opt/new":  {"", "new in v2"},
 		"opt/same": {"same"},
 	}
+	if beside {
+		allowed["opt/other"] = []string{"the other bundle"}
+	}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	// Keep killing until 30 kills landed inside the upgrade (runs that
 	// finished before the kill are checked too).
-	const want, maxRuns = 30, 150
+	want, maxRuns := 30, 150
+	if beside {
+		want, maxRuns = 12, 60
+	}
 	killed, i := 0, 0
 	for ; killed < want && i < maxRuns; i++ {
 		root := t.TempDir()
-		install(t, a1, root)
+		setup(root)
 		cmd := start(root)
 		time.Sleep(time.Duration(rng.Int63n(int64(window) * 8 / 10)))
 		cmd.Process.Signal(syscall.SIGKILL)
@@ -129,8 +152,16 @@ func crashDuringUpgrade(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, "opt/gone")); !os.IsNotExist(err) {
 			t.Fatalf("kill point %d: opt/gone survived the re-run", i)
 		}
-		st, err := GetStatus(t.Context(), root)
-		if err != nil || st.Generation.Version != "2.0.0" || len(st.Drift) != 0 {
+		if beside {
+			readIs(t, root, "opt/other", "the other bundle")
+			st, err := GetStatusOf(t.Context(), root, "plat")
+			if err != nil || st.Generation.Version != "2.0.0" || !st.Healthy() {
+				t.Fatalf("kill point %d: status %+v, %v", i, st, err)
+			}
+			if st, err = GetStatus(t.Context(), root); err != nil || len(st.Bundles) != 2 || !st.Healthy() {
+				t.Fatalf("kill point %d: status of both %+v, %v", i, st, err)
+			}
+		} else if st, err := GetStatus(t.Context(), root); err != nil || st.Generation.Version != "2.0.0" || len(st.Drift) != 0 {
 			t.Fatalf("kill point %d: status %+v, %v", i, st, err)
 		}
 		if again := install(t, a2, root); again.Applied {

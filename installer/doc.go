@@ -6,8 +6,10 @@
 //
 // State lives under ROOT/var/lib/zdt (internal/layout spells every path):
 //
-//	current                 the number of the current generation
-//	generations/N.json      what generation N installed (bundle digest, items, files, generated files)
+//	installed/NAME          the number of bundle NAME's current generation (bundles side by side)
+//	current                 the same for the one bundle of a root from before that (migrated)
+//	generations/N.json      what generation N installed (bundle name and digest, items, files, generated files)
+//	generated.json          the files generated for all installed bundles and the serve address
 //	files/sha256/<hex>      every installed file version, kept for rollback
 //	backups/N/              the state as it was before generation N was installed
 //	registry/               the registry storage `zdt serve` serves (registry.Store)

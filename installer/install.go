@@ -448,11 +448,25 @@ func (r *run) apply(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// writeGenerated writes the generated files and records them.
+// writeGenerated writes the generated files and records them. The
+// record lists the paths written before and now until they are written,
+// so a run killed in between still removes what is no longer generated.
 func (r *run) writeGenerated() (int, error) {
 	prev, _, err := readGenerated(r.root, r.all)
 	if err != nil {
 		return 0, err
+	}
+	pending := map[string][]byte{}
+	for p := range prev.Files {
+		pending[p] = nil
+	}
+	for p, b := range r.files {
+		pending[p] = b
+	}
+	if len(pending) != len(r.files) {
+		if err := writeGeneratedRecord(r.root, r.opts.ServeAddr, pending); err != nil {
+			return 0, err
+		}
 	}
 	n, err := writeGenerated(r.root, r.files, prev.Files)
 	if err != nil {
