@@ -61,31 +61,9 @@ func (a *Archive) ItemContent(ctx context.Context, it Item) (Content, error) {
 	if err != nil {
 		return c, withItem(err, "manifest", c.Item)
 	}
-	var m ocispec.Manifest
-	if err := json.Unmarshal(b, &m); err != nil || len(m.Layers) != 1 {
-		return c, c.fail("manifest", d, fmt.Errorf("not a one-layer artifact: %w", ErrNotBundle))
-	}
-	c.Layer = m.Layers[0]
-	ann := c.Layer.Annotations
-	c.Digest = digest.Digest(ann[manifests.AnnotationUncompressedDigest])
-	if c.Digest == "" && !c.Compressed() {
-		c.Digest = c.Layer.Digest
-	}
-	if c.Digest.Algorithm() != digest.SHA256 || c.Digest.Validate() != nil {
-		return c, c.fail("layer", c.Layer.Digest, fmt.Errorf("no valid %s annotation: %w", manifests.AnnotationUncompressedDigest, ErrNotBundle))
-	}
-	c.Size = c.Layer.Size
-	if s, ok := ann[manifests.AnnotationUncompressedSize]; ok {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 0 {
-			return c, c.fail("layer", c.Layer.Digest, fmt.Errorf("%s %q is not a size: %w", manifests.AnnotationUncompressedSize, s, ErrNotBundle))
-		}
-		c.Size = n
-	} else if c.Compressed() {
-		return c, c.fail("layer", c.Layer.Digest, fmt.Errorf("no %s annotation: %w", manifests.AnnotationUncompressedSize, ErrNotBundle))
-	}
-	if !c.Compressed() && (c.Digest != c.Layer.Digest || c.Size != c.Layer.Size) {
-		return c, c.fail("layer", c.Layer.Digest, fmt.Errorf("stored as is, but its annotations record %s (%d bytes): %w", c.Digest, c.Size, ErrDigestMismatch))
+	m, err := c.parse(d, b)
+	if err != nil {
+		return c, err
 	}
 	if it.Kind == manifests.KindAMI {
 		cb, err := a.ReadSmall(ctx, m.Config)
@@ -103,6 +81,48 @@ func (a *Archive) ItemContent(ctx context.Context, it Item) (Content, error) {
 		c.AMI = &cfg
 	}
 	return c, nil
+}
+
+// FileContent is ItemContent for a file item whose manifest (digest d,
+// bytes b, already checked against d by the caller) was read from
+// elsewhere than an archive (a registry store): the same checks of its
+// one layer and its annotations. item names it in errors.
+func FileContent(item string, d digest.Digest, b []byte) (Content, error) {
+	c := Content{Item: item}
+	_, err := c.parse(d, b)
+	return c, err
+}
+
+// parse fills c from the item manifest b (digest d): its one layer and the
+// decoded content's digest and size the layer's annotations record.
+func (c *Content) parse(d digest.Digest, b []byte) (ocispec.Manifest, error) {
+	var m ocispec.Manifest
+	if err := json.Unmarshal(b, &m); err != nil || len(m.Layers) != 1 {
+		return m, c.fail("manifest", d, fmt.Errorf("not a one-layer artifact: %w", ErrNotBundle))
+	}
+	c.Layer = m.Layers[0]
+	ann := c.Layer.Annotations
+	c.Digest = digest.Digest(ann[manifests.AnnotationUncompressedDigest])
+	if c.Digest == "" && !c.Compressed() {
+		c.Digest = c.Layer.Digest
+	}
+	if c.Digest.Validate() != nil || c.Digest.Algorithm() != digest.SHA256 {
+		return m, c.fail("layer", c.Layer.Digest, fmt.Errorf("no valid %s annotation: %w", manifests.AnnotationUncompressedDigest, ErrNotBundle))
+	}
+	c.Size = c.Layer.Size
+	if s, ok := ann[manifests.AnnotationUncompressedSize]; ok {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return m, c.fail("layer", c.Layer.Digest, fmt.Errorf("%s %q is not a size: %w", manifests.AnnotationUncompressedSize, s, ErrNotBundle))
+		}
+		c.Size = n
+	} else if c.Compressed() {
+		return m, c.fail("layer", c.Layer.Digest, fmt.Errorf("no %s annotation: %w", manifests.AnnotationUncompressedSize, ErrNotBundle))
+	}
+	if !c.Compressed() && (c.Digest != c.Layer.Digest || c.Size != c.Layer.Size) {
+		return m, c.fail("layer", c.Layer.Digest, fmt.Errorf("stored as is, but its annotations record %s (%d bytes): %w", c.Digest, c.Size, ErrDigestMismatch))
+	}
+	return m, nil
 }
 
 // withItem names the role and item in a *BlobError that does not.
@@ -127,6 +147,14 @@ func withItem(err error, role, item string) error {
 // is not safe for concurrent use.
 func (a *Archive) OpenContent(ctx context.Context, c Content) (io.ReadCloser, error) {
 	return a.openContent(ctx, c, nil, false)
+}
+
+// DecodeContent is OpenContent over the layer's bytes read from layer
+// (a registry store's blob, say), with the same bounds and checks: layer
+// must yield c.Layer's bytes, which are hashed and counted against its
+// descriptor. The caller closes the reader (not layer).
+func DecodeContent(ctx context.Context, c Content, layer io.Reader) (io.ReadCloser, error) {
+	return newContentReader(ctx, c, layer, nil, false)
 }
 
 func (a *Archive) openContent(ctx context.Context, c Content, progress func(int64), async bool) (*contentReader, error) {
