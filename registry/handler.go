@@ -50,7 +50,8 @@ type HandlerOptions struct {
 
 // Handler is the registry as an http.Handler: the OCI distribution API
 // under /v2/ (distribution's handlers.App in-process, plus the referrers
-// API), /healthz and Prometheus /metrics. Safe for concurrent use; Close
+// API), the file items over plain HTTP under FilesPath (ServedFiles),
+// /healthz and Prometheus /metrics. Safe for concurrent use; Close
 // once when done.
 type Handler struct {
 	// Placements are what the archives are served as (nil for a store).
@@ -66,6 +67,7 @@ type Handler struct {
 	refs     sync.Map // digest → *manifestInfo
 	mux      *http.ServeMux
 	store    *storeDriver // for a store: closed by Close
+	st       *Store       // for a store: its placement records (files)
 }
 
 const instanceDriverName = "zdt-instance"
@@ -103,7 +105,7 @@ func NewHandler(ctx context.Context, opts HandlerOptions) (h *Handler, err error
 		if err != nil {
 			return nil, err
 		}
-		h.driver, h.store = sd, sd
+		h.driver, h.store, h.st = sd, sd, opts.Store
 		defer func() {
 			if err != nil {
 				sd.Close()
@@ -168,6 +170,7 @@ func NewHandler(ctx context.Context, opts HandlerOptions) (h *Handler, err error
 	h.mux.Handle("/metrics", h.metrics.handler())
 	h.mux.HandleFunc("/v2/", h.serveV2)
 	h.mux.HandleFunc("/v2", h.serveV2)
+	h.mux.HandleFunc(FilesPath, h.serveFiles)
 	return h, nil
 }
 
@@ -420,6 +423,8 @@ func routeOf(p string) string {
 		return "catalog"
 	case p == "/healthz" || p == "/metrics":
 		return strings.TrimPrefix(p, "/")
+	case strings.HasPrefix(p, FilesPath):
+		return "files"
 	case !strings.HasPrefix(p, "/v2/"):
 		return "other"
 	case strings.Contains(p, "/blobs/uploads"):

@@ -98,6 +98,18 @@ at HOST/amis/NAME:BUNDLEVERSION and the bundle root with its signatures at
 HOST/zdt/NAME:VERSION. The referrers API is served for signatures and
 attestations.
 
+Files are also served over plain HTTP(S) for hosts with only curl (node
+bootstrap): GET /files/NAME is the content of file item NAME of what is
+served (installed or --bundle; decompressed when zdt compressed it), with
+its sha256 in the Digest, Repr-Digest and X-Checksum-Sha256 headers, HEAD,
+If-None-Match and Range; GET /files/ lists them (name, version, size,
+sha256, URL; JSON with Accept: application/json). When two served bundles
+have a file of the same name, /files/NAME is the highest version and
+/files/NAME?version=V another. A response that runs to the end of a file is
+checked against its sha256 before the last bytes are sent (a mismatch cuts
+the transfer); a range of a compressed file is decoded from its start.
+  curl -fO --cacert ca.crt https://HOST:5000/files/NAME
+
 Secure by default: it listens on 127.0.0.1:5000 unless --addr says otherwise,
 serves TLS with a certificate issued by a local CA (kept in
 ROOT/var/lib/zdt/tls/ca.crt: give it to clients) unless --tls-cert/--tls-key or

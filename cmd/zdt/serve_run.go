@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 
 	"zdt.dev/zdt/bundle"
@@ -18,6 +19,13 @@ func (o *serveOptions) run(ctx context.Context, g *globals) error {
 		return err
 	}
 	logger := serveLogger(g)
+	if len(o.bundles) == 0 || (!o.insecureHTTP && o.tlsCert == "") {
+		// The store, or the local CA, lives under --root: created if
+		// missing, as install does.
+		if err := os.MkdirAll(o.root, 0o755); err != nil {
+			return fmt.Errorf("creating --root %s: %w", o.root, err)
+		}
+	}
 	hopts := registry.HandlerOptions{Htpasswd: o.htpasswd, Logger: logger}
 	what := ""
 	if len(o.bundles) > 0 {
@@ -117,5 +125,6 @@ func (o *serveOptions) ready(g *globals, h *registry.Handler, what, caPath strin
 		if len(list) > 0 {
 			fmt.Fprintf(g.stdout, "repositories: %s\n", strings.Join(list, " "))
 		}
+		fmt.Fprintf(g.stdout, "files at %s://%s%s\n", scheme, addr, registry.FilesPath)
 	}
 }
