@@ -281,6 +281,9 @@ func (r *run) makePlan() (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	for _, g := range r.others {
+		plan.Beside = append(plan.Beside, GenerationRef{Number: g.Number, Name: g.Name, Version: g.Version, BundleDigest: g.BundleDigest})
+	}
 	r.plan = plan
 	res := Result{Plan: plan}
 	if r.cur != nil {

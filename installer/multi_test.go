@@ -7,9 +7,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
+	"zdt.dev/zdt/internal/fixtures"
 	"zdt.dev/zdt/internal/layout"
 )
 
@@ -302,4 +306,49 @@ func mustRoot(t *testing.T, dir string) *os.Root {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
+}
+
+// TestInstallRefusesBadBundleName: installations are keyed by the bundle's
+// name (a state file named after it), so a crafted bundle whose name is
+// not a bundle name (a path, a dot-dot) is refused before anything is
+// written.
+func TestInstallRefusesBadBundleName(t *testing.T) {
+	good := release{version: "1.0.0", files: map[string][]byte{"/opt/a": []byte("a")}}.build(t, t.TempDir())
+	es, err := fixtures.ReadTar(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var config digest.Digest
+	for _, e := range es {
+		var c struct{ Name, Version, Spec *string }
+		if strings.HasPrefix(e.Hdr.Name, "blobs/") && json.Unmarshal(e.Data, &c) == nil && c.Name != nil && c.Spec != nil && *c.Name == "plat" {
+			config = digest.NewDigestFromEncoded(digest.SHA256, filepath.Base(e.Hdr.Name))
+		}
+	}
+	if config == "" {
+		t.Fatal("no bundle config in the archive")
+	}
+	for _, bad := range []string{"../../etc", "a/b", ".hidden", "UPPER"} {
+		t.Run(bad, func(t *testing.T) {
+			out, _, err := fixtures.EditBlob(es, config, func(b []byte) []byte {
+				return []byte(strings.Replace(string(b), `"name":"plat"`, `"name":"`+bad+`"`, 1))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, e := range out {
+				if e.Hdr.Name == "index.json" {
+					out[i].Data = []byte(strings.ReplaceAll(string(e.Data), "zdt/plat:", "zdt/"+bad+":"))
+					out[i].Hdr.Size = int64(len(out[i].Data))
+				}
+			}
+			p := writeBundle(t, out)
+			root := t.TempDir()
+			_, err = installArchive(p, root)
+			if !errors.Is(err, ErrInvalidItem) || !strings.Contains(err.Error(), strconv.Quote(bad)) {
+				t.Fatalf("install of bundle %q = %v, want ErrInvalidItem naming it", bad, err)
+			}
+			rootIsEmpty(t, root)
+		})
+	}
 }

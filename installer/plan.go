@@ -45,6 +45,9 @@ type Plan struct {
 	// Installed is the current generation (nil when nothing is installed).
 	Installed *GenerationRef `json:"installed,omitempty"`
 	Changes   []Change       `json:"changes"`
+	// Beside are the other bundles installed in the root (by name), which
+	// the plan leaves as they are.
+	Beside []GenerationRef `json:"beside,omitempty"`
 }
 
 // GenerationRef names a generation.

@@ -90,6 +90,9 @@ func renderPlan(w io.Writer, p *installer.Plan) {
 	} else {
 		fmt.Fprintf(w, "plan: %s (%s), nothing installed yet\n", p.Bundle, shortDigest(p.BundleDigest))
 	}
+	for _, b := range p.Beside {
+		fmt.Fprintf(w, "  beside %s %s (generation %d), left as it is\n", b.Name, b.Version, b.Number)
+	}
 	for _, c := range p.Changes {
 		name := c.Name
 		if c.Target != "" {

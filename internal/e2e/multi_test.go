@@ -97,7 +97,7 @@ func TestBundlesSideBySideCLI(t *testing.T) {
 
 	install(a1)
 	r := install(b1)
-	if !strings.Contains(r.stdout, "0 to remove") || !strings.Contains(r.stdout, "nothing installed yet") {
+	if !strings.Contains(r.stdout, "0 to remove") || !strings.Contains(r.stdout, "nothing installed yet") || !strings.Contains(r.stdout, "beside alpha 1.0.0") {
 		t.Fatalf("installing beta beside alpha:\n%s", r.stdout)
 	}
 	if read("opt/alpha/alpha.conf") != "alpha one\n" || read("opt/beta/beta.conf") != "beta one\n" {
