@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -218,6 +219,18 @@ func TestBundlesSideBySideCLI(t *testing.T) {
 	}
 	if _, err := remote.Head(mustRef(t, addr+"/zdt/alpha:1.0.0")); err == nil {
 		t.Error("alpha's bundle is still served after its uninstall")
+	}
+	// Files over plain HTTP: beta's served, alpha's gone.
+	for file, want := range map[string]string{"beta.conf": "beta one\n", "alpha.conf": ""} {
+		resp, err := http.Get("http://" + addr + "/files/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want == "" && resp.StatusCode != http.StatusNotFound || want != "" && (resp.StatusCode != 200 || string(body) != want) {
+			t.Errorf("GET /files/%s: %d %q, want %q", file, resp.StatusCode, body, want)
+		}
 	}
 	// With one bundle left, the commands work without --name as before.
 	zdt(t, dir, "uninstall", "--root", root).must(t, "uninstall the last")
