@@ -90,13 +90,7 @@ only; safe while creates run. A cache that does not exist is empty.`,
 
 // cacheCounts says "3 manifests, 7 blobs, 1 partial".
 func cacheCounts(t build.CacheTotals) string {
-	n := func(k int, one, many string) string {
-		if k == 1 {
-			return "1 " + one
-		}
-		return strconv.Itoa(k) + " " + many
-	}
-	return n(t.Manifests, "manifest", "manifests") + ", " + n(t.Blobs, "blob", "blobs") + ", " + n(t.Partials, "partial", "partials")
+	return count(t.Manifests, "manifest") + ", " + count(t.Blobs, "blob") + ", " + count(t.Partials, "partial")
 }
 
 // cachePruneOptions are the flags of `zdt cache prune`.
@@ -165,8 +159,12 @@ starts while prune runs waits for it.`,
 				}
 				return g.printJSON(cachePruneOutput{Dir: dir, Kept: res.Kept, Removed: res.Removed, RemovedSize: res.RemovedSize})
 			}
-			fmt.Fprintf(g.stdout, "removed %d entries (%s); %s: %s left in %s\n",
-				len(res.Removed), humanBytes(res.RemovedSize), dir, humanBytes(res.Kept.Size), cacheCounts(res.Kept))
+			entries := fmt.Sprintf("%d entries", len(res.Removed))
+			if len(res.Removed) == 1 {
+				entries = "1 entry"
+			}
+			fmt.Fprintf(g.stdout, "removed %s (%s); %s: %s left in %s\n",
+				entries, humanBytes(res.RemovedSize), dir, humanBytes(res.Kept.Size), cacheCounts(res.Kept))
 			return nil
 		},
 	}

@@ -129,6 +129,10 @@ func (o *createOptions) report(g *globals, spec *manifests.Spec, opts build.Crea
 	fmt.Fprintf(g.stdout, "sha256  %s\n", res.Digest.Encoded())
 	fmt.Fprintf(g.stdout, "fetched %s (%s); %d from the cache (%s)\n",
 		count(res.Fetch.FetchedBlobs, "blob"), humanBytes(res.Fetch.FetchedBytes), res.Fetch.CachedBlobs, humanBytes(res.Fetch.CachedBytes))
+	if res.Fetch.ResumedBlobs > 0 {
+		fmt.Fprintf(g.stdout, "resumed %s an interrupted create had started (%s not fetched again)\n",
+			count(res.Fetch.ResumedBlobs, "blob"), humanBytes(res.Fetch.ResumedBytes))
+	}
 	if opts.Base != nil {
 		fmt.Fprintf(g.stdout, "delta   on %s %s (%s): %s (%s) left to it\n",
 			opts.Base.Config.Name, opts.Base.Config.Version, opts.Base.Root.Digest, count(res.BaseBlobs, "blob"), humanBytes(res.BaseSize))

@@ -116,6 +116,12 @@ func TestCacheCLI(t *testing.T) {
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
+	// The killed create's request is logged once its connection closes.
+	for deadline := time.Now().Add(5 * time.Second); reg.BlobBytes(bigLayer) != cut; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed create's layer GET sent %d bytes, want %d", reg.BlobBytes(bigLayer), cut)
+		}
+	}
 	l := lsCache(t, dir, cache)
 	if l.Totals.Partials != 1 || l.Entries[0].Kind != "partial" || l.Entries[0].Digest != bigLayer || l.Entries[0].Size != cut {
 		t.Fatalf("cache ls after the kill: %+v, want the layer's partial of %d bytes first", l, cut)
