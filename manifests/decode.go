@@ -284,6 +284,8 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetString(n.Value)
+	case reflect.Map: // map[string]string
+		d.mapping(n, v, path)
 	case reflect.Bool:
 		b, err := strconv.ParseBool(n.Value)
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || err != nil {
@@ -301,6 +303,37 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	default:
 		panic("manifests: unsupported field kind " + v.Kind().String())
 	}
+}
+
+// mapping decodes a mapping of strings to strings (a chart's images),
+// recording where each key was written at path.KEY.
+func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.c.add(pos(n), "%s: expected a mapping, got %s", path, describe(n))
+		return
+	}
+	m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || isNull(k) {
+			d.c.add(pos(k), "%s: keys must be strings", path)
+			continue
+		}
+		if line, dup := seen[k.Value]; dup {
+			d.c.add(pos(k), "%s: %q is repeated (first at line %d)", path, k.Value, line)
+			continue
+		}
+		seen[k.Value] = k.Line
+		e := reflect.New(v.Type().Elem()).Elem()
+		d.value(val, e, path+"."+k.Value)
+		d.c.at[path+"."+k.Value] = pos(k)
+		m.SetMapIndex(reflect.ValueOf(k.Value), e)
+	}
+	v.Set(m)
 }
 
 type fieldInfo struct {

@@ -61,6 +61,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(fullSpec))
 	addSeedFiles(f, exampleSpec, filepath.Join("testdata", "errors", "*.yaml"))
 	f.Add([]byte("apiVersion: zdt.dev/v1alpha1\nkind: Bundle\nmetadata: {name: x, version: v}\ncomponents: [{name: c, images: [a]}]\n"))
+	f.Add([]byte("apiVersion: zdt.dev/v1alpha1\nkind: Bundle\nmetadata: {name: x, version: v}\ncomponents: [{name: c, charts: [{name: a, source: a, exclude: [busybox], images: {nginx: 'm.example/nginx:1'}}]}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Parse("fuzz.yaml", data)
 		if err != nil {
@@ -87,6 +88,21 @@ func FuzzParse(f *testing.F) {
 				if im.Source != "" {
 					if _, _, _, err := SplitImageSource(im.Source); err != nil {
 						t.Fatalf("accepted image source fails SplitImageSource: %v", err)
+					}
+				}
+			}
+			for _, ch := range c.Charts {
+				for _, ref := range ch.Exclude {
+					if _, err := NormalizeImageRef(ref); err != nil {
+						t.Fatalf("accepted exclude %q fails NormalizeImageRef: %v", ref, err)
+					}
+				}
+				for from, to := range ch.Images {
+					if _, err := NormalizeImageRef(from); err != nil {
+						t.Fatalf("accepted images key %q fails NormalizeImageRef: %v", from, err)
+					}
+					if _, err := NormalizeImageRef(to); err != nil {
+						t.Fatalf("accepted images value %q fails NormalizeImageRef: %v", to, err)
 					}
 				}
 			}

@@ -6,6 +6,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -235,7 +236,47 @@ func (v *validator) chart(item string, ch Chart) {
 		c.add(at(item+".namespace", ch.Pos), "chart %q: namespace %q is not a valid name", ch.Name, ch.Namespace)
 	}
 	v.dup(v.charts, ch.Name, at(item+".name", ch.Pos), fmt.Sprintf("chart %q", ch.Name))
+	excluded := map[string]int{}
+	for i, ref := range ch.Exclude {
+		p := at(fmt.Sprintf("%s.exclude[%d]", item, i), ch.Pos)
+		n, err := NormalizeImageRef(ref)
+		if err != nil {
+			c.add(p, "chart %q: exclude %q: %v", ch.Name, ref, err)
+			continue
+		}
+		v.dup(excluded, n, p, fmt.Sprintf("chart %q: excluded image %q", ch.Name, ref))
+	}
+	replaced := map[string]int{}
+	keys := make([]string, 0, len(ch.Images))
+	for k := range ch.Images {
+		keys = append(keys, k)
+	}
+	// In the order written, so that a repeat names the first.
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := at(item+".images."+keys[i], ch.Pos), at(item+".images."+keys[j], ch.Pos)
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return keys[i] < keys[j]
+	})
+	for _, from := range keys {
+		to := ch.Images[from]
+		p := at(item+".images."+from, ch.Pos)
+		n, err := NormalizeImageRef(from)
+		if err != nil {
+			c.add(p, "chart %q: images: %q: %v", ch.Name, from, err)
+			continue
+		}
+		if _, err := NormalizeImageRef(to); err != nil {
+			c.add(p, "chart %q: images: %q: fetch from %q: %v", ch.Name, from, to, err)
+		}
+		if line, ok := excluded[n]; ok {
+			c.add(p, "chart %q: image %q is both excluded (line %d) and replaced", ch.Name, from, line)
+		}
+		v.dup(replaced, n, p, fmt.Sprintf("chart %q: replaced image %q", ch.Name, from))
+	}
 }
+
 
 // file checks the file at item, and records its target for nested.
 func (v *validator) file(item string, f File) {

@@ -105,6 +105,17 @@ func TestSchemaMatchesTypes(t *testing.T) {
 				return
 			}
 			walk(path+"[]", node["items"].(map[string]any), typ.Elem())
+		case reflect.Map:
+			if node["type"] != "object" {
+				t.Errorf("%s: type = %v, want object", path, node["type"])
+				return
+			}
+			elem, ok := node["additionalProperties"].(map[string]any)
+			if !ok {
+				t.Errorf("%s: additionalProperties = %v, want the values' schema", path, node["additionalProperties"])
+				return
+			}
+			walk(path+"{}", elem, typ.Elem())
 		case reflect.Struct:
 			seen[typ] = true
 			names, required, scalar, types := yamlFields(typ)

@@ -63,7 +63,12 @@ type Chart struct {
 	Namespace string `yaml:"namespace" doc:"Namespace the release is installed into (default: the component name)."`
 	Release   string `yaml:"release" doc:"Release name (default: the chart name)."`
 	Values    string `yaml:"values" doc:"Values file, relative to zdt.yaml."`
-	Pos       Pos    `yaml:"-"`
+	// Exclude and Images adjust the images discovered in the chart
+	// (bundle create --discover-images); references match normalized
+	// (NormalizeImageRef).
+	Exclude []string          `yaml:"exclude" doc:"Images discovered in this chart not to bundle (busybox matches docker.io/library/busybox:latest)."`
+	Images  map[string]string `yaml:"images" doc:"Images discovered in this chart to fetch from another reference: DISCOVERED: FETCH. The image keeps its discovered name in the bundle, the one the chart's pods pull."`
+	Pos     Pos               `yaml:"-"`
 }
 
 // File is a host file or binary.
