@@ -277,7 +277,6 @@ func (v *validator) chart(item string, ch Chart) {
 	}
 }
 
-
 // file checks the file at item, and records its target for nested.
 func (v *validator) file(item string, f File) {
 	c, at := v.c, v.at
