@@ -41,6 +41,9 @@ import (
 //	    password: secret
 type RegistryConfig struct {
 	Registries map[string]RegistryHost `yaml:"registries"`
+	// File is the file it was read from ("" when made in code), for
+	// messages that say where credentials came from.
+	File string `yaml:"-"`
 }
 
 // RegistryHost is how to talk to one registry (or HTTP host, for chart
@@ -87,6 +90,7 @@ func ParseRegistryConfig(file string, data []byte) (*RegistryConfig, error) {
 			return nil, fmt.Errorf("%s: registry %q: insecure and ca exclude each other", file, h)
 		}
 	}
+	c.File = file
 	return &c, nil
 }
 
@@ -292,7 +296,7 @@ func (r *Remotes) Get(ctx context.Context, url string) (*http.Response, error) {
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return nil, &StatusError{URL: url, StatusCode: resp.StatusCode, Status: resp.Status}
 	}
 	return resp, nil
 }

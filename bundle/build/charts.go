@@ -49,7 +49,7 @@ type chartResult struct {
 // image it uses is returned.
 func (c *creator) chart(ctx context.Context, comp string, ch manifests.Chart) (chartResult, error) {
 	fail := func(err error) (chartResult, error) {
-		return chartResult{}, fmt.Errorf("chart %s (%s): %w", ch.Name, ch.Source, err)
+		return chartResult{}, fmt.Errorf("%schart %s (%s): %w", c.at(ch.Pos), ch.Name, ch.Source, c.explainSource(ctx, ch.Source, err))
 	}
 	var (
 		res    chartResult

@@ -525,6 +525,11 @@ type imageJob struct {
 	im   manifests.Image
 	// from names the chart the image was discovered in ("" for spec images).
 	from string
+	// fetch, if set, is the reference to fetch the image from instead of
+	// its name (a chart's images override).
+	fetch string
+	// pos is where the spec names the image, or the chart it was found in.
+	pos manifests.Pos
 }
 
 // stageAll runs the phases above and returns every item in spec order:
@@ -633,23 +638,97 @@ func (c *creator) imageJobs(charts []chartJob, chartRes []chartResult) (map[stri
 				}
 				first[n] = im.Ref
 			}
-			images[comp.Name] = append(images[comp.Name], imageJob{comp: comp.Name, im: im})
+			images[comp.Name] = append(images[comp.Name], imageJob{comp: comp.Name, im: im, pos: im.Pos})
 		}
 	}
 	for i, j := range charts {
+		adj := newChartAdjust(j.ch)
 		for _, ref := range chartRes[i].images {
-			d := DiscoveredImage{Component: j.comp, Chart: j.ch.Name, Ref: ref, Added: !known[ref]}
+			d := DiscoveredImage{Component: j.comp, Chart: j.ch.Name, Ref: ref}
+			d.Excluded = adj.excluded(ref)
+			d.FetchFrom = adj.replacement(ref)
+			d.Added = !known[ref] && !d.Excluded
 			discovered = append(discovered, d)
 			if d.Added {
 				known[ref] = true
-				images[j.comp] = append(images[j.comp], imageJob{comp: j.comp, im: manifests.Image{Ref: ref}, from: j.ch.Name})
+				images[j.comp] = append(images[j.comp], imageJob{comp: j.comp, im: manifests.Image{Ref: ref}, from: j.ch.Name, fetch: d.FetchFrom, pos: j.ch.Pos})
 			}
+		}
+		for _, ref := range adj.unused() {
+			c.opts.Logger.Warn("the chart does not use an image its exclude or images lists", "chart", j.ch.Name, "component", j.comp, "ref", ref)
 		}
 	}
 	for _, d := range discovered {
-		c.opts.Logger.Info("discovered image", "component", d.Component, "chart", d.Chart, "ref", d.Ref, "added", d.Added)
+		c.opts.Logger.Info("discovered image", "component", d.Component, "chart", d.Chart, "ref", d.Ref, "added", d.Added, "excluded", d.Excluded, "fetchFrom", d.FetchFrom)
 	}
 	return images, discovered
+}
+
+// imageError says where the spec names a failed image — its line, or the
+// chart it was discovered in and the chart's line — so that the error
+// alone (no -v) leads to what to change.
+func (c *creator) imageError(j imageJob, err error) error {
+	at := c.at(j.pos)
+	if j.from != "" {
+		return fmt.Errorf("%schart %s (component %s) uses %w; leave it out with exclude: [%s] or fetch it from elsewhere with images: {%s: REF} on the chart",
+			at, j.from, j.comp, err, j.im.Ref, j.im.Ref)
+	}
+	return fmt.Errorf("%s%w", at, err)
+}
+
+// chartAdjust is a chart's exclude and images (the spec's), normalized,
+// and which of them a discovered image used.
+type chartAdjust struct {
+	exclude map[string]string // normalized → as written
+	replace map[string]string // normalized → normalized reference to fetch
+	written map[string]string // normalized → as written (images keys)
+	used    map[string]bool
+}
+
+func newChartAdjust(ch manifests.Chart) *chartAdjust {
+	a := &chartAdjust{exclude: map[string]string{}, replace: map[string]string{}, written: map[string]string{}, used: map[string]bool{}}
+	for _, ref := range ch.Exclude {
+		if n, err := NormalizeRef(ref); err == nil {
+			a.exclude[n] = ref
+		}
+	}
+	for from, to := range ch.Images {
+		n, err := NormalizeRef(from)
+		t, err2 := NormalizeRef(to)
+		if err == nil && err2 == nil {
+			a.replace[n], a.written[n] = t, from
+		}
+	}
+	return a
+}
+
+func (a *chartAdjust) excluded(ref string) bool {
+	_, ok := a.exclude[ref]
+	a.used[ref] = a.used[ref] || ok
+	return ok
+}
+
+func (a *chartAdjust) replacement(ref string) string {
+	to, ok := a.replace[ref]
+	a.used[ref] = a.used[ref] || ok
+	return to
+}
+
+// unused lists, as written, the entries no discovered image matched.
+func (a *chartAdjust) unused() []string {
+	var out []string
+	for n, w := range a.exclude {
+		if !a.used[n] {
+			out = append(out, w)
+		}
+	}
+	for n, w := range a.written {
+		if !a.used[n] {
+			out = append(out, w)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // stageJobs lists a job per item in spec order: per component its images,
@@ -659,7 +738,13 @@ func (c *creator) stageJobs(images map[string][]imageJob, chartRes []chartResult
 	chartIdx := 0
 	for _, comp := range c.spec.Components {
 		for _, j := range images[comp.Name] {
-			jobs = append(jobs, func(ctx context.Context) (resolved, []stagedManifest, error) { return c.image(ctx, j.comp, j.im) })
+			jobs = append(jobs, func(ctx context.Context) (resolved, []stagedManifest, error) {
+				r, cm, err := c.image(ctx, j.comp, j.im, j.fetch)
+				if err != nil {
+					return r, cm, c.imageError(j, err)
+				}
+				return r, cm, nil
+			})
 		}
 		for range comp.Charts {
 			r := chartRes[chartIdx]
@@ -711,8 +796,14 @@ type DiscoveredImage struct {
 	Chart     string `json:"chart"`
 	// Ref is the normalized reference.
 	Ref string `json:"ref"`
-	// Added is false when the spec lists the image already.
+	// Added is false when the spec lists the image already, or the
+	// chart's exclude does.
 	Added bool `json:"added"`
+	// Excluded says the chart's exclude lists the image.
+	Excluded bool `json:"excluded,omitempty"`
+	// FetchFrom is the reference the chart's images override fetches it
+	// from (the bundle names it Ref).
+	FetchFrom string `json:"fetchFrom,omitempty"`
 }
 
 // FetchStats says how much content came from the sources and how much was

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,24 @@ type creator struct {
 	repoHosts, repoPlain map[string]bool
 }
 
+// at is "FILE:LINE:COL: " for a position in the spec ("" when unknown).
+func (c *creator) at(p manifests.Pos) string {
+	if c.spec.File == "" || p.Line == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d:%d: ", c.spec.File, p.Line, p.Column)
+}
+
+// explainSource adds remote's hint (Remotes.Explain) to the error of
+// fetching an oci:// or http(s):// source.
+func (c *creator) explainSource(ctx context.Context, src string, err error) error {
+	u, perr := url.Parse(src)
+	if perr != nil || u.Host == "" || (u.Scheme != "oci" && u.Scheme != "https" && u.Scheme != "http") {
+		return err
+	}
+	return c.remotes.Explain(ctx, u.Host, err)
+}
+
 func (c *creator) path(p string) string {
 	if filepath.IsAbs(p) || c.spec.Dir == "" {
 		return p
@@ -57,15 +76,25 @@ func NormalizeRef(ref string) (string, error) { return manifests.NormalizeImageR
 
 // image resolves an image from a registry or a local OCI layout / archive
 // and plans its blobs (see fetch.go). It returns the manifests to commit
-// once the blobs are fetched.
-func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (resolved, []stagedManifest, error) {
+// once the blobs are fetched. fetch, if set, is the registry reference to
+// fetch it from instead of its name (a chart's images override); the item
+// keeps the name.
+func (c *creator) image(ctx context.Context, comp string, im manifests.Image, fetch string) (resolved, []stagedManifest, error) {
 	ref, err := NormalizeRef(im.Ref)
 	if err != nil {
 		return resolved{}, nil, fmt.Errorf("image %q: %w", im.Ref, err)
 	}
 	it := bundle.Item{Component: comp, Kind: manifests.KindImage, Name: ref, Ref: ref}
+	what := "image " + ref
+	if fetch != "" {
+		what += " (fetched from " + fetch + ")"
+	}
+	host := "" // the registry fetched from, for hints
 	fail := func(err error) (resolved, []stagedManifest, error) {
-		return resolved{}, nil, fmt.Errorf("image %s: %w", ref, err)
+		if host != "" {
+			err = c.remotes.Explain(ctx, host, err)
+		}
+		return resolved{}, nil, fmt.Errorf("%s: %w", what, err)
 	}
 	var (
 		src    content.Fetcher
@@ -73,10 +102,15 @@ func (c *creator) image(ctx context.Context, comp string, im manifests.Image) (r
 		source string
 	)
 	if im.Source == "" {
-		repo, tagOrDigest, err := c.remotes.Reference(ref)
+		from := ref
+		if fetch != "" {
+			from = fetch
+		}
+		repo, tagOrDigest, err := c.remotes.Reference(from)
 		if err != nil {
 			return fail(err)
 		}
+		host = repo.Reference.Registry
 		if c.opts.Lock != nil {
 			if l, ok := c.opts.Lock.FindImage(ref); ok && l.Source != "" {
 				if _, d, ok := strings.Cut(l.Source, "@"); ok {
@@ -410,7 +444,9 @@ func (e *SourceDigestError) Error() string {
 // file stages a host file or binary as an ORAS-style artifact.
 func (c *creator) file(ctx context.Context, comp string, f manifests.File) (resolved, error) {
 	name := f.ItemName()
-	fail := func(err error) (resolved, error) { return resolved{}, fmt.Errorf("file %s: %w", name, err) }
+	fail := func(err error) (resolved, error) {
+		return resolved{}, fmt.Errorf("%sfile %s: %w", c.at(f.Pos), name, c.explainSource(ctx, f.Source, err))
+	}
 	layer, _, size, _, err := c.stageCompressed(ctx, f.Source, f.SHA256, f.Size, manifests.MediaTypeFileRaw, manifests.MediaTypeFileZstd)
 	if err != nil {
 		return fail(err)
