@@ -255,6 +255,32 @@ func TestOldLayoutMigrated(t *testing.T) {
 			if err != nil || len(st.Bundles) != 2 || !st.Healthy() {
 				t.Fatalf("status with both = %+v, %v", st, err)
 			}
+			// The generated files cover both: each one's registry, one
+			// unit whose header names both bundles.
+			for _, reg := range []string{"registry.test", "quay.io"} {
+				if _, err := os.Stat(filepath.Join(root, layout.HostsTOML(reg))); err != nil {
+					t.Errorf("no mirror configuration for %s with both installed: %v", reg, err)
+				}
+			}
+			unit, err := os.ReadFile(filepath.Join(root, layout.SystemdUnit(UnitName)))
+			conf, _ := os.ReadFile(filepath.Join(root, layout.ContainersRegistriesConf))
+			if err != nil || !strings.Contains(string(conf), "from bundles other 1.0.0") || !strings.Contains(string(conf), "plat 1.0.0") ||
+				strings.Count(string(unit), "sha256:") != 2 {
+				t.Errorf("generated files do not name both bundles:\n%s\n%s", conf, unit)
+			}
+			// Uninstalling other takes its registry's configuration only.
+			if _, err := Uninstall(ctx, Options{Root: root, Name: "other", Registry: openStore(t, root, false)}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(root, layout.HostsTOML("quay.io"))); !os.IsNotExist(err) {
+				t.Errorf("other's mirror configuration survived its uninstall: %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(root, layout.HostsTOML("registry.test"))); err != nil {
+				t.Errorf("plat's mirror configuration went with other: %v", err)
+			}
+			if st, err := GetStatus(ctx, root); err != nil || st.Generation == nil || st.Generation.Name != "plat" || !st.Healthy() {
+				t.Fatalf("status after other's uninstall = %+v, %v", st, err)
+			}
 		})
 	}
 }
