@@ -72,8 +72,13 @@ func printDiscovered(g *globals, ds []build.DiscoveredImage) {
 	fmt.Fprintf(g.stdout, "images  %d found in charts, %d added:\n", len(ds), added)
 	for _, d := range ds {
 		note := "added"
-		if !d.Added {
+		switch {
+		case d.Excluded:
+			note = "excluded by the chart"
+		case !d.Added:
 			note = "listed in the spec"
+		case d.FetchFrom != "":
+			note = "added, fetched from " + d.FetchFrom
 		}
 		fmt.Fprintf(g.stdout, "        %s/%s  %s  (%s)\n", d.Component, d.Chart, d.Ref, note)
 	}

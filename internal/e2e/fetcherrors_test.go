@@ -113,6 +113,9 @@ func TestDiscoveredImageErrors(t *testing.T) {
 	if len(out.Items) != 1 || len(out.Discovered) != 1 || !out.Discovered[0].Excluded || out.Discovered[0].Added {
 		t.Fatalf("with exclude: items %+v, discovered %+v", out.Items, out.Discovered)
 	}
+	if r := zdt(t, dir, "bundle", "create", "--no-cache", "-o", "text.zdt").must(t, "create with exclude (text)"); !strings.Contains(r.stdout, gone+"  (excluded by the chart)") {
+		t.Errorf("the summary does not say the image was excluded:\n%s", r.stdout)
+	}
 
 	withChart("        images:\n          " + gone + ": " + reg.Ref("mirror/gone:1") + "\n")
 	r = create().must(t, "create with images")
