@@ -830,7 +830,7 @@ func checkLock(want, got *manifests.Lock) error {
 		w, ok := findLocked(want, g.Kind, g.Name)
 		switch {
 		case !ok:
-			errs = append(errs, fmt.Errorf("%s %q is not in the lock file: %w", g.Kind, g.Name, bundle.ErrLockMismatch))
+			errs = append(errs, fmt.Errorf("%s %q is not in the lock file%s: %w", g.Kind, g.Name, lockedVersions(want, g), bundle.ErrLockMismatch))
 		case w.Digest != g.Digest:
 			errs = append(errs, fmt.Errorf("%s %q: locked %s, source now gives %s: %w", g.Kind, g.Name, w.Digest, g.Digest, bundle.ErrLockMismatch))
 		}
@@ -903,4 +903,26 @@ func chartVersionOK(want, locked string) bool {
 	}
 	cons, err := semver.NewConstraint(want)
 	return err == nil && cons.Check(v)
+}
+
+// lockedVersions names, for an image the lock lacks, the versions of its
+// repository the lock has (a chart's discovered image moved to another
+// tag): " (the lock has REF, …; run without --lock to update it)".
+func lockedVersions(lock *manifests.Lock, it manifests.LockItem) string {
+	if it.Kind != manifests.KindImage {
+		return ""
+	}
+	repo := manifests.ImageRepository(it.Name)
+	var have []string
+	for _, l := range lock.Items {
+		if l.Kind == manifests.KindImage {
+			if n, err := NormalizeRef(l.Name); err == nil && manifests.ImageRepository(n) == repo {
+				have = append(have, n)
+			}
+		}
+	}
+	if len(have) == 0 {
+		return ""
+	}
+	return " (the lock has " + strings.Join(have, ", ") + "; run without --lock to update it)"
 }
