@@ -15,6 +15,7 @@
 //	registry/               the registry storage `zdt serve` serves (registry.Store)
 //	placements/<hex>.json   what each bundle in the registry storage serves (registry.Store)
 //	tls/                    the CA of `zdt serve --root` (registry.OpenCA)
+//	bin/<hex>, placed.json  the zdt binaries placed at /usr/local/bin/zdt (Options.Binary), kept for rollback
 //	lock                    held (flock) while an install, rollback or uninstall runs
 //
 // Everything under ROOT is reached through an os.Root opened there, so a

@@ -53,6 +53,13 @@ type Options struct {
 	ServeAddr string
 	// AMIExportDir, if set, receives each AMI's disk image and metadata.
 	AMIExportDir string
+	// Binary is the zdt executable to place at BinaryTarget, which the
+	// generated systemd unit runs (cmd/zdt gives the running one): it is
+	// hashed, kept by digest under layout.BinariesDir (the previous
+	// version stays for rollback), copied into place atomically with its
+	// digest checked, and its digest recorded in the generation. The same
+	// binary again changes nothing. "" leaves BinaryTarget alone.
+	Binary string
 	// Name selects the installed bundle Rollback and Uninstall act on
 	// (needed when several are installed; Install takes the bundle's).
 	Name string
@@ -141,7 +148,7 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		root, err := os.OpenRoot(opts.Root)
 		if errors.Is(err, fs.ErrNotExist) { // a root not created yet has nothing installed
 			r := &run{a: a, opts: opts, desired: desired, contents: contents}
-			return r.makePlan()
+			return r.makePlan(ctx)
 		}
 		if err != nil {
 			return Result{}, fmt.Errorf("opening root %s: %w", opts.Root, err)
@@ -151,7 +158,7 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		if err := r.readInstalled(readInstalled(root)); err != nil {
 			return Result{}, err
 		}
-		return r.makePlan()
+		return r.makePlan(ctx)
 	}
 	if err := os.MkdirAll(opts.Root, 0o755); err != nil {
 		return Result{}, fmt.Errorf("creating root %s: %w", opts.Root, err)
@@ -169,7 +176,7 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if err := r.readInstalled(r.st.installed()); err != nil {
 		return Result{}, err
 	}
-	res, err := r.makePlan()
+	res, err := r.makePlan(ctx)
 	if err != nil {
 		return Result{}, err
 	}
@@ -247,6 +254,7 @@ type run struct {
 	contents    map[string]bundle.Content // of file and AMI items, by key
 	plan        *Plan
 	files       map[string][]byte // generated files by path
+	bin         *binarySource     // the zdt binary to place (nil: none)
 
 	next       int                  // the generation being installed
 	installed  map[string]ItemState // cur's items by key
@@ -272,7 +280,7 @@ func (r *run) readInstalled(installed []*Generation, err error) error {
 
 // makePlan plans the bundle against its current generation, refusing
 // paths other installed bundles hold.
-func (r *run) makePlan() (Result, error) {
+func (r *run) makePlan(ctx context.Context) (Result, error) {
 	bundleName := r.a.Config.Name + " " + r.a.Config.Version
 	if err := checkConflicts(r.a.Config.Name, r.desired, r.others); err != nil {
 		return Result{}, err
@@ -283,6 +291,20 @@ func (r *run) makePlan() (Result, error) {
 	}
 	for _, g := range r.others {
 		plan.Beside = append(plan.Beside, GenerationRef{Number: g.Number, Name: g.Name, Version: g.Version, BundleDigest: g.BundleDigest})
+	}
+	if r.opts.Binary != "" {
+		rec, err := readBinaryRecord(r.root)
+		if err != nil {
+			return Result{}, err
+		}
+		if r.bin, err = hashBinary(ctx, r.opts.Binary, rec.Source); err != nil {
+			return Result{}, err
+		}
+		c, err := binaryChange(r.root, r.bin, rec)
+		if err != nil {
+			return Result{}, err
+		}
+		plan.Changes = append(plan.Changes, c)
 	}
 	r.plan = plan
 	res := Result{Plan: plan}
@@ -341,7 +363,7 @@ func (r *run) reimport(ctx context.Context) error {
 // prepare removes what an interrupted run left, numbers the new
 // generation, backs up the current one and indexes what apply needs.
 func (r *run) prepare() error {
-	if err := fsutil.RemoveTemps(r.root, tempDirs(r.cur, r.desired, r.files)); err != nil {
+	if err := fsutil.RemoveTemps(r.root, append(tempDirs(r.cur, r.desired, r.files), layout.BinariesDir, path.Dir(layout.Binary))); err != nil {
 		return err
 	}
 	next, err := r.st.nextNumber()
@@ -411,6 +433,12 @@ func (r *run) apply(ctx context.Context) (int, error) {
 	// Generated configuration.
 	g, err := r.writeGenerated()
 	n += g
+	if err != nil {
+		return n, err
+	}
+	// The zdt binary the unit runs.
+	b, err := r.placeBinary(ctx)
+	n += b
 	if err != nil {
 		return n, err
 	}
@@ -559,7 +587,41 @@ func (r *run) record() error {
 	if r.cur != nil {
 		ng.Previous = r.cur.Number
 	}
+	if r.bin != nil {
+		ng.Binary = r.bin.digest.String()
+	}
 	return r.st.record(ng)
+}
+
+// placeBinary places the zdt binary when the plan changes it, and keeps
+// only the binaries the installed generations and their rollbacks name.
+// It returns the files written.
+func (r *run) placeBinary(ctx context.Context) (int, error) {
+	if r.bin == nil {
+		return 0, nil
+	}
+	n := 0
+	if c := r.byKey[KindBinary+" zdt"]; c.Action != ActionUnchanged {
+		r.opts.Logger.Info("placing the zdt binary", "target", BinaryTarget, "digest", r.bin.digest, "action", c.Action)
+		if err := installBinary(ctx, r.root, r.bin); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	keep := map[string]bool{r.bin.digest.String(): true}
+	gens := append([]*Generation(nil), r.others...)
+	if r.cur != nil {
+		gens = append(gens, r.cur)
+	}
+	for _, g := range gens {
+		keep[g.Binary] = true
+		if g.Previous != 0 && g != r.cur {
+			if p, err := r.st.generation(g.Previous); err == nil && p.Name == g.Name {
+				keep[p.Binary] = true
+			}
+		}
+	}
+	return n, pruneBinaries(r.root, keep)
 }
 
 // readInstalled reads every installed bundle's current generation without

@@ -82,6 +82,25 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	// The zdt binary prev placed, when it placed one.
+	if prev.Binary != "" {
+		rec, err := readBinaryRecord(root)
+		if err != nil {
+			return Result{}, err
+		}
+		ok := false
+		if rec.Digest == prev.Binary {
+			if ok, err = binaryMatches(root, rec.Digest, rec.Size, rec.Placed); err != nil {
+				return Result{}, err
+			}
+		}
+		if !ok {
+			if err := placeBinary(ctx, root, prev.Binary, nil); err != nil {
+				return Result{}, err
+			}
+			res.FilesWritten++
+		}
+	}
 	if opts.Registry != nil {
 		if err := opts.Registry.Activate(ctx, append(roots(rest), digest.Digest(prev.BundleDigest))...); err != nil {
 			return Result{}, fmt.Errorf("activating %s in the registry: %w", prev.BundleDigest, err)
@@ -306,6 +325,11 @@ func GetStatusOf(ctx context.Context, rootDir, name string) (Status, error) {
 			s.Drift = append(s.Drift, "/"+p)
 		}
 	}
+	if drift, err := binaryDrift(root); err != nil {
+		return Status{}, err
+	} else if drift {
+		s.Drift = append(s.Drift, BinaryTarget)
+	}
 	if len(installed) == 1 {
 		s.Generation, s.History, s.Registry = installed[0], s.Bundles[0].History, s.Bundles[0].Registry
 		return s, nil
@@ -420,6 +444,15 @@ func Uninstall(ctx context.Context, opts Options) (Result, error) {
 				st.close()
 				return Result{}, fmt.Errorf("removing %s: %w", p, err)
 			}
+			res.FilesWritten++
+		}
+		// The zdt binary, when it is still the one zdt placed.
+		removed, err := removeBinary(root)
+		if err != nil {
+			st.close()
+			return Result{}, err
+		}
+		if removed {
 			res.FilesWritten++
 		}
 	}

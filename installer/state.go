@@ -46,6 +46,10 @@ type Generation struct {
 	// ServeAddr is the address the generated files named (empty in a
 	// generation recorded before bundles were installed side by side).
 	ServeAddr string `json:"serveAddr,omitempty"`
+	// Binary is the digest of the zdt binary the install placed at
+	// BinaryTarget (Options.Binary; empty when it placed none): a
+	// rollback to this generation puts it back.
+	Binary string `json:"binary,omitempty"`
 }
 
 // ItemState is one installed item: the bundle's item as the archive

@@ -16,7 +16,8 @@ type UnitOptions struct {
 	// ToolVersion and BundleDigest go into the header comment.
 	ToolVersion  string
 	BundleDigest string
-	// Binary is the zdt executable (default /usr/local/bin/zdt).
+	// Binary is the zdt executable (default BinaryTarget, /usr/local/bin/zdt,
+	// where install places it).
 	Binary string
 	// Root is the install root passed as --root (default /).
 	Root string
@@ -34,7 +35,7 @@ type UnitOptions struct {
 // timestamp, so writing it again for the same install changes nothing.
 func SystemdUnit(o UnitOptions) []byte {
 	if o.Binary == "" {
-		o.Binary = "/usr/local/bin/zdt"
+		o.Binary = BinaryTarget
 	}
 	if o.Root == "" {
 		o.Root = "/"

@@ -68,6 +68,7 @@ var reserved = []struct {
 }{
 	{"/var/lib/zdt", "zdt's state directory", true},
 	{"/etc/systemd/system/zdt-serve.service", "the systemd unit of zdt serve", false},
+	{"/usr/local/bin/zdt", "the zdt binary the systemd unit of zdt serve runs", false},
 	{"/etc/containers/registries.conf.d/50-zdt.conf", "the containers registries.conf drop-in", false},
 	{"/etc/containerd/certs.d/*/hosts.toml", "the containerd mirror configuration", false},
 	{"/etc/containerd/certs.d/*/zdt-ca.crt", "zdt's CA for containerd", false},

@@ -43,9 +43,15 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 	if a.Base() != "" && !a.BaseAttached() {
 		return fmt.Errorf("%s is a delta bundle on %s, which is not installed under %s: install that bundle (or the whole of this one) first (no registry store there: %w)", o.bundle, a.Base(), o.root, bundle.ErrNeedsBase)
 	}
+	// The running zdt is what the generated unit runs: install places it
+	// at /usr/local/bin/zdt (hashed, its digest recorded).
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding the zdt binary to install: %w", err)
+	}
 	opts := installer.Options{
 		Root: o.root, PlanOnly: o.plan, AMIExportDir: o.amiExport, ServeAddr: o.serveAddr,
-		ToolVersion: version.String(), Logger: logger,
+		ToolVersion: version.String(), Logger: logger, Binary: self,
 	}
 	if !o.plan {
 		// A root that does not exist yet is created, once the bundle

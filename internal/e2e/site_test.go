@@ -258,3 +258,75 @@ func TestFilesOverHTTPSWithCurl(t *testing.T) {
 		})
 	}
 }
+
+// TestInstallPlacesZdtBinary is issue 13.8 through the CLI: the unit runs
+// /usr/local/bin/zdt, which nothing installed. install places the zdt
+// that runs it there (byte for byte, runnable), records its sha256 in the
+// generation, changes nothing when run again, replaces it when another
+// zdt installs (a new generation), rollback puts the previous one back,
+// and uninstall removes it.
+func TestInstallPlacesZdtBinary(t *testing.T) {
+	dir := quickstart(t)
+	zdt(t, dir, "bundle", "create", "-o", "q.zdt").must(t, "create")
+	self, err := os.ReadFile(zdtBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another zdt: the same program with bytes appended (an ELF file runs
+	// with trailing data), so another digest.
+	other := filepath.Join(dir, "zdt-other")
+	if err := os.WriteFile(other, append(append([]byte(nil), self...), "\x00another build"...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	otherBytes, _ := os.ReadFile(other)
+	root := filepath.Join(dir, "root")
+	target := filepath.Join(root, "usr/local/bin/zdt")
+	install := []string{"install", "--bundle", "q.zdt", "--root", root, "--insecure-skip-signature"}
+	holds := func(want []byte, what string) {
+		t.Helper()
+		got, err := os.ReadFile(target)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: /usr/local/bin/zdt is %d bytes (%v), want %s", what, len(got), err, "the zdt that installed")
+		}
+		runIn(t, dir, nil, target, "version").must(t, "the placed zdt runs")
+	}
+	binaryOf := func() string {
+		var s struct{ Current struct{ Binary string } }
+		st := zdt(t, dir, "status", "--root", root, "--output", "json").must(t, "status")
+		if err := json.Unmarshal([]byte(st.stdout), &s); err != nil {
+			t.Fatal(err)
+		}
+		return s.Current.Binary
+	}
+	sum := func(b []byte) string { s := sha256.Sum256(b); return "sha256:" + hex.EncodeToString(s[:]) }
+
+	first := zdt(t, dir, install...).must(t, "install")
+	if !strings.Contains(first.stdout, "binary zdt -> /usr/local/bin/zdt") {
+		t.Errorf("the plan does not show the binary:\n%s", first.stdout)
+	}
+	holds(self, "after install")
+	if got := binaryOf(); got != sum(self) {
+		t.Fatalf("generation records binary %q, want %s", got, sum(self))
+	}
+	unit, _ := os.ReadFile(filepath.Join(root, "etc/systemd/system/zdt-serve.service"))
+	if !strings.Contains(string(unit), "ExecStart=/usr/local/bin/zdt serve") {
+		t.Fatalf("unit:\n%s", unit)
+	}
+	if r := zdt(t, dir, install...).must(t, "re-install"); !strings.Contains(r.stdout, "nothing changed") {
+		t.Fatalf("re-install with the same zdt: %s", r.stdout)
+	}
+	up := runIn(t, dir, nil, other, install...).must(t, "install with another zdt")
+	if !strings.Contains(up.stdout, "installed: generation 2") {
+		t.Fatalf("install with another zdt said:\n%s", up.stdout)
+	}
+	holds(otherBytes, "after the other zdt installed")
+	if got := binaryOf(); got != sum(otherBytes) {
+		t.Fatalf("generation records binary %q after the other zdt installed", got)
+	}
+	zdt(t, dir, "rollback", "--root", root).must(t, "rollback")
+	holds(self, "after rollback")
+	zdt(t, dir, "uninstall", "--root", root).must(t, "uninstall")
+	if _, err := os.Lstat(target); !os.IsNotExist(err) {
+		t.Fatalf("uninstall left /usr/local/bin/zdt: %v", err)
+	}
+}

@@ -47,6 +47,12 @@ const (
 	TLSDir = StateDir + "/tls"
 	// CACert is the CA certificate clients trust.
 	CACert = TLSDir + "/ca.crt"
+	// BinariesDir keeps the zdt binaries install placed at Binary, by
+	// digest (<hex>): the current one and those a rollback needs.
+	BinariesDir = StateDir + "/bin"
+	// BinaryRecord says which zdt binary install placed at Binary and
+	// how it was right after (so status need not hash it).
+	BinaryRecord = BinariesDir + "/placed.json"
 )
 
 // Inside the registry store (relative to RegistryDir).
@@ -66,6 +72,9 @@ const (
 
 // Generated files outside the state directory.
 const (
+	// Binary is where install places the zdt executable the systemd unit
+	// of `zdt serve` runs.
+	Binary = "usr/local/bin/zdt"
 	// SystemdUnitDir is where the unit of `zdt serve` is written.
 	SystemdUnitDir = "etc/systemd/system"
 	// ContainerdCertsDir holds containerd's per-registry hosts.toml.
@@ -100,6 +109,9 @@ func Placements(root digest.Digest) string {
 
 // Kept is a bundle's kept archive, relative to RegistryDir.
 func Kept(root digest.Digest) string { return path.Join(KeptDir, root.Encoded()+".zdt") }
+
+// StoredBinary is a kept zdt binary (hex of its sha256).
+func StoredBinary(hex string) string { return path.Join(BinariesDir, hex) }
 
 // StoredFile is a kept file version (digest "sha256:<hex>" or "<hex>").
 func StoredFile(hex string) string { return path.Join(FilesDir, hex) }
