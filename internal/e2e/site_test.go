@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -268,25 +269,19 @@ func TestFilesOverHTTPSWithCurl(t *testing.T) {
 func TestInstallPlacesZdtBinary(t *testing.T) {
 	dir := quickstart(t)
 	zdt(t, dir, "bundle", "create", "-o", "q.zdt").must(t, "create")
-	self, err := os.ReadFile(zdtBin)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Another zdt: the same program with bytes appended (an ELF file runs
-	// with trailing data), so another digest.
+	// with trailing data), so another digest. Files are compared by
+	// sha256, streamed: the binary is ~100 MB.
 	other := filepath.Join(dir, "zdt-other")
-	if err := os.WriteFile(other, append(append([]byte(nil), self...), "\x00another build"...), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	otherBytes, _ := os.ReadFile(other)
+	copyFile(t, zdtBin, other, "\x00another build")
+	self, otherBytes := fileSum(t, zdtBin), fileSum(t, other)
 	root := filepath.Join(dir, "root")
 	target := filepath.Join(root, "usr/local/bin/zdt")
 	install := []string{"install", "--bundle", "q.zdt", "--root", root, "--insecure-skip-signature"}
-	holds := func(want []byte, what string) {
+	holds := func(want, what string) {
 		t.Helper()
-		got, err := os.ReadFile(target)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("%s: /usr/local/bin/zdt is %d bytes (%v), want %s", what, len(got), err, "the zdt that installed")
+		if got := fileSum(t, target); got != want {
+			t.Fatalf("%s: /usr/local/bin/zdt is %s, want %s (the zdt that installed)", what, got, want)
 		}
 		runIn(t, dir, nil, target, "version").must(t, "the placed zdt runs")
 	}
@@ -298,15 +293,14 @@ func TestInstallPlacesZdtBinary(t *testing.T) {
 		}
 		return s.Current.Binary
 	}
-	sum := func(b []byte) string { s := sha256.Sum256(b); return "sha256:" + hex.EncodeToString(s[:]) }
 
 	first := zdt(t, dir, install...).must(t, "install")
 	if !strings.Contains(first.stdout, "binary zdt -> /usr/local/bin/zdt") {
 		t.Errorf("the plan does not show the binary:\n%s", first.stdout)
 	}
 	holds(self, "after install")
-	if got := binaryOf(); got != sum(self) {
-		t.Fatalf("generation records binary %q, want %s", got, sum(self))
+	if got := binaryOf(); got != self {
+		t.Fatalf("generation records binary %q, want %s", got, self)
 	}
 	unit, _ := os.ReadFile(filepath.Join(root, "etc/systemd/system/zdt-serve.service"))
 	if !strings.Contains(string(unit), "ExecStart=/usr/local/bin/zdt serve") {
@@ -320,7 +314,7 @@ func TestInstallPlacesZdtBinary(t *testing.T) {
 		t.Fatalf("install with another zdt said:\n%s", up.stdout)
 	}
 	holds(otherBytes, "after the other zdt installed")
-	if got := binaryOf(); got != sum(otherBytes) {
+	if got := binaryOf(); got != otherBytes {
 		t.Fatalf("generation records binary %q after the other zdt installed", got)
 	}
 	zdt(t, dir, "rollback", "--root", root).must(t, "rollback")
@@ -328,5 +322,43 @@ func TestInstallPlacesZdtBinary(t *testing.T) {
 	zdt(t, dir, "uninstall", "--root", root).must(t, "uninstall")
 	if _, err := os.Lstat(target); !os.IsNotExist(err) {
 		t.Fatalf("uninstall left /usr/local/bin/zdt: %v", err)
+	}
+}
+
+// fileSum is "sha256:HEX" of a file, streamed.
+func fileSum(t *testing.T, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// copyFile copies src to dst (mode 0755) with extra appended, streamed.
+func copyFile(t *testing.T, src, dst, extra string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(out, extra); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
