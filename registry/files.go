@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/layout"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -98,8 +100,17 @@ func (h *Handler) ServedFiles(ctx context.Context) ([]ServedFile, error) {
 	return out, nil
 }
 
+// filesCache keeps the file placements of a store's records while the
+// records do not change (their names, sizes and modification times).
+type filesCache struct {
+	mu  sync.Mutex
+	sig string
+	ps  []Placement
+}
+
 // fileCandidates are the placements that may be served files: the
-// archives' (serve --bundle), or every bundle recorded in the store.
+// archives' (serve --bundle), or every bundle recorded in the store (read
+// again only when a record changed).
 func (h *Handler) fileCandidates() ([]Placement, error) {
 	if h.st == nil {
 		return h.Placements, nil
@@ -109,7 +120,20 @@ func (h *Handler) fileCandidates() ([]Placement, error) {
 		return nil, err
 	}
 	slices.Sort(roots)
-	var out []Placement
+	var sig strings.Builder
+	for _, d := range roots {
+		fi, err := h.st.root.Stat(layout.Placements(d))
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&sig, "%s %d %d\n", d, fi.Size(), fi.ModTime().UnixNano())
+	}
+	h.files.mu.Lock()
+	defer h.files.mu.Unlock()
+	if h.files.ps != nil && h.files.sig == sig.String() {
+		return h.files.ps, nil
+	}
+	out := []Placement{}
 	for _, d := range roots {
 		ps, err := h.st.Recorded(d)
 		if err != nil {
@@ -122,6 +146,7 @@ func (h *Handler) fileCandidates() ([]Placement, error) {
 			}
 		}
 	}
+	h.files.sig, h.files.ps = sig.String(), out
 	return out, nil
 }
 

@@ -68,6 +68,7 @@ type Handler struct {
 	mux      *http.ServeMux
 	store    *storeDriver // for a store: closed by Close
 	st       *Store       // for a store: its placement records (files)
+	files    filesCache   // for a store: its file placements
 }
 
 const instanceDriverName = "zdt-instance"
