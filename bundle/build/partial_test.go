@@ -177,7 +177,7 @@ func TestRetryResumesBrokenFetch(t *testing.T) {
 	b.faults.SetHangAfter(cut)
 	dir := t.TempDir()
 	spec := writeSpec(t, dir, imagesSpec(b.ref))
-	createIn(t, dir, "b", spec, CreateOptions{CacheDir: filepath.Join(dir, "cache"), StallTimeout: 300 * time.Millisecond})
+	createIn(t, dir, "b", spec, CreateOptions{CacheDir: filepath.Join(dir, "cache"), StallTimeout: 500 * time.Millisecond})
 	gets := b.layerGets()
 	var served int64
 	var ranges []string
@@ -425,4 +425,50 @@ func cacheBlobsExcept(t *testing.T, cache, planted string) {
 	os.Remove(planted)
 	cacheBlobs(t, cache)
 	testregistry.WriteFile(t, planted, b)
+}
+
+// TestPartialHeldByAnotherCreate: a partial another create is writing
+// (its flock held) is neither read nor written; this create fetches the
+// blob whole without it.
+func TestPartialHeldByAnotherCreate(t *testing.T) {
+	b := newBigImage(t, 2<<20)
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "cache")
+	p := plantPartial(t, cache, partialMeta{Digest: b.layer.Digest, Size: b.layer.Size, Source: b.source}, b.bytes[:1<<20])
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	res := createIn(t, dir, "b", writeSpec(t, dir, imagesSpec(b.ref)), CreateOptions{CacheDir: cache})
+	if gets := b.layerGets(); len(gets) != 1 || gets[0].Range != "" || gets[0].Bytes != b.layer.Size || res.Fetch.ResumedBlobs != 0 {
+		t.Fatalf("layer GETs %+v (fetch %+v), want one of the whole blob", gets, res.Fetch)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Size() != 1<<20 {
+		t.Errorf("the held partial was changed: %v, %v", fi, err)
+	}
+	cacheBlobs(t, cache)
+}
+
+// FuzzContentRange: a registry's Content-Range header is accepted only
+// when it says exactly the range asked for.
+func FuzzContentRange(f *testing.F) {
+	f.Add("bytes 100-199/200", int64(100), int64(200))
+	f.Add("bytes 100-199/*", int64(100), int64(200))
+	f.Add("bytes 0-199/200", int64(100), int64(200))
+	f.Add("bytes 100-199/201", int64(100), int64(200))
+	f.Add("bytes +100-199/200", int64(100), int64(200))
+	f.Fuzz(func(t *testing.T, h string, offset, size int64) {
+		if !contentRangeIs(h, offset, size) {
+			return
+		}
+		exact := fmt.Sprintf("bytes %d-%d/%d", offset, size-1, size)
+		open := fmt.Sprintf("bytes %d-%d/*", offset, size-1)
+		if h != exact && h != open {
+			t.Fatalf("accepted %q for bytes %d-%d of %d", h, offset, size-1, size)
+		}
+	})
 }
