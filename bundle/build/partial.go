@@ -23,6 +23,8 @@ import (
 	"oras.land/oras-go/v2/errdef"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+
+	"zdt.dev/zdt/remote"
 )
 
 // Resumable fetches. A blob fetched from a registry is written to a
@@ -138,7 +140,7 @@ func (r registrySource) get(ctx context.Context, desc ocispec.Descriptor, offset
 		return nil, 0, fmt.Errorf("%s: %w", desc.Digest, errdef.ErrNotFound)
 	}
 	resp.Body.Close()
-	return nil, 0, fmt.Errorf("GET %s: %s", url, resp.Status)
+	return nil, 0, &remote.StatusError{URL: url, StatusCode: resp.StatusCode, Status: resp.Status} // remote.Explain hints at 401/403
 }
 
 // contentRangeIs reports whether a Content-Range header says "bytes
