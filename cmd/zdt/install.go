@@ -58,7 +58,9 @@ do not overwrite the bundle file in place afterwards: replace it), otherwise
 (or with --copy-blobs) the blobs the storage lacks are copied. It then
 places files atomically (keeping the previous version for rollback), writes
 the containerd and containers mirror configuration and the systemd unit of
-'zdt serve', exports AMIs, removes what the bundle no longer has, and records
+'zdt serve', places this zdt binary at /usr/local/bin/zdt (which the unit
+runs; hashed, its digest recorded, the previous one kept for rollback),
+exports AMIs, removes what the bundle no longer has, and records
 a new generation — only when every step succeeded. Installing the same
 bundle again changes nothing. State lives under ROOT/var/lib/zdt.
 

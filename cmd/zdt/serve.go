@@ -92,7 +92,8 @@ unless --insecure-skip-signature). A delta bundle needs its base: another
 
 Images are served under their original repository paths: docker.io/library/nginx:1.25
 at HOST/library/nginx:1.25 (and HOST/docker.io/library/nginx:1.25), images of
-other registries under the registry's name (HOST/quay.io/cilium/cilium:v1.13.1),
+other registries under the registry's name (HOST/quay.io/cilium/cilium:v1.13.1;
+a port's colon becomes '_': 127.0.0.1:5101/team/app at HOST/127.0.0.1_5101/team/app),
 charts at HOST/charts/NAME:VERSION, files at HOST/files/NAME:BUNDLEVERSION, AMIs
 at HOST/amis/NAME:BUNDLEVERSION and the bundle root with its signatures at
 HOST/zdt/NAME:VERSION. The referrers API is served for signatures and
