@@ -1,0 +1,88 @@
+// Command etcd is a minimal single-member etcd for tests, built from
+// go.etcd.io/etcd/server/v3/embed at the version k8s.io/kubernetes pins, so
+// the test harness needs no downloaded etcd release.
+//
+//	etcd --data-dir DIR --listen-client-urls http://127.0.0.1:P1 --listen-peer-urls http://127.0.0.1:P2
+//
+// It serves until SIGINT/SIGTERM or until its parent process dies (stdin is
+// closed), so a killed test binary never leaves it running.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "etcd:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	dataDir := flag.String("data-dir", "", "data directory (required)")
+	clientURL := flag.String("listen-client-urls", "http://127.0.0.1:2379", "client URL")
+	peerURL := flag.String("listen-peer-urls", "http://127.0.0.1:2380", "peer URL")
+	watchStdin := flag.Bool("exit-on-stdin-eof", false, "exit when stdin is closed (parent died)")
+	flag.Parse()
+	if *dataDir == "" {
+		return fmt.Errorf("--data-dir is required")
+	}
+	cu, err := url.Parse(*clientURL)
+	if err != nil {
+		return fmt.Errorf("client url: %w", err)
+	}
+	pu, err := url.Parse(*peerURL)
+	if err != nil {
+		return fmt.Errorf("peer url: %w", err)
+	}
+	cfg := embed.NewConfig()
+	cfg.Dir = *dataDir
+	cfg.Name = "default"
+	cfg.ListenClientUrls = []url.URL{*cu}
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	cfg.ListenPeerUrls = []url.URL{*pu}
+	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.LogLevel = "error"
+	cfg.QuotaBackendBytes = 1 << 30
+	cfg.UnsafeNoFsync = true // test data only; speeds up every write
+
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	defer e.Close()
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(60 * time.Second):
+		e.Server.Stop()
+		return fmt.Errorf("not ready after 60s")
+	}
+	fmt.Fprintln(os.Stderr, "etcd: ready on", cu.String())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *watchStdin {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			stop()
+		}()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-e.Err():
+		return err
+	}
+}
