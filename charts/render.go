@@ -33,8 +33,10 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/Masterminds/sprig/v3"
 	"github.com/gobwas/glob"
-	"helm.sh/helm/v3/pkg/chart"
-	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v4/pkg/chart/common"
+	commonutil "helm.sh/helm/v4/pkg/chart/common/util"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 	sigyaml "sigs.k8s.io/yaml"
 	goyaml "sigs.k8s.io/yaml/goyaml.v3"
 	"zdt.dev/zdt/bundle"
@@ -112,13 +114,13 @@ func Render(ctx context.Context, ch *chart.Chart, vals map[string]any, release, 
 				done <- result{err: fmt.Errorf("rendering failed: %v", r)}
 			}
 		}()
-		if err := chartutil.ProcessDependenciesWithMerge(ch, vals); err != nil {
+		if err := chartutil.ProcessDependencies(ch, vals); err != nil {
 			done <- result{err: err}
 			return
 		}
-		rv, err := chartutil.ToRenderValuesWithSchemaValidation(ch, vals, chartutil.ReleaseOptions{
+		rv, err := commonutil.ToRenderValuesWithSchemaValidation(ch, vals, common.ReleaseOptions{
 			Name: release, Namespace: namespace, Revision: 1, IsInstall: true,
-		}, chartutil.DefaultCapabilities, true)
+		}, common.DefaultCapabilities, true)
 		if err != nil {
 			done <- result{err: err}
 			return
@@ -137,14 +139,14 @@ func Render(ctx context.Context, ch *chart.Chart, vals map[string]any, release, 
 // renderable is a template, the values it sees and its chart's path.
 type renderable struct {
 	tpl      string
-	vals     chartutil.Values
+	vals     common.Values
 	basePath string
 }
 
 // renderTemplates parses every template of the chart and its
 // dependencies, then executes those that give manifests (partials and
 // NOTES.txt are only parsed: discovery reads YAML and JSON).
-func renderTemplates(b *renderBudget, ch *chart.Chart, vals chartutil.Values) (map[string]string, error) {
+func renderTemplates(b *renderBudget, ch *chart.Chart, vals common.Values) (map[string]string, error) {
 	tpls := map[string]renderable{}
 	recAllTpls(ch, tpls, vals)
 	t := template.New("gotpl")
@@ -166,7 +168,7 @@ func renderTemplates(b *renderBudget, ch *chart.Chart, vals chartutil.Values) (m
 			continue
 		}
 		r := tpls[name]
-		r.vals["Template"] = chartutil.Values{"Name": name, "BasePath": r.basePath}
+		r.vals["Template"] = common.Values{"Name": name, "BasePath": r.basePath}
 		w := &budgetWriter{b: b}
 		if err := t.ExecuteTemplate(w, name, r.vals); err != nil {
 			if b.failed != nil {
@@ -408,7 +410,7 @@ func sortTemplates(tpls map[string]renderable) []string {
 
 // recAllTpls collects the templates of a chart and its dependencies, each
 // with the values its chart sees (a subchart sees .Values.<its name>).
-func recAllTpls(c *chart.Chart, templates map[string]renderable, vals chartutil.Values) map[string]any {
+func recAllTpls(c *chart.Chart, templates map[string]renderable, vals common.Values) map[string]any {
 	subCharts := map[string]any{}
 	meta := struct {
 		chart.Metadata
@@ -419,7 +421,7 @@ func recAllTpls(c *chart.Chart, templates map[string]renderable, vals chartutil.
 		"Files":        newTplFiles(c.Files),
 		"Release":      vals["Release"],
 		"Capabilities": vals["Capabilities"],
-		"Values":       make(chartutil.Values),
+		"Values":       make(common.Values),
 		"Subcharts":    subCharts,
 	}
 	if c.IsRoot() {
@@ -444,7 +446,7 @@ func recAllTpls(c *chart.Chart, templates map[string]renderable, vals chartutil.
 // tplFiles is .Files: the chart's files, as Helm's engine gives them.
 type tplFiles map[string][]byte
 
-func newTplFiles(from []*chart.File) tplFiles {
+func newTplFiles(from []*common.File) tplFiles {
 	f := tplFiles{}
 	for _, x := range from {
 		f[x.Name] = x.Data

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/internal/testregistry"

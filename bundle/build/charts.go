@@ -20,9 +20,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"gopkg.in/yaml.v3"
-	"helm.sh/helm/v3/pkg/chart"
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v4/pkg/chart/common"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"oras.land/oras-go/v2/content"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 
@@ -464,7 +464,7 @@ func (c *creator) discoverImages(ctx context.Context, comp string, ch manifests.
 		if err != nil {
 			return nil, fmt.Errorf("values: %w", err)
 		}
-		v, err := chartutil.ReadValues(b)
+		v, err := common.ReadValues(b)
 		if err != nil {
 			return nil, fmt.Errorf("values %s: %w", ch.Values, err)
 		}
