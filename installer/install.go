@@ -69,6 +69,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Progress is called with bytes imported so far and the total.
 	Progress func(done, total int64)
+	// Deployer, if set, deploys the bundle's charts into a cluster after
+	// the registry and files are in place (package cluster). Without it
+	// the releases of the current generation are carried over untouched.
+	Deployer Deployer
 }
 
 // placeConcurrency is how many files are placed at once.
@@ -148,7 +152,7 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		root, err := os.OpenRoot(opts.Root)
 		if errors.Is(err, fs.ErrNotExist) { // a root not created yet has nothing installed
 			r := &run{a: a, opts: opts, desired: desired, contents: contents}
-			return r.makePlan(ctx)
+			return r.planWithReleases(ctx, g)
 		}
 		if err != nil {
 			return Result{}, fmt.Errorf("opening root %s: %w", opts.Root, err)
@@ -158,7 +162,7 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		if err := r.readInstalled(readInstalled(root)); err != nil {
 			return Result{}, err
 		}
-		return r.makePlan(ctx)
+		return r.planWithReleases(ctx, g)
 	}
 	if err := os.MkdirAll(opts.Root, 0o755); err != nil {
 		return Result{}, fmt.Errorf("creating root %s: %w", opts.Root, err)
@@ -178,6 +182,9 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	}
 	res, err := r.makePlan(ctx)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := r.planReleases(ctx, g, res.Plan); err != nil {
 		return Result{}, err
 	}
 	// The CA of zdt serve exists from the install on, so that every
@@ -231,6 +238,15 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if err != nil {
 		return Result{}, err
 	}
+	// Charts last: their images are served and their files placed. A
+	// failed deploy records no generation, so a re-run retries it.
+	if opts.Deployer != nil {
+		if r.releases, err = opts.Deployer.Deploy(ctx, a, res.Plan.Releases); err != nil {
+			return Result{}, err
+		}
+	} else if r.cur != nil {
+		r.releases = r.cur.Releases
+	}
 	if err := r.record(); err != nil {
 		return Result{}, err
 	}
@@ -260,6 +276,33 @@ type run struct {
 	installed  map[string]ItemState // cur's items by key
 	byKey      map[string]Change    // the plan's changes by key
 	newTargets map[string]bool      // file targets the bundle places
+	releases   []Release            // as deployed (or carried over)
+}
+
+// planWithReleases is makePlan plus the Deployer's release plan (--plan).
+func (r *run) planWithReleases(ctx context.Context, g *bundle.Graph) (Result, error) {
+	res, err := r.makePlan(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	return res, r.planReleases(ctx, g, res.Plan)
+}
+
+// planReleases adds the Deployer's release plan to p (reads only).
+func (r *run) planReleases(ctx context.Context, g *bundle.Graph, p *Plan) error {
+	if r.opts.Deployer == nil {
+		return nil
+	}
+	var installed []Release
+	if r.cur != nil {
+		installed = r.cur.Releases
+	}
+	rs, err := r.opts.Deployer.PlanReleases(ctx, r.a, g, installed)
+	if err != nil {
+		return fmt.Errorf("planning the releases: %w", err)
+	}
+	p.Releases = rs
+	return nil
 }
 
 // readInstalled takes the installed generations: the bundle's own and
@@ -583,7 +626,7 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 // record writes the new generation and makes it current.
 func (r *run) record() error {
 	ng := &Generation{Number: r.next, BundleDigest: r.a.Root.Digest.String(), Name: r.a.Config.Name, Version: r.a.Config.Version,
-		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files), ServeAddr: r.opts.ServeAddr}
+		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files), ServeAddr: r.opts.ServeAddr, Releases: r.releases}
 	if r.cur != nil {
 		ng.Previous = r.cur.Number
 	}

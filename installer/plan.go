@@ -48,6 +48,9 @@ type Plan struct {
 	// Beside are the other bundles installed in the root (by name), which
 	// the plan leaves as they are.
 	Beside []GenerationRef `json:"beside,omitempty"`
+	// Releases are the Helm releases of the bundle's charts, with what
+	// deploying would do (only with a Deployer).
+	Releases []ReleaseChange `json:"releases,omitempty"`
 }
 
 // GenerationRef names a generation.
@@ -69,7 +72,7 @@ func (p *Plan) Counts() map[Action]int {
 
 // HasChanges reports whether applying the plan would change anything.
 func (p *Plan) HasChanges() bool {
-	if p.Installed == nil || p.Installed.BundleDigest != p.BundleDigest {
+	if p.Installed == nil || p.Installed.BundleDigest != p.BundleDigest || releaseChanges(p.Releases) {
 		return true
 	}
 	for _, c := range p.Changes {

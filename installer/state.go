@@ -50,6 +50,9 @@ type Generation struct {
 	// BinaryTarget (Options.Binary; empty when it placed none): a
 	// rollback to this generation puts it back.
 	Binary string `json:"binary,omitempty"`
+	// Releases are the Helm releases deployed with this generation, in
+	// deploy order (empty when the install had no cluster).
+	Releases []Release `json:"releases,omitempty"`
 }
 
 // ItemState is one installed item: the bundle's item as the archive

@@ -6,6 +6,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -24,6 +25,8 @@ type installOptions struct {
 	amiExport        string
 	serveAddr        string
 	copyBlobs        bool
+	kubeconfig       string
+	timeout          time.Duration
 	trust            trustOptions
 }
 
@@ -34,6 +37,8 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.detailedExitCode, "detailed-exitcode", false, "with --plan: exit 4 when the plan has changes")
 	fs.StringVar(&o.amiExport, "ami-export", "", "write each AMI's disk image (sparse: zero blocks are holes) and metadata to this directory")
 	fs.StringVar(&o.serveAddr, "serve-addr", installer.DefaultServeAddr, "HOST:PORT the registry (zdt serve, started by the generated systemd unit) listens on; the mirror configuration, trust and certificate name it")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "deploy the bundle's charts into the cluster of this kubeconfig (default $KUBECONFIG; with neither, charts are only served)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for one release to become ready")
 	fs.BoolVar(&o.copyBlobs, "copy-blobs", false, "copy the blobs into the registry storage even when the bundle is on the same filesystem and could be kept there by a hard link")
 	o.trust.AddFlags(fs)
 }
@@ -83,6 +88,10 @@ var planSigns = map[installer.Action]string{
 	installer.ActionRemove: "-", installer.ActionUnchanged: "=",
 }
 
+var releaseSigns = map[installer.Action]string{
+	installer.ReleaseInstall: "+", installer.ReleaseUpgrade: "~", installer.ReleaseUnchanged: "=",
+}
+
 func renderPlan(w io.Writer, p *installer.Plan) {
 	if p == nil {
 		return
@@ -101,6 +110,13 @@ func renderPlan(w io.Writer, p *installer.Plan) {
 			name += " -> " + c.Target
 		}
 		fmt.Fprintf(w, "  %s %-6s %-50s %s\n", planSigns[c.Action], c.Kind, name, humanBytes(c.Size))
+	}
+	for _, r := range p.Releases {
+		why := ""
+		if len(r.Reasons) > 0 {
+			why = " (" + strings.Join(r.Reasons, ", ") + ")"
+		}
+		fmt.Fprintf(w, "  %s release %-42s %s %s%s\n", releaseSigns[r.Action], r.Namespace+"/"+r.Name, r.Chart, r.Version, why)
 	}
 	counts := p.Counts()
 	keys := make([]string, 0, len(counts))

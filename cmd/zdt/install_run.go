@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/cluster"
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/version"
 	"zdt.dev/zdt/registry"
@@ -66,6 +68,13 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 		defer store.Close()
 		opts.Registry = store
 	}
+	if kc := cmp.Or(o.kubeconfig, os.Getenv("KUBECONFIG")); kc != "" {
+		d, err := cluster.New(cluster.Options{Kubeconfig: kc, Timeout: o.timeout, Logger: logger})
+		if err != nil {
+			return err
+		}
+		opts.Deployer = d
+	}
 	bar := g.progress("importing")
 	opts.Progress = bar.update
 	res, err := installer.Install(ctx, a, opts)
@@ -90,6 +99,15 @@ func (o *installOptions) report(g *globals, res installer.Result) error {
 		case o.plan:
 		case res.Applied:
 			fmt.Fprintf(g.stdout, "installed: generation %d (%d files written)\n", res.Generation, res.FilesWritten)
+			if n := len(res.Plan.Releases); n > 0 {
+				changed := 0
+				for _, r := range res.Plan.Releases {
+					if r.Action != installer.ReleaseUnchanged {
+						changed++
+					}
+				}
+				fmt.Fprintf(g.stdout, "deployed: %d releases changed, %d unchanged\n", changed, n-changed)
+			}
 		case res.Repaired:
 			fmt.Fprintf(g.stdout, "repaired: generation %d, the registry storage serves the bundle again (it was imported again)\n", res.Generation)
 		default:

@@ -13,9 +13,11 @@ import (
 // and registry both read archives, which is bundle's job, so they sit above
 // it) and manifests ← bundle ← {remote, charts} ← bundle/build ← cmd/zdt
 // (the create pipeline; registry uses remote for push). installer and
-// signing never import the create pipeline or charts. Only signing imports
-// cosign/sigstore; only charts and bundle/build import Helm; only cmd/zdt
-// imports cobra and the progress bar.
+// signing never import the create pipeline or charts. cluster (Helm v4
+// deploys) sits above installer, which calls it through installer.Deployer
+// and so stays free of Helm. Only signing imports cosign/sigstore; only
+// charts, bundle/build and cluster import Helm; only cmd/zdt imports cobra
+// and the progress bar.
 func TestPackageDirection(t *testing.T) {
 	allowed := map[string][]string{
 		"manifests":    {},
@@ -26,6 +28,7 @@ func TestPackageDirection(t *testing.T) {
 		"signing":      {"bundle", "manifests"},
 		"registry":     {"bundle", "manifests", "remote"},
 		"installer":    {"bundle", "manifests", "registry", "signing"},
+		"cluster":      {"bundle", "charts", "installer", "manifests"},
 	}
 	cmd := exec.Command("go", "list", "-json=ImportPath,Imports", "./...")
 	cmd.Dir = moduleRoot
@@ -56,8 +59,8 @@ func TestPackageDirection(t *testing.T) {
 				t.Errorf("manifests imports %s: it imports no zdt package", d)
 			case name != "signing" && isLib && (strings.HasPrefix(d, "github.com/sigstore/cosign") || strings.HasPrefix(d, "github.com/sigstore/sigstore")):
 				t.Errorf("%s imports %s: only signing imports cosign", name, d)
-			case name != "charts" && name != "bundle/build" && isLib && strings.HasPrefix(d, "helm.sh/"):
-				t.Errorf("%s imports %s: only charts and bundle/build import Helm", name, d)
+			case name != "charts" && name != "bundle/build" && name != "cluster" && isLib && strings.HasPrefix(d, "helm.sh/"):
+				t.Errorf("%s imports %s: only charts, bundle/build and cluster import Helm", name, d)
 			case isLib && (strings.HasPrefix(d, "github.com/spf13/cobra") || strings.HasPrefix(d, "github.com/schollz/progressbar")):
 				t.Errorf("%s imports %s: libraries never print; only cmd/zdt renders", name, d)
 			}

@@ -1,0 +1,446 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/common"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
+	"helm.sh/helm/v4/pkg/kube"
+	release "helm.sh/helm/v4/pkg/release/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+
+	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/charts"
+	"zdt.dev/zdt/installer"
+	"zdt.dev/zdt/manifests"
+)
+
+// Limits on what a bundle or the cluster can make the deployer hold.
+const (
+	// MaxHistory is the number of Helm revisions kept per release
+	// (upgrades delete older ones) and, doubled, the most the deployer
+	// lists before it refuses a release.
+	MaxHistory = 10
+	// MaxValuesSize bounds a chart's values in the bundle config.
+	MaxValuesSize = 4 << 20
+	// MaxRenderSize bounds a chart's rendered manifests.
+	MaxRenderSize = 32 << 20
+	// renderTimeout bounds rendering one chart.
+	renderTimeout = 30 * time.Second
+)
+
+// ErrRelease marks a release that failed to deploy; the error names it.
+var ErrRelease = errors.New("release failed")
+
+// Options configure a Deployer. Every zero field has the documented default.
+type Options struct {
+	// Kubeconfig is the kubeconfig file; empty means $KUBECONFIG, then
+	// ~/.kube/config, then the in-cluster configuration.
+	Kubeconfig string
+	// Context is the kubeconfig context (default: its current context).
+	Context string
+	// Timeout bounds waiting for one release's resources to be ready and
+	// for CRDs to be Established (default 5m).
+	Timeout time.Duration
+	// Logger receives progress (default: discard).
+	Logger *slog.Logger
+}
+
+// Deployer deploys a bundle's charts (installer.Deployer).
+type Deployer struct {
+	opts   Options
+	rest   *rest.Config
+	dyn    dynamic.Interface
+	meta   metadata.Interface
+	loaded map[string]*desired // by release key, from PlanReleases
+}
+
+var _ installer.Deployer = (*Deployer)(nil)
+
+// New connects to the cluster named by opts (no request is sent yet).
+func New(opts Options) (*Deployer, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	d := &Deployer{opts: opts, loaded: map[string]*desired{}}
+	cfg, err := d.newFlags("").ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	d.rest = cfg
+	if d.dyn, err = dynamic.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if d.meta, err = metadata.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// desired is one release the bundle asks for, loaded and rendered.
+type desired struct {
+	rel    installer.Release
+	chart  *chart.Chart
+	values map[string]any
+	crds   []crdDoc
+}
+
+func key(ns, name string) string { return ns + "/" + name }
+
+// PlanReleases loads and renders every chart of the bundle in order and
+// compares it with the installed releases and the cluster's Helm history
+// (read as metadata, bounded). It writes nothing.
+func (d *Deployer) PlanReleases(ctx context.Context, a *bundle.Archive, g *bundle.Graph, installed []installer.Release) ([]installer.ReleaseChange, error) {
+	want, err := d.desiredReleases(ctx, a, g)
+	if err != nil {
+		return nil, err
+	}
+	prev := map[string]installer.Release{}
+	for _, r := range installed {
+		prev[key(r.Namespace, r.Name)] = r
+	}
+	var out []installer.ReleaseChange
+	for _, w := range want {
+		k := key(w.rel.Namespace, w.rel.Name)
+		d.loaded[k] = w
+		latest, status, err := d.latestRevision(ctx, w.rel.Namespace, w.rel.Name)
+		if err != nil {
+			return nil, err
+		}
+		c := installer.ReleaseChange{Release: w.rel}
+		p, recorded := prev[k]
+		switch {
+		case latest == 0:
+			c.Action = installer.ReleaseInstall
+		default:
+			c.Action, c.Revision = installer.ReleaseUpgrade, latest
+			if !recorded {
+				c.Reasons = append(c.Reasons, "not recorded by zdt")
+				break
+			}
+			if p.ChartDigest != w.rel.ChartDigest {
+				c.Reasons = append(c.Reasons, fmt.Sprintf("chart %s -> %s", p.Version, w.rel.Version))
+			}
+			if p.ValuesDigest != w.rel.ValuesDigest {
+				c.Reasons = append(c.Reasons, "values")
+			}
+			if p.ManifestDigest != w.rel.ManifestDigest {
+				c.Reasons = append(c.Reasons, "manifests")
+			}
+			if latest != p.Revision {
+				c.Reasons = append(c.Reasons, fmt.Sprintf("revision %d in the cluster, %d recorded", latest, p.Revision))
+			}
+			if status != "deployed" {
+				c.Reasons = append(c.Reasons, "status "+status)
+			}
+			if len(c.Reasons) == 0 {
+				c.Action = installer.ReleaseUnchanged
+			}
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// desiredReleases reads every chart item of the bundle, in order.
+func (d *Deployer) desiredReleases(ctx context.Context, a *bundle.Archive, g *bundle.Graph) ([]*desired, error) {
+	spec, err := manifests.Parse("zdt.yaml (bundle config)", []byte(a.Config.Spec))
+	if err != nil {
+		return nil, fmt.Errorf("bundle spec: %w", err)
+	}
+	specs := map[string]manifests.Chart{}
+	for _, comp := range spec.Components {
+		for _, ch := range comp.Charts {
+			specs[comp.Name+"/"+ch.Name] = ch
+		}
+	}
+	var out []*desired
+	seen := map[string]string{}
+	for _, it := range g.Items {
+		if it.Kind != manifests.KindChart {
+			continue
+		}
+		sc, ok := specs[it.Component+"/"+it.Name]
+		if !ok {
+			return nil, fmt.Errorf("chart %s of component %s: not in the bundle's spec", it.Name, it.Component)
+		}
+		w, err := d.load(ctx, a, g, it, sc)
+		if err != nil {
+			return nil, fmt.Errorf("chart %s of component %s: %w", it.Name, it.Component, err)
+		}
+		k := key(w.rel.Namespace, w.rel.Name)
+		if other, dup := seen[k]; dup {
+			return nil, fmt.Errorf("chart %s of component %s: release %s is also chart %s's", it.Name, it.Component, k, other)
+		}
+		seen[k] = it.Component + "/" + it.Name
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+func (d *Deployer) load(ctx context.Context, a *bundle.Archive, g *bundle.Graph, it bundle.Item, sc manifests.Chart) (*desired, error) {
+	name, ns := sc.Release, sc.Namespace
+	if name == "" {
+		name = sc.Name
+	}
+	if ns == "" {
+		ns = it.Component
+	}
+	if err := chartutil.ValidateReleaseName(name); err != nil {
+		return nil, fmt.Errorf("release name %q: %w", name, err)
+	}
+	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		return nil, fmt.Errorf("namespace %q: %s", ns, strings.Join(errs, "; "))
+	}
+	tgz, err := chartArchive(ctx, a, g, digest.Digest(it.Digest))
+	if err != nil {
+		return nil, err
+	}
+	ch, err := loader.LoadArchive(bytes.NewReader(tgz))
+	if err != nil {
+		return nil, fmt.Errorf("loading: %w", err)
+	}
+	vals := map[string]any{}
+	if raw := a.Config.Values[it.Component+"/"+it.Name]; raw != "" {
+		if len(raw) > MaxValuesSize {
+			return nil, fmt.Errorf("values: %d bytes, more than %d", len(raw), MaxValuesSize)
+		}
+		if vals, err = common.ReadValues([]byte(raw)); err != nil {
+			return nil, fmt.Errorf("values: %w", err)
+		}
+	}
+	valuesJSON, err := json.Marshal(vals) // map keys sorted: canonical
+	if err != nil {
+		return nil, fmt.Errorf("values: %w", err)
+	}
+	// Render a copy (rendering processes dependencies in place) under the
+	// create-time bounds; its digest, with the CRDs', is what "unchanged"
+	// compares.
+	renderCopy, err := loader.LoadArchive(bytes.NewReader(tgz))
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, renderTimeout)
+	rendered, err := charts.Render(rctx, renderCopy, vals, name, ns, MaxRenderSize)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("rendering: %w", err)
+	}
+	crds, err := crdDocs(ch)
+	if err != nil {
+		return nil, err
+	}
+	return &desired{
+		rel: installer.Release{
+			Component: it.Component, Chart: it.Name, Name: name, Namespace: ns,
+			Version: ch.Metadata.Version, ChartDigest: it.Digest,
+			ValuesDigest:   sha(valuesJSON),
+			ManifestDigest: manifestDigest(rendered, crds),
+		},
+		chart: ch, values: vals, crds: crds,
+	}, nil
+}
+
+// chartArchive returns the chart layer of a chart item, size-bounded and
+// digest-checked.
+func chartArchive(ctx context.Context, a *bundle.Archive, g *bundle.Graph, item digest.Digest) ([]byte, error) {
+	for _, e := range g.Children[item] {
+		if e.Role != "layer" || e.Desc.MediaType != manifests.MediaTypeHelmChart {
+			continue
+		}
+		if e.Desc.Size > charts.MaxChartSize {
+			return nil, fmt.Errorf("chart layer is %d bytes, more than %d", e.Desc.Size, charts.MaxChartSize)
+		}
+		r, err := a.Fetch(ctx, ocispec.Descriptor{Digest: e.Desc.Digest, Size: e.Desc.Size})
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		b, err := io.ReadAll(io.LimitReader(r, e.Desc.Size+1))
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(b)) != e.Desc.Size || digest.FromBytes(b) != e.Desc.Digest {
+			return nil, fmt.Errorf("chart layer %s: content does not match its descriptor: %w", e.Desc.Digest, bundle.ErrDigestMismatch)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("no chart layer (%s)", manifests.MediaTypeHelmChart)
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// manifestDigest hashes the rendered templates in name order, then the
+// CRDs in file order, each with its name and length.
+func manifestDigest(rendered map[string]string, crds []crdDoc) string {
+	h := sha256.New()
+	names := make([]string, 0, len(rendered))
+	for n := range rendered {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(h, "%s\x00%d\x00%s", n, len(rendered[n]), rendered[n])
+	}
+	for _, c := range crds {
+		fmt.Fprintf(h, "crd:%s\x00%d\x00%s", c.name, len(c.json), c.json)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+var secretsGVR = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+
+// latestRevision returns the newest Helm revision of a release and its
+// status, reading the storage Secrets' labels only (metadata list, at most
+// 2*MaxHistory of them): 0 when there is none.
+func (d *Deployer) latestRevision(ctx context.Context, ns, name string) (int, string, error) {
+	list, err := d.meta.Resource(secretsGVR).Namespace(ns).List(ctx, metav1.ListOptions{
+		LabelSelector: "owner=helm,name=" + name,
+		Limit:         2 * MaxHistory,
+	})
+	if err != nil {
+		return 0, "", fmt.Errorf("release %s/%s: listing its history: %w", ns, name, err)
+	}
+	if list.Continue != "" || len(list.Items) > 2*MaxHistory {
+		return 0, "", fmt.Errorf("release %s/%s: more than %d revisions in the cluster; trim its history first", ns, name, 2*MaxHistory)
+	}
+	best, status := 0, ""
+	for _, it := range list.Items {
+		v, err := strconv.Atoi(it.Labels["version"])
+		if err != nil || v <= 0 {
+			continue
+		}
+		if v > best {
+			best, status = v, it.Labels["status"]
+		}
+	}
+	return best, status, nil
+}
+
+// Deploy applies the CRDs of every changing release, then installs or
+// upgrades the changing releases in order, each waited ready. It stops at
+// the first failure with an error naming the release (matching
+// ErrRelease).
+func (d *Deployer) Deploy(ctx context.Context, a *bundle.Archive, changes []installer.ReleaseChange) ([]installer.Release, error) {
+	out := make([]installer.Release, 0, len(changes))
+	var todo []*desired
+	for _, c := range changes {
+		if c.Action == installer.ReleaseUnchanged {
+			continue
+		}
+		w, ok := d.loaded[key(c.Namespace, c.Name)]
+		if !ok {
+			return nil, fmt.Errorf("release %s/%s was not planned", c.Namespace, c.Name)
+		}
+		todo = append(todo, w)
+	}
+	if err := d.applyCRDs(ctx, todo); err != nil {
+		return nil, err
+	}
+	for _, c := range changes {
+		if c.Action == installer.ReleaseUnchanged {
+			out = append(out, c.Release)
+			continue
+		}
+		w := d.loaded[key(c.Namespace, c.Name)]
+		rev, err := d.deployOne(ctx, c.Action, w)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s/%s (component %s, chart %s %s): %w", ErrRelease, c.Namespace, c.Name, c.Component, c.Chart, c.Version, err)
+		}
+		r := w.rel
+		r.Revision = rev
+		d.opts.Logger.Info("release deployed", "release", c.Name, "namespace", c.Namespace, "action", c.Action, "revision", rev)
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// newFlags is the client configuration for namespace ns (Helm's kube
+// client is built from it, per namespace).
+func (d *Deployer) newFlags(ns string) *genericclioptions.ConfigFlags {
+	flags := genericclioptions.NewConfigFlags(false)
+	if d.opts.Kubeconfig != "" {
+		flags.KubeConfig = &d.opts.Kubeconfig
+	}
+	if d.opts.Context != "" {
+		flags.Context = &d.opts.Context
+	}
+	if ns != "" {
+		flags.Namespace = &ns
+	}
+	// One rate limit that does not throttle a deploy of many small charts.
+	flags.WrapConfigFn = func(c *rest.Config) *rest.Config {
+		c.QPS, c.Burst = 50, 100
+		c.UserAgent = "zdt"
+		return c
+	}
+	return flags
+}
+
+func (d *Deployer) helmConfig(ns string) (*action.Configuration, error) {
+	cfg := action.NewConfiguration(action.ConfigurationSetLogger(d.opts.Logger.Handler()))
+	if err := cfg.Init(d.newFlags(ns), ns, "secret"); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (d *Deployer) deployOne(ctx context.Context, act installer.Action, w *desired) (int, error) {
+	cfg, err := d.helmConfig(w.rel.Namespace)
+	if err != nil {
+		return 0, err
+	}
+	var rel any
+	if act == installer.ReleaseInstall {
+		in := action.NewInstall(cfg)
+		in.ReleaseName, in.Namespace, in.CreateNamespace = w.rel.Name, w.rel.Namespace, true
+		in.SkipCRDs = true // applied by server-side apply before
+		in.WaitStrategy, in.Timeout = kube.StatusWatcherStrategy, d.opts.Timeout
+		in.ServerSideApply = true
+		rel, err = in.RunWithContext(ctx, w.chart, w.values)
+	} else {
+		up := action.NewUpgrade(cfg)
+		up.Namespace, up.MaxHistory = w.rel.Namespace, MaxHistory
+		up.SkipCRDs, up.ResetValues = true, true
+		up.WaitStrategy, up.Timeout = kube.StatusWatcherStrategy, d.opts.Timeout
+		up.ServerSideApply = "auto"
+		rel, err = up.RunWithContext(ctx, w.rel.Name, w.chart, w.values)
+	}
+	if err != nil {
+		return 0, err
+	}
+	r, ok := rel.(*release.Release)
+	if !ok {
+		return 0, fmt.Errorf("helm returned a %T", rel)
+	}
+	return r.Version, nil
+}
