@@ -426,6 +426,7 @@ func (d *Deployer) deployOne(ctx context.Context, act installer.Action, w *desir
 		in.SkipCRDs = true // applied by server-side apply before
 		in.WaitStrategy, in.Timeout = kube.StatusWatcherStrategy, d.opts.Timeout
 		in.ServerSideApply = true
+		in.RollbackOnFailure = true // a failed install is uninstalled
 		rel, err = in.RunWithContext(ctx, w.chart, w.values)
 	} else {
 		up := action.NewUpgrade(cfg)
@@ -433,6 +434,9 @@ func (d *Deployer) deployOne(ctx context.Context, act installer.Action, w *desir
 		up.SkipCRDs, up.ResetValues = true, true
 		up.WaitStrategy, up.Timeout = kube.StatusWatcherStrategy, d.opts.Timeout
 		up.ServerSideApply = "auto"
+		// A failed upgrade goes back to the previous revision and drops
+		// what it created; later releases are not touched.
+		up.RollbackOnFailure, up.CleanupOnFail = true, true
 		rel, err = up.RunWithContext(ctx, w.rel.Name, w.chart, w.values)
 	}
 	if err != nil {

@@ -66,6 +66,11 @@ spec:
 
 func writeDeployInputs(t *testing.T, dir, version, greeting string) {
 	t.Helper()
+	writeDeployInputsExtra(t, dir, version, greeting, "v")
+}
+
+func writeDeployInputsExtra(t *testing.T, dir, version, greeting, extra string) {
+	t.Helper()
 	testregistry.ChartDir(t, filepath.Join(dir, "charts", "widgets"), map[string]string{
 		"Chart.yaml":          "apiVersion: v2\nname: widgets\nversion: 1.0.0\n",
 		"crds/widgets.yaml":   "# the Widget CRD\n---\n" + widgetCRD,
@@ -81,7 +86,7 @@ func writeDeployInputs(t *testing.T, dir, version, greeting string) {
 	})
 	testregistry.ChartDir(t, filepath.Join(dir, "charts", "extra"), map[string]string{
 		"Chart.yaml":        "apiVersion: v2\nname: extra\nversion: 1.0.0\n",
-		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  k: v\n",
+		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  k: " + extra + "\n",
 	})
 	testregistry.WriteFile(t, filepath.Join(dir, "values", "app.yaml"), []byte("greeting: "+greeting+"\nsize: 3\n"))
 	testregistry.WriteFile(t, filepath.Join(dir, "zdt.yaml"), []byte(fmt.Sprintf(deploySpec, version)))
@@ -269,4 +274,70 @@ func readGeneration(t *testing.T, root string, n int) generationJSON {
 		t.Fatal(err)
 	}
 	return g
+}
+
+// TestDeployFailureRollsBack: a bundle whose second component's chart
+// fails to upgrade (the API server refuses one of its objects) rolls that
+// release back to what ran before, leaves the third component untouched,
+// exits non-zero naming the release and the object, and records no
+// generation; the fixed bundle then converges.
+func TestDeployFailureRollsBack(t *testing.T) {
+	c := kubetest.Start(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	install := func(bundle string) result {
+		return zdt(t, dir, "install", "--bundle", bundle, "--root", root, "--insecure-skip-signature",
+			"--kubeconfig", c.ZdtKubeconfig, "--timeout", "1m")
+	}
+	writeDeployInputs(t, dir, "1.0.0", "hello")
+	zdt(t, dir, "bundle", "create", "-o", "v1.zdt").must(t, "create v1")
+	install("v1.zdt").must(t, "install v1")
+
+	// v2 changes app (and breaks it: a ConfigMap key the API refuses) and
+	// extra, which comes after it.
+	writeDeployInputsExtra(t, dir, "2.0.0", "hi", "changed")
+	bad := filepath.Join(dir, "charts", "app", "templates", "bad.yaml")
+	testregistry.WriteFile(t, bad, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken-config\ndata:\n  \"no spaces allowed\": x\n"))
+	zdt(t, dir, "bundle", "create", "-o", "v2.zdt").must(t, "create v2")
+	r := install("v2.zdt")
+	if r.code == 0 {
+		t.Fatalf("installing a failing chart succeeded:\n%s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "app/app") || !strings.Contains(r.stderr, "broken-config") {
+		t.Fatalf("the error does not name the release and the object:\n%s", r.stderr)
+	}
+	hist := revisions(t, c, "app", "app")
+	if len(hist) != 3 || hist["2"] != "failed" || hist["3"] != "deployed" {
+		t.Fatalf("app history after the failed upgrade = %v, want 2 failed and 3 (the rollback) deployed", hist)
+	}
+	var cm struct{ Data map[string]string }
+	getJSON(t, c, "/api/v1/namespaces/app/configmaps/app-config", &cm)
+	if cm.Data["greeting"] != "hello" {
+		t.Fatalf("app-config after the rollback = %v, want v1's", cm.Data)
+	}
+	getJSON(t, c, "/api/v1/namespaces/extra-ns/configmaps/extra", &cm)
+	if got := revisions(t, c, "extra-ns", "extra"); len(got) != 1 || cm.Data["k"] != "v" {
+		t.Fatalf("the release after the failing one was touched: history %v, data %v", got, cm.Data)
+	}
+	if _, err := os.Stat(filepath.Join(root, layout.Generation(2))); err == nil {
+		t.Fatal("a failed deploy recorded generation 2")
+	}
+
+	// Fixed: the same changes without the broken object converge.
+	if err := os.Remove(bad); err != nil {
+		t.Fatal(err)
+	}
+	zdt(t, dir, "bundle", "create", "-o", "v3.zdt").must(t, "create v3")
+	install("v3.zdt").must(t, "install the fixed bundle")
+	getJSON(t, c, "/api/v1/namespaces/app/configmaps/app-config", &cm)
+	if cm.Data["greeting"] != "hi" {
+		t.Fatalf("app-config after the fix = %v", cm.Data)
+	}
+	getJSON(t, c, "/api/v1/namespaces/extra-ns/configmaps/extra", &cm)
+	if cm.Data["k"] != "changed" {
+		t.Fatalf("extra after the fix = %v", cm.Data)
+	}
+	if gen := readGeneration(t, root, 2); len(gen.Releases) != 3 || gen.Releases[1].Revision != 4 || gen.Releases[2].Revision != 2 {
+		t.Fatalf("generation 2 releases = %+v, want app at revision 4, extra at 2", gen.Releases)
+	}
 }
