@@ -10,7 +10,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
@@ -169,17 +168,15 @@ func (a *Archive) openContent(ctx context.Context, c Content, progress func(int6
 }
 
 // newContentReader decodes c from the layer's bytes read from layer.
-// With async (for Verify, whose reads do nothing else), the layer is read
-// and hashed in a goroutine of its own a few chunks ahead of the decoder,
-// and the content is hashed in another: the two hashes and the decoding run
-// side by side instead of one after the other.
+// With async (for Verify, whose reads do nothing else), the content is
+// hashed in a goroutine of its own, beside the reading, the layer's hash
+// and the decoding: two streams of about equal work for two cores. (A third
+// goroutine for the layer's read and hash was tried: no faster on two idle
+// cores, and slower on a loaded machine, where every hand-off waits for a
+// core.)
 func newContentReader(ctx context.Context, c Content, layer io.Reader, progress func(int64), async bool) (*contentReader, error) {
-	r := &contentReader{ctx: ctx, c: c}
-	if async {
-		r.src = newPipedLayer(ctx, layer, progress)
-	} else {
-		r.src = &layerReader{r: layer, h: sha256.New(), progress: progress}
-	}
+	r := &contentReader{ctx: ctx, c: c, lh: sha256.New()}
+	r.src = &layerReader{r: layer, h: r.lh, progress: progress}
 	if !c.Compressed() {
 		r.out = r.src // the layer's bytes are the content: one hash checks both
 		return r, nil
@@ -194,30 +191,14 @@ func newContentReader(ctx context.Context, c Content, layer io.Reader, progress 
 	r.dec, err = zstd.NewReader(r.src, zstd.WithDecoderConcurrency(1), zstd.IgnoreChecksum(true),
 		zstd.WithDecoderMaxWindow(MaxDecoderWindow), zstd.WithDecoderMaxMemory(MaxDecoderWindow))
 	if err != nil {
-		r.src.close()
 		return nil, err
 	}
 	r.out = r.dec
 	return r, nil
 }
 
-// layerSource is where a contentReader reads the layer's bytes from: it
-// counts and hashes them, and keeps its own read error apart from the
-// decoder's.
-type layerSource interface {
-	io.Reader
-	// readErr is the error reading the layer failed with (not io.EOF), if
-	// it did.
-	readErr() error
-	// total is the count and digest of the bytes read, once Read returned
-	// io.EOF.
-	total() (int64, digest.Digest)
-	// close stops reading ahead, if the source does.
-	close()
-}
-
-// layerReader hashes and counts the layer's bytes as they are read, in the
-// reader's goroutine.
+// layerReader hashes and counts the layer's bytes as they are read and
+// keeps its own read error apart from the decoder's.
 type layerReader struct {
 	r        io.Reader
 	h        hash.Hash
@@ -241,131 +222,18 @@ func (l *layerReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (l *layerReader) readErr() error { return l.err }
-func (l *layerReader) total() (int64, digest.Digest) {
-	return l.n, digest.NewDigest(digest.SHA256, l.h)
-}
-func (l *layerReader) close() {}
-
-// pipeChunk and pipeDepth size the chunks pipedLayer and asyncHash hand
-// over and how many of them are in flight: at most 4 MiB each.
+// asyncChunk and asyncDepth size the chunks asyncHash hands over and how
+// many are in flight (at most 4 MiB).
 const (
-	pipeChunk = 1 << 20
-	pipeDepth = 4
+	asyncChunk = 1 << 20
+	asyncDepth = 4
 )
-
-// pipedLayer reads the layer in a goroutine of its own, which hashes and
-// counts it and hands it over in chunks (at most pipeDepth in flight):
-// the layer's I/O and hash run beside the decoding. Not safe for
-// concurrent use; close ends the goroutine.
-type pipedLayer struct {
-	chunks chan []byte // read and hashed, in order; closed after the last
-	free   chan []byte // buffers to read into (nil: not made yet)
-	stop   chan struct{}
-	done   chan struct{}
-	once   sync.Once
-	cur    []byte // the unread rest of the chunk being read
-	buf    []byte // that chunk, returned to free once read
-	ended  bool   // chunks was seen closed: err, n and h are final
-	// Written by the goroutine before it closes chunks.
-	h   hash.Hash
-	n   int64
-	err error // io.EOF at the end of the layer, or why reading stopped
-}
-
-func newPipedLayer(ctx context.Context, src io.Reader, progress func(int64)) *pipedLayer {
-	p := &pipedLayer{chunks: make(chan []byte, pipeDepth), free: make(chan []byte, pipeDepth),
-		stop: make(chan struct{}), done: make(chan struct{}), h: sha256.New()}
-	for range pipeDepth {
-		p.free <- nil
-	}
-	go p.run(ctx, src, progress)
-	return p
-}
-
-func (p *pipedLayer) run(ctx context.Context, src io.Reader, progress func(int64)) {
-	defer close(p.done)
-	defer close(p.chunks)
-	for {
-		var b []byte
-		select {
-		case b = <-p.free:
-		case <-p.stop:
-			p.err = errors.New("layer reader closed")
-			return
-		case <-ctx.Done():
-			p.err = ctx.Err()
-			return
-		}
-		if b == nil {
-			b = make([]byte, pipeChunk)
-		}
-		n, err := io.ReadFull(src, b)
-		if n > 0 {
-			p.h.Write(b[:n])
-			p.n += int64(n)
-			if progress != nil {
-				progress(int64(n))
-			}
-			p.chunks <- b[:n] // never blocks: chunks holds every buffer there is
-		}
-		switch err {
-		case nil:
-		case io.EOF, io.ErrUnexpectedEOF:
-			p.err = io.EOF
-			return
-		default:
-			p.err = err
-			return
-		}
-	}
-}
-
-func (p *pipedLayer) Read(b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
-	}
-	for len(p.cur) == 0 {
-		if p.buf != nil {
-			p.free <- p.buf[:cap(p.buf)] // never blocks: free holds every buffer there is
-			p.buf = nil
-		}
-		if p.ended {
-			return 0, p.err
-		}
-		c, ok := <-p.chunks
-		if !ok {
-			p.ended = true
-			return 0, p.err
-		}
-		p.buf, p.cur = c, c
-	}
-	n := copy(b, p.cur)
-	p.cur = p.cur[n:]
-	return n, nil
-}
-
-func (p *pipedLayer) readErr() error {
-	if p.ended && p.err != io.EOF {
-		return p.err
-	}
-	return nil
-}
-
-func (p *pipedLayer) total() (int64, digest.Digest) {
-	<-p.done
-	return p.n, digest.NewDigest(digest.SHA256, p.h)
-}
-
-func (p *pipedLayer) close() {
-	p.once.Do(func() { close(p.stop) })
-	<-p.done
-}
 
 type contentReader struct {
 	ctx context.Context
 	c   Content
-	src layerSource
+	src *layerReader
+	lh  hash.Hash     // of the layer
 	ch  hash.Hash     // of the content; nil when the layer is the content
 	ach *asyncHash    // feeds ch from a goroutine; nil when ch is fed here
 	dec *zstd.Decoder // nil when stored as is
@@ -415,8 +283,8 @@ func (r *contentReader) next(p []byte) (int, error) {
 	switch {
 	case err == nil || err == io.EOF:
 		return n, err
-	case r.src.readErr() != nil:
-		r.err = fmt.Errorf("reading %s of %s: %w", r.c.Layer.Digest, r.c.Item, r.src.readErr()) // the archive's I/O, not the data
+	case r.src.err != nil:
+		r.err = fmt.Errorf("reading %s of %s: %w", r.c.Layer.Digest, r.c.Item, r.src.err) // the archive's I/O, not the data
 	default:
 		r.err = r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("%v: %w", err, ErrCorruptContent))
 	}
@@ -427,7 +295,7 @@ func (r *contentReader) next(p []byte) (int, error) {
 // to the content's hasher instead of copying it there (Verify).
 func (r *contentReader) discard() error {
 	if r.ach == nil {
-		buf := make([]byte, pipeChunk)
+		buf := make([]byte, asyncChunk)
 		var err error
 		for err == nil {
 			_, err = r.Read(buf)
@@ -463,11 +331,10 @@ func (r *contentReader) finish() error {
 			return fmt.Errorf("reading %s of %s: %w", r.c.Layer.Digest, r.c.Item, err)
 		}
 	}
-	n, ld := r.src.total()
-	if n != r.c.Layer.Size {
-		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("%d bytes read, descriptor says %d: %w", n, r.c.Layer.Size, ErrTruncated))
+	if r.src.n != r.c.Layer.Size {
+		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("%d bytes read, descriptor says %d: %w", r.src.n, r.c.Layer.Size, ErrTruncated))
 	}
-	if ld != r.c.Layer.Digest {
+	if ld := digest.NewDigest(digest.SHA256, r.lh); ld != r.c.Layer.Digest {
 		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("content hashes to %s: %w", ld, ErrDigestMismatch))
 	}
 	if r.n != r.c.Size {
@@ -476,22 +343,22 @@ func (r *contentReader) finish() error {
 	if r.ach != nil {
 		r.ach.wait()
 	}
-	cd := ld // stored as is: the layer's hash is the content's
-	if r.ch != nil {
-		cd = digest.NewDigest(digest.SHA256, r.ch)
+	ch := r.ch
+	if ch == nil { // stored as is: the layer's hash is the content's
+		ch = r.lh
 	}
+	cd := digest.NewDigest(digest.SHA256, ch)
 	if cd != r.c.Digest {
 		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("decoded content hashes to %s, recorded %s: %w", cd, r.c.Digest, ErrDigestMismatch))
 	}
 	return io.EOF
 }
 
-// Close releases the decoder and ends the goroutines.
+// Close releases the decoder and ends the hasher's goroutine.
 func (r *contentReader) Close() error {
 	if r.dec != nil {
 		r.dec.Close()
 	}
-	r.src.close()
 	if r.ach != nil {
 		r.ach.wait()
 	}
@@ -504,10 +371,9 @@ func (r *contentReader) Close() error {
 // CheckContent reads a layer from layer to its end and checks it the way
 // Verify does: its size and digest are c.Layer's, and it decodes to c's
 // content (size and digest), bounded as OpenContent is; nothing is kept.
-// Reading and hashing the layer, decoding it and hashing the content run
-// side by side (three goroutines, at most 8 MiB of buffers besides the
-// decoder's window). Every refusal is a *BlobError naming c.Item and
-// matching ErrVerification.
+// Reading, hashing and decoding the layer run beside hashing the content
+// (two goroutines, at most 4 MiB of buffers besides the decoder's window).
+// Every refusal is a *BlobError naming c.Item and matching ErrVerification.
 func CheckContent(ctx context.Context, c Content, layer io.Reader) error {
 	r, err := newContentReader(ctx, c, layer, nil, true)
 	if err != nil {
@@ -556,7 +422,7 @@ func (a *Archive) contents(ctx context.Context, g *Graph) (map[digest.Digest][]C
 }
 
 // asyncHash writes to a hash from a goroutine: Write hands over a copy
-// (at most pipeDepth chunks in flight) and returns; buffer and hand do the
+// (at most asyncDepth chunks in flight) and returns; buffer and hand do the
 // same without the copy; wait ends the goroutine, after which the hash
 // holds every byte written. Not safe for concurrent use.
 type asyncHash struct {
@@ -567,8 +433,8 @@ type asyncHash struct {
 }
 
 func newAsyncHash(h hash.Hash) *asyncHash {
-	a := &asyncHash{h: h, work: make(chan []byte, pipeDepth), free: make(chan []byte, pipeDepth), done: make(chan struct{})}
-	for range pipeDepth {
+	a := &asyncHash{h: h, work: make(chan []byte, asyncDepth), free: make(chan []byte, asyncDepth), done: make(chan struct{})}
+	for range asyncDepth {
 		a.free <- nil
 	}
 	go func() {
@@ -589,11 +455,11 @@ func (a *asyncHash) Write(p []byte) {
 	a.work <- append(b[:0], p...)
 }
 
-// buffer returns a buffer of pipeChunk bytes to fill and hand over.
+// buffer returns a buffer of asyncChunk bytes to fill and hand over.
 func (a *asyncHash) buffer() []byte {
 	b := <-a.free
-	if cap(b) < pipeChunk {
-		b = make([]byte, pipeChunk)
+	if cap(b) < asyncChunk {
+		b = make([]byte, asyncChunk)
 	}
 	return b[:cap(b)]
 }
