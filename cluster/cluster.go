@@ -165,6 +165,24 @@ func (d *Deployer) PlanReleases(ctx context.Context, a *bundle.Archive, g *bundl
 		}
 		out = append(out, c)
 	}
+	// Releases the installed generation deployed that the bundle no longer
+	// has: uninstalled after the others, in reverse order. Their CRDs
+	// stay (deleting a CRD deletes every object of it).
+	for i := len(installed) - 1; i >= 0; i-- {
+		r := installed[i]
+		if _, still := d.loaded[key(r.Namespace, r.Name)]; still {
+			continue
+		}
+		latest, _, err := d.latestRevision(ctx, r.Namespace, r.Name)
+		if err != nil {
+			return nil, err
+		}
+		if latest == 0 {
+			continue // already gone
+		}
+		out = append(out, installer.ReleaseChange{Action: installer.ReleaseUninstall, Release: r,
+			Reasons: []string{"not in the bundle; its CRDs are kept"}})
+	}
 	return out, nil
 }
 
@@ -354,7 +372,7 @@ func (d *Deployer) Deploy(ctx context.Context, a *bundle.Archive, changes []inst
 	out := make([]installer.Release, 0, len(changes))
 	var todo []*desired
 	for _, c := range changes {
-		if c.Action == installer.ReleaseUnchanged {
+		if c.Action == installer.ReleaseUnchanged || c.Action == installer.ReleaseUninstall {
 			continue
 		}
 		w, ok := d.loaded[key(c.Namespace, c.Name)]
@@ -369,6 +387,13 @@ func (d *Deployer) Deploy(ctx context.Context, a *bundle.Archive, changes []inst
 	for _, c := range changes {
 		if c.Action == installer.ReleaseUnchanged {
 			out = append(out, c.Release)
+			continue
+		}
+		if c.Action == installer.ReleaseUninstall {
+			if err := d.uninstall(ctx, c.Release); err != nil {
+				return nil, fmt.Errorf("%w: uninstalling %s/%s (component %s, chart %s %s): %w", ErrRelease, c.Namespace, c.Name, c.Component, c.Chart, c.Version, err)
+			}
+			d.opts.Logger.Info("release uninstalled", "release", c.Name, "namespace", c.Namespace)
 			continue
 		}
 		w := d.loaded[key(c.Namespace, c.Name)]
@@ -404,6 +429,17 @@ func (d *Deployer) newFlags(ns string) *genericclioptions.ConfigFlags {
 		return c
 	}
 	return flags
+}
+
+func (d *Deployer) uninstall(ctx context.Context, r installer.Release) error {
+	cfg, err := d.helmConfig(r.Namespace)
+	if err != nil {
+		return err
+	}
+	un := action.NewUninstall(cfg)
+	un.WaitStrategy, un.Timeout = kube.StatusWatcherStrategy, d.opts.Timeout
+	_, err = un.Run(r.Name)
+	return err
 }
 
 func (d *Deployer) helmConfig(ns string) (*action.Configuration, error) {

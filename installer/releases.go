@@ -28,6 +28,9 @@ const (
 	ReleaseInstall   Action = "install"
 	ReleaseUpgrade   Action = "upgrade"
 	ReleaseUnchanged Action = "unchanged"
+	// ReleaseUninstall: the installed generation deployed the release and
+	// the bundle no longer has it.
+	ReleaseUninstall Action = "uninstall"
 )
 
 // ReleaseChange is one release line of a plan: the release as it will be

@@ -89,7 +89,7 @@ var planSigns = map[installer.Action]string{
 }
 
 var releaseSigns = map[installer.Action]string{
-	installer.ReleaseInstall: "+", installer.ReleaseUpgrade: "~", installer.ReleaseUnchanged: "=",
+	installer.ReleaseInstall: "+", installer.ReleaseUpgrade: "~", installer.ReleaseUnchanged: "=", installer.ReleaseUninstall: "-",
 }
 
 func renderPlan(w io.Writer, p *installer.Plan) {

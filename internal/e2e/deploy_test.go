@@ -341,3 +341,53 @@ func TestDeployFailureRollsBack(t *testing.T) {
 		t.Fatalf("generation 2 releases = %+v, want app at revision 4, extra at 2", gen.Releases)
 	}
 }
+
+// TestDeployPrune: a chart the new bundle drops has its release
+// uninstalled (its objects deleted), while the CRD it shipped is kept, and
+// so are the custom resources of it that other releases own.
+func TestDeployPrune(t *testing.T) {
+	c := kubetest.Start(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	args := func(bundle string, more ...string) []string {
+		return append([]string{"install", "--bundle", bundle, "--root", root, "--insecure-skip-signature",
+			"--kubeconfig", c.ZdtKubeconfig, "--timeout", "1m"}, more...)
+	}
+	writeDeployInputs(t, dir, "1.0.0", "hello")
+	zdt(t, dir, "bundle", "create", "-o", "v1.zdt").must(t, "create v1")
+	zdt(t, dir, args("v1.zdt")...).must(t, "install v1")
+
+	spec := fmt.Sprintf(deploySpec, "2.0.0")
+	dropped := strings.Replace(spec, "  - name: crds\n    charts:\n      - name: widgets\n        source: charts/widgets\n", "", 1)
+	if dropped == spec {
+		t.Fatal("the spec fixture changed: cannot drop the widgets chart")
+	}
+	testregistry.WriteFile(t, filepath.Join(dir, "zdt.yaml"), []byte(dropped))
+	zdt(t, dir, "bundle", "create", "-o", "v2.zdt").must(t, "create v2")
+	plan := zdt(t, dir, args("v2.zdt", "--plan")...).must(t, "plan v2")
+	if !strings.Contains(plan.stdout, "- release crds/widgets") || !strings.Contains(plan.stdout, "= release app/app") {
+		t.Fatalf("plan of v2:\n%s", plan.stdout)
+	}
+	zdt(t, dir, args("v2.zdt")...).must(t, "install v2")
+
+	if got := revisions(t, c, "crds", "widgets"); len(got) != 0 {
+		t.Fatalf("dropped release widgets still has history %v", got)
+	}
+	code, _, err := c.Do(context.Background(), http.MethodGet, "/api/v1/namespaces/crds/configmaps/widgets-info", nil)
+	if err != nil || code != http.StatusNotFound {
+		t.Fatalf("the dropped release's ConfigMap: %d %v, want 404", code, err)
+	}
+	var crd struct{ Metadata struct{ Name string } }
+	getJSON(t, c, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.zdt.dev", &crd)
+	var w struct{ Spec struct{ Size int } }
+	getJSON(t, c, "/apis/zdt.dev/v1/namespaces/app/widgets/w1", &w)
+	if crd.Metadata.Name != "widgets.zdt.dev" || w.Spec.Size != 3 {
+		t.Fatalf("CRD %+v or widget %+v lost with the dropped release", crd, w)
+	}
+	if got := revisions(t, c, "app", "app"); len(got) != 1 {
+		t.Fatalf("app touched by the prune: %v", got)
+	}
+	if gen := readGeneration(t, root, 2); len(gen.Releases) != 2 || gen.Releases[0].Name != "app" {
+		t.Fatalf("generation 2 releases = %+v, want app and extra", gen.Releases)
+	}
+}
