@@ -391,3 +391,77 @@ func TestDeployPrune(t *testing.T) {
 		t.Fatalf("generation 2 releases = %+v, want app and extra", gen.Releases)
 	}
 }
+
+// TestDeployCRDSchemaUpgrade: a new chart version whose CRD gains a field
+// upgrades the CRD by server-side apply (Helm alone never would) before
+// the release, and the release; the field is then accepted.
+func TestDeployCRDSchemaUpgrade(t *testing.T) {
+	c := kubetest.Start(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	install := func(bundle string) result {
+		return zdt(t, dir, "install", "--bundle", bundle, "--root", root, "--insecure-skip-signature",
+			"--kubeconfig", c.ZdtKubeconfig, "--timeout", "1m").must(t, "install "+bundle)
+	}
+	writeDeployInputs(t, dir, "1.0.0", "hello")
+	zdt(t, dir, "bundle", "create", "-o", "v1.zdt").must(t, "create v1")
+	install("v1.zdt")
+
+	charts := filepath.Join(dir, "charts", "widgets")
+	testregistry.WriteFile(t, filepath.Join(charts, "Chart.yaml"), []byte("apiVersion: v2\nname: widgets\nversion: 1.1.0\n"))
+	testregistry.WriteFile(t, filepath.Join(charts, "crds", "widgets.yaml"),
+		[]byte(widgetCRD+"                color: {type: string}\n"))
+	testregistry.WriteFile(t, filepath.Join(dir, "zdt.yaml"), []byte(fmt.Sprintf(deploySpec, "2.0.0")))
+	zdt(t, dir, "bundle", "create", "-o", "v2.zdt").must(t, "create v2")
+	plan := zdt(t, dir, "install", "--bundle", "v2.zdt", "--root", root, "--insecure-skip-signature",
+		"--kubeconfig", c.ZdtKubeconfig, "--plan").must(t, "plan v2")
+	if !strings.Contains(plan.stdout, "~ release crds/widgets") || !strings.Contains(plan.stdout, "chart 1.0.0 -> 1.1.0") {
+		t.Fatalf("plan of v2:\n%s", plan.stdout)
+	}
+	install("v2.zdt")
+
+	var crd struct {
+		Metadata struct {
+			ManagedFields []struct{ Manager, Operation string }
+		}
+		Spec struct {
+			Versions []struct {
+				Schema struct {
+					OpenAPIV3Schema struct {
+						Properties map[string]struct {
+							Properties map[string]any
+						}
+					}
+				}
+			}
+		}
+	}
+	getJSON(t, c, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.zdt.dev", &crd)
+	if _, ok := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["spec"].Properties["color"]; !ok {
+		t.Fatalf("CRD schema not upgraded: %+v", crd.Spec.Versions)
+	}
+	applied := false
+	for _, f := range crd.Metadata.ManagedFields {
+		applied = applied || f.Manager == "zdt" && f.Operation == "Apply"
+	}
+	if !applied {
+		t.Fatalf("CRD not server-side applied by zdt: %+v", crd.Metadata.ManagedFields)
+	}
+	if got := revisions(t, c, "crds", "widgets"); len(got) != 2 || got["2"] != "deployed" {
+		t.Fatalf("widgets history = %v, want revision 2 deployed", got)
+	}
+	if got := revisions(t, c, "app", "app"); len(got) != 1 {
+		t.Fatalf("app touched by the widgets upgrade: %v", got)
+	}
+	// The new field is served: a custom resource using it is stored.
+	code, body, err := c.Do(context.Background(), http.MethodPost, "/apis/zdt.dev/v1/namespaces/app/widgets",
+		[]byte(`{"apiVersion":"zdt.dev/v1","kind":"Widget","metadata":{"name":"w2"},"spec":{"size":1,"color":"red"}}`))
+	if err != nil || code != http.StatusCreated {
+		t.Fatalf("widget with the new field: %d %v %s", code, err, body)
+	}
+	var w struct{ Spec struct{ Color string } }
+	getJSON(t, c, "/apis/zdt.dev/v1/namespaces/app/widgets/w2", &w)
+	if w.Spec.Color != "red" {
+		t.Fatalf("the new field was pruned: %+v", w)
+	}
+}
