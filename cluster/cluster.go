@@ -19,6 +19,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"helm.sh/helm/v4/pkg/action"
 	"helm.sh/helm/v4/pkg/chart/common"
+	commonutil "helm.sh/helm/v4/pkg/chart/common/util"
 	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
@@ -67,6 +68,12 @@ type Options struct {
 	Timeout time.Duration
 	// Logger receives progress (default: discard).
 	Logger *slog.Logger
+	// Values are values files given at install time (--values CHART=FILE),
+	// by chart name or COMPONENT/CHART, merged over the bundle's values
+	// for that chart (the override wins). Their effect is part of the
+	// values digest the generation records: the same override again is
+	// no change, a changed one is an upgrade.
+	Values map[string][]byte
 }
 
 // Deployer deploys a bundle's charts (installer.Deployer).
@@ -200,6 +207,7 @@ func (d *Deployer) desiredReleases(ctx context.Context, a *bundle.Archive, g *bu
 	}
 	var out []*desired
 	seen := map[string]string{}
+	used := map[string]bool{}
 	for _, it := range g.Items {
 		if it.Kind != manifests.KindChart {
 			continue
@@ -217,7 +225,13 @@ func (d *Deployer) desiredReleases(ctx context.Context, a *bundle.Archive, g *bu
 			return nil, fmt.Errorf("chart %s of component %s: release %s is also chart %s's", it.Name, it.Component, k, other)
 		}
 		seen[k] = it.Component + "/" + it.Name
+		used[it.Name], used[it.Component+"/"+it.Name] = true, true
 		out = append(out, w)
+	}
+	for k := range d.opts.Values {
+		if !used[k] {
+			return nil, fmt.Errorf("--values %s: the bundle has no chart %s", k, k)
+		}
 	}
 	return out, nil
 }
@@ -252,6 +266,20 @@ func (d *Deployer) load(ctx context.Context, a *bundle.Archive, g *bundle.Graph,
 		if vals, err = common.ReadValues([]byte(raw)); err != nil {
 			return nil, fmt.Errorf("values: %w", err)
 		}
+	}
+	for _, k := range []string{it.Name, it.Component + "/" + it.Name} {
+		raw, ok := d.opts.Values[k]
+		if !ok {
+			continue
+		}
+		if len(raw) > MaxValuesSize {
+			return nil, fmt.Errorf("--values %s: %d bytes, more than %d", k, len(raw), MaxValuesSize)
+		}
+		over, err := common.ReadValues(raw)
+		if err != nil {
+			return nil, fmt.Errorf("--values %s: %w", k, err)
+		}
+		vals = commonutil.MergeTables(over, vals)
 	}
 	valuesJSON, err := json.Marshal(vals) // map keys sorted: canonical
 	if err != nil {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"strings"
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/cluster"
@@ -68,8 +70,12 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 		defer store.Close()
 		opts.Registry = store
 	}
+	values, err := o.readValues()
+	if err != nil {
+		return err
+	}
 	if kc := cmp.Or(o.kubeconfig, os.Getenv("KUBECONFIG")); kc != "" {
-		d, err := cluster.New(cluster.Options{Kubeconfig: kc, Timeout: o.timeout, Logger: logger})
+		d, err := cluster.New(cluster.Options{Kubeconfig: kc, Timeout: o.timeout, Logger: logger, Values: values})
 		if err != nil {
 			return err
 		}
@@ -83,6 +89,41 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 		return err
 	}
 	return o.report(g, res)
+}
+
+// readValues reads the --values CHART=FILE files (each at most
+// cluster.MaxValuesSize).
+func (o *installOptions) readValues() (map[string][]byte, error) {
+	if len(o.values) == 0 {
+		return nil, nil
+	}
+	if o.kubeconfig == "" && os.Getenv("KUBECONFIG") == "" {
+		return nil, usageError{fmt.Errorf("--values needs a cluster to deploy to (--kubeconfig or KUBECONFIG)")}
+	}
+	out := map[string][]byte{}
+	for _, v := range o.values {
+		chart, file, ok := strings.Cut(v, "=")
+		if !ok || chart == "" || file == "" {
+			return nil, usageError{fmt.Errorf("--values %q: want CHART=FILE", v)}
+		}
+		if _, dup := out[chart]; dup {
+			return nil, usageError{fmt.Errorf("--values %s given twice", chart)}
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("--values %s: %w", chart, err)
+		}
+		b, err := io.ReadAll(io.LimitReader(f, cluster.MaxValuesSize+1))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("--values %s: %w", chart, err)
+		}
+		if len(b) > cluster.MaxValuesSize {
+			return nil, fmt.Errorf("--values %s: %s is larger than %d bytes", chart, file, cluster.MaxValuesSize)
+		}
+		out[chart] = b
+	}
+	return out, nil
 }
 
 // report prints the plan and what install did (the result with --output

@@ -465,3 +465,53 @@ func TestDeployCRDSchemaUpgrade(t *testing.T) {
 		t.Fatalf("the new field was pruned: %+v", w)
 	}
 }
+
+// TestDeployValuesOverride: --values CHART=FILE is merged over the
+// bundle's values; the same override again changes nothing (no write), a
+// changed one upgrades that release only, and an override for a chart the
+// bundle does not have is refused.
+func TestDeployValuesOverride(t *testing.T) {
+	c := kubetest.Start(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	over := filepath.Join(dir, "over.yaml")
+	install := func(more ...string) result {
+		return zdt(t, dir, append([]string{"install", "--bundle", "v1.zdt", "--root", root, "--insecure-skip-signature",
+			"--kubeconfig", c.ZdtKubeconfig, "--timeout", "1m"}, more...)...)
+	}
+	writeDeployInputs(t, dir, "1.0.0", "hello")
+	zdt(t, dir, "bundle", "create", "-o", "v1.zdt").must(t, "create v1")
+	if r := install("--values", "nosuchchart="+over); r.code == 0 || !strings.Contains(r.stderr, "nosuchchart") {
+		t.Fatalf("an override for a chart the bundle lacks: exit %d\n%s", r.code, r.stderr)
+	}
+	testregistry.WriteFile(t, over, []byte("greeting: overridden\n"))
+	install("--values", "app="+over).must(t, "install with an override")
+	var cm struct{ Data map[string]string }
+	getJSON(t, c, "/api/v1/namespaces/app/configmaps/app-config", &cm)
+	var w struct{ Spec struct{ Size int } }
+	getJSON(t, c, "/apis/zdt.dev/v1/namespaces/app/widgets/w1", &w)
+	if cm.Data["greeting"] != "overridden" || w.Spec.Size != 3 {
+		t.Fatalf("greeting %q, size %d: want the override over the bundle's values", cm.Data["greeting"], w.Spec.Size)
+	}
+
+	ctx := context.Background()
+	before, err := c.Writes(ctx, kubetest.ZdtUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := install("--values", "app/app="+over).must(t, "the same override again"); !strings.Contains(r.stdout, "nothing changed") {
+		t.Fatalf("the same override again said:\n%s", r.stdout)
+	}
+	if after, err := c.Writes(ctx, kubetest.ZdtUser); err != nil || len(after) != len(before) {
+		t.Fatalf("the same override again wrote %v (%v)", after[len(before):], err)
+	}
+
+	testregistry.WriteFile(t, over, []byte("greeting: changed\n"))
+	if r := install("--values", "app="+over).must(t, "a changed override"); !strings.Contains(r.stdout, "deployed: 1 releases changed, 2 unchanged") {
+		t.Fatalf("a changed override said:\n%s", r.stdout)
+	}
+	getJSON(t, c, "/api/v1/namespaces/app/configmaps/app-config", &cm)
+	if got := revisions(t, c, "app", "app"); cm.Data["greeting"] != "changed" || len(got) != 2 {
+		t.Fatalf("after a changed override: greeting %q, history %v", cm.Data["greeting"], got)
+	}
+}
