@@ -177,6 +177,9 @@ same bundle again repairs both.`,
 			if c := s.Generation; c != nil {
 				fmt.Fprintf(g.stdout, "generation %d: %s %s\nbundle     %s\ninstalled by zdt %s\nitems      %d images, %d charts, %d files, %d amis\ngenerations %v\n",
 					c.Number, c.Name, c.Version, c.BundleDigest, c.ToolVersion, s.Counts["image"], s.Counts["chart"], s.Counts["file"], s.Counts["ami"], s.History)
+				for _, r := range c.Releases {
+					fmt.Fprintf(g.stdout, "release    %s/%s  chart %s %s  revision %d (as deployed)\n", r.Namespace, r.Name, r.Chart, r.Version, r.Revision)
+				}
 			} else {
 				fmt.Fprintf(g.stdout, "%d bundles installed side by side\n", len(s.Bundles))
 				for _, b := range s.Bundles {

@@ -254,6 +254,11 @@ func TestDeployCharts(t *testing.T) {
 	if gen := readGeneration(t, root, 2); len(gen.Releases) != 3 || gen.Releases[1].Revision != 2 || gen.Releases[0].Revision != 1 {
 		t.Fatalf("generation 2 releases = %+v", gen.Releases)
 	}
+	st := zdt(t, dir, "status", "--root", root).must(t, "status")
+	if !strings.Contains(st.stdout, "release    app/app  chart app 1.0.0  revision 2") ||
+		!strings.Contains(st.stdout, "release    crds/widgets  chart widgets 1.0.0  revision 1") {
+		t.Fatalf("status does not list the releases:\n%s", st.stdout)
+	}
 }
 
 type generationJSON struct {
