@@ -149,20 +149,7 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		return Result{}, fmt.Errorf("%w: %w", ErrInvalidItem, err)
 	}
 	if opts.PlanOnly { // no lock, nothing created
-		root, err := os.OpenRoot(opts.Root)
-		if errors.Is(err, fs.ErrNotExist) { // a root not created yet has nothing installed
-			r := &run{a: a, opts: opts, desired: desired, contents: contents}
-			return r.planWithReleases(ctx, g)
-		}
-		if err != nil {
-			return Result{}, fmt.Errorf("opening root %s: %w", opts.Root, err)
-		}
-		defer root.Close()
-		r := &run{a: a, opts: opts, root: root, desired: desired, contents: contents}
-		if err := r.readInstalled(readInstalled(root)); err != nil {
-			return Result{}, err
-		}
-		return r.planWithReleases(ctx, g)
+		return planInstall(ctx, a, g, opts, desired, contents)
 	}
 	if err := os.MkdirAll(opts.Root, 0o755); err != nil {
 		return Result{}, fmt.Errorf("creating root %s: %w", opts.Root, err)
@@ -214,6 +201,32 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		res.Repaired = true
 		return res, nil
 	}
+	return r.applyAndRecord(ctx, res)
+}
+
+// planInstall is install --plan: it reads the recorded state, takes no
+// lock and creates nothing, not even a root that does not exist yet.
+func planInstall(ctx context.Context, a *bundle.Archive, g *bundle.Graph, opts Options, desired []ItemState, contents map[string]bundle.Content) (Result, error) {
+	root, err := os.OpenRoot(opts.Root)
+	if errors.Is(err, fs.ErrNotExist) { // a root not created yet has nothing installed
+		r := &run{a: a, opts: opts, desired: desired, contents: contents}
+		return r.planWithReleases(ctx, g)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("opening root %s: %w", opts.Root, err)
+	}
+	defer root.Close()
+	r := &run{a: a, opts: opts, root: root, desired: desired, contents: contents}
+	if err := r.readInstalled(readInstalled(root)); err != nil {
+		return Result{}, err
+	}
+	return r.planWithReleases(ctx, g)
+}
+
+// applyAndRecord runs the steps of an install that has changes: prepare,
+// vacate, apply, deploy and record. Until the generation is recorded a
+// failure serves the installed generations again.
+func (r *run) applyAndRecord(ctx context.Context, res Result) (Result, error) {
 	if err := r.prepare(); err != nil {
 		return Result{}, err
 	}
@@ -224,11 +237,11 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	// serves the current generation's bundle again (its tags, its kept
 	// archive active): nothing of an uncommitted generation stays active.
 	committed := false
-	if opts.Registry != nil && len(r.all) > 0 {
+	if r.opts.Registry != nil && len(r.all) > 0 {
 		defer func() {
 			if !committed {
-				if err := opts.Registry.Activate(context.WithoutCancel(ctx), roots(r.all)...); err != nil {
-					opts.Logger.Error("serving the installed generations again", "bundle", a.Config.Name, "err", err)
+				if err := r.opts.Registry.Activate(context.WithoutCancel(ctx), roots(r.all)...); err != nil {
+					r.opts.Logger.Error("serving the installed generations again", "bundle", r.a.Config.Name, "err", err)
 				}
 			}
 		}()
@@ -240,8 +253,8 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	}
 	// Charts last: their images are served and their files placed. A
 	// failed deploy records no generation, so a re-run retries it.
-	if opts.Deployer != nil {
-		if r.releases, err = opts.Deployer.Deploy(ctx, a, res.Plan.Releases); err != nil {
+	if r.opts.Deployer != nil {
+		if r.releases, err = r.opts.Deployer.Deploy(ctx, r.a, res.Plan.Releases); err != nil {
 			return Result{}, err
 		}
 	} else if r.cur != nil {
