@@ -653,11 +653,7 @@ func (t *trailHasher) wait() (digest.Digest, int64, error) {
 func (t *trailHasher) run(ctx context.Context) {
 	defer close(t.done)
 	h := sha256.New()
-	// The archive's hash runs in a goroutine of its own, beside the range
-	// checks here: a blob from the cache is hashed twice (the archive, its
-	// digest), on two cores.
-	ah := newChunkHasher(h)
-	defer ah.wait()
+	buf := make([]byte, 4<<20)
 	bh := sha256.New() // the current range check's
 	next := 0          // index of the current range check
 	for {
@@ -669,7 +665,6 @@ func (t *trailHasher) run(ctx context.Context) {
 		checks := t.checks
 		t.mu.Unlock()
 		if t.n >= end && shut {
-			ah.wait()
 			t.sum = digest.NewDigest(digest.SHA256, h)
 			if len(t.bad) > 0 {
 				t.err = &CorruptCacheError{Digests: t.bad}
@@ -681,68 +676,16 @@ func (t *trailHasher) run(ctx context.Context) {
 				t.err = err
 				return
 			}
-			buf := ah.buffer()
 			m := int(min(int64(len(buf)), end-t.n))
 			if _, err := t.f.ReadAt(buf[:m], t.n); err != nil {
 				t.err = err
 				return
 			}
-			ah.hand(buf[:m])
-			// The hasher reads buf too; it is filled again only after it
-			// went back to the pool and this loop took it from there.
+			h.Write(buf[:m])
 			next = t.checkRanges(checks, next, bh, buf[:m], t.n)
 			t.n += int64(m)
 		}
 	}
-}
-
-// chunkHasher writes chunks to a hash in a goroutine of its own, at most
-// chunkDepth in flight: buffer returns one to fill, hand gives it to the
-// hasher, which puts it back once hashed; wait ends the goroutine, after
-// which the hash holds every chunk handed over. Not safe for concurrent use.
-type chunkHasher struct {
-	h          hash.Hash
-	work, free chan []byte
-	done       chan struct{}
-	closed     bool
-}
-
-const (
-	chunkSize  = 2 << 20
-	chunkDepth = 4
-)
-
-func newChunkHasher(h hash.Hash) *chunkHasher {
-	c := &chunkHasher{h: h, work: make(chan []byte, chunkDepth), free: make(chan []byte, chunkDepth), done: make(chan struct{})}
-	for range chunkDepth {
-		c.free <- nil
-	}
-	go func() {
-		defer close(c.done)
-		for b := range c.work {
-			c.h.Write(b)
-			c.free <- b
-		}
-	}()
-	return c
-}
-
-func (c *chunkHasher) buffer() []byte {
-	b := <-c.free
-	if b == nil {
-		b = make([]byte, chunkSize)
-	}
-	return b[:cap(b)]
-}
-
-func (c *chunkHasher) hand(b []byte) { c.work <- b }
-
-func (c *chunkHasher) wait() {
-	if !c.closed {
-		c.closed = true
-		close(c.work)
-	}
-	<-c.done
 }
 
 // checkRanges feeds the part of chunk (at file offset off) that falls in
