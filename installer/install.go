@@ -492,10 +492,9 @@ func (r *run) apply(ctx context.Context) (int, error) {
 	if err != nil {
 		return n, err
 	}
-	// The zdt binary the unit runs.
-	b, err := r.placeBinary(ctx)
-	n += b
-	if err != nil {
+	// The zdt binary the unit runs is placed by importAndPlace; the
+	// versions no generation needs any more go.
+	if err := r.pruneBinaries(); err != nil {
 		return n, err
 	}
 	// AMIs.
@@ -587,9 +586,9 @@ func (s *state) rollbackRoots(gens []*Generation) []digest.Digest {
 }
 
 // importAndPlace imports the registry content (the archive kept, or only
-// new blobs copied) and places files side by side: hashing and disk
-// writes of different bytes, neither depending on the other. It returns
-// the files placed.
+// new blobs copied) and places files and the zdt binary side by side:
+// hashing and disk writes of different bytes, none depending on another.
+// It returns the files placed.
 func (r *run) importAndPlace(ctx context.Context) (int, error) {
 	eg, ectx := errgroup.WithContext(ctx)
 	if reg := r.opts.Registry; reg != nil {
@@ -601,10 +600,23 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 			return nil
 		})
 	}
+	var written atomic.Int64
+	// The zdt binary (~100 MB, hashed and fsynced twice) beside them too.
+	if r.bin != nil {
+		if c := r.byKey[KindBinary+" zdt"]; c.Action != ActionUnchanged {
+			eg.Go(func() error {
+				r.opts.Logger.Info("placing the zdt binary", "target", BinaryTarget, "digest", r.bin.digest, "action", c.Action)
+				if err := installBinary(ectx, r.root, r.bin); err != nil {
+					return err
+				}
+				written.Add(1)
+				return nil
+			})
+		}
+	}
 	// Files are placed a few at a time: each is decompressed and hashed
 	// (CPU) and fsynced (disk), so several in flight keep both busy.
 	filesSem := make(chan struct{}, placeConcurrency)
-	var written atomic.Int64
 	for i, it := range r.desired {
 		if it.Kind != manifests.KindFile {
 			continue
@@ -649,20 +661,11 @@ func (r *run) record() error {
 	return r.st.record(ng)
 }
 
-// placeBinary places the zdt binary when the plan changes it, and keeps
-// only the binaries the installed generations and their rollbacks name.
-// It returns the files written.
-func (r *run) placeBinary(ctx context.Context) (int, error) {
+// pruneBinaries keeps only the zdt binaries the installed generations
+// and their rollbacks name (importAndPlace placed the new one).
+func (r *run) pruneBinaries() error {
 	if r.bin == nil {
-		return 0, nil
-	}
-	n := 0
-	if c := r.byKey[KindBinary+" zdt"]; c.Action != ActionUnchanged {
-		r.opts.Logger.Info("placing the zdt binary", "target", BinaryTarget, "digest", r.bin.digest, "action", c.Action)
-		if err := installBinary(ctx, r.root, r.bin); err != nil {
-			return 0, err
-		}
-		n++
+		return nil
 	}
 	keep := map[string]bool{r.bin.digest.String(): true}
 	gens := append([]*Generation(nil), r.others...)
@@ -677,7 +680,7 @@ func (r *run) placeBinary(ctx context.Context) (int, error) {
 			}
 		}
 	}
-	return n, pruneBinaries(r.root, keep)
+	return pruneBinaries(r.root, keep)
 }
 
 // readInstalled reads every installed bundle's current generation without
