@@ -1,22 +1,21 @@
 package bundle_test
 
 import (
-	"zdt.dev/zdt/bundle"
-
 	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/bundle/build"
+	"zdt.dev/zdt/internal/fixtures"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -78,7 +77,7 @@ func FuzzArchive(f *testing.F) {
 // root's items, in order, with the root's annotations.
 func FuzzIndexJSON(f *testing.F) {
 	good := smallBundle(f)
-	entries, err := readTarBytes(good)
+	entries, err := fixtures.ReadTarFrom(bytes.NewReader(good))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -133,23 +132,4 @@ func FuzzIndexJSON(f *testing.F) {
 			}
 		}
 	})
-}
-
-func readTarBytes(b []byte) ([]tarEntry, error) {
-	var out []tarEntry
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, tarEntry{Hdr: h, Data: data})
-	}
 }

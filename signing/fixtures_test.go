@@ -103,21 +103,11 @@ func writeFile(t testing.TB, p string, data []byte) {
 // tarEntry is one entry of an archive being rewritten by a test.
 type tarEntry = fixtures.TarEntry
 
-func readEntries(t testing.TB, p string) []tarEntry {
-	t.Helper()
-	es, err := fixtures.ReadTar(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return es
-}
-
-func writeEntries(t testing.TB, p string, entries []tarEntry) {
-	t.Helper()
-	if err := fixtures.WriteTar(p, entries); err != nil {
-		t.Fatal(err)
-	}
-}
+// readEntries and writeEntries read and rewrite an archive, failing the test on error.
+var (
+	readEntries  = fixtures.MustReadTar
+	writeEntries = fixtures.MustWriteTar
+)
 
 func entryData(t testing.TB, entries []tarEntry, name string) []byte {
 	t.Helper()
