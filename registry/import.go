@@ -420,20 +420,13 @@ func writeLink(root *os.Root, rel string, target digest.Digest) (bool, error) {
 	return true, nil
 }
 
+// readSmallFile is fsutil.ReadFileIn, a file too large marked ErrBadStore.
 func readSmallFile(root *os.Root, rel string, limit int64) ([]byte, error) {
-	f, err := root.Open(rel)
-	if err != nil {
-		return nil, err
+	b, err := fsutil.ReadFileIn(root, rel, limit)
+	if errors.Is(err, fsutil.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: %w", err, ErrBadStore)
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: more than %d bytes: %w", rel, limit, ErrBadStore)
-	}
-	return b, nil
+	return b, err
 }
 
 func randHex() string {

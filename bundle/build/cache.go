@@ -189,6 +189,10 @@ func (s *blobStore) sourcePath(rawSHA, mediaType string) (string, error) {
 	return path.Join("sources", "sha256", rawSHA+"-"+mt+".json"), nil
 }
 
+// maxRecordSize bounds a cache record (a source record, a partial's
+// identity) read back: the cache is as hostile as its writers.
+const maxRecordSize = 1 << 20
+
 // lookupSource returns the stored layer for a source's original sha256 if
 // both the record and the blob are present.
 func (s *blobStore) lookupSource(ctx context.Context, rawSHA, mediaType string) (sourceEntry, bool) {
@@ -196,7 +200,7 @@ func (s *blobStore) lookupSource(ctx context.Context, rawSHA, mediaType string) 
 	if err != nil {
 		return sourceEntry{}, false
 	}
-	b, err := s.root.ReadFile(p)
+	b, err := fsutil.ReadFileIn(s.root, p, maxRecordSize)
 	if err != nil {
 		return sourceEntry{}, false
 	}

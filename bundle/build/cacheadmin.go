@@ -409,7 +409,7 @@ func (sc *cacheScan) cleanUp(root *os.Root, gone map[digest.Digest]bool, all boo
 				_ = root.Remove(p)
 				continue
 			}
-			b, err := root.ReadFile(p)
+			b, err := fsutil.ReadFileIn(root, p, maxRecordSize)
 			var rec sourceEntry
 			if err != nil || json.Unmarshal(b, &rec) != nil || gone[rec.Layer.Digest] {
 				_ = root.Remove(p)

@@ -24,6 +24,7 @@ import (
 	orasremote "oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
+	"zdt.dev/zdt/internal/fsutil"
 	"zdt.dev/zdt/remote"
 )
 
@@ -291,7 +292,7 @@ func (w *partialWriter) add(n int64) {
 // them; otherwise it empties the partial and writes want as its record.
 func (w *partialWriter) load(s *blobStore, metaPath string, want partialMeta) error {
 	var have partialMeta
-	b, err := s.root.ReadFile(metaPath)
+	b, err := fsutil.ReadFileIn(s.root, metaPath, maxRecordSize)
 	if err == nil {
 		err = json.Unmarshal(b, &have)
 	}

@@ -245,3 +245,26 @@ func RemoveTemps(root *os.Root, dirs []string) error {
 	}
 	return nil
 }
+
+// ErrTooLarge marks a file ReadFileIn refused for its size.
+var ErrTooLarge = errors.New("file too large")
+
+// ReadFileIn reads rel under root, at most limit bytes: a larger file is
+// an error matching ErrTooLarge, never read into memory. It is how a
+// record written by zdt (a cache record, a store's state file) is read
+// back, since anyone who can write there can make it any size.
+func ReadFileIn(root *os.Root, rel string, limit int64) ([]byte, error) {
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: more than %d bytes: %w", rel, limit, ErrTooLarge)
+	}
+	return b, nil
+}
