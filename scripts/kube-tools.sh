@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 version=$(awk '$1=="k8s.io/kubernetes" {print $2; exit}' "$here/tools/kube/go.mod")
 [ -n "$version" ] || { echo "kube-tools: no k8s.io/kubernetes version in tools/kube/go.mod" >&2; exit 1; }
 dir=${ZDT_KUBE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/zdt-tools/kube-$version}
-stamp="kube-apiserver $version, etcd from tools/kube"
+stamp="kube-apiserver $version, etcd (client TLS) from tools/kube"
 if [ -x "$dir/kube-apiserver" ] && [ -x "$dir/etcd" ] && [ "$(cat "$dir/.stamp" 2>/dev/null)" = "$stamp" ]; then
   echo "$dir"
   exit 0

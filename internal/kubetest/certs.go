@@ -23,10 +23,14 @@ type keyPair struct {
 // certs is what the control plane and its clients need, generated fresh for
 // each cluster the way envtest does: one CA signs the serving certificate
 // (127.0.0.1, localhost) and the client certificates; the service-account
-// key pair is separate.
+// key pair is separate. etcd has its own CA, as kubeadm sets it up: it signs
+// etcd's serving certificate and the client certificates etcd accepts, one
+// for kube-apiserver and one for the tests (etcdClient).
 type certs struct {
 	ca, serving, admin, zdt keyPair
 	saPub, saKey            []byte
+
+	etcdCA, etcdServing, etcdAPIServer, etcdClient keyPair
 }
 
 func newCerts() (*certs, error) {
@@ -49,6 +53,22 @@ func newCerts() (*certs, error) {
 		return nil, err
 	}
 	if c.zdt, err = newCert(&c.ca, pkix.Name{CommonName: ZdtUser, Organization: []string{"system:masters"}}, false, client); err != nil {
+		return nil, err
+	}
+	if c.etcdCA, err = newCert(nil, pkix.Name{CommonName: "kubetest-etcd-ca"}, true, nil); err != nil {
+		return nil, err
+	}
+	if c.etcdServing, err = newCert(&c.etcdCA, pkix.Name{CommonName: "etcd"}, false, func(t *x509.Certificate) {
+		t.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		t.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+		t.DNSNames = []string{"localhost"}
+	}); err != nil {
+		return nil, err
+	}
+	if c.etcdAPIServer, err = newCert(&c.etcdCA, pkix.Name{CommonName: "kube-apiserver-etcd-client"}, false, client); err != nil {
+		return nil, err
+	}
+	if c.etcdClient, err = newCert(&c.etcdCA, pkix.Name{CommonName: "kubetest-etcd-client"}, false, client); err != nil {
 		return nil, err
 	}
 	sa, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -7,6 +7,12 @@
 // (ConfigMaps, Secrets, CRDs, custom resources, namespaces) behave as in a
 // real cluster.
 //
+// etcd serves its clients over TLS with client-certificate authentication,
+// as kubeadm runs it: its own CA (Cluster.EtcdCAFile) signs its serving
+// certificate, kube-apiserver's client certificate and one for the test
+// (Cluster.EtcdCertFile, EtcdKeyFile; Cluster.EtcdTLSConfig builds a
+// tls.Config of them).
+//
 // Start skips the test when the binaries are missing, unless
 // ZDT_REQUIRE_CLIENTS=1 (CI), then it fails. The control plane stops by
 // itself at the end of the test (t.Cleanup) and, on Linux, dies with the
@@ -70,8 +76,13 @@ type Cluster struct {
 	Kubeconfig, ZdtKubeconfig string
 	// Dir holds the certificates, the logs and etcd's data.
 	Dir string
-	// EtcdURL is etcd's client URL (plain HTTP on 127.0.0.1).
-	EtcdURL string
+	// EtcdURL is etcd's client URL (https on 127.0.0.1). etcd accepts only
+	// clients with a certificate its own CA signed: EtcdCAFile is that CA
+	// (it also signs etcd's serving certificate), EtcdCertFile/EtcdKeyFile
+	// a client certificate and key for the test (PEM files; kube-apiserver
+	// has its own).
+	EtcdURL                               string
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
 	// AuditLog is the API server's audit log (JSON lines, every request at
 	// Metadata level).
 	AuditLog string
@@ -130,6 +141,9 @@ func start(ctx context.Context, tools, dir string) (*Cluster, error) {
 		"admin.crt": cs.admin.cert, "admin.key": cs.admin.key,
 		"sa.pub": cs.saPub, "sa.key": cs.saKey,
 		"audit-policy.yaml": []byte(auditPolicy),
+		"etcd-ca.crt":       cs.etcdCA.cert, "etcd.crt": cs.etcdServing.cert, "etcd.key": cs.etcdServing.key,
+		"apiserver-etcd-client.crt": cs.etcdAPIServer.cert, "apiserver-etcd-client.key": cs.etcdAPIServer.key,
+		"etcd-client.crt": cs.etcdClient.cert, "etcd-client.key": cs.etcdClient.key,
 	}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
@@ -143,9 +157,18 @@ func start(ctx context.Context, tools, dir string) (*Cluster, error) {
 	c := &Cluster{
 		Dir:      dir,
 		URL:      "https://127.0.0.1:" + strconv.Itoa(ports[2]),
-		EtcdURL:  "http://127.0.0.1:" + strconv.Itoa(ports[0]),
+		EtcdURL:  "https://127.0.0.1:" + strconv.Itoa(ports[0]),
 		AuditLog: filepath.Join(dir, "audit.log"),
+
+		EtcdCAFile:   filepath.Join(dir, "etcd-ca.crt"),
+		EtcdCertFile: filepath.Join(dir, "etcd-client.crt"),
+		EtcdKeyFile:  filepath.Join(dir, "etcd-client.key"),
 	}
+	etcdClient, err := httpClient(cs.etcdCA.cert, cs.etcdClient)
+	if err != nil {
+		return nil, err
+	}
+	defer etcdClient.CloseIdleConnections()
 	if c.client, err = httpClient(cs.ca.cert, cs.admin); err != nil {
 		return nil, err
 	}
@@ -165,12 +188,16 @@ func start(ctx context.Context, tools, dir string) (*Cluster, error) {
 		"--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", c.EtcdURL,
 		"--listen-peer-urls", "http://127.0.0.1:"+strconv.Itoa(ports[1]),
+		"--cert-file", filepath.Join(dir, "etcd.crt"),
+		"--key-file", filepath.Join(dir, "etcd.key"),
+		"--trusted-ca-file", c.EtcdCAFile,
+		"--client-cert-auth",
 		"--exit-on-stdin-eof")
 	if err != nil {
 		return c, err
 	}
 	if err := waitFor(ctx, etcd, func() bool {
-		resp, err := http.Get(c.EtcdURL + "/health")
+		resp, err := etcdClient.Get(c.EtcdURL + "/health")
 		if err != nil {
 			return false
 		}
@@ -181,6 +208,9 @@ func start(ctx context.Context, tools, dir string) (*Cluster, error) {
 	}
 	api, err := c.spawn("kube-apiserver", filepath.Join(tools, "kube-apiserver"),
 		"--etcd-servers="+c.EtcdURL,
+		"--etcd-cafile="+c.EtcdCAFile,
+		"--etcd-certfile="+filepath.Join(dir, "apiserver-etcd-client.crt"),
+		"--etcd-keyfile="+filepath.Join(dir, "apiserver-etcd-client.key"),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
 		"--secure-port="+strconv.Itoa(ports[2]),
@@ -278,6 +308,24 @@ func tail(path string) string {
 		b = b[len(b)-2048:]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// EtcdTLSConfig is a client TLS configuration for EtcdURL: it trusts
+// EtcdCAFile and presents EtcdCertFile/EtcdKeyFile.
+func (c *Cluster) EtcdTLSConfig() (*tls.Config, error) {
+	ca, err := os.ReadFile(c.EtcdCAFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, errors.New("etcd ca certificate")
+	}
+	cert, err := tls.LoadX509KeyPair(c.EtcdCertFile, c.EtcdKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Stop ends kube-apiserver, then etcd: SIGTERM, SIGKILL after 10 s.

@@ -2,10 +2,13 @@ package kubetest
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -123,8 +126,68 @@ func TestStopEndsProcesses(t *testing.T) {
 	if _, _, err := c.Do(ctx, http.MethodGet, "/readyz", nil); err == nil {
 		t.Fatal("API server still answers after Stop")
 	}
-	if resp, err := http.Get(c.EtcdURL + "/health"); err == nil {
+	cfg, err := c.EtcdTLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcd := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+	if resp, err := etcd.Get(c.EtcdURL + "/health"); err == nil {
 		resp.Body.Close()
 		t.Fatal("etcd still answers after Stop")
+	}
+}
+
+// TestEtcdTLS: etcd answers only over TLS, to a client whose certificate
+// its CA signed (the test's, from EtcdCertFile/EtcdKeyFile); a client
+// without a certificate, one with a certificate of the API server's CA and
+// a plain-HTTP request are refused, and kube-apiserver stores through it.
+func TestEtcdTLS(t *testing.T) {
+	c := Start(t)
+	if !strings.HasPrefix(c.EtcdURL, "https://127.0.0.1:") {
+		t.Fatalf("EtcdURL = %s, want https on 127.0.0.1", c.EtcdURL)
+	}
+	cfg, err := c.EtcdTLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(cfg *tls.Config, url string) (int, error) {
+		cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		defer cl.CloseIdleConnections()
+		resp, err := cl.Get(url)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := get(cfg, c.EtcdURL+"/health"); err != nil || code != http.StatusOK {
+		t.Fatalf("etcd /health with the client certificate: %d %v", code, err)
+	}
+	noCert := cfg.Clone()
+	noCert.Certificates = nil
+	if code, err := get(noCert, c.EtcdURL+"/health"); err == nil {
+		t.Fatalf("etcd answered %d to a client without a certificate", code)
+	}
+	// A certificate the API server's CA signed is no etcd client.
+	other := cfg.Clone()
+	adm, err := tls.LoadX509KeyPair(filepath.Join(c.Dir, "admin.crt"), filepath.Join(c.Dir, "admin.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Certificates = []tls.Certificate{adm}
+	if code, err := get(other, c.EtcdURL+"/health"); err == nil {
+		t.Fatalf("etcd answered %d to a client certificate of another CA", code)
+	}
+	if code, err := get(nil, "http"+strings.TrimPrefix(c.EtcdURL, "https")+"/health"); err == nil && code == http.StatusOK {
+		t.Fatal("etcd answered plain HTTP")
+	}
+	// The API server reaches etcd with its own client certificate.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if code, out, err := c.Do(ctx, http.MethodPost, "/api/v1/namespaces", []byte(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"tls"}}`)); err != nil || code != http.StatusCreated {
+		t.Fatalf("create namespace through the API server: %d %v %s", code, err, out)
+	}
+	if code, err := get(cfg, c.EtcdURL+"/health"); err != nil || code != http.StatusOK {
+		t.Fatalf("etcd /health after a write: %d %v", code, err)
 	}
 }
