@@ -91,6 +91,8 @@ type Result struct {
 	// storage did not serve the installed bundle whole (what `zdt status`
 	// reports as problems) and Install imported it again.
 	Repaired bool `json:"repaired,omitempty"`
+	// Releases is what Rollback and Uninstall did to the Helm releases.
+	Releases []ReleaseChange `json:"releases,omitempty"`
 }
 
 // registryChecker is a Registry that can say whether a bundle it imported

@@ -63,6 +63,9 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 	if prev.Name != cur.Name { // a root from before bundles were keyed by name
 		return Result{}, fmt.Errorf("%s: %w (generation %d before it is of bundle %s)", cur.Name, ErrNoPrevious, prev.Number, prev.Name)
 	}
+	if err := checkReleaseManager(opts, "rolling back "+cur.Name, cur.Releases, prev.Releases); err != nil {
+		return Result{}, err
+	}
 	next, err := st.nextNumber()
 	if err != nil {
 		return Result{}, err
@@ -108,6 +111,10 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 	}
 	ng := *prev
 	ng.Number, ng.Previous, ng.Items = next, cur.Number, items
+	// The releases last: prev's images are served and its files placed.
+	if ng.Releases, res.Releases, err = rollbackReleases(ctx, opts, cur, prev); err != nil {
+		return Result{}, err
+	}
 	if err := st.record(&ng); err != nil {
 		return Result{}, err
 	}
@@ -420,13 +427,24 @@ func Uninstall(ctx context.Context, opts Options) (Result, error) {
 			return Result{}, err
 		}
 	}
+	// The releases first: a failure leaves the bundle installed, and
+	// uninstall again retries.
+	var relChanges []ReleaseChange
+	if cur != nil {
+		if relChanges, err = uninstallReleases(ctx, opts, cur); err != nil {
+			st.close()
+			return Result{}, err
+		}
+	}
 	if cur != nil {
 		if rest := others(installed, cur.Name); len(rest) > 0 {
 			defer st.close()
-			return uninstallOne(ctx, root, st, opts, cur, rest, installed)
+			res, err := uninstallOne(ctx, root, st, opts, cur, rest, installed)
+			res.Releases = relChanges
+			return res, err
 		}
 	}
-	res := Result{}
+	res := Result{Releases: relChanges}
 	if cur != nil {
 		n, err := removeFiles(root, cur)
 		res.FilesWritten += n

@@ -236,12 +236,21 @@ func statusError(s installer.Status) error {
 
 func newRollbackCmd(g *globals) *cobra.Command {
 	o := &nameOptions{}
+	co := &clusterOptions{}
 	cmd := &cobra.Command{
 		Use:   "rollback [--root DIR] [--name NAME]",
 		Short: "Return to the previous generation (files, configuration and registry tags)",
 		Long: `Return an installed bundle to its previous generation: its files,
 configuration and registry tags. Other bundles installed side by side are
-not touched; with several installed, --name says which one.`,
+not touched; with several installed, --name says which one.
+
+The Helm releases install deployed (--kubeconfig) go back to the revisions
+the previous generation recorded: a release at another revision is rolled
+back with Helm (a new revision), one the previous generation did not have is
+uninstalled, one it had that the current generation pruned is installed
+again from the previous bundle (its kept archive). CRDs stay as they are.
+Without a kubeconfig a rollback that would change releases is refused
+before anything is written.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runSimple(cmd.Context(), g, "rolled back", func(ctx context.Context) (installer.Result, error) {
@@ -250,16 +259,24 @@ not touched; with several installed, --name says which one.`,
 					return installer.Result{}, err
 				}
 				defer store.Close()
-				return installer.Rollback(ctx, installer.Options{Root: o.root, Name: o.name, ToolVersion: version.String(), Logger: g.logger(), Registry: store})
+				opts := installer.Options{Root: o.root, Name: o.name, ToolVersion: version.String(), Logger: g.logger(), Registry: store}
+				if d, err := co.deployer(g); err != nil {
+					return installer.Result{}, err
+				} else if d != nil {
+					opts.Deployer = d
+				}
+				return installer.Rollback(ctx, opts)
 			})
 		},
 	}
 	o.AddFlags(cmd.Flags())
+	co.AddFlags(cmd.Flags(), "roll the Helm releases back in the cluster of this kubeconfig")
 	return cmd
 }
 
 func newUninstallCmd(g *globals) *cobra.Command {
 	o := &nameOptions{}
+	co := &clusterOptions{}
 	cmd := &cobra.Command{
 		Use:   "uninstall [--root DIR] [--name NAME]",
 		Short: "Remove an installed bundle: its files, and with the last one every generated file and zdt's state",
@@ -267,7 +284,12 @@ func newUninstallCmd(g *globals) *cobra.Command {
 registry storage. With several bundles installed side by side, --name says
 which one, and the generated files are written for those that stay; the
 last one takes every generated file and zdt's state (registry storage
-included) with it.`,
+included) with it.
+
+The Helm releases install deployed (--kubeconfig) are uninstalled first, in
+reverse component order; the CRDs their charts shipped are kept (deleting a
+CRD deletes every object of it) and named. Without a kubeconfig, uninstall
+of a bundle that deployed releases is refused before anything is removed.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			store, err := registry.OpenStore(o.root, registry.StoreOptions{Logger: g.logger()})
@@ -275,20 +297,28 @@ included) with it.`,
 				return err
 			}
 			defer store.Close()
-			res, err := installer.Uninstall(cmd.Context(), installer.Options{Root: o.root, Name: o.name, ToolVersion: version.String(), Logger: g.logger(), Registry: store})
+			opts := installer.Options{Root: o.root, Name: o.name, ToolVersion: version.String(), Logger: g.logger(), Registry: store}
+			if d, err := co.deployer(g); err != nil {
+				return err
+			} else if d != nil {
+				opts.Deployer = d
+			}
+			res, err := installer.Uninstall(cmd.Context(), opts)
 			if err != nil {
 				return err
 			}
 			// installer.Result counts the files uninstall removed in
 			// FilesWritten: say what they are.
 			if g.json() {
-				return g.printJSON(uninstallOutput{Plan: res.Plan, Generation: res.Generation, Applied: res.Applied, FilesRemoved: res.FilesWritten})
+				return g.printJSON(uninstallOutput{Plan: res.Plan, Generation: res.Generation, Applied: res.Applied, FilesRemoved: res.FilesWritten, Releases: res.Releases})
 			}
+			renderReleaseChanges(g.stdout, res.Releases)
 			fmt.Fprintf(g.stdout, "uninstalled (%d files removed)\n", res.FilesWritten)
 			return nil
 		},
 	}
 	o.AddFlags(cmd.Flags())
+	co.AddFlags(cmd.Flags(), "uninstall the Helm releases from the cluster of this kubeconfig")
 	return cmd
 }
 
@@ -300,6 +330,7 @@ func runSimple(ctx context.Context, g *globals, what string, f func(context.Cont
 	if g.json() {
 		return g.printJSON(res)
 	}
+	renderReleaseChanges(g.stdout, res.Releases)
 	fmt.Fprintf(g.stdout, "%s: generation %d (%d files written)\n", what, res.Generation, res.FilesWritten)
 	return nil
 }

@@ -156,6 +156,9 @@ type uninstallOutput struct {
 	Applied    bool            `json:"applied"`
 	// FilesRemoved counts the installed and generated files removed.
 	FilesRemoved int `json:"filesRemoved"`
+	// Releases are the Helm releases uninstalled (reverse order), each
+	// with the CRDs kept in its reasons.
+	Releases []installer.ReleaseChange `json:"releases,omitempty"`
 }
 
 // cacheLsOutput is what `zdt cache ls` prints.
