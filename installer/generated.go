@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,12 +56,18 @@ type genContext struct {
 	// into every runtime's trust; nil: hosts.toml names layout.CACert.
 	caPEM []byte
 	items []ItemState
+	// local are the registries whose images zdt serve serves (those of a
+	// bundle from a file or replicated); upstreams, per registry, the
+	// registries bundles installed from one serve them at (InstallFrom),
+	// in the order the mirror configuration tries them after local.
+	local     map[string]bool
+	upstreams map[string][]*Source
 }
 
-// registries lists the registries the bundle's images come from.
-func (g genContext) registries() []string {
+// imageRegistries are the registries of the images among items.
+func imageRegistries(items []ItemState) map[string]bool {
 	set := map[string]bool{}
-	for _, it := range g.items {
+	for _, it := range items {
 		if it.Kind != manifests.KindImage {
 			continue
 		}
@@ -68,6 +75,29 @@ func (g genContext) registries() []string {
 			set[reference.Domain(n)] = true
 		}
 	}
+	return set
+}
+
+// sourceHost splits a Source's registry, HOST[:PORT][/PREFIX].
+func sourceHost(src *Source) (host, prefix string) {
+	host, prefix, _ = strings.Cut(src.Registry, "/")
+	return host, prefix
+}
+
+// mirrorAt is where a registry's images are served by the registry at
+// addr under prefix: the containerd host URL (and whether it overrides
+// the path) and the containers mirror location.
+func mirrorAt(addr, prefix, r string) (hostURL string, override bool, location string) {
+	p := strings.Trim(prefix+mirrorPath(r), "/")
+	if p == "" {
+		return "https://" + addr, false, addr
+	}
+	return "https://" + addr + "/v2/" + p, true, addr + "/" + p
+}
+
+// registries lists the registries the bundle's images come from.
+func (g genContext) registries() []string {
+	set := imageRegistries(g.items)
 	var out []string
 	for r := range set {
 		out = append(out, r)
@@ -95,7 +125,7 @@ type hostsFile struct {
 
 type hostConfig struct {
 	Capabilities []string `toml:"capabilities"`
-	CA           string   `toml:"ca"`
+	CA           string   `toml:"ca,omitempty"`
 	OverridePath bool     `toml:"override_path,omitempty"`
 }
 
@@ -150,17 +180,37 @@ func generatedFiles(g genContext) map[string][]byte {
 		if r == "docker.io" {
 			server = "https://registry-1.docker.io"
 		}
-		h := hostConfig{Capabilities: []string{"pull", "resolve"}, CA: caFor(r)}
-		if g.caPEM != nil {
-			out[layout.ContainerdCA(r)] = g.caPEM
+		var hosts []string // containerd's, in order
+		hostCfg := map[string]hostConfig{}
+		var mirrors []mirror
+		if g.local == nil || g.local[r] {
+			h := hostConfig{Capabilities: []string{"pull", "resolve"}, CA: caFor(r)}
+			if g.caPEM != nil {
+				out[layout.ContainerdCA(r)] = g.caPEM
+			}
+			u, override, loc := mirrorAt(g.serveAddr, "", r)
+			h.OverridePath = override
+			hosts, hostCfg[u] = append(hosts, u), h
+			mirrors = append(mirrors, mirror{Location: loc})
 		}
-		host := "https://" + g.serveAddr
-		if p := mirrorPath(r); p != "" {
-			host += "/v2" + p
-			h.OverridePath = true
+		for _, src := range g.upstreams[r] {
+			addr, prefix := sourceHost(src)
+			u, override, loc := mirrorAt(addr, prefix, r)
+			if _, dup := hostCfg[u]; dup {
+				continue
+			}
+			h := hostConfig{Capabilities: []string{"pull", "resolve"}, OverridePath: override}
+			if src.CA != "" {
+				h.CA = strings.TrimSuffix(g.rootDir, "/") + "/" + layout.ContainerdCA(addr)
+				for _, p := range []string{layout.ContainerdCA(addr), layout.ContainersCA(addr), layout.DockerCA(addr)} {
+					out[p] = []byte(src.CA)
+				}
+			}
+			hosts, hostCfg[u] = append(hosts, u), h
+			mirrors = append(mirrors, mirror{Location: loc})
 		}
-		out[layout.HostsTOML(r)] = encodeTOML(g.header, hostsFile{Server: server, Host: map[string]hostConfig{host: h}})
-		conf.Registry = append(conf.Registry, registryEntry{Prefix: r, Location: r, Mirror: []mirror{{Location: g.serveAddr + mirrorPath(r)}}})
+		out[layout.HostsTOML(r)] = hostsTOML(g.header, server, hosts, hostCfg)
+		conf.Registry = append(conf.Registry, registryEntry{Prefix: r, Location: r, Mirror: mirrors})
 	}
 	if len(regs) > 0 {
 		out[layout.ContainersRegistriesConf] = encodeTOML(g.header+"# Pull images of these registries from zdt serve.\n", conf)
@@ -191,17 +241,34 @@ func unitHostnames(addr string) []string {
 	return []string{host}
 }
 
+// hostsTOML renders a hosts.toml whose hosts containerd tries in the
+// order given (a TOML table is a map: each host is encoded on its own).
+func hostsTOML(header, server string, hosts []string, cfg map[string]hostConfig) []byte {
+	if len(hosts) == 0 {
+		return encodeTOML(header, hostsFile{Server: server})
+	}
+	b := encodeTOML(header, hostsFile{Server: server, Host: map[string]hostConfig{hosts[0]: cfg[hosts[0]]}})
+	for _, h := range hosts[1:] {
+		b = append(b, '\n')
+		b = append(b, encodeTOML("", struct {
+			Host map[string]hostConfig `toml:"host"`
+		}{map[string]hostConfig{h: cfg[h]}})...)
+	}
+	return b
+}
+
 // genBundle is one installed bundle as the generated files name it.
 type genBundle struct {
 	name, version, digest string
 	items                 []ItemState
+	source                *Source // InstallFrom's registry (nil: a file)
 }
 
 // bundlesOf lists gens as generated files name them, sorted by name.
 func bundlesOf(gens []*Generation) []genBundle {
 	out := make([]genBundle, 0, len(gens))
 	for _, g := range gens {
-		out = append(out, genBundle{name: g.Name, version: g.Version, digest: g.BundleDigest, items: g.Items})
+		out = append(out, genBundle{name: g.Name, version: g.Version, digest: g.BundleDigest, items: g.Items, source: g.Source})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out
@@ -215,7 +282,30 @@ func genFor(toolVersion, serveAddr string, caPEM []byte, bundles []genBundle) ge
 	g := genContext{toolVersion: toolVersion, serveAddr: serveAddr, rootDir: "/", caPEM: caPEM}
 	var names, digests []string
 	for _, b := range bundles {
+		if b.source == nil || b.source.Replicated {
+			if g.local == nil {
+				g.local = map[string]bool{}
+			}
+			for r := range imageRegistries(b.items) {
+				g.local[r] = true
+			}
+		}
+	}
+	for _, b := range bundles {
 		g.items = append(g.items, b.items...)
+		if b.source != nil {
+			if g.local == nil {
+				g.local = map[string]bool{}
+			}
+			for r := range imageRegistries(b.items) {
+				if !slices.ContainsFunc(g.upstreams[r], func(s *Source) bool { return s.Registry == b.source.Registry }) {
+					if g.upstreams == nil {
+						g.upstreams = map[string][]*Source{}
+					}
+					g.upstreams[r] = append(g.upstreams[r], b.source)
+				}
+			}
+		}
 		names = append(names, fmt.Sprintf("%s %s (%s)", oneLine(b.name), oneLine(b.version), oneLine(b.digest)))
 		digests = append(digests, b.digest)
 	}

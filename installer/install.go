@@ -73,6 +73,10 @@ type Options struct {
 	// the registry and files are in place (package cluster). Without it
 	// the releases of the current generation are carried over untouched.
 	Deployer Deployer
+	// Source, set by InstallFrom, is the registry the bundle is read from:
+	// recorded in the generation, named by the mirror configuration, and,
+	// unless Source.Replicated, the bundle is not imported into Registry.
+	Source *Source
 }
 
 // placeConcurrency is how many files are placed at once.
@@ -185,7 +189,7 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	}
 	// The generated files cover every installed bundle: this one as it
 	// will be, the others as they are.
-	bundles := append(bundlesOf(r.others), genBundle{name: a.Config.Name, version: a.Config.Version, digest: a.Root.Digest.String(), items: desired})
+	bundles := append(bundlesOf(r.others), genBundle{name: a.Config.Name, version: a.Config.Version, digest: a.Root.Digest.String(), items: desired, source: opts.Source})
 	sort.Slice(bundles, func(i, j int) bool { return bundles[i].name < bundles[j].name })
 	r.files = generatedFiles(genFor(opts.ToolVersion, opts.ServeAddr, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), bundles))
 	broken, err := r.dropBrokenRegistry(ctx)
@@ -380,7 +384,7 @@ func (r *run) makePlan(ctx context.Context) (Result, error) {
 // broken.
 func (r *run) dropBrokenRegistry(ctx context.Context) (bool, error) {
 	reg, ok := r.opts.Registry.(registryChecker)
-	if !ok || r.cur == nil || r.cur.BundleDigest != r.a.Root.Digest.String() {
+	if !ok || r.cur == nil || r.cur.BundleDigest != r.a.Root.Digest.String() || !r.servedHere() {
 		return false, nil
 	}
 	d := r.a.Root.Digest
@@ -412,7 +416,7 @@ func (r *run) reimport(ctx context.Context) error {
 	if _, err := reg.Import(ctx, r.a, registry.ImportOptions{Progress: r.opts.Progress, Logger: r.opts.Logger}); err != nil {
 		return fmt.Errorf("repairing the registry storage: importing %s: %w", r.a.Root.Digest, err)
 	}
-	if err := reg.Activate(ctx, append(roots(r.others), r.a.Root.Digest)...); err != nil {
+	if err := reg.Activate(ctx, append(roots(r.others), r.localRoot()...)...); err != nil {
 		return fmt.Errorf("repairing the registry storage: activating %s: %w", r.a.Root.Digest, err)
 	}
 	return nil
@@ -519,7 +523,7 @@ func (r *run) apply(ctx context.Context) (int, error) {
 		}
 	}
 	if reg := r.opts.Registry; reg != nil {
-		if err := reg.Activate(ctx, append(roots(r.others), r.a.Root.Digest)...); err != nil {
+		if err := reg.Activate(ctx, append(roots(r.others), r.localRoot()...)...); err != nil {
 			return n, fmt.Errorf("activating %s in the registry: %w", r.a.Root.Digest, err)
 		}
 		// Kept: this bundle's new and current generation, and every other
@@ -563,13 +567,28 @@ func (r *run) writeGenerated() (int, error) {
 	return n, writeGeneratedRecord(r.root, r.opts.ServeAddr, r.files)
 }
 
-// roots are the bundle digests of gens.
+// roots are the bundle digests of gens whose content is in the registry
+// storage (not those installed from a registry without replicating).
 func roots(gens []*Generation) []digest.Digest {
 	out := make([]digest.Digest, 0, len(gens))
 	for _, g := range gens {
-		out = append(out, digest.Digest(g.BundleDigest))
+		if g.servedHere() {
+			out = append(out, digest.Digest(g.BundleDigest))
+		}
 	}
 	return out
+}
+
+// servedHere reports whether the bundle being installed goes into the
+// registry storage (a file, or a registry's bundle replicated).
+func (r *run) servedHere() bool { return r.opts.Source == nil || r.opts.Source.Replicated }
+
+// localRoot is the bundle's root when it goes into the registry storage.
+func (r *run) localRoot() []digest.Digest {
+	if !r.servedHere() {
+		return nil
+	}
+	return []digest.Digest{r.a.Root.Digest}
 }
 
 // rollbackRoots are the bundle digests of gens and of the generations
@@ -593,7 +612,7 @@ func (s *state) rollbackRoots(gens []*Generation) []digest.Digest {
 // It returns the files placed.
 func (r *run) importAndPlace(ctx context.Context) (int, error) {
 	eg, ectx := errgroup.WithContext(ctx)
-	if reg := r.opts.Registry; reg != nil {
+	if reg := r.opts.Registry; reg != nil && r.servedHere() {
 		eg.Go(func() error {
 			r.opts.Logger.Info("importing into the registry storage")
 			if _, err := reg.Import(ectx, r.a, registry.ImportOptions{Progress: r.opts.Progress, Logger: r.opts.Logger}); err != nil {
@@ -653,7 +672,8 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 // record writes the new generation and makes it current.
 func (r *run) record() error {
 	ng := &Generation{Number: r.next, BundleDigest: r.a.Root.Digest.String(), Name: r.a.Config.Name, Version: r.a.Config.Version,
-		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files), ServeAddr: r.opts.ServeAddr, Releases: r.releases}
+		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files), ServeAddr: r.opts.ServeAddr, Releases: r.releases,
+		Source: r.opts.Source}
 	if r.cur != nil {
 		ng.Previous = r.cur.Number
 	}

@@ -57,11 +57,19 @@ func (f closerFunc) Close() error { return f() }
 // read). Every refusal matches bundle.ErrVerification (exit code 3) or,
 // for a missing base, bundle.ErrNeedsBase.
 func OpenVerified(ctx context.Context, path string, policy *signing.Policy, bases *Bases) (*Verified, error) {
+	return openVerified(ctx, path, policy, bases, func(opts bundle.OpenOptions) (*bundle.Archive, error) {
+		return bundle.OpenWith(ctx, path, opts)
+	})
+}
+
+// openVerified is OpenVerified of a bundle open opens (a file, a
+// registry): the same checks in the same order whatever holds it.
+func openVerified(ctx context.Context, path string, policy *signing.Policy, bases *Bases, open func(bundle.OpenOptions) (*bundle.Archive, error)) (*Verified, error) {
 	var opts bundle.OpenOptions
 	if policy != nil {
 		opts.CheckIndex = signing.IndexCheck(*policy)
 	}
-	a, err := bundle.OpenWith(ctx, path, opts)
+	a, err := open(opts)
 	if err != nil {
 		return nil, err
 	}

@@ -105,7 +105,7 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 		}
 	}
 	if opts.Registry != nil {
-		if err := opts.Registry.Activate(ctx, append(roots(rest), digest.Digest(prev.BundleDigest))...); err != nil {
+		if err := opts.Registry.Activate(ctx, append(roots(rest), roots([]*Generation{prev})...)...); err != nil {
 			return Result{}, fmt.Errorf("activating %s in the registry: %w", prev.BundleDigest, err)
 		}
 	}
@@ -309,7 +309,8 @@ func GetStatusOf(ctx context.Context, rootDir, name string) (Status, error) {
 		}
 		s.Drift = append(s.Drift, b.Drift...)
 		b.History = historyOf(root, all, cur.Name)
-		if b.Registry = registryHealth(ctx, root, rootDir, digest.Digest(cur.BundleDigest)); b.Registry != nil {
+		if !cur.servedHere() { // its images are served by the registry it came from
+		} else if b.Registry = registryHealth(ctx, root, rootDir, digest.Digest(cur.BundleDigest)); b.Registry != nil {
 			h := *b.Registry
 			if health == nil {
 				health = &h

@@ -53,6 +53,9 @@ type Generation struct {
 	// Releases are the Helm releases deployed with this generation, in
 	// deploy order (empty when the install had no cluster).
 	Releases []Release `json:"releases,omitempty"`
+	// Source is the registry the bundle was installed from (InstallFrom;
+	// nil for a bundle file).
+	Source *Source `json:"source,omitempty"`
 }
 
 // ItemState is one installed item: the bundle's item as the archive

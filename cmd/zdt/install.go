@@ -29,10 +29,18 @@ type installOptions struct {
 	values           []string
 	timeout          time.Duration
 	trust            trustOptions
+	from             string
+	ca               string
+	replicate        bool
+	registryConfig   string
 }
 
 func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.bundle, "bundle", "", "bundle archive to install (required)")
+	fs.StringVar(&o.bundle, "bundle", "", "bundle archive to install (this or --from)")
+	fs.StringVar(&o.from, "from", "", "REGISTRY/[PREFIX/]zdt/NAME[:VERSION|@DIGEST]: install the bundle straight from a registry that holds it (another node's zdt serve, or where zdt push put it); its images stay there: the mirror configuration points at it")
+	fs.StringVar(&o.ca, "ca", "", "with --from: PEM file of the registry's CA (e.g. the serving node's var/lib/zdt/tls/ca.crt); also written into every runtime's trust of it")
+	fs.BoolVar(&o.replicate, "replicate", false, "with --from: also copy the bundle into this node's registry storage, so that it serves too (the mirror configuration lists this node first, the registry second)")
+	fs.StringVar(&o.registryConfig, "registry-config", "", "with --from: YAML file of per-registry settings: CA, insecure, plain HTTP, credentials (default: the Docker config's credentials)")
 	fs.StringVar(&o.root, "root", "/", "install everything under this directory (chroot-style images, tests); created if missing")
 	fs.BoolVar(&o.plan, "plan", false, "print what would change and stop; writes nothing")
 	fs.BoolVar(&o.detailedExitCode, "detailed-exitcode", false, "with --plan: exit 4 when the plan has changes")
@@ -48,7 +56,7 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 func newInstallCmd(g *globals) *cobra.Command {
 	o := &installOptions{}
 	cmd := &cobra.Command{
-		Use:   "install --bundle BUNDLE [--root DIR] [--plan]",
+		Use:   "install (--bundle BUNDLE | --from REGISTRY/zdt/NAME[:VERSION|@DIGEST] [--ca FILE] [--replicate]) [--root DIR] [--plan]",
 		Short: "Verify a bundle and install it; the same command upgrades",
 		Long: `Verify a bundle and install it: the same command upgrades.
 
@@ -73,9 +81,26 @@ bundle again changes nothing. State lives under ROOT/var/lib/zdt.
 
 A delta bundle (bundle create --base) is installed over its base: the blobs
 it leaves out are read from what is installed (the base's kept archive or
-its copied blobs); where the base is not installed it is refused, naming it.`,
+its copied blobs); where the base is not installed it is refused, naming it.
+
+--from installs a bundle from a registry that holds it instead of a file:
+another node's 'zdt serve' (REGISTRY is its --serve-addr, --ca its
+var/lib/zdt/tls/ca.crt) or the site registry 'zdt push --to REGISTRY/PREFIX'
+filled (REGISTRY/PREFIX/zdt/NAME). The root is resolved to a digest once and
+everything is read by digest; the signature and attestations are read from
+the registry and checked against the same trust policy before anything is
+written (refused the same way, exit 3). Files are read from the registry,
+every byte checked; images are not copied: the mirror configuration points
+at that registry (trusting --ca). --replicate copies the whole bundle into
+this node's registry storage too, so that its 'zdt serve' serves it; the
+mirror configuration then lists this node first and the registry as the
+fallback. Plan, re-runs, generations and rollback are those of --bundle.
+Credentials come from the Docker config and credential helpers, or
+--registry-config.`,
 		Example: `  zdt install --bundle platform-1.4.0.zdt --key cosign.pub --plan
-  zdt install --bundle platform-1.4.0.zdt --key cosign.pub --root /mnt/image`,
+  zdt install --bundle platform-1.4.0.zdt --key cosign.pub --root /mnt/image
+  zdt install --from node1.site:5000/zdt/platform:1.4.0 --ca node1-ca.crt --key cosign.pub
+  zdt install --from harbor.site/platform/zdt/platform@sha256:… --key cosign.pub --replicate`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd.Context(), g)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -15,12 +16,20 @@ import (
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/version"
 	"zdt.dev/zdt/registry"
+	"zdt.dev/zdt/remote"
 )
 
 // run is `zdt install`.
 func (o *installOptions) run(ctx context.Context, g *globals) error {
-	if o.bundle == "" {
-		return usageError{fmt.Errorf("--bundle is required")}
+	switch {
+	case o.bundle != "" && o.from != "":
+		return usageError{fmt.Errorf("--bundle and --from exclude each other")}
+	case o.from != "":
+		return o.runFrom(ctx, g)
+	case o.bundle == "":
+		return usageError{fmt.Errorf("--bundle or --from is required")}
+	case o.ca != "" || o.replicate || o.registryConfig != "":
+		return usageError{fmt.Errorf("--ca, --replicate and --registry-config go with --from")}
 	}
 	logger := g.logger()
 	// The store is only read until the bundle is known to install
@@ -70,20 +79,82 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 		defer store.Close()
 		opts.Registry = store
 	}
-	values, err := o.readValues()
-	if err != nil {
+	if opts.Deployer, err = o.deployer(logger); err != nil {
 		return err
-	}
-	if kc := cmp.Or(o.kubeconfig, os.Getenv("KUBECONFIG")); kc != "" {
-		d, err := cluster.New(cluster.Options{Kubeconfig: kc, Timeout: o.timeout, Logger: logger, Values: values})
-		if err != nil {
-			return err
-		}
-		opts.Deployer = d
 	}
 	bar := g.progress("importing")
 	opts.Progress = bar.update
 	res, err := installer.Install(ctx, a, opts)
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	return o.report(g, res)
+}
+
+// deployer is the chart deployer of --kubeconfig (or $KUBECONFIG), nil
+// without a cluster.
+func (o *installOptions) deployer(logger *slog.Logger) (installer.Deployer, error) {
+	values, err := o.readValues()
+	if err != nil {
+		return nil, err
+	}
+	kc := cmp.Or(o.kubeconfig, os.Getenv("KUBECONFIG"))
+	if kc == "" {
+		return nil, nil
+	}
+	d, err := cluster.New(cluster.Options{Kubeconfig: kc, Timeout: o.timeout, Logger: logger, Values: values})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// runFrom is `zdt install --from`.
+func (o *installOptions) runFrom(ctx context.Context, g *globals) error {
+	if o.copyBlobs {
+		return usageError{fmt.Errorf("--copy-blobs goes with --bundle (--from copies with --replicate)")}
+	}
+	ref, err := registry.ParseBundleRef(o.from)
+	if err != nil {
+		return usageError{fmt.Errorf("--from: %w", err)}
+	}
+	policy, err := o.trust.load(ctx)
+	if err != nil {
+		return err
+	}
+	cfg := &remote.RegistryConfig{}
+	if o.registryConfig != "" {
+		if cfg, err = remote.LoadRegistryConfig(o.registryConfig); err != nil {
+			return err
+		}
+	}
+	if o.ca != "" {
+		if cfg.Registries == nil {
+			cfg.Registries = map[string]remote.RegistryHost{}
+		}
+		h := cfg.Registries[ref.Host]
+		h.CA = o.ca
+		cfg.Registries[ref.Host] = h
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding the zdt binary to install: %w", err)
+	}
+	logger := g.logger()
+	opts := installer.FromOptions{
+		Options: installer.Options{
+			Root: o.root, PlanOnly: o.plan, AMIExportDir: o.amiExport, ServeAddr: o.serveAddr,
+			ToolVersion: version.String(), Logger: logger, Binary: self,
+		},
+		Policy: policy, CA: o.ca, Remotes: remote.New(cfg, 4), Replicate: o.replicate,
+	}
+	if opts.Deployer, err = o.deployer(logger); err != nil {
+		return err
+	}
+	bar := g.progress("installing")
+	opts.Progress = bar.update
+	res, err := installer.InstallFrom(ctx, o.from, opts)
 	bar.finish()
 	if err != nil {
 		return err
