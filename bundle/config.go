@@ -57,21 +57,63 @@ func itemFromAnnotations(a map[string]string) Item {
 	}
 }
 
-// AMIConfig is an AMI artifact's config (manifests.MediaTypeAMIConfig).
+// AMIConfig is an AMI artifact's config (manifests.MediaTypeAMIConfig):
+// what to register the image as (EC2 RegisterImage's fields and values)
+// and what its disk is. Archive.ItemContent returns it (Content.AMI) with
+// DiskSize and DiskDigest checked against the layer; Archive.OpenContent
+// then reads the disk, bounded and digest-checked. Since #16 the disk is
+// always raw (DiskFormat "raw", converted at create from SourceFormat);
+// a bundle made before may carry qcow2, vmdk or vhd bytes as they were.
 type AMIConfig struct {
-	Name           string `json:"name"`
-	Description    string `json:"description,omitempty"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// Architecture is x86_64, arm64 or i386; BootMode legacy-bios, uefi or
+	// uefi-preferred; Virtualization hvm or paravirtual; RootDevice the
+	// root device name (/dev/xvda).
 	Architecture   string `json:"architecture"`
 	BootMode       string `json:"bootMode"`
 	Virtualization string `json:"virtualization"`
 	RootDevice     string `json:"rootDevice"`
-	ENA            bool   `json:"ena"`
-	TPM            bool   `json:"tpm"`
-	// DiskFormat is raw, qcow2, vmdk, vhd or vhdx; DiskSize and DiskDigest
-	// describe the uncompressed disk image.
+	// ENA is EnaSupport; TPM says TPMSupport is "v2.0".
+	ENA bool `json:"ena"`
+	TPM bool `json:"tpm"`
+	// SriovNetSupport is "simple" or empty; TPMSupport "v2.0" (with TPM)
+	// or empty; IMDSSupport "v2.0" or empty: EC2's values as they are.
+	SriovNetSupport string `json:"sriovNetSupport,omitempty"`
+	TPMSupport      string `json:"tpmSupport,omitempty"`
+	IMDSSupport     string `json:"imdsSupport,omitempty"`
+	// BlockDeviceMappings always lists the root device (its volume is
+	// made from the disk's snapshot), first.
+	BlockDeviceMappings []AMIBlockDevice `json:"blockDeviceMappings,omitempty"`
+	// Tags go on the AMI and its snapshot.
+	Tags map[string]string `json:"tags,omitempty"`
+	// DiskFormat is the stored disk's format: raw (older bundles: raw,
+	// qcow2, vmdk, vhd or vhdx). DiskSize and DiskDigest are the stored
+	// disk's bytes (the raw image's size and sha256: what a user compares
+	// after `install --ami-export`).
 	DiskFormat string `json:"diskFormat"`
 	DiskSize   int64  `json:"diskSize"`
 	DiskDigest string `json:"diskDigest"`
+	// SourceFormat and SourceVariant say what the spec's source was
+	// (qcow2 v3, vmdk streamOptimized, vhd dynamic, raw); SourceSize and
+	// SourceDigest are its file's bytes.
+	SourceFormat  string `json:"sourceFormat,omitempty"`
+	SourceVariant string `json:"sourceVariant,omitempty"`
+	SourceSize    int64  `json:"sourceSize,omitempty"`
+	SourceDigest  string `json:"sourceDigest,omitempty"`
+}
+
+// AMIBlockDevice is one EBS volume of an AMI (RegisterImage's
+// BlockDeviceMapping with its Ebs).
+type AMIBlockDevice struct {
+	DeviceName string `json:"deviceName"`
+	// VolumeSize is in GiB; VolumeType gp3, gp2, io1, io2, st1, sc1 or
+	// standard; IOPS and Throughput (MiB/s) are 0 when not given.
+	VolumeSize          int64  `json:"volumeSize"`
+	VolumeType          string `json:"volumeType"`
+	DeleteOnTermination bool   `json:"deleteOnTermination"`
+	IOPS                int64  `json:"iops,omitempty"`
+	Throughput          int64  `json:"throughput,omitempty"`
 }
 
 // KindBundleConfig is the dev.zdt.kind annotation of the root's first

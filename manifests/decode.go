@@ -286,6 +286,13 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		v.SetString(n.Value)
 	case reflect.Map: // map[string]string
 		d.mapping(n, v, path)
+	case reflect.Pointer: // optional: nil when absent or null
+		if isNull(n) {
+			return
+		}
+		p := reflect.New(v.Type().Elem())
+		d.value(n, p.Elem(), path)
+		v.Set(p)
 	case reflect.Bool:
 		b, err := strconv.ParseBool(n.Value)
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || err != nil {

@@ -72,6 +72,12 @@ var (
 	reMode    = regexp.MustCompile(`^0?[0-7]{3,4}$`)
 	archs     = map[string]bool{"x86_64": true, "arm64": true, "i386": true}
 	bootModes = map[string]bool{"uefi": true, "legacy-bios": true, "uefi-preferred": true}
+	// diskFormats are an AMI source's formats; volumeTypes EBS's.
+	diskFormats = map[string]bool{"raw": true, "qcow2": true, "vmdk": true, "vhd": true}
+	volumeTypes = map[string]bool{"gp3": true, "gp2": true, "io1": true, "io2": true, "st1": true, "sc1": true, "standard": true}
+	// reDevice is a block device name: /dev/sda1, /dev/xvdb, /dev/sdf
+	// (EC2's), /dev/nvme0n1 (as the instance sees it).
+	reDevice = regexp.MustCompile(`^/dev/((sd|xvd|hd)[a-z]{1,2}[0-9]{0,2}|nvme[0-9]{1,2}n[0-9]{1,2}(p[0-9]{1,2})?)$`)
 )
 
 // ParsePlatform splits os/arch[/variant].
@@ -323,6 +329,68 @@ func (v *validator) ami(item string, a AMI) {
 	}
 	if a.SHA256 != "" && !reSHA256.MatchString(a.SHA256) {
 		c.add(at(item+".sha256", a.Pos), "ami %q: sha256 must be 64 lowercase hex digits", a.Name)
+	}
+	if a.Format != "" && !diskFormats[a.Format] {
+		c.add(at(item+".format", a.Pos), "ami %q: format %q is not raw, qcow2, vmdk or vhd", a.Name, a.Format)
+	}
+	if a.Size < 0 {
+		c.add(at(item+".size", a.Pos), "ami %q: size %d is negative", a.Name, a.Size)
+	}
+	if len(a.Description) > 255 {
+		c.add(at(item+".description", a.Pos), "ami %q: description is %d characters, at most 255", a.Name, len(a.Description))
+	}
+	if a.RootDevice != "" && !reDevice.MatchString(a.RootDevice) {
+		c.add(at(item+".rootDevice", a.Pos), "ami %q: rootDevice %q is not a device name like /dev/xvda or /dev/sda1", a.Name, a.RootDevice)
+	}
+	if a.SriovNetSupport != "" && a.SriovNetSupport != "simple" {
+		c.add(at(item+".sriovNetSupport", a.Pos), "ami %q: sriovNetSupport %q is not simple", a.Name, a.SriovNetSupport)
+	}
+	if a.IMDSSupport != "" && a.IMDSSupport != "v2.0" {
+		c.add(at(item+".imdsSupport", a.Pos), "ami %q: imdsSupport %q is not v2.0", a.Name, a.IMDSSupport)
+	}
+	devices := map[string]int{}
+	for i, bd := range a.BlockDeviceMappings {
+		bi := fmt.Sprintf("%s.blockDeviceMappings[%d]", item, i)
+		if !reDevice.MatchString(bd.DeviceName) {
+			c.add(at(bi+".deviceName", bd.Pos), "ami %q: deviceName %q is not a device name like /dev/xvda or /dev/sdb", a.Name, bd.DeviceName)
+		} else {
+			v.dup(devices, bd.DeviceName, at(bi+".deviceName", bd.Pos), fmt.Sprintf("ami %q: device %q", a.Name, bd.DeviceName))
+		}
+		if bd.VolumeSize < 0 || bd.VolumeSize > 65536 {
+			c.add(at(bi+".volumeSize", bd.Pos), "ami %q: volumeSize %d GiB is not between 1 and 65536", a.Name, bd.VolumeSize)
+		}
+		if bd.VolumeType != "" && !volumeTypes[bd.VolumeType] {
+			c.add(at(bi+".volumeType", bd.Pos), "ami %q: volumeType %q is not gp3, gp2, io1, io2, st1, sc1 or standard", a.Name, bd.VolumeType)
+		}
+		vt := bd.VolumeType
+		if vt == "" {
+			vt = "gp3"
+		}
+		if bd.IOPS < 0 || bd.IOPS > 0 && vt != "gp3" && vt != "io1" && vt != "io2" {
+			c.add(at(bi+".iops", bd.Pos), "ami %q: iops %d: only gp3, io1 and io2 volumes take iops", a.Name, bd.IOPS)
+		}
+		if bd.Throughput < 0 || bd.Throughput > 0 && vt != "gp3" {
+			c.add(at(bi+".throughput", bd.Pos), "ami %q: throughput %d: only gp3 volumes take a throughput", a.Name, bd.Throughput)
+		}
+	}
+	if len(a.Tags) > 50 {
+		c.add(at(item+".tags", a.Pos), "ami %q: %d tags, at most 50", a.Name, len(a.Tags))
+	}
+	keys := make([]string, 0, len(a.Tags))
+	for k := range a.Tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		p := at(item+".tags."+k, a.Pos)
+		switch {
+		case k == "" || len(k) > 128:
+			c.add(p, "ami %q: tag key %q must be 1 to 128 characters", a.Name, k)
+		case strings.HasPrefix(strings.ToLower(k), "aws:"):
+			c.add(p, "ami %q: tag key %q: the aws: prefix is reserved", a.Name, k)
+		case len(a.Tags[k]) > 256:
+			c.add(p, "ami %q: tag %q: the value is %d characters, at most 256", a.Name, k, len(a.Tags[k]))
+		}
 	}
 	if err := CheckAMIName(a.Name); err != nil {
 		c.add(at(item+".name", a.Pos), "%v", err)

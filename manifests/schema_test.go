@@ -86,6 +86,9 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	seen := map[reflect.Type]bool{}
 	var walk func(path string, node map[string]any, typ reflect.Type)
 	walk = func(path string, node map[string]any, typ reflect.Type) {
+		if typ.Kind() == reflect.Pointer { // optional: the element's schema
+			typ = typ.Elem()
+		}
 		switch typ.Kind() {
 		case reflect.String:
 			if node["type"] != "string" {

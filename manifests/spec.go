@@ -86,19 +86,40 @@ type File struct {
 }
 
 // AMI is a VM disk image and the metadata needed to register it as an AMI.
+// The field names and values are EC2 RegisterImage's.
 type AMI struct {
-	Name           string `yaml:"name" zdt:"required" doc:"AMI name."`
-	Source         string `yaml:"source" zdt:"required" doc:"Disk image path (raw, qcow2, vmdk or vhd), relative to zdt.yaml."`
-	SHA256         string `yaml:"sha256" doc:"Optional hex sha256 of the disk image."`
-	Size           int64  `yaml:"size" doc:"Optional size of the disk image in bytes: reading stops one byte past it and a mismatch fails the build."`
-	Description    string `yaml:"description,omitempty"`
-	Architecture   string `yaml:"architecture" doc:"x86_64 (default), arm64 or i386."`
-	BootMode       string `yaml:"bootMode" doc:"uefi, legacy-bios or uefi-preferred (default legacy-bios)."`
-	Virtualization string `yaml:"virtualization" doc:"hvm (default) or paravirtual."`
-	RootDevice     string `yaml:"rootDevice" doc:"Root device name (default /dev/xvda)."`
-	ENA            bool   `yaml:"ena" doc:"ENA networking support."`
-	TPM            bool   `yaml:"tpm" doc:"NitroTPM v2.0 support (needs uefi)."`
-	Pos            Pos    `yaml:"-"`
+	Name   string `yaml:"name" zdt:"required" doc:"AMI name (one path element: the exported file is NAME.img)."`
+	Source string `yaml:"source" zdt:"required" doc:"Disk image: a path relative to zdt.yaml or an https:// URL; raw, qcow2 (v2/v3, zlib/zstd clusters, no backing file), vmdk (monolithicSparse, streamOptimized) or vhd (fixed, dynamic), told apart by its magic bytes. Stored converted to raw."`
+	Format string `yaml:"format" doc:"Optional: the format the source must be (raw, qcow2, vmdk or vhd); its magic bytes are checked against it."`
+	SHA256 string `yaml:"sha256" doc:"Optional hex sha256 of the source file (before conversion)."`
+	Size   int64  `yaml:"size" doc:"Optional size of the source file in bytes: reading stops one byte past it and a mismatch fails the build."`
+	// Description is the AMI's description (at most 255 characters).
+	Description     string `yaml:"description,omitempty" doc:"AMI description (at most 255 characters)."`
+	Architecture    string `yaml:"architecture" doc:"x86_64 (default), arm64 or i386."`
+	BootMode        string `yaml:"bootMode" doc:"legacy-bios (default), uefi or uefi-preferred."`
+	Virtualization  string `yaml:"virtualization" doc:"hvm (default) or paravirtual."`
+	RootDevice      string `yaml:"rootDevice" doc:"Root device name (default /dev/xvda)."`
+	ENA             bool   `yaml:"ena" doc:"ENA networking support."`
+	SriovNetSupport string `yaml:"sriovNetSupport" doc:"simple: Intel 82599 VF (SR-IOV) networking support."`
+	TPM             bool   `yaml:"tpm" doc:"NitroTPM v2.0 support (needs bootMode uefi)."`
+	IMDSSupport     string `yaml:"imdsSupport" doc:"v2.0: instances launched from the AMI require IMDSv2."`
+	// BlockDeviceMappings are the AMI's volumes; the root device's gets the
+	// disk's snapshot (one is added when none names the root device).
+	BlockDeviceMappings []BlockDevice     `yaml:"blockDeviceMappings" doc:"Volumes of instances launched from the AMI; the root device's volume is made from the disk (added, sized to the disk, when not listed)."`
+	Tags                map[string]string `yaml:"tags" doc:"Tags of the AMI and its snapshot (at most 50; keys up to 128 characters, values up to 256, no aws: prefix)."`
+	Pos                 Pos               `yaml:"-"`
+}
+
+// BlockDevice is one of an AMI's EBS volumes.
+type BlockDevice struct {
+	DeviceName string `yaml:"deviceName" zdt:"required" doc:"Device name, e.g. /dev/xvda or /dev/sdb."`
+	VolumeSize int64  `yaml:"volumeSize" doc:"Size in GiB (the root device's default: the disk's size rounded up)."`
+	VolumeType string `yaml:"volumeType" doc:"gp3 (default), gp2, io1, io2, st1, sc1 or standard."`
+	// DeleteOnTermination defaults to true.
+	DeleteOnTermination *bool `yaml:"deleteOnTermination" doc:"Delete the volume when the instance terminates (default true)."`
+	IOPS                int64 `yaml:"iops" doc:"Provisioned IOPS (gp3, io1, io2)."`
+	Throughput          int64 `yaml:"throughput" doc:"Throughput in MiB/s (gp3)."`
+	Pos                 Pos   `yaml:"-"`
 }
 
 // ItemCount is the number of items of all kinds in the spec.

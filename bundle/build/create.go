@@ -95,6 +95,10 @@ type CreateOptions struct {
 	// MaxChartIndexSize bounds a Helm repository's index.yaml (default
 	// DefaultMaxChartIndexSize).
 	MaxChartIndexSize int64
+	// MaxDiskSize bounds the virtual size of an AMI's disk image (default
+	// DefaultMaxDiskSize, 2 TiB): a larger one, real or crafted, fails the
+	// create (ErrDiskImage) before it is converted.
+	MaxDiskSize int64
 	// StallTimeout fails a request (after retries) that receives less than
 	// 1 KiB in a window this long: a registry, repository or file server
 	// that stalls or trickles (default DefaultStallTimeout).

@@ -485,51 +485,6 @@ func (c *creator) file(ctx context.Context, comp string, f manifests.File) (reso
 	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: name, Digest: it.Digest, Source: f.Source}}, nil
 }
 
-// ami stages a disk image and its AMI metadata.
-func (c *creator) ami(ctx context.Context, comp string, a manifests.AMI) (resolved, error) {
-	fail := func(err error) (resolved, error) { return resolved{}, fmt.Errorf("ami %s: %w", a.Name, err) }
-	rc, err := c.openSource(ctx, a.Source)
-	if err != nil {
-		return fail(err)
-	}
-	head := make([]byte, 512)
-	n, _ := io.ReadFull(rc, head)
-	rc.Close()
-	format := diskFormat(head[:n])
-	mt := manifests.MediaTypeDiskZstdPrefix + format + "+zstd"
-	layer, sum, size, _, err := c.stageCompressed(ctx, a.Source, a.SHA256, a.Size, mt, mt)
-	if err != nil {
-		return fail(err)
-	}
-	if layer.MediaType != mt {
-		return fail(fmt.Errorf("compressed disk images are not supported; give the %s image itself", format))
-	}
-	layer.Annotations = map[string]string{
-		ocispec.AnnotationTitle:                a.Name + "." + format + ".zst",
-		manifests.AnnotationUncompressedDigest: sum.String(),
-		manifests.AnnotationUncompressedSize:   fmt.Sprint(size),
-	}
-	cfg := bundle.AMIConfig{Name: a.Name, Description: a.Description, Architecture: orDefault(a.Architecture, "x86_64"),
-		BootMode: orDefault(a.BootMode, "legacy-bios"), Virtualization: orDefault(a.Virtualization, "hvm"),
-		RootDevice: orDefault(a.RootDevice, "/dev/xvda"), ENA: a.ENA, TPM: a.TPM,
-		DiskFormat: format, DiskSize: size, DiskDigest: sum.String()}
-	cb, _ := json.Marshal(cfg)
-	cfgDesc, err := c.store.PutBytes(ctx, manifests.MediaTypeAMIConfig, cb)
-	if err != nil {
-		return fail(err)
-	}
-	desc, err := c.store.putManifest(ctx, manifests.ArtifactTypeAMI, cfgDesc, []ocispec.Descriptor{layer}, map[string]string{
-		ocispec.AnnotationTitle: a.Name,
-	})
-	if err != nil {
-		return fail(err)
-	}
-	it := bundle.Item{Component: comp, Kind: manifests.KindAMI, Name: a.Name, Ref: "amis/" + a.Name + ":" + c.spec.Metadata.Version,
-		Digest: desc.Digest.String(), MediaType: desc.MediaType}
-	c.opts.Logger.Info("staged ami", "name", a.Name, "format", format, "bytes", size, "stored", layer.Size)
-	return resolved{item: it, desc: desc, lock: manifests.LockItem{Component: comp, Kind: it.Kind, Name: a.Name, Digest: it.Digest, Source: a.Source}}, nil
-}
-
 func orDefault(s, def string) string {
 	if s == "" {
 		return def

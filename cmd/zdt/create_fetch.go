@@ -19,6 +19,7 @@ type fetchLimits struct {
 	allowChartRepos     []string
 	requireChartDigests bool
 	maxChartIndexSize   int64
+	maxDiskSize         int64
 	stallTimeout        time.Duration
 	renderTimeout       time.Duration
 }
@@ -27,6 +28,7 @@ func (o *fetchLimits) AddFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.allowChartRepos, "allow-chart-repo", nil, "HOST[:PORT] (or http://HOST[:PORT] for plain http) chart dependencies may also be fetched from; by default only the hosts of the spec's chart sources (repeatable)")
 	fs.BoolVar(&o.requireChartDigests, "require-chart-digests", false, "refuse a chart whose Helm repository index entry has no digest (default: warn and download it unchecked)")
 	fs.Int64Var(&o.maxChartIndexSize, "max-chart-index-size", charts.DefaultMaxChartIndexSize, "largest Helm repository index.yaml read, in bytes")
+	fs.Int64Var(&o.maxDiskSize, "max-disk-size", build.DefaultMaxDiskSize, "largest virtual size of an AMI's disk image (raw, qcow2, vmdk, vhd), in bytes")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", remote.DefaultStallTimeout, "fail a request (after retries) that gets no answer, or less than 1 KiB, in this long")
 	fs.DurationVar(&o.renderTimeout, "render-timeout", charts.DefaultRenderTimeout, "longest a chart may take to render during --discover-images")
 }
@@ -37,6 +39,7 @@ func (o *createOptions) apply(opts *build.CreateOptions) error {
 	opts.AllowChartRepos = o.fetch.allowChartRepos
 	opts.RequireChartDigests = o.fetch.requireChartDigests
 	opts.MaxChartIndexSize = o.fetch.maxChartIndexSize
+	opts.MaxDiskSize = o.fetch.maxDiskSize
 	opts.StallTimeout = o.fetch.stallTimeout
 	opts.RenderTimeout = o.fetch.renderTimeout
 	if !o.noCache {
