@@ -19,7 +19,7 @@ build:
 
 # Client tools the tests use as judges (idempotent; kept when present).
 tools:
-	.ci/install-tools crane oras skopeo cosign helm podman ctr kube
+	.ci/install-tools crane oras skopeo cosign helm podman ctr kube qemu-img
 
 test: tools
 	ZDT_REQUIRE_CLIENTS=1 $(GO) test -count=1 -timeout 20m ./...
