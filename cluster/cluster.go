@@ -61,6 +61,9 @@ type Options struct {
 	// Kubeconfig is the kubeconfig file; empty means $KUBECONFIG, then
 	// ~/.kube/config, then the in-cluster configuration.
 	Kubeconfig string
+	// InCluster uses rest.InClusterConfig (the pod's service account)
+	// instead of any kubeconfig (SelectTarget decides).
+	InCluster bool
 	// Context is the kubeconfig context (default: its current context).
 	Context string
 	// Timeout bounds waiting for one release's resources to be ready and
@@ -83,6 +86,8 @@ type Deployer struct {
 	dyn    dynamic.Interface
 	meta   metadata.Interface
 	loaded map[string]*desired // by release key, from PlanReleases
+	// inCluster is the in-cluster configuration (Options.InCluster).
+	inCluster *rest.Config
 }
 
 var _ installer.Deployer = (*Deployer)(nil)
@@ -96,7 +101,14 @@ func New(opts Options) (*Deployer, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	d := &Deployer{opts: opts, loaded: map[string]*desired{}}
-	cfg, err := d.newFlags("").ToRESTConfig()
+	if opts.InCluster {
+		ic, err := inClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster configuration: %w", err)
+		}
+		d.inCluster = tuneConfig(ic)
+	}
+	cfg, err := d.getter("").ToRESTConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
@@ -450,13 +462,25 @@ func (d *Deployer) newFlags(ns string) *genericclioptions.ConfigFlags {
 	if ns != "" {
 		flags.Namespace = &ns
 	}
-	// One rate limit that does not throttle a deploy of many small charts.
-	flags.WrapConfigFn = func(c *rest.Config) *rest.Config {
-		c.QPS, c.Burst = 50, 100
-		c.UserAgent = "zdt"
-		return c
-	}
+	flags.WrapConfigFn = tuneConfig
 	return flags
+}
+
+// getter is the client configuration for namespace ns: the kubeconfig's
+// (newFlags) or the in-cluster one.
+func (d *Deployer) getter(ns string) genericclioptions.RESTClientGetter {
+	if d.inCluster != nil {
+		return restGetter{cfg: d.inCluster, ns: ns}
+	}
+	return d.newFlags(ns)
+}
+
+// tuneConfig sets one rate limit that does not throttle a deploy of many
+// small charts, and zdt's user agent.
+func tuneConfig(c *rest.Config) *rest.Config {
+	c.QPS, c.Burst = 50, 100
+	c.UserAgent = "zdt"
+	return c
 }
 
 func (d *Deployer) uninstall(ctx context.Context, r installer.Release) error {
@@ -472,7 +496,7 @@ func (d *Deployer) uninstall(ctx context.Context, r installer.Release) error {
 
 func (d *Deployer) helmConfig(ns string) (*action.Configuration, error) {
 	cfg := action.NewConfiguration(action.ConfigurationSetLogger(d.opts.Logger.Handler()))
-	if err := cfg.Init(d.newFlags(ns), ns, "secret"); err != nil {
+	if err := cfg.Init(d.getter(ns), ns, "secret"); err != nil {
 		return nil, err
 	}
 	return cfg, nil

@@ -46,7 +46,7 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.detailedExitCode, "detailed-exitcode", false, "with --plan: exit 4 when the plan has changes")
 	fs.StringVar(&o.amiExport, "ami-export", "", "write each AMI's disk image (sparse: zero blocks are holes) and metadata to this directory")
 	fs.StringVar(&o.serveAddr, "serve-addr", installer.DefaultServeAddr, "HOST:PORT the registry (zdt serve, started by the generated systemd unit) listens on; the mirror configuration, trust and certificate name it")
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "deploy the bundle's charts into the cluster of this kubeconfig (default $KUBECONFIG; with neither, charts are only served)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "deploy the bundle's charts into the cluster of this kubeconfig (default $KUBECONFIG; with neither, in a pod (KUBERNETES_SERVICE_HOST set) its service account's cluster; otherwise charts are only served)")
 	fs.StringArrayVar(&o.values, "values", nil, "CHART=FILE (or COMPONENT/CHART=FILE): a values file merged over the bundle's values for that chart when deploying (repeatable; recorded as part of the values digest)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for one release to become ready")
 	fs.BoolVar(&o.copyBlobs, "copy-blobs", false, "copy the blobs into the registry storage even when the bundle is on the same filesystem and could be kept there by a hard link")

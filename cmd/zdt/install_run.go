@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -92,18 +91,19 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 	return o.report(g, res)
 }
 
-// deployer is the chart deployer of --kubeconfig (or $KUBECONFIG), nil
-// without a cluster.
+// deployer is the chart deployer of --kubeconfig (or $KUBECONFIG, or the
+// in-cluster configuration in a pod: cluster.SelectTarget), nil without a
+// cluster.
 func (o *installOptions) deployer(logger *slog.Logger) (installer.Deployer, error) {
 	values, err := o.readValues()
 	if err != nil {
 		return nil, err
 	}
-	kc := cmp.Or(o.kubeconfig, os.Getenv("KUBECONFIG"))
-	if kc == "" {
+	tgt, ok := cluster.SelectTarget(o.kubeconfig, os.Getenv)
+	if !ok {
 		return nil, nil
 	}
-	d, err := cluster.New(cluster.Options{Kubeconfig: kc, Timeout: o.timeout, Logger: logger, Values: values})
+	d, err := cluster.New(cluster.Options{Kubeconfig: tgt.Kubeconfig, InCluster: tgt.InCluster, Timeout: o.timeout, Logger: logger, Values: values})
 	if err != nil {
 		return nil, err
 	}
@@ -168,8 +168,8 @@ func (o *installOptions) readValues() (map[string][]byte, error) {
 	if len(o.values) == 0 {
 		return nil, nil
 	}
-	if o.kubeconfig == "" && os.Getenv("KUBECONFIG") == "" {
-		return nil, usageError{fmt.Errorf("--values needs a cluster to deploy to (--kubeconfig or KUBECONFIG)")}
+	if _, ok := cluster.SelectTarget(o.kubeconfig, os.Getenv); !ok {
+		return nil, usageError{fmt.Errorf("--values needs a cluster to deploy to (--kubeconfig, KUBECONFIG or in-cluster)")}
 	}
 	out := map[string][]byte{}
 	for _, v := range o.values {

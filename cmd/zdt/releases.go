@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -26,13 +25,14 @@ func (o *clusterOptions) AddFlags(fs *pflag.FlagSet, what string) {
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for one release to become ready or be gone")
 }
 
-// deployer is the cluster of --kubeconfig or $KUBECONFIG (nil: none).
+// deployer is the cluster of --kubeconfig or $KUBECONFIG, or the
+// in-cluster configuration in a pod (cluster.SelectTarget; nil: none).
 func (o *clusterOptions) deployer(g *globals) (*cluster.Deployer, error) {
-	kc := cmp.Or(o.kubeconfig, os.Getenv("KUBECONFIG"))
-	if kc == "" {
+	tgt, ok := cluster.SelectTarget(o.kubeconfig, os.Getenv)
+	if !ok {
 		return nil, nil
 	}
-	return cluster.New(cluster.Options{Kubeconfig: kc, Timeout: o.timeout, Logger: g.logger()})
+	return cluster.New(cluster.Options{Kubeconfig: tgt.Kubeconfig, InCluster: tgt.InCluster, Timeout: o.timeout, Logger: g.logger()})
 }
 
 // renderReleaseChanges prints what rollback or uninstall did to releases.
