@@ -75,6 +75,9 @@ var (
 	// diskFormats are an AMI source's formats; volumeTypes EBS's.
 	diskFormats = map[string]bool{"raw": true, "qcow2": true, "vmdk": true, "vhd": true}
 	volumeTypes = map[string]bool{"gp3": true, "gp2": true, "io1": true, "io2": true, "st1": true, "sc1": true, "standard": true}
+	// reRepoComponent is one path component of a repository name
+	// (distribution's reference grammar).
+	reRepoComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
 	// reDevice is a block device name: /dev/sda1, /dev/xvdb, /dev/sdf
 	// (EC2's), /dev/nvme0n1 (as the instance sees it).
 	reDevice = regexp.MustCompile(`^/dev/((sd|xvd|hd)[a-z]{1,2}[0-9]{0,2}|nvme[0-9]{1,2}n[0-9]{1,2}(p[0-9]{1,2})?)$`)
@@ -394,6 +397,9 @@ func (v *validator) ami(item string, a AMI) {
 	}
 	if err := CheckAMIName(a.Name); err != nil {
 		c.add(at(item+".name", a.Pos), "%v", err)
+	} else if !reRepoComponent.MatchString(a.Name) {
+		// Install serves it as amis/NAME:VERSION and refuses other names.
+		c.add(at(item+".name", a.Pos), "ami name %q is served as the repository amis/%s: lowercase letters and digits, separated by '.', '_', '__' or '-'", a.Name, a.Name)
 	}
 	v.dup(v.amis, a.Name, at(item+".name", a.Pos), fmt.Sprintf("ami %q", a.Name))
 }

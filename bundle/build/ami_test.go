@@ -68,7 +68,7 @@ func TestAMIFormatsConverted(t *testing.T) {
 	_, imgs := fixtures.DiskImages(t, dir)
 	var entries []string
 	for _, v := range fixtures.DiskVariants {
-		entries = append(entries, fmt.Sprintf("{name: %s, source: %s}", v.Name, filepath.Base(imgs[v.Name])))
+		entries = append(entries, fmt.Sprintf("{name: %s, source: %s}", strings.ToLower(v.Name), filepath.Base(imgs[v.Name])))
 	}
 	out := filepath.Join(dir, "d.zdt")
 	if _, err := Create(context.Background(), amiSpec(t, dir, entries...), CreateOptions{Output: out}); err != nil {
@@ -77,7 +77,7 @@ func TestAMIFormatsConverted(t *testing.T) {
 	a, cs := amiContents(t, out)
 	formats := map[string]string{"raw": "raw", "qcow2": "qcow2", "vmdk": "vmdk", "vpc": "vhd"}
 	for _, v := range fixtures.DiskVariants {
-		c := cs[v.Name]
+		c := cs[strings.ToLower(v.Name)]
 		want := filepath.Join(dir, v.Name+".qemu.raw")
 		fixtures.QemuRaw(t, imgs[v.Name], v.Format, want)
 		wb, _ := os.ReadFile(want)
