@@ -128,6 +128,8 @@ type desired struct {
 	chart  *chart.Chart
 	values map[string]any
 	crds   []crdDoc
+	// rendered are the templates' output by name (for --plan --diff).
+	rendered map[string]string
 }
 
 func key(ns, name string) string { return ns + "/" + name }
@@ -164,10 +166,17 @@ func (d *Deployer) PlanReleases(ctx context.Context, a *bundle.Archive, g *bundl
 				break
 			}
 			if p.ChartDigest != w.rel.ChartDigest {
-				c.Reasons = append(c.Reasons, fmt.Sprintf("chart %s -> %s", p.Version, w.rel.Version))
+				if p.Version == w.rel.Version {
+					c.Reasons = append(c.Reasons, fmt.Sprintf("chart %s content", p.Version))
+				} else {
+					c.Reasons = append(c.Reasons, fmt.Sprintf("chart %s -> %s", p.Version, w.rel.Version))
+				}
 			}
 			if p.ValuesDigest != w.rel.ValuesDigest {
 				c.Reasons = append(c.Reasons, "values")
+			}
+			if p.CRDDigest != "" && p.CRDDigest != w.rel.CRDDigest {
+				c.Reasons = append(c.Reasons, "CRDs")
 			}
 			if p.ManifestDigest != w.rel.ManifestDigest {
 				c.Reasons = append(c.Reasons, "manifests")
@@ -320,8 +329,9 @@ func (d *Deployer) load(ctx context.Context, a *bundle.Archive, g *bundle.Graph,
 			Version: ch.Metadata.Version, ChartDigest: it.Digest,
 			ValuesDigest:   sha(valuesJSON),
 			ManifestDigest: manifestDigest(rendered, crds),
+			CRDDigest:      manifestDigest(nil, crds),
 		},
-		chart: ch, values: vals, crds: crds,
+		chart: ch, values: vals, crds: crds, rendered: rendered,
 	}, nil
 }
 

@@ -21,6 +21,9 @@ type Release struct {
 	ValuesDigest   string `json:"valuesDigest"`
 	ManifestDigest string `json:"manifestDigest"`
 	Revision       int    `json:"revision"`
+	// CRDDigest is the sha256 of the chart's crds/ documents alone (empty
+	// in generations recorded before it was).
+	CRDDigest string `json:"crdDigest,omitempty"`
 }
 
 // Release actions in a plan.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ type installOptions struct {
 	kubeconfig       string
 	values           []string
 	timeout          time.Duration
+	diff             bool
 	trust            trustOptions
 	from             string
 	ca               string
@@ -44,6 +46,7 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.root, "root", "/", "install everything under this directory (chroot-style images, tests); created if missing")
 	fs.BoolVar(&o.plan, "plan", false, "print what would change and stop; writes nothing")
 	fs.BoolVar(&o.detailedExitCode, "detailed-exitcode", false, "with --plan: exit 4 when the plan has changes")
+	fs.BoolVar(&o.diff, "diff", false, "with --plan and a kubeconfig: also print a unified diff of each changing release's manifests (the cluster's against the bundle's; Secrets' values redacted)")
 	fs.StringVar(&o.amiExport, "ami-export", "", "write each AMI's disk image (sparse: zero blocks are holes) and metadata to this directory")
 	fs.StringVar(&o.serveAddr, "serve-addr", installer.DefaultServeAddr, "HOST:PORT the registry (zdt serve, started by the generated systemd unit) listens on; the mirror configuration, trust and certificate name it")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "deploy the bundle's charts into the cluster of this kubeconfig (default $KUBECONFIG; with neither, in a pod (KUBERNETES_SERVICE_HOST set) its service account's cluster; otherwise charts are only served)")
@@ -174,6 +177,7 @@ func (o *nameOptions) AddFlags(fs *pflag.FlagSet) {
 
 func newStatusCmd(g *globals) *cobra.Command {
 	o := &nameOptions{}
+	co := &clusterOptions{}
 	cmd := &cobra.Command{
 		Use:   "status [--root DIR] [--name NAME]",
 		Short: "Show what is installed, whether installed files drifted, and the registry's health",
@@ -182,18 +186,29 @@ func newStatusCmd(g *globals) *cobra.Command {
 Every bundle installed side by side under ROOT is listed (--name: only
 that one). It exits 5 when an installed or generated file drifted or the
 registry storage does not serve an installed bundle whole; installing the
-same bundle again repairs both.`,
+same bundle again repairs both.
+
+The Helm releases install deployed are listed with their namespace, chart
+and revision; with --kubeconfig (or $KUBECONFIG) also their health: ready,
+or not ready with the first object that is not (kstatus, read without
+waiting), and exit 5 when one is not ready.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := installer.GetStatusOf(cmd.Context(), o.root, o.name)
 			if err != nil {
 				return err
 			}
+			rels, err := co.releaseStatuses(cmd.Context(), g, s)
+			if err != nil {
+				return err
+			}
 			if g.json() {
-				if err := g.printJSON(newStatusOutput(s)); err != nil {
+				out := newStatusOutput(s)
+				out.Releases = rels
+				if err := g.printJSON(out); err != nil {
 					return err
 				}
-				return statusError(s)
+				return cmp.Or(statusError(s), releasesError(rels))
 			}
 			if !s.Installed {
 				fmt.Fprintln(g.stdout, "nothing installed")
@@ -202,9 +217,7 @@ same bundle again repairs both.`,
 			if c := s.Generation; c != nil {
 				fmt.Fprintf(g.stdout, "generation %d: %s %s\nbundle     %s\ninstalled by zdt %s\nitems      %d images, %d charts, %d files, %d amis\ngenerations %v\n",
 					c.Number, c.Name, c.Version, c.BundleDigest, c.ToolVersion, s.Counts["image"], s.Counts["chart"], s.Counts["file"], s.Counts["ami"], s.History)
-				for _, r := range c.Releases {
-					fmt.Fprintf(g.stdout, "release    %s/%s  chart %s %s  revision %d (as deployed)\n", r.Namespace, r.Name, r.Chart, r.Version, r.Revision)
-				}
+				renderReleaseStatuses(g.stdout, rels)
 			} else {
 				fmt.Fprintf(g.stdout, "%d bundles installed side by side\n", len(s.Bundles))
 				for _, b := range s.Bundles {
@@ -218,6 +231,7 @@ same bundle again repairs both.`,
 					fmt.Fprintf(g.stdout, "%-20s %s  generation %d  %s  %d images, %d charts, %d files, %d amis  generations %v  drift %d  %s\n",
 						b.Name, c.Version, c.Number, shortDigest(c.BundleDigest), b.Counts["image"], b.Counts["chart"], b.Counts["file"], b.Counts["ami"], b.History, len(b.Drift), health)
 				}
+				renderReleaseStatuses(g.stdout, rels)
 			}
 			if len(s.Drift) > 0 {
 				fmt.Fprintf(g.stdout, "drift      %d file(s) differ from what zdt installed: %v (re-run zdt install to repair)\n", len(s.Drift), s.Drift)
@@ -236,10 +250,11 @@ same bundle again repairs both.`,
 					fmt.Fprintln(g.stdout, "           (re-run zdt install to repair)")
 				}
 			}
-			return statusError(s)
+			return cmp.Or(statusError(s), releasesError(rels))
 		},
 	}
 	o.AddFlags(cmd.Flags())
+	co.AddFlags(cmd.Flags(), "read the health of the Helm releases in the cluster of this kubeconfig")
 	return cmd
 }
 

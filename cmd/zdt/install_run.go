@@ -20,6 +20,9 @@ import (
 
 // run is `zdt install`.
 func (o *installOptions) run(ctx context.Context, g *globals) error {
+	if _, haveCluster := cluster.SelectTarget(o.kubeconfig, os.Getenv); o.diff && (!o.plan || !haveCluster) {
+		return usageError{fmt.Errorf("--diff needs --plan and a cluster (--kubeconfig, KUBECONFIG or the in-cluster configuration)")}
+	}
 	switch {
 	case o.bundle != "" && o.from != "":
 		return usageError{fmt.Errorf("--bundle and --from exclude each other")}
@@ -87,6 +90,9 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 	bar.finish()
 	if err != nil {
 		return err
+	}
+	if o.diff {
+		return o.reportDiff(ctx, g, opts.Deployer, res)
 	}
 	return o.report(g, res)
 }
@@ -158,6 +164,9 @@ func (o *installOptions) runFrom(ctx context.Context, g *globals) error {
 	bar.finish()
 	if err != nil {
 		return err
+	}
+	if o.diff {
+		return o.reportDiff(ctx, g, opts.Deployer, res)
 	}
 	return o.report(g, res)
 }

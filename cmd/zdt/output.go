@@ -5,6 +5,7 @@ import (
 
 	"zdt.dev/zdt/bundle"
 	"zdt.dev/zdt/bundle/build"
+	"zdt.dev/zdt/cluster"
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/registry"
 	"zdt.dev/zdt/signing"
@@ -197,6 +198,30 @@ type statusOutput struct {
 	Registry    *registry.Health      `json:"registry,omitempty"`
 	Extra       map[string]string     `json:"extra,omitempty"`
 	Bundles     []statusBundle        `json:"bundles,omitempty"`
+	// Releases are the Helm releases of every installed bundle's current
+	// generation, with their health when a kubeconfig was given.
+	Releases []releaseStatus `json:"releases,omitempty"`
+}
+
+// releaseStatus is one release in statusOutput.
+type releaseStatus struct {
+	// Bundle is the installed bundle that deployed it.
+	Bundle    string `json:"bundle"`
+	Component string `json:"component"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Chart     string `json:"chart"`
+	Version   string `json:"version"`
+	// Revision is the Helm revision the generation recorded.
+	Revision int `json:"revision"`
+	// ClusterRevision and HelmStatus are the newest revision in the
+	// cluster and its Helm status (absent without a kubeconfig).
+	ClusterRevision int    `json:"clusterRevision,omitempty"`
+	HelmStatus      string `json:"helmStatus,omitempty"`
+	// Health is "ready", "not ready" or "unknown" (no kubeconfig).
+	Health string `json:"health"`
+	// NotReady names the first object that is not ready, or why.
+	NotReady string `json:"notReady,omitempty"`
 }
 
 // statusBundle is one installed bundle in statusOutput.
@@ -217,6 +242,14 @@ func newStatusOutput(s installer.Status) statusOutput {
 			Generations: b.History, Name: b.Name, Registry: b.Registry})
 	}
 	return out
+}
+
+// installDiffOutput is what `zdt install --plan --diff` prints: the
+// install result's fields, then the release diffs.
+type installDiffOutput struct {
+	installer.Result
+	// Diffs are the manifest diffs of the releases the plan changes.
+	Diffs []cluster.ReleaseDiff `json:"diffs"`
 }
 
 // progressLine is a JSON line on stderr while a long phase runs.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -48,4 +49,94 @@ func renderReleaseChanges(w io.Writer, cs []installer.ReleaseChange) {
 		}
 		fmt.Fprintf(w, "  %s release %-42s %s %s %s%s\n", sign, r.Namespace+"/"+r.Name, r.Action, r.Chart, r.Version, why)
 	}
+}
+
+// releaseStatuses are the releases of every installed bundle's current
+// generation, with their health in the cluster when co names one.
+func (co *clusterOptions) releaseStatuses(ctx context.Context, g *globals, s installer.Status) ([]releaseStatus, error) {
+	var out []releaseStatus
+	var all []installer.Release
+	for _, b := range s.Bundles {
+		for _, r := range b.Generation.Releases {
+			out = append(out, releaseStatus{Bundle: b.Name, Component: r.Component, Namespace: r.Namespace, Name: r.Name,
+				Chart: r.Chart, Version: r.Version, Revision: r.Revision, Health: "unknown"})
+			all = append(all, r)
+		}
+	}
+	if len(all) == 0 {
+		return out, nil
+	}
+	d, err := co.deployer(g)
+	if err != nil || d == nil {
+		return out, err
+	}
+	hs, err := d.Health(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	for i, h := range hs {
+		out[i].ClusterRevision, out[i].HelmStatus, out[i].NotReady = h.Revision, h.Status, h.NotReady
+		out[i].Health = "ready"
+		if !h.Ready {
+			out[i].Health = "not ready"
+		}
+	}
+	return out, nil
+}
+
+// renderReleaseStatuses prints one line per release.
+func renderReleaseStatuses(w io.Writer, rs []releaseStatus) {
+	for _, r := range rs {
+		health := "(as deployed; --kubeconfig for its health)"
+		switch {
+		case r.Health == "ready":
+			health = "ready"
+		case r.Health == "not ready":
+			health = "not ready: " + r.NotReady
+		}
+		if r.Health != "unknown" && r.ClusterRevision != r.Revision {
+			health += fmt.Sprintf(" (revision %d in the cluster)", r.ClusterRevision)
+		}
+		fmt.Fprintf(w, "release    %s/%s  chart %s %s  revision %d  %s\n", r.Namespace, r.Name, r.Chart, r.Version, r.Revision, health)
+	}
+}
+
+// releasesError is errUnhealthy when a release is not ready.
+func releasesError(rs []releaseStatus) error {
+	var bad []string
+	for _, r := range rs {
+		if r.Health == "not ready" {
+			bad = append(bad, r.Namespace+"/"+r.Name+" ("+r.NotReady+")")
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %d release(s) not ready: %s", errUnhealthy, len(bad), strings.Join(bad, "; "))
+}
+
+// reportDiff is report for --plan --diff: the plan, then each changing
+// release's manifest diff.
+func (o *installOptions) reportDiff(ctx context.Context, g *globals, dep installer.Deployer, res installer.Result) error {
+	var diffs []cluster.ReleaseDiff
+	if d, ok := dep.(*cluster.Deployer); ok && res.Plan != nil {
+		var err error
+		if diffs, err = d.Diff(ctx, res.Plan.Releases); err != nil {
+			return err
+		}
+	}
+	if g.json() {
+		if err := g.printJSON(installDiffOutput{Result: res, Diffs: diffs}); err != nil {
+			return err
+		}
+	} else {
+		renderPlan(g.stdout, res.Plan)
+		for _, df := range diffs {
+			fmt.Fprintf(g.stdout, "\n# release %s/%s: %s\n%s", df.Namespace, df.Name, df.Action, df.Diff)
+		}
+	}
+	if o.detailedExitCode && res.Plan.HasChanges() {
+		return errPlanChanges
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -188,3 +189,88 @@ func TestDeployRollbackAndUninstall(t *testing.T) {
 		t.Fatalf("status after uninstall:\n%s", st.stdout)
 	}
 }
+
+// TestDeployStatusAndPlanDiff: `zdt status --kubeconfig` lists each
+// release with its revision and health (ready, then not ready naming the
+// object an operator deleted, exit 5; typed JSON); `install --plan`
+// names why each release changes (values, chart version, CRDs) and
+// `--plan --diff` prints the manifest diff, a Secret's values redacted.
+func TestDeployStatusAndPlanDiff(t *testing.T) {
+	c := kubetest.Start(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	kc := []string{"--kubeconfig", c.ZdtKubeconfig}
+	secret := func(pw string) {
+		testregistry.WriteFile(t, filepath.Join(dir, "charts", "app", "templates", "secret.yaml"),
+			[]byte("apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-secret\nstringData:\n  password: "+pw+"\n  user: admin-user\n"))
+	}
+	writeDeployInputs(t, dir, "1.0.0", "hello")
+	secret("s3cret-one")
+	zdt(t, dir, "bundle", "create", "-o", "v1.zdt").must(t, "create v1")
+	zdt(t, dir, append([]string{"install", "--bundle", "v1.zdt", "--root", root, "--insecure-skip-signature", "--timeout", "1m"}, kc...)...).must(t, "install v1")
+
+	st := zdt(t, dir, append([]string{"status", "--root", root}, kc...)...).must(t, "status")
+	for _, want := range []string{"release    app/app  chart app 1.0.0  revision 1  ready", "release    crds/widgets  chart widgets 1.0.0  revision 1  ready", "release    extra-ns/extra  chart extra 1.0.0  revision 1  ready"} {
+		if !strings.Contains(st.stdout, want) {
+			t.Fatalf("status lacks %q:\n%s", want, st.stdout)
+		}
+	}
+	var doc struct {
+		Releases []struct {
+			Bundle, Namespace, Name, Chart, Health, NotReady string
+			Revision, ClusterRevision                        int
+		}
+	}
+	js := zdt(t, dir, append([]string{"status", "--root", root, "--output", "json"}, kc...)...).must(t, "status json")
+	if err := json.Unmarshal([]byte(js.stdout), &doc); err != nil {
+		t.Fatalf("status json: %v\n%s", err, js.stdout)
+	}
+	if len(doc.Releases) != 3 || doc.Releases[1].Name != "app" || doc.Releases[1].Health != "ready" || doc.Releases[1].ClusterRevision != 1 || doc.Releases[1].Bundle != "platform" {
+		t.Fatalf("status json releases = %+v", doc.Releases)
+	}
+
+	// v2: a value, the Secret's password, and widgets' chart version and CRD.
+	writeDeployInputs(t, dir, "2.0.0", "hi")
+	secret("s3cret-two")
+	testregistry.WriteFile(t, filepath.Join(dir, "charts", "widgets", "Chart.yaml"), []byte("apiVersion: v2\nname: widgets\nversion: 1.1.0\n"))
+	testregistry.WriteFile(t, filepath.Join(dir, "charts", "widgets", "crds", "widgets.yaml"), []byte(widgetCRD+"                color: {type: string}\n"))
+	zdt(t, dir, "bundle", "create", "-o", "v2.zdt").must(t, "create v2")
+	plan := zdt(t, dir, append([]string{"install", "--bundle", "v2.zdt", "--root", root, "--insecure-skip-signature", "--plan", "--diff"}, kc...)...).must(t, "plan --diff")
+	for _, want := range []string{
+		"~ release app/app", "values", "~ release crds/widgets", "chart 1.0.0 -> 1.1.0, CRDs", "= release extra-ns/extra",
+		"--- app/app (cluster)", "+++ app/app (bundle)", `-  greeting: "hello"`, `+  greeting: "hi"`,
+		"(redacted ", "chart 1.0.0 content, values",
+	} {
+		if !strings.Contains(plan.stdout, want) {
+			t.Fatalf("plan --diff lacks %q:\n%s", want, plan.stdout)
+		}
+	}
+	if strings.Contains(plan.stdout, "s3cret") || strings.Contains(plan.stdout, "admin-user") {
+		t.Fatalf("plan --diff shows a Secret's value:\n%s", plan.stdout)
+	}
+	// The password changed, the user did not: one redacted line each side.
+	if !regexpMatch(`(?m)^-\s+password: \(redacted [0-9a-f]+\)$`, plan.stdout) || !regexpMatch(`(?m)^\+\s+password: \(redacted [0-9a-f]+\)$`, plan.stdout) ||
+		regexpMatch(`(?m)^[-+]\s+user:`, plan.stdout) {
+		t.Fatalf("plan --diff does not show the changed password only:\n%s", plan.stdout)
+	}
+	if !regexpMatch(`(?m)^\+\s+color:`, plan.stdout) {
+		t.Fatalf("plan --diff does not show the CRD's new field:\n%s", plan.stdout)
+	}
+	if strings.Contains(plan.stdout, "extra-ns/extra (cluster)") {
+		t.Fatalf("plan --diff diffs an unchanged release:\n%s", plan.stdout)
+	}
+	if r := zdt(t, dir, "install", "--bundle", "v2.zdt", "--root", root, "--insecure-skip-signature", "--diff"); r.code != 2 {
+		t.Fatalf("--diff without --plan: exit %d\n%s", r.code, r.stderr)
+	}
+
+	// An object of a release deleted behind zdt's back: not ready, exit 5.
+	if code, _, err := c.Do(context.Background(), http.MethodDelete, "/api/v1/namespaces/app/configmaps/app-config", nil); err != nil || code != http.StatusOK {
+		t.Fatalf("deleting app-config: %d %v", code, err)
+	}
+	bad := zdt(t, dir, append([]string{"status", "--root", root}, kc...)...)
+	if bad.code != 5 || !strings.Contains(bad.stdout, "release    app/app  chart app 1.0.0  revision 1  not ready: ConfigMap app/app-config: not found") {
+		t.Fatalf("status with a deleted object: exit %d\n%s\n%s", bad.code, bad.stdout, bad.stderr)
+	}
+}
+
+func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
