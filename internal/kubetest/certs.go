@@ -31,6 +31,10 @@ type certs struct {
 	saPub, saKey            []byte
 
 	etcdCA, etcdServing, etcdAPIServer, etcdClient keyPair
+
+	// The identities of kube-controller-manager, kube-scheduler and kwok
+	// (system:masters, each its own name in the audit log).
+	controllerManager, scheduler, kwok keyPair
 }
 
 func newCerts() (*certs, error) {
@@ -54,6 +58,14 @@ func newCerts() (*certs, error) {
 	}
 	if c.zdt, err = newCert(&c.ca, pkix.Name{CommonName: ZdtUser, Organization: []string{"system:masters"}}, false, client); err != nil {
 		return nil, err
+	}
+	for _, id := range []struct {
+		kp   *keyPair
+		name string
+	}{{&c.controllerManager, ControllerManagerUser}, {&c.scheduler, SchedulerUser}, {&c.kwok, KwokUser}} {
+		if *id.kp, err = newCert(&c.ca, pkix.Name{CommonName: id.name, Organization: []string{"system:masters"}}, false, client); err != nil {
+			return nil, err
+		}
 	}
 	if c.etcdCA, err = newCert(nil, pkix.Name{CommonName: "kubetest-etcd-ca"}, true, nil); err != nil {
 		return nil, err

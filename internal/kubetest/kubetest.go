@@ -1,11 +1,22 @@
 // Package kubetest runs a real Kubernetes control plane for tests: an etcd
 // and a kube-apiserver, both built from pinned sources by
 // scripts/kube-tools.sh (tools/kube), listening on 127.0.0.1 on free ports
-// with certificates generated for the run, the way envtest does. There are
-// no controllers, no scheduler and no nodes: objects that need a controller
-// to become ready (Deployments, Pods) never do, objects that need none
-// (ConfigMaps, Secrets, CRDs, custom resources, namespaces) behave as in a
-// real cluster.
+// with certificates generated for the run, the way envtest does. Plain
+// Start runs only those two (a few seconds): objects that need no
+// controller (ConfigMaps, Secrets, CRDs, custom resources, namespaces)
+// behave as in a real cluster, Deployments and Pods never become ready.
+//
+// Start(t, WithControllers(), WithNodes("cp-1:control-plane", "w-1", "w-2"))
+// adds kube-controller-manager and kube-scheduler from the same Kubernetes
+// build and fake nodes kept by kwok (sigs.k8s.io/kwok, pinned in
+// tools/kube), which stands in for the kubelets: it keeps each node Ready
+// (status and a Lease in kube-node-lease), makes the pods bound to it
+// Running and Ready and removes them once they are deleted. So Deployments
+// get ReplicaSets and pods, pods are scheduled and become Ready,
+// Deployments become Available, PodDisruptionBudgets get their status
+// (the disruption controller) so the eviction API enforces them, and a
+// drain (cordon, evict) reschedules pods onto other nodes. No container
+// ever runs: images are not pulled, probes are not run.
 //
 // etcd serves its clients over TLS with client-certificate authentication,
 // as kubeadm runs it: its own CA (Cluster.EtcdCAFile) signs its serving
@@ -14,9 +25,11 @@
 // tls.Config of them).
 //
 // Start skips the test when the binaries are missing, unless
-// ZDT_REQUIRE_CLIENTS=1 (CI), then it fails. The control plane stops by
-// itself at the end of the test (t.Cleanup) and, on Linux, dies with the
-// test binary (parent-death signal) if that is killed.
+// ZDT_REQUIRE_CLIENTS=1 (CI), then it fails. Every process (etcd,
+// kube-apiserver, controller manager, scheduler, kwok) listens on
+// 127.0.0.1 only or not at all, stops by itself at the end of the test
+// (t.Cleanup) and, on Linux, dies with the test binary (parent-death
+// signal) if that is killed.
 //
 // Every request goes to the audit log; Cluster.Requests reads it back so a
 // test can count the write requests a client (ZdtUser) sent.
@@ -86,9 +99,14 @@ type Cluster struct {
 	// AuditLog is the API server's audit log (JSON lines, every request at
 	// Metadata level).
 	AuditLog string
-	// StartupTime is how long etcd + kube-apiserver took to become ready.
+	// StartupTime is how long the control plane took to become ready (with
+	// WithNodes: until every node is Ready).
 	StartupTime time.Duration
+	// Nodes are the names of the fake nodes (WithNodes), in order.
+	Nodes []string
 
+	begin             time.Time
+	certs             *certs
 	client, zdtClient *http.Client
 	procs             []*proc
 	marks             int
@@ -104,12 +122,22 @@ type proc struct {
 	keep *os.File
 }
 
-// Start starts etcd and kube-apiserver for t and waits for /readyz. It
-// skips t when the binaries are missing (fails under ZDT_REQUIRE_CLIENTS=1).
-func Start(t testing.TB) *Cluster {
+// Start starts etcd and kube-apiserver for t and waits for /readyz; with
+// WithControllers also kube-controller-manager and kube-scheduler, with
+// WithNodes fake nodes kept by kwok. It skips t when a binary it needs is
+// missing (fails under ZDT_REQUIRE_CLIENTS=1).
+func Start(t testing.TB, opts ...Option) *Cluster {
 	t.Helper()
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	nodes, err := parseNodes(o.nodes)
+	if err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
 	dir := ToolsDir()
-	for _, bin := range []string{"etcd", "kube-apiserver"} {
+	for _, bin := range o.binaries() {
 		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
 			if os.Getenv("ZDT_REQUIRE_CLIENTS") == "1" {
 				t.Fatalf("%s is required (ZDT_REQUIRE_CLIENTS=1) but missing in %s: run scripts/kube-tools.sh", bin, dir)
@@ -123,10 +151,17 @@ func Start(t testing.TB) *Cluster {
 	if c != nil {
 		t.Cleanup(c.Stop)
 	}
+	if err == nil && o.controllers {
+		err = c.startControllers(ctx, dir)
+	}
+	if err == nil && len(nodes) > 0 {
+		err = c.startNodes(ctx, dir, nodes, o.controllers)
+	}
 	if err != nil {
 		t.Fatalf("kubetest: %v", err)
 	}
-	t.Logf("kubetest: kube-apiserver %s ready at %s in %s", KubeVersion, c.URL, c.StartupTime.Round(time.Millisecond))
+	c.StartupTime = time.Since(c.begin)
+	t.Logf("kubetest: kube-apiserver %s ready at %s in %s%s", KubeVersion, c.URL, c.StartupTime.Round(time.Millisecond), o.describe())
 	return c
 }
 
@@ -155,6 +190,8 @@ func start(ctx context.Context, tools, dir string) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
+		begin:    begin,
+		certs:    cs,
 		Dir:      dir,
 		URL:      "https://127.0.0.1:" + strconv.Itoa(ports[2]),
 		EtcdURL:  "https://127.0.0.1:" + strconv.Itoa(ports[0]),
@@ -239,7 +276,6 @@ func start(ctx context.Context, tools, dir string) (*Cluster, error) {
 	}); err != nil {
 		return c, err
 	}
-	c.StartupTime = time.Since(begin)
 	return c, nil
 }
 
