@@ -23,21 +23,6 @@ func isCompressed(head []byte) bool {
 	return false
 }
 
-// diskFormat names a disk image's format from its first bytes.
-func diskFormat(head []byte) string {
-	switch {
-	case bytes.HasPrefix(head, []byte{'Q', 'F', 'I', 0xfb}):
-		return "qcow2"
-	case bytes.HasPrefix(head, []byte("KDMV")), bytes.HasPrefix(head, []byte("# Disk DescriptorFile")):
-		return "vmdk"
-	case bytes.HasPrefix(head, []byte("vhdxfile")):
-		return "vhdx"
-	case bytes.HasPrefix(head, []byte("conectix")):
-		return "vhd"
-	}
-	return "raw"
-}
-
 func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 1<<20) }
 
 type writerFunc func([]byte) (int, error)
