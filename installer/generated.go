@@ -249,10 +249,13 @@ func hostsTOML(header, server string, hosts []string, cfg map[string]hostConfig)
 	}
 	b := encodeTOML(header, hostsFile{Server: server, Host: map[string]hostConfig{hosts[0]: cfg[hosts[0]]}})
 	for _, h := range hosts[1:] {
-		b = append(b, '\n')
-		b = append(b, encodeTOML("", struct {
+		// The [host] table is defined once, by the first: only the
+		// sub-table of this host follows.
+		t := encodeTOML("", struct {
 			Host map[string]hostConfig `toml:"host"`
-		}{map[string]hostConfig{h: cfg[h]}})...)
+		}{map[string]hostConfig{h: cfg[h]}})
+		b = append(b, '\n')
+		b = append(b, bytes.TrimPrefix(t, []byte("[host]\n"))...)
 	}
 	return b
 }

@@ -62,3 +62,85 @@ func TestGeneratedTOML(t *testing.T) {
 		})
 	}
 }
+
+// TestGeneratedMirrorOfSource: a bundle installed from a registry under a
+// prefix (install --from harbor.site/platform/zdt/NAME) is mirrored at
+// that registry's paths, with its CA; replicated, this node comes first
+// and the registry second; a bundle from a file beside one from a
+// registry keeps its own registries local. The TOML parses back, hosts in
+// that order.
+func TestGeneratedMirrorOfSource(t *testing.T) {
+	items := []ItemState{
+		{Item: bundle.Item{Kind: manifests.KindImage, Name: "a", Ref: "docker.io/library/nginx:1"}},
+		{Item: bundle.Item{Kind: manifests.KindImage, Name: "b", Ref: "quay.io/x/y:1"}},
+	}
+	local := []ItemState{{Item: bundle.Item{Kind: manifests.KindImage, Name: "c", Ref: "ghcr.io/z/w:1"}}}
+	const ca = "-----BEGIN CERTIFICATE-----\nsite\n-----END CERTIFICATE-----\n"
+	src := &Source{Reference: "harbor.site:8443/platform/zdt/p@sha256:x", Registry: "harbor.site:8443/platform", CA: ca}
+	hostsOf := func(t *testing.T, b []byte) []string {
+		t.Helper()
+		var got hostsFile
+		if md, err := toml.Decode(string(b), &got); err != nil || len(md.Undecoded()) > 0 {
+			t.Fatalf("%v %v\n%s", err, md.Undecoded(), b)
+		}
+		var order []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if h, ok := strings.CutPrefix(strings.TrimSpace(line), `[host."`); ok {
+				order = append(order, strings.TrimSuffix(h, `"]`))
+			}
+		}
+		if len(order) != len(got.Host) {
+			t.Fatalf("hosts %v, parsed %v", order, got.Host)
+		}
+		return order
+	}
+	for _, replicated := range []bool{false, true} {
+		s := *src
+		s.Replicated = replicated
+		files := generatedFiles(genFor("test", "10.0.0.2:5000", []byte("local CA"), []genBundle{
+			{name: "p", version: "1", digest: "sha256:x", items: items, source: &s},
+			{name: "q", version: "1", digest: "sha256:y", items: local},
+		}))
+		want := map[string][]string{
+			"docker.io": {"https://harbor.site:8443/v2/platform"},
+			"quay.io":   {"https://harbor.site:8443/v2/platform/quay.io"},
+			"ghcr.io":   {"https://10.0.0.2:5000/v2/ghcr.io"},
+		}
+		if replicated {
+			want["docker.io"] = append([]string{"https://10.0.0.2:5000"}, want["docker.io"]...)
+			want["quay.io"] = append([]string{"https://10.0.0.2:5000/v2/quay.io"}, want["quay.io"]...)
+		}
+		for reg, hosts := range want {
+			b := files[layout.HostsTOML(reg)]
+			if got := hostsOf(t, b); strings.Join(got, " ") != strings.Join(hosts, " ") {
+				t.Errorf("replicated=%v %s: hosts %v, want %v\n%s", replicated, reg, got, hosts, b)
+			}
+			if reg != "ghcr.io" && !bytes.Contains(b, []byte(`ca = "/`+layout.ContainerdCA("harbor.site:8443")+`"`)) {
+				t.Errorf("%s does not trust the source's CA:\n%s", reg, b)
+			}
+		}
+		for _, p := range []string{layout.ContainerdCA("harbor.site:8443"), layout.ContainersCA("harbor.site:8443"), layout.DockerCA("harbor.site:8443")} {
+			if string(files[p]) != ca {
+				t.Errorf("%s = %q, want the source's CA", p, files[p])
+			}
+		}
+		var conf registriesConf
+		if _, err := toml.Decode(string(files[layout.ContainersRegistriesConf]), &conf); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range conf.Registry {
+			var locs []string
+			for _, m := range r.Mirror {
+				locs = append(locs, m.Location)
+			}
+			var want []string
+			for _, h := range hostsOf(t, files[layout.HostsTOML(r.Prefix)]) {
+				h = strings.TrimPrefix(h, "https://")
+				want = append(want, strings.Replace(h, "/v2", "", 1))
+			}
+			if strings.Join(locs, " ") != strings.Join(want, " ") {
+				t.Errorf("replicated=%v registries.conf %s: mirrors %v, want %v", replicated, r.Prefix, locs, want)
+			}
+		}
+	}
+}
