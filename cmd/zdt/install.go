@@ -87,7 +87,7 @@ it leaves out are read from what is installed (the base's kept archive or
 its copied blobs); where the base is not installed it is refused, naming it.
 
 --from installs a bundle from a registry that holds it instead of a file:
-another node's 'zdt serve' (REGISTRY is its --serve-addr, --ca its
+another node's 'zdt serve' (REGISTRY is its HOST:PORT, --ca its
 var/lib/zdt/tls/ca.crt) or the site registry 'zdt push --to REGISTRY/PREFIX'
 filled (REGISTRY/PREFIX/zdt/NAME). The root is resolved to a digest once and
 everything is read by digest; the signature and attestations are read from
