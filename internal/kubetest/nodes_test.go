@@ -1,10 +1,17 @@
 package kubetest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -286,4 +293,94 @@ func TestControllersAndNodes(t *testing.T) {
 		return nil
 	})
 	t.Logf("evicted pod replaced on another node in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestProcessesDieWithTestBinary: a test binary killed outright (SIGKILL:
+// no cleanup runs) takes every process of its control plane with it —
+// etcd, kube-apiserver, the controller manager, the scheduler and kwok.
+// The test re-runs itself as that binary (KUBETEST_DIE_HELPER), which
+// starts a full cluster, writes the processes' ids and waits to be killed.
+func TestProcessesDieWithTestBinary(t *testing.T) {
+	if os.Getenv("KUBETEST_DIE_HELPER") != "" {
+		return // only the helper run below does something
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("the parent-death signal is Linux's")
+	}
+	for _, bin := range (options{controllers: true, nodes: []string{"n"}}).binaries() {
+		if _, err := os.Stat(filepath.Join(ToolsDir(), bin)); err != nil {
+			t.Skipf("%s not built", bin)
+		}
+	}
+	pids := filepath.Join(t.TempDir(), "pids")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDieHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "KUBETEST_DIE_HELPER="+pids)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var list []int
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		b, err := os.ReadFile(pids)
+		if err == nil && bytes.HasSuffix(b, []byte("\n")) {
+			for _, f := range strings.Fields(string(b)) {
+				pid, err := strconv.Atoi(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				list = append(list, pid)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("helper wrote no pids:\n%s", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(list) != 5 {
+		t.Fatalf("helper started %d processes, want 5", len(list))
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	eventually(t, 15*time.Second, "control plane gone with the test binary", func() error {
+		for _, pid := range list {
+			// Gone, or a zombie init has yet to reap, is dead.
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil {
+				continue
+			}
+			if f := strings.Fields(string(b)); len(f) > 2 && f[2] == "Z" {
+				continue
+			}
+			return fmt.Errorf("process %d still running", pid)
+		}
+		return nil
+	})
+}
+
+// TestDieHelper is the killed binary of TestProcessesDieWithTestBinary.
+func TestDieHelper(t *testing.T) {
+	path := os.Getenv("KUBETEST_DIE_HELPER")
+	if path == "" {
+		t.Skip("run by TestProcessesDieWithTestBinary")
+	}
+	c := Start(t, WithControllers(), WithNodes("n"))
+	var b strings.Builder
+	for _, p := range c.procs {
+		fmt.Fprintf(&b, "%d ", p.cmd.Process.Pid)
+	}
+	b.WriteString("\n")
+	if err := os.WriteFile(path+".tmp", []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Minute) // killed long before
 }
