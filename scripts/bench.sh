@@ -17,10 +17,11 @@ export GOBIN=${GOBIN:-$(go env GOPATH)/bin}
 export PATH="$GOBIN:$PATH"
 
 # Pinned peers, installed only when absent (see .ci/install-tools).
-.ci/install-tools crane regctl oras skopeo registry openssl
+.ci/install-tools crane regctl oras skopeo registry openssl helm
 
 [ -x bin/zdt ] || make build
 go build -o bin/zdtbench ./internal/cmd/zdtbench
+go build -o bin/kubecluster ./internal/kubetest/cmd/kubecluster   # the deploy rows' control plane
 
 args=()
 if [ -n "${BENCH_README:-}" ]; then args+=(-readme README.md); fi
