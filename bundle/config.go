@@ -1,6 +1,10 @@
 package bundle
 
 import (
+	"fmt"
+	"regexp"
+	"strings"
+
 	"zdt.dev/zdt/manifests"
 )
 
@@ -114,6 +118,66 @@ type AMIBlockDevice struct {
 	DeleteOnTermination bool   `json:"deleteOnTermination"`
 	IOPS                int64  `json:"iops,omitempty"`
 	Throughput          int64  `json:"throughput,omitempty"`
+}
+
+// amiDevice is a block device name (manifests' rule).
+var amiDevice = regexp.MustCompile(`^/dev/((sd|xvd|hd)[a-z]{1,2}[0-9]{0,2}|nvme[0-9]{1,2}n[0-9]{1,2}(p[0-9]{1,2})?)$`)
+
+// Validate says what in c a create from a valid spec could not have
+// written, or nil: a bundle is hostile, and these values go to EC2 (the
+// spec's rules, plus bounds on what the spec leaves open). Configs of
+// bundles made before #16 (no mappings, other disk formats) pass.
+func (c *AMIConfig) Validate() error {
+	in := func(v string, ok ...string) bool {
+		for _, o := range ok {
+			if v == o {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case manifests.CheckAMIName(c.Name) != nil:
+		return manifests.CheckAMIName(c.Name)
+	case len(c.Description) > 255:
+		return fmt.Errorf("description of %d characters", len(c.Description))
+	case !in(c.Architecture, "x86_64", "arm64", "i386"):
+		return fmt.Errorf("architecture %q", c.Architecture)
+	case !in(c.BootMode, "legacy-bios", "uefi", "uefi-preferred"):
+		return fmt.Errorf("bootMode %q", c.BootMode)
+	case !in(c.Virtualization, "hvm", "paravirtual"):
+		return fmt.Errorf("virtualization %q", c.Virtualization)
+	case c.RootDevice == "" || len(c.BlockDeviceMappings) > 0 && !amiDevice.MatchString(c.RootDevice):
+		return fmt.Errorf("rootDevice %q", c.RootDevice)
+	case !in(c.SriovNetSupport, "", "simple"):
+		return fmt.Errorf("sriovNetSupport %q", c.SriovNetSupport)
+	case !in(c.TPMSupport, "", "v2.0"), !in(c.IMDSSupport, "", "v2.0"):
+		return fmt.Errorf("tpmSupport %q, imdsSupport %q", c.TPMSupport, c.IMDSSupport)
+	case c.DiskSize < 0 || c.SourceSize < 0:
+		return fmt.Errorf("negative sizes")
+	case len(c.Tags) > 50 || len(c.BlockDeviceMappings) > 64:
+		return fmt.Errorf("%d tags, %d block device mappings", len(c.Tags), len(c.BlockDeviceMappings))
+	}
+	for k, v := range c.Tags {
+		if k == "" || len(k) > 128 || len(v) > 256 || strings.HasPrefix(strings.ToLower(k), "aws:") {
+			return fmt.Errorf("tag %q", k)
+		}
+	}
+	seen := map[string]bool{}
+	for i, bd := range c.BlockDeviceMappings {
+		switch {
+		case !amiDevice.MatchString(bd.DeviceName) || seen[bd.DeviceName]:
+			return fmt.Errorf("block device %q", bd.DeviceName)
+		case i == 0 && bd.DeviceName != c.RootDevice:
+			return fmt.Errorf("first block device %q is not the root device %q", bd.DeviceName, c.RootDevice)
+		case bd.VolumeSize < 1 || bd.VolumeSize > 65536 || bd.IOPS < 0 || bd.Throughput < 0:
+			return fmt.Errorf("block device %s: volumeSize %d, iops %d, throughput %d", bd.DeviceName, bd.VolumeSize, bd.IOPS, bd.Throughput)
+		case !in(bd.VolumeType, "gp3", "gp2", "io1", "io2", "st1", "sc1", "standard"):
+			return fmt.Errorf("block device %s: volumeType %q", bd.DeviceName, bd.VolumeType)
+		}
+		seen[bd.DeviceName] = true
+	}
+	return nil
 }
 
 // KindBundleConfig is the dev.zdt.kind annotation of the root's first

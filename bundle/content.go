@@ -50,7 +50,8 @@ func (c Content) fail(role string, d digest.Digest, err error) error {
 // one layer, and returns what that layer decodes to. It refuses a layer
 // without valid uncompressed digest and size annotations, a layer stored as
 // is whose digest or size are not the content's, and an AMI config whose
-// diskSize or diskDigest differ from the layer's. Every refusal matches
+// diskSize or diskDigest differ from the layer's or whose metadata no valid
+// spec gives (AMIConfig.Validate). Every refusal matches
 // ErrVerification. Only manifests and configs are read.
 func (a *Archive) ItemContent(ctx context.Context, it Item) (Content, error) {
 	c := Content{Item: it.String()}
@@ -76,6 +77,9 @@ func (a *Archive) ItemContent(ctx context.Context, it Item) (Content, error) {
 		if cfg.DiskSize != c.Size || digest.Digest(cfg.DiskDigest) != c.Digest {
 			return c, c.fail("config", m.Config.Digest, fmt.Errorf("says the disk is %s (%d bytes), its layer holds %s (%d bytes): %w",
 				cfg.DiskDigest, cfg.DiskSize, c.Digest, c.Size, ErrDigestMismatch))
+		}
+		if err := cfg.Validate(); err != nil {
+			return c, c.fail("config", m.Config.Digest, fmt.Errorf("the ami config: %v: %w", err, ErrNotBundle))
 		}
 		c.AMI = &cfg
 	}

@@ -131,6 +131,35 @@ func TestVerifyDecodesContent(t *testing.T) {
 			return es
 		}, bundle.ErrDigestMismatch, "config of ami node"},
 	}
+	// #16: metadata no valid spec gives, on its way to EC2.
+	for _, lie := range [][2]string{
+		{`"bootMode":"legacy-bios"`, `"bootMode":"bios; rm -rf /"`},
+		{`"deviceName":"/dev/xvda"`, `"deviceName":"/dev/../etc"`},
+		{`"volumeType":"gp3"`, `"volumeType":"gp9"`},
+		{`"volumeSize":1`, `"volumeSize":-1`},
+	} {
+		cases = append(cases, struct {
+			name    string
+			entries func() []tarEntry
+			want    error
+			wantMsg string
+		}{"ami config " + lie[1], func() []tarEntry {
+			_, m, err := fixtures.ItemManifest(good, "ami", "node")
+			if err != nil {
+				t.Fatal(err)
+			}
+			es, _, err := fixtures.EditBlob(good, m.Config.Digest, func(b []byte) []byte {
+				if !bytes.Contains(b, []byte(lie[0])) {
+					t.Fatalf("no %s in %s", lie[0], b)
+				}
+				return bytes.Replace(b, []byte(lie[0]), []byte(lie[1]), 1)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return es
+		}, bundle.ErrNotBundle, "config of ami node"})
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "bad.zdt")
