@@ -12,7 +12,8 @@ import (
 // manifests ← bundle ← {signing, registry} ← installer ← cmd/zdt (signing
 // and registry both read archives, which is bundle's job, so they sit above
 // it) and manifests ← bundle ← {remote, charts} ← bundle/build ← cmd/zdt
-// (the create pipeline; registry uses remote for push). installer and
+// (the create pipeline; registry uses remote for push, installer for
+// install --from). installer and
 // signing never import the create pipeline or charts. cluster (Helm v4
 // deploys) sits above installer, which calls it through installer.Deployer
 // and so stays free of Helm. Only signing imports cosign/sigstore; only
@@ -27,7 +28,7 @@ func TestPackageDirection(t *testing.T) {
 		"bundle/build": {"bundle", "charts", "manifests", "remote"},
 		"signing":      {"bundle", "manifests"},
 		"registry":     {"bundle", "manifests", "remote"},
-		"installer":    {"bundle", "manifests", "registry", "signing"},
+		"installer":    {"bundle", "manifests", "registry", "remote", "signing"},
 		"cluster":      {"bundle", "charts", "installer", "manifests"},
 	}
 	cmd := exec.Command("go", "list", "-json=ImportPath,Imports", "./...")
