@@ -254,7 +254,7 @@ waiting), and exit 5 when one is not ready.`,
 		},
 	}
 	o.AddFlags(cmd.Flags())
-	co.AddFlags(cmd.Flags(), "read the health of the Helm releases in the cluster of this kubeconfig")
+	co.AddReadFlags(cmd.Flags(), "read the health of the Helm releases in the cluster of this kubeconfig")
 	return cmd
 }
 

@@ -26,6 +26,12 @@ func (o *clusterOptions) AddFlags(fs *pflag.FlagSet, what string) {
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for one release to become ready or be gone")
 }
 
+// AddReadFlags adds the flags of a command that only reads the cluster
+// (status): no --timeout, it never waits.
+func (o *clusterOptions) AddReadFlags(fs *pflag.FlagSet, what string) {
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", what+" (default $KUBECONFIG)")
+}
+
 // deployer is the cluster of --kubeconfig or $KUBECONFIG, or the
 // in-cluster configuration in a pod (cluster.SelectTarget; nil: none).
 func (o *clusterOptions) deployer(g *globals) (*cluster.Deployer, error) {
