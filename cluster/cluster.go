@@ -447,9 +447,11 @@ func (d *Deployer) Deploy(ctx context.Context, a *bundle.Archive, changes []inst
 			continue
 		}
 		w := d.loaded[key(c.Namespace, c.Name)]
+		began := time.Now()
 		rev, err := d.deployOne(ctx, c.Action, w)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s/%s (component %s, chart %s %s): %w", ErrRelease, c.Namespace, c.Name, c.Component, c.Chart, c.Version, err)
+			err = fmt.Errorf("%w: %s/%s (component %s, chart %s %s): %w", ErrRelease, c.Namespace, c.Name, c.Component, c.Chart, c.Version, err)
+			return nil, withWarnings(err, d.warnings(ctx, c.Namespace, began))
 		}
 		r := w.rel
 		r.Revision = rev

@@ -143,7 +143,8 @@ func TestDeployWaitsReady(t *testing.T) {
 		t.Fatalf("an upgrade whose pods can never be scheduled succeeded:\n%s", r.stdout)
 	}
 	t.Logf("not-ready upgrade failed after %s:\n%s", time.Since(start).Round(time.Millisecond), r.stderr)
-	for _, want := range []string{"web/web", "Deployment/web/web", "not ready", "status: InProgress"} {
+	// ... and why, from the cluster's warnings: the scheduler's.
+	for _, want := range []string{"web/web", "Deployment/web/web", "not ready", "status: InProgress", "FailedScheduling", "node affinity/selector"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Fatalf("the error does not name %q (release, resource, status):\n%s", want, r.stderr)
 		}
