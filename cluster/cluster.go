@@ -77,6 +77,9 @@ type Options struct {
 	// values digest the generation records: the same override again is
 	// no change, a changed one is an upgrade.
 	Values map[string][]byte
+	// Etcd is where the snapshot taken before releases change comes from
+	// (Backup); without endpoints the releases' objects are exported.
+	Etcd EtcdOptions
 }
 
 // Deployer deploys a bundle's charts (installer.Deployer).

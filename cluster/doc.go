@@ -15,4 +15,11 @@
 // generation. Everything read from the cluster is bounded: release history
 // is listed as metadata only with a limit, and a bundle's charts, values
 // and renderings are bounded as at create time.
+//
+// Before an install changes any release, installer asks the Deployer (an
+// installer.Backuper) for a backup: with EtcdOptions.Endpoints an etcd
+// snapshot (Snapshot: the v3 client's snapshot stream, bounded by the
+// database size etcd reports, its trailing sha256 checked), otherwise the
+// objects of the releases about to change, read from the cluster (their
+// manifests from the Helm storage Secrets, decoded under a bound).
 package cluster

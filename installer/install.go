@@ -77,6 +77,10 @@ type Options struct {
 	// recorded in the generation, named by the mirror configuration, and,
 	// unless Source.Replicated, the bundle is not imported into Registry.
 	Source *Source
+	// KeepBackups is how many cluster backups (taken before an install
+	// changes releases, when the Deployer is a Backuper) are kept, newest
+	// generations first (default DefaultKeepBackups).
+	KeepBackups int
 }
 
 // placeConcurrency is how many files are placed at once.
@@ -97,6 +101,8 @@ type Result struct {
 	Repaired bool `json:"repaired,omitempty"`
 	// Releases is what Rollback and Uninstall did to the Helm releases.
 	Releases []ReleaseChange `json:"releases,omitempty"`
+	// Backup is the cluster backup taken before releases changed.
+	Backup *ClusterBackup `json:"backup,omitempty"`
 }
 
 // registryChecker is a Registry that can say whether a bundle it imported
@@ -236,6 +242,12 @@ func (r *run) applyAndRecord(ctx context.Context, res Result) (Result, error) {
 	if err := r.prepare(); err != nil {
 		return Result{}, err
 	}
+	// The cluster is backed up before anything changes: a failed backup
+	// stops the install here.
+	if err := r.backupCluster(ctx, res.Plan.Releases); err != nil {
+		return Result{}, err
+	}
+	res.Backup = r.backup
 	if err := r.vacate(ctx); err != nil {
 		return Result{}, err
 	}
@@ -296,6 +308,7 @@ type run struct {
 	byKey      map[string]Change    // the plan's changes by key
 	newTargets map[string]bool      // file targets the bundle places
 	releases   []Release            // as deployed (or carried over)
+	backup     *ClusterBackup       // taken before releases changed
 }
 
 // planWithReleases is makePlan plus the Deployer's release plan (--plan).
@@ -673,7 +686,7 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 func (r *run) record() error {
 	ng := &Generation{Number: r.next, BundleDigest: r.a.Root.Digest.String(), Name: r.a.Config.Name, Version: r.a.Config.Version,
 		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files), ServeAddr: r.opts.ServeAddr, Releases: r.releases,
-		Source: r.opts.Source}
+		Source: r.opts.Source, Backup: r.backup}
 	if r.cur != nil {
 		ng.Previous = r.cur.Number
 	}

@@ -239,6 +239,9 @@ type Status struct {
 	Extra    map[string]string `json:"extra,omitempty"`
 	// Bundles are the installed bundles, each with its own status.
 	Bundles []BundleStatus `json:"bundles,omitempty"`
+	// Backups are the cluster backups under var/lib/zdt/backups, newest
+	// first.
+	Backups []ClusterBackup `json:"backups,omitempty"`
 }
 
 // BundleStatus is one installed bundle in Status. Drift lists its files
@@ -332,6 +335,9 @@ func GetStatusOf(ctx context.Context, rootDir, name string) (Status, error) {
 		if err != nil || hashes(map[string][]byte{p: b})[p] != rec.Files[p] {
 			s.Drift = append(s.Drift, "/"+p)
 		}
+	}
+	if s.Backups, err = listClusterBackups(root, &state{root: root}); err != nil {
+		return Status{}, err
 	}
 	if drift, err := binaryDrift(root); err != nil {
 		return Status{}, err

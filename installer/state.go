@@ -56,6 +56,9 @@ type Generation struct {
 	// Source is the registry the bundle was installed from (InstallFrom;
 	// nil for a bundle file).
 	Source *Source `json:"source,omitempty"`
+	// Backup is the cluster backup taken before this generation's install
+	// changed any release (nil: none changed, or no cluster).
+	Backup *ClusterBackup `json:"backup,omitempty"`
 }
 
 // ItemState is one installed item: the bundle's item as the archive

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"zdt.dev/zdt/cluster"
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/version"
 	"zdt.dev/zdt/registry"
@@ -30,6 +32,8 @@ type installOptions struct {
 	values           []string
 	timeout          time.Duration
 	diff             bool
+	etcd             cluster.EtcdOptions
+	keepBackups      int
 	trust            trustOptions
 	from             string
 	ca               string
@@ -52,6 +56,11 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "deploy the bundle's charts into the cluster of this kubeconfig (default $KUBECONFIG; with neither, in a pod (KUBERNETES_SERVICE_HOST set) its service account's cluster; otherwise charts are only served)")
 	fs.StringArrayVar(&o.values, "values", nil, "CHART=FILE (or COMPONENT/CHART=FILE): a values file merged over the bundle's values for that chart when deploying (repeatable; recorded as part of the values digest)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for one release to become ready")
+	fs.StringSliceVar(&o.etcd.Endpoints, "etcd-endpoints", nil, "etcd client URLs (https://HOST:2379): before an install changes any release, etcd is snapshotted into ROOT/var/lib/zdt/backups/GENERATION-etcd.db (without them, the objects of the releases about to change are exported to GENERATION-objects.yaml instead)")
+	fs.StringVar(&o.etcd.CACert, "etcd-cacert", "", "CA certificate (PEM) that verifies etcd's serving certificate")
+	fs.StringVar(&o.etcd.Cert, "etcd-cert", "", "client certificate (PEM) for etcd")
+	fs.StringVar(&o.etcd.Key, "etcd-key", "", "key (PEM) of --etcd-cert")
+	fs.IntVar(&o.keepBackups, "keep-backups", installer.DefaultKeepBackups, "how many cluster backups (etcd snapshots or object exports) to keep, newest generations first")
 	fs.BoolVar(&o.copyBlobs, "copy-blobs", false, "copy the blobs into the registry storage even when the bundle is on the same filesystem and could be kept there by a hard link")
 	o.trust.AddFlags(fs)
 }
@@ -232,6 +241,13 @@ waiting), and exit 5 when one is not ready.`,
 						b.Name, c.Version, c.Number, shortDigest(c.BundleDigest), b.Counts["image"], b.Counts["chart"], b.Counts["file"], b.Counts["ami"], b.History, len(b.Drift), health)
 				}
 				renderReleaseStatuses(g.stdout, rels)
+			}
+			for _, b := range s.Backups {
+				sum := b.Digest
+				if !b.Recorded {
+					sum = "not recorded: its install failed"
+				}
+				fmt.Fprintf(g.stdout, "backup     generation %d  %-7s %s  %s  %s  %s\n", b.Generation, b.Kind, filepath.Join(o.root, filepath.FromSlash(b.Path)), humanBytes(b.Size), b.Time.Format(time.RFC3339), sum)
 			}
 			if len(s.Drift) > 0 {
 				fmt.Fprintf(g.stdout, "drift      %d file(s) differ from what zdt installed: %v (re-run zdt install to repair)\n", len(s.Drift), s.Drift)

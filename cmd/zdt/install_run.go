@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"zdt.dev/zdt/bundle"
@@ -84,6 +85,7 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 	if opts.Deployer, err = o.deployer(logger); err != nil {
 		return err
 	}
+	opts.KeepBackups = o.keepBackups
 	bar := g.progress("importing")
 	opts.Progress = bar.update
 	res, err := installer.Install(ctx, a, opts)
@@ -101,6 +103,9 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 // in-cluster configuration in a pod: cluster.SelectTarget), nil without a
 // cluster.
 func (o *installOptions) deployer(logger *slog.Logger) (installer.Deployer, error) {
+	if err := o.checkBackupFlags(); err != nil {
+		return nil, err
+	}
 	values, err := o.readValues()
 	if err != nil {
 		return nil, err
@@ -109,7 +114,7 @@ func (o *installOptions) deployer(logger *slog.Logger) (installer.Deployer, erro
 	if !ok {
 		return nil, nil
 	}
-	d, err := cluster.New(cluster.Options{Kubeconfig: tgt.Kubeconfig, InCluster: tgt.InCluster, Timeout: o.timeout, Logger: logger, Values: values})
+	d, err := cluster.New(cluster.Options{Kubeconfig: tgt.Kubeconfig, InCluster: tgt.InCluster, Timeout: o.timeout, Logger: logger, Values: values, Etcd: o.etcd})
 	if err != nil {
 		return nil, err
 	}
@@ -158,6 +163,7 @@ func (o *installOptions) runFrom(ctx context.Context, g *globals) error {
 	if opts.Deployer, err = o.deployer(logger); err != nil {
 		return err
 	}
+	opts.KeepBackups = o.keepBackups
 	bar := g.progress("installing")
 	opts.Progress = bar.update
 	res, err := installer.InstallFrom(ctx, o.from, opts)
@@ -220,6 +226,7 @@ func (o *installOptions) report(g *globals, res installer.Result) error {
 		case o.plan:
 		case res.Applied:
 			fmt.Fprintf(g.stdout, "installed: generation %d (%d files written)\n", res.Generation, res.FilesWritten)
+			renderBackup(g.stdout, o.root, res.Backup)
 			if n := len(res.Plan.Releases); n > 0 {
 				changed := 0
 				for _, r := range res.Plan.Releases {
@@ -239,4 +246,37 @@ func (o *installOptions) report(g *globals, res installer.Result) error {
 		return errPlanChanges
 	}
 	return nil
+}
+
+// checkBackupFlags refuses etcd and backup flags that cannot work.
+func (o *installOptions) checkBackupFlags() error {
+	if o.keepBackups < 1 {
+		return usageError{fmt.Errorf("--keep-backups %d: keep at least 1 (the backup of this install)", o.keepBackups)}
+	}
+	e := o.etcd
+	if len(e.Endpoints) == 0 && (e.CACert != "" || e.Cert != "" || e.Key != "") {
+		return usageError{fmt.Errorf("--etcd-cacert, --etcd-cert and --etcd-key need --etcd-endpoints")}
+	}
+	if (e.Cert == "") != (e.Key == "") {
+		return usageError{fmt.Errorf("--etcd-cert and --etcd-key go together")}
+	}
+	if _, ok := cluster.SelectTarget(o.kubeconfig, os.Getenv); len(e.Endpoints) > 0 && !ok {
+		return usageError{fmt.Errorf("--etcd-endpoints: the snapshot is taken before releases change, which needs a cluster to deploy to (--kubeconfig, KUBECONFIG or in-cluster)")}
+	}
+	return nil
+}
+
+// renderBackup says which cluster backup an install took, and when it is
+// no etcd snapshot, that it is not.
+func renderBackup(w io.Writer, root string, b *installer.ClusterBackup) {
+	if b == nil {
+		return
+	}
+	p := filepath.Join(root, filepath.FromSlash(b.Path))
+	switch b.Kind {
+	case installer.BackupEtcd:
+		fmt.Fprintf(w, "backup: etcd snapshot %s (%s, %s) from %s\n", p, humanBytes(b.Size), b.Digest, b.Source)
+	default:
+		fmt.Fprintf(w, "backup: no etcd snapshot (no --etcd-endpoints): exported %d objects to %s instead (%s, %s): %s\n", b.Objects, p, humanBytes(b.Size), b.Digest, b.Source)
+	}
 }

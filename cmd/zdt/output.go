@@ -201,6 +201,9 @@ type statusOutput struct {
 	// Releases are the Helm releases of every installed bundle's current
 	// generation, with their health when a kubeconfig was given.
 	Releases []releaseStatus `json:"releases,omitempty"`
+	// Backups are the cluster backups (etcd snapshots, object exports)
+	// under var/lib/zdt/backups, newest first.
+	Backups []installer.ClusterBackup `json:"backups,omitempty"`
 }
 
 // releaseStatus is one release in statusOutput.
@@ -236,7 +239,7 @@ type statusBundle struct {
 
 func newStatusOutput(s installer.Status) statusOutput {
 	out := statusOutput{Counts: s.Counts, Current: s.Generation, Drift: s.Drift, Extra: s.Extra,
-		Generations: s.History, Installed: s.Installed, Registry: s.Registry}
+		Generations: s.History, Installed: s.Installed, Registry: s.Registry, Backups: s.Backups}
 	for _, b := range s.Bundles {
 		out.Bundles = append(out.Bundles, statusBundle{Counts: b.Counts, Current: b.Generation, Drift: b.Drift,
 			Generations: b.History, Name: b.Name, Registry: b.Registry})

@@ -8,6 +8,7 @@ package layout
 import (
 	"path"
 	"strconv"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -35,7 +36,10 @@ const (
 	// FilesDir is the content-addressed store of installed file versions
 	// (sha256/<hex>), kept for rollback.
 	FilesDir = StateDir + "/files/sha256"
-	// BackupsDir holds, per generation, what an upgrade replaced.
+	// BackupsDir holds, per generation, what an upgrade replaced
+	// (Backup: a directory N/) and the cluster backup taken before the
+	// install of generation N changed any Helm release (ClusterBackup:
+	// N-etcd.db or N-objects.yaml).
 	BackupsDir = StateDir + "/backups"
 	// PlacementsDir holds one <hex>.json per bundle imported into the
 	// registry store: what it serves under which names.
@@ -101,6 +105,40 @@ func Installed(name string) string { return path.Join(InstalledDir, name) }
 
 // Backup is the directory of what the upgrade to generation n replaced.
 func Backup(n int) string { return path.Join(BackupsDir, strconv.Itoa(n)) }
+
+// Cluster backup kinds: the suffix of ClusterBackup's file name.
+const (
+	// EtcdSnapshotSuffix names an etcd snapshot (etcdctl snapshot save's
+	// format: the database and its trailing sha256).
+	EtcdSnapshotSuffix = "-etcd.db"
+	// ObjectsExportSuffix names an export of the objects of the releases
+	// about to change, as YAML documents (taken without etcd access).
+	ObjectsExportSuffix = "-objects.yaml"
+)
+
+// ClusterBackup is the cluster backup taken before generation n changed
+// any release: suffix is EtcdSnapshotSuffix or ObjectsExportSuffix.
+func ClusterBackup(n int, suffix string) string {
+	return path.Join(BackupsDir, strconv.Itoa(n)+suffix)
+}
+
+// ParseClusterBackup reads a file name in BackupsDir as a cluster backup:
+// its generation and suffix, ok false for anything else (the per-generation
+// directories, temp files).
+func ParseClusterBackup(name string) (n int, suffix string, ok bool) {
+	for _, suf := range []string{EtcdSnapshotSuffix, ObjectsExportSuffix} {
+		num, found := strings.CutSuffix(name, suf)
+		if !found || num == "" || num[0] == '0' || num[0] == '+' || num[0] == '-' {
+			continue
+		}
+		v, err := strconv.Atoi(num)
+		if err != nil || v <= 0 {
+			continue
+		}
+		return v, suf, true
+	}
+	return 0, "", false
+}
 
 // Placements is the placements record of the bundle whose root is root.
 func Placements(root digest.Digest) string {
