@@ -241,3 +241,102 @@ func TestBinaryHashIsReused(t *testing.T) {
 		t.Fatalf("a changed file was not hashed: %v %v", changed, err)
 	}
 }
+
+// TestBinaryKeptOnceAndLinked: the binary is written once (the kept copy,
+// fsynced) and BinaryTarget is a hard link to it, so the plan's first
+// placement hashes it while copying it (the plan line and the generation
+// still name its digest). The link's consequence is covered: an edit of
+// BinaryTarget in place is an edit of the kept copy too, so status reports
+// drift, and the repair finds the kept copy damaged (it is hashed before it
+// is used) and writes it again from the running zdt; a rollback to a kept
+// version still refuses one damaged in place. A version kept read-only by
+// an earlier zdt is made 0755 before it is linked.
+func TestBinaryKeptOnceAndLinked(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	p := release{version: "1", files: map[string][]byte{"/opt/tool": []byte("tool v1\n")}}.build(t, dir)
+	bins := map[string][]byte{}
+	for _, n := range []string{"a", "b"} {
+		bins[n] = bytes.Repeat([]byte("zdt binary "+n+"\n"), 50000)
+		if err := os.WriteFile(filepath.Join(dir, "zdt-"+n), bins[n], 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := func(n string) string { return filepath.Join(dir, "zdt-"+n) }
+	target := filepath.Join(root, layout.Binary)
+	kept := func(n string) string {
+		return filepath.Join(root, layout.StoredBinary(sha256Of(bins[n])[len("sha256:"):]))
+	}
+	linked := func(n, what string) {
+		t.Helper()
+		got, err := os.ReadFile(target)
+		tfi, _ := os.Stat(target)
+		kfi, kerr := os.Stat(kept(n))
+		if err != nil || kerr != nil || !bytes.Equal(got, bins[n]) || tfi.Mode().Perm() != 0o755 {
+			t.Fatalf("%s: %s holds %d bytes (%v, kept: %v): not binary %s", what, BinaryTarget, len(got), err, kerr, n)
+		}
+		if !os.SameFile(tfi, kfi) {
+			t.Fatalf("%s: %s is not a link of the kept copy (written twice)", what, BinaryTarget)
+		}
+	}
+
+	res := installWithBinary(t, p, root, bin("a"))
+	linked("a", "first install")
+	c := res.Plan.Changes[len(res.Plan.Changes)-1]
+	if c.Kind != KindBinary || c.Action != ActionAdd || c.To != sha256Of(bins["a"]) || c.Size != int64(len(bins["a"])) {
+		t.Fatalf("plan line of a binary hashed while copied: %+v", c)
+	}
+	s, err := GetStatus(context.Background(), root)
+	if err != nil || s.Generation.Binary != sha256Of(bins["a"]) || !s.Healthy() {
+		t.Fatalf("status after the first install: %v %+v", err, s)
+	}
+	// The next install of the same binary reuses the recorded hash: nothing.
+	if again := installWithBinary(t, p, root, bin("a")); again.Applied || again.Plan.HasChanges() {
+		t.Fatalf("the same binary again: %+v", again.Plan.Changes)
+	}
+
+	// An edit in place (same inode) damages the kept copy as well.
+	f, err := os.OpenFile(target, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("edited in place"))
+	f.Close()
+	if b, _ := os.ReadFile(kept("a")); string(b) != "edited in place" {
+		t.Fatalf("the test's premise: the kept copy is not the target's inode (%q)", b)
+	}
+	if s, err := GetStatus(context.Background(), root); err != nil || !slices.Contains(s.Drift, BinaryTarget) {
+		t.Fatalf("status after an edit in place: %v %+v", err, s)
+	}
+	res = installWithBinary(t, p, root, bin("a"))
+	if c := res.Plan.Changes[len(res.Plan.Changes)-1]; c.Action != ActionRepair || !res.Applied {
+		t.Fatalf("install after an edit in place: %+v", c)
+	}
+	linked("a", "after the repair")
+	if s, _ := GetStatus(context.Background(), root); !s.Healthy() {
+		t.Fatalf("status after the repair: %+v", s.Drift)
+	}
+
+	// Upgrade, then damage a's kept copy (no longer linked): rollback
+	// refuses it and leaves b in place.
+	installWithBinary(t, p, root, bin("b"))
+	linked("b", "after the upgrade")
+	if b, _ := os.ReadFile(kept("a")); !bytes.Equal(b, bins["a"]) {
+		t.Fatal("the upgrade changed the kept previous version")
+	}
+	saved, _ := os.ReadFile(kept("a"))
+	os.WriteFile(kept("a"), bytes.Repeat([]byte("X"), len(saved)), 0o755)
+	var mm *fsutil.MismatchError
+	if _, err := Rollback(context.Background(), Options{Root: root}); !errors.As(err, &mm) {
+		t.Fatalf("rollback to a damaged kept version: %v", err)
+	}
+	linked("b", "after the refused rollback")
+
+	// A version kept read-only (an earlier zdt) is made 0755 and linked.
+	os.WriteFile(kept("a"), saved, 0o555)
+	os.Chmod(kept("a"), 0o555)
+	if _, err := Rollback(context.Background(), Options{Root: root}); err != nil {
+		t.Fatal(err)
+	}
+	linked("a", "after the rollback")
+}

@@ -55,10 +55,11 @@ type Options struct {
 	AMIExportDir string
 	// Binary is the zdt executable to place at BinaryTarget, which the
 	// generated systemd unit runs (cmd/zdt gives the running one): it is
-	// hashed, kept by digest under layout.BinariesDir (the previous
-	// version stays for rollback), copied into place atomically with its
-	// digest checked, and its digest recorded in the generation. The same
-	// binary again changes nothing. "" leaves BinaryTarget alone.
+	// hashed, kept by digest under layout.BinariesDir (written once,
+	// atomically with its digest checked; the previous version stays for
+	// rollback), hard-linked into place (copied across filesystems), and
+	// its digest recorded in the generation. The same binary again changes
+	// nothing. "" leaves BinaryTarget alone.
 	Binary string
 	// Name selects the installed bundle Rollback and Uninstall act on
 	// (needed when several are installed; Install takes the bundle's).
@@ -372,7 +373,15 @@ func (r *run) makePlan(ctx context.Context) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		if r.bin, err = hashBinary(ctx, r.opts.Binary, rec.Source); err != nil {
+		// A first placement (nothing placed yet: an add whatever the
+		// digest) hashes the binary while it copies it, in one read;
+		// --plan shows the digest.
+		if rec.Digest == "" && !r.opts.PlanOnly {
+			r.bin, err = statBinary(r.opts.Binary)
+		} else {
+			r.bin, err = hashBinary(ctx, r.opts.Binary, rec.Source)
+		}
+		if err != nil {
 			return Result{}, err
 		}
 		c, err := binaryChange(r.root, r.bin, rec)
@@ -635,13 +644,18 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 		})
 	}
 	var written atomic.Int64
-	// The zdt binary (~100 MB, hashed and fsynced twice) beside them too.
+	// The zdt binary (~100 MB: kept, fsynced once, linked) beside them too.
 	if r.bin != nil {
 		if c := r.byKey[KindBinary+" zdt"]; c.Action != ActionUnchanged {
 			eg.Go(func() error {
 				r.opts.Logger.Info("placing the zdt binary", "target", BinaryTarget, "digest", r.bin.digest, "action", c.Action)
 				if err := installBinary(ectx, r.root, r.bin); err != nil {
 					return err
+				}
+				for i := range r.plan.Changes { // hashed as it was copied
+					if r.plan.Changes[i].Kind == KindBinary {
+						r.plan.Changes[i].To = r.bin.digest.String()
+					}
 				}
 				written.Add(1)
 				return nil
