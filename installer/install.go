@@ -82,6 +82,15 @@ type Options struct {
 	// changes releases, when the Deployer is a Backuper) are kept, newest
 	// generations first (default DefaultKeepBackups).
 	KeepBackups int
+	// AMIs, if set, registers the bundle's AMI items as machine images
+	// (package cloud/ec2), after the files are in place; the generation
+	// records their ids. Without it the current generation's images of
+	// items the bundle still has are carried over.
+	AMIs AMIRegistrar
+	// PruneAMIs (with AMIs) deregisters the images this bundle name
+	// registered that neither the new nor the previous generation
+	// references, and deletes their snapshots.
+	PruneAMIs bool
 }
 
 // placeConcurrency is how many files are placed at once.
@@ -104,6 +113,9 @@ type Result struct {
 	Releases []ReleaseChange `json:"releases,omitempty"`
 	// Backup is the cluster backup taken before releases changed.
 	Backup *ClusterBackup `json:"backup,omitempty"`
+	// AMIs are the images of the bundle's AMI items after the install
+	// (registered or reused; only with Options.AMIs).
+	AMIs []AMI `json:"amis,omitempty"`
 }
 
 // registryChecker is a Registry that can say whether a bundle it imported
@@ -187,6 +199,9 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if err := r.planReleases(ctx, g, res.Plan); err != nil {
 		return Result{}, err
 	}
+	if err := r.planAMIs(ctx, res.Plan); err != nil {
+		return Result{}, err
+	}
 	// The CA of zdt serve exists from the install on, so that every
 	// runtime's trust can be written with the mirror configuration; its
 	// key stays in layout.TLSDir.
@@ -206,7 +221,12 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if !res.Plan.HasChanges() && generatedUpToDate(root, r.files) {
 		if !broken {
 			opts.Logger.Info("already installed; nothing to do", "generation", r.cur.Number, "bundle", a.Root.Digest)
-			return res, nil
+			for _, c := range res.Plan.AMIs {
+				if c.Action == AMIReuse {
+					res.AMIs = append(res.AMIs, c.AMI)
+				}
+			}
+			return res, r.pruneAMIs(ctx, res.Plan)
 		}
 		if err := r.reimport(ctx); err != nil {
 			return Result{}, err
@@ -284,6 +304,14 @@ func (r *run) applyAndRecord(ctx context.Context, res Result) (Result, error) {
 	}
 	committed = true
 	res.Generation, res.Applied = r.next, true
+	if r.opts.AMIs != nil {
+		res.AMIs = r.amis
+	}
+	// Images neither this generation nor the previous one references go
+	// once the generation that stops referencing them is recorded.
+	if err := r.pruneAMIs(ctx, res.Plan); err != nil {
+		return res, fmt.Errorf("generation %d recorded, but %w", r.next, err)
+	}
 	return res, nil
 }
 
@@ -310,6 +338,7 @@ type run struct {
 	newTargets map[string]bool      // file targets the bundle places
 	releases   []Release            // as deployed (or carried over)
 	backup     *ClusterBackup       // taken before releases changed
+	amis       []AMI                // as registered (or carried over)
 }
 
 // planWithReleases is makePlan plus the Deployer's release plan (--plan).
@@ -318,7 +347,10 @@ func (r *run) planWithReleases(ctx context.Context, g *bundle.Graph) (Result, er
 	if err != nil {
 		return Result{}, err
 	}
-	return res, r.planReleases(ctx, g, res.Plan)
+	if err := r.planReleases(ctx, g, res.Plan); err != nil {
+		return Result{}, err
+	}
+	return res, r.planAMIs(ctx, res.Plan)
 }
 
 // planReleases adds the Deployer's release plan to p (reads only).
@@ -535,6 +567,9 @@ func (r *run) apply(ctx context.Context) (int, error) {
 			}
 		}
 	}
+	if err := r.registerAMIs(ctx); err != nil {
+		return n, err
+	}
 	// What the new bundle no longer has.
 	for _, c := range r.plan.Changes {
 		if old := r.installed[c.Kind+" "+c.Name]; c.Action == ActionRemove && c.Kind == manifests.KindFile && !r.newTargets[old.Target] {
@@ -700,7 +735,7 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 func (r *run) record() error {
 	ng := &Generation{Number: r.next, BundleDigest: r.a.Root.Digest.String(), Name: r.a.Config.Name, Version: r.a.Config.Version,
 		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files), ServeAddr: r.opts.ServeAddr, Releases: r.releases,
-		Source: r.opts.Source, Backup: r.backup}
+		Source: r.opts.Source, Backup: r.backup, AMIs: r.amis}
 	if r.cur != nil {
 		ng.Previous = r.cur.Number
 	}

@@ -51,6 +51,12 @@ type Plan struct {
 	// Releases are the Helm releases of the bundle's charts, with what
 	// deploying would do (only with a Deployer).
 	Releases []ReleaseChange `json:"releases,omitempty"`
+	// AMIs are the machine images of the bundle's AMI items: register or
+	// reuse, and deregister (--prune-amis) (only with an AMIRegistrar).
+	AMIs []AMIChange `json:"amis,omitempty"`
+	// amisRecorded: every AMI of the plan is reused as the current
+	// generation records it.
+	amisRecorded bool
 }
 
 // GenerationRef names a generation.
@@ -72,7 +78,7 @@ func (p *Plan) Counts() map[Action]int {
 
 // HasChanges reports whether applying the plan would change anything.
 func (p *Plan) HasChanges() bool {
-	if p.Installed == nil || p.Installed.BundleDigest != p.BundleDigest || releaseChanges(p.Releases) {
+	if p.Installed == nil || p.Installed.BundleDigest != p.BundleDigest || releaseChanges(p.Releases) || p.amiChanges() {
 		return true
 	}
 	for _, c := range p.Changes {

@@ -59,6 +59,9 @@ type Generation struct {
 	// Backup is the cluster backup taken before this generation's install
 	// changed any release (nil: none changed, or no cluster).
 	Backup *ClusterBackup `json:"backup,omitempty"`
+	// AMIs are the machine images registered (or reused) for the bundle's
+	// AMI items (empty when the install registered none).
+	AMIs []AMI `json:"amis,omitempty"`
 }
 
 // ItemState is one installed item: the bundle's item as the archive

@@ -34,11 +34,27 @@ type installOptions struct {
 	diff             bool
 	etcd             cluster.EtcdOptions
 	keepBackups      int
+	aws              awsOptions
 	trust            trustOptions
 	from             string
 	ca               string
 	replicate        bool
 	registryConfig   string
+}
+
+// awsOptions are the flags registering AMIs in EC2.
+type awsOptions struct {
+	region    string
+	endpoint  string
+	kmsKey    string
+	pruneAMIs bool
+}
+
+func (o *awsOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.region, "aws-region", "", "register each AMI in this EC2 region: its disk uploaded as an EBS snapshot (EBS direct APIs), then RegisterImage; an image already registered for the same item digest is reused (credentials: the standard AWS chain)")
+	fs.StringVar(&o.endpoint, "aws-endpoint", "", "with --aws-region: the URL of the EC2 and EBS APIs (a private endpoint or an emulator)")
+	fs.StringVar(&o.kmsKey, "aws-kms-key", "", "with --aws-region: encrypt the snapshots with this KMS key (ARN or id)")
+	fs.BoolVar(&o.pruneAMIs, "prune-amis", false, "with --aws-region: deregister the images this bundle name registered that neither the new nor the previous generation uses, and delete their snapshots")
 }
 
 func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
@@ -61,6 +77,7 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.etcd.Cert, "etcd-cert", "", "client certificate (PEM) for etcd")
 	fs.StringVar(&o.etcd.Key, "etcd-key", "", "key (PEM) of --etcd-cert")
 	fs.IntVar(&o.keepBackups, "keep-backups", installer.DefaultKeepBackups, "how many cluster backups (etcd snapshots or object exports) to keep, newest generations first")
+	o.aws.AddFlags(fs)
 	fs.BoolVar(&o.copyBlobs, "copy-blobs", false, "copy the blobs into the registry storage even when the bundle is on the same filesystem and could be kept there by a hard link")
 	o.trust.AddFlags(fs)
 }
@@ -127,6 +144,10 @@ var planSigns = map[installer.Action]string{
 	installer.ActionRemove: "-", installer.ActionUnchanged: "=",
 }
 
+var amiSigns = map[installer.Action]string{
+	installer.AMIRegister: "+", installer.AMIReuse: "=", installer.AMIDeregister: "-",
+}
+
 var releaseSigns = map[installer.Action]string{
 	installer.ReleaseInstall: "+", installer.ReleaseUpgrade: "~", installer.ReleaseUnchanged: "=", installer.ReleaseUninstall: "-",
 }
@@ -156,6 +177,13 @@ func renderPlan(w io.Writer, p *installer.Plan) {
 			why = " (" + strings.Join(r.Reasons, ", ") + ")"
 		}
 		fmt.Fprintf(w, "  %s release %-42s %s %s%s\n", releaseSigns[r.Action], r.Namespace+"/"+r.Name, r.Chart, r.Version, why)
+	}
+	for _, a := range p.AMIs {
+		id := a.ImageID
+		if id == "" {
+			id = "(new)"
+		}
+		fmt.Fprintf(w, "  %s %-10s %-21s %-40s %s %s\n", amiSigns[a.Action], string(a.Action), id, a.Name, a.Region, shortDigest(a.ItemDigest))
 	}
 	counts := p.Counts()
 	keys := make([]string, 0, len(counts))
@@ -227,6 +255,9 @@ waiting), and exit 5 when one is not ready.`,
 				fmt.Fprintf(g.stdout, "generation %d: %s %s\nbundle     %s\ninstalled by zdt %s\nitems      %d images, %d charts, %d files, %d amis\ngenerations %v\n",
 					c.Number, c.Name, c.Version, c.BundleDigest, c.ToolVersion, s.Counts["image"], s.Counts["chart"], s.Counts["file"], s.Counts["ami"], s.History)
 				renderReleaseStatuses(g.stdout, rels)
+				for _, a := range c.AMIs {
+					fmt.Fprintf(g.stdout, "ami        %s  %s  %s  item %s %s\n", a.ImageID, a.Name, a.Region, a.Item, a.ItemDigest)
+				}
 			} else {
 				fmt.Fprintf(g.stdout, "%d bundles installed side by side\n", len(s.Bundles))
 				for _, b := range s.Bundles {

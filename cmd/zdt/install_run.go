@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/cloud/ec2"
 	"zdt.dev/zdt/cluster"
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/version"
@@ -86,6 +87,15 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 		return err
 	}
 	opts.KeepBackups = o.keepBackups
+	if o.aws.region != "" {
+		reg, err := ec2.New(ctx, ec2.Options{Region: o.aws.region, Endpoint: o.aws.endpoint, KMSKey: o.aws.kmsKey, Logger: logger})
+		if err != nil {
+			return err
+		}
+		opts.AMIs, opts.PruneAMIs = reg, o.aws.pruneAMIs
+	} else if o.aws.endpoint != "" || o.aws.kmsKey != "" || o.aws.pruneAMIs {
+		return usageError{fmt.Errorf("--aws-endpoint, --aws-kms-key and --prune-amis need --aws-region")}
+	}
 	bar := g.progress("importing")
 	opts.Progress = bar.update
 	res, err := installer.Install(ctx, a, opts)
@@ -227,6 +237,9 @@ func (o *installOptions) report(g *globals, res installer.Result) error {
 		case res.Applied:
 			fmt.Fprintf(g.stdout, "installed: generation %d (%d files written)\n", res.Generation, res.FilesWritten)
 			renderBackup(g.stdout, o.root, res.Backup)
+			for _, a := range res.AMIs {
+				fmt.Fprintf(g.stdout, "ami: %s %s (%s, %d blocks uploaded)\n", a.ImageID, a.Name, a.Region, a.Blocks)
+			}
 			if n := len(res.Plan.Releases); n > 0 {
 				changed := 0
 				for _, r := range res.Plan.Releases {

@@ -30,6 +30,7 @@ func TestPackageDirection(t *testing.T) {
 		"registry":     {"bundle", "manifests", "remote"},
 		"installer":    {"bundle", "manifests", "registry", "remote", "signing"},
 		"cluster":      {"bundle", "charts", "installer", "manifests"},
+		"cloud/ec2":    {"bundle", "installer", "manifests"},
 	}
 	cmd := exec.Command("go", "list", "-json=ImportPath,Imports", "./...")
 	cmd.Dir = moduleRoot
@@ -62,6 +63,8 @@ func TestPackageDirection(t *testing.T) {
 				t.Errorf("%s imports %s: only signing imports cosign", name, d)
 			case name != "charts" && name != "bundle/build" && name != "cluster" && isLib && strings.HasPrefix(d, "helm.sh/"):
 				t.Errorf("%s imports %s: only charts, bundle/build and cluster import Helm", name, d)
+			case name != "cloud/ec2" && isLib && (strings.HasPrefix(d, "github.com/aws/aws-sdk-go-v2/service/ec2") || strings.HasPrefix(d, "github.com/aws/aws-sdk-go-v2/service/ebs")):
+				t.Errorf("%s imports %s: only cloud/ec2 imports the EC2 and EBS clients", name, d)
 			case isLib && (strings.HasPrefix(d, "github.com/spf13/cobra") || strings.HasPrefix(d, "github.com/schollz/progressbar")):
 				t.Errorf("%s imports %s: libraries never print; only cmd/zdt renders", name, d)
 			}
@@ -89,8 +92,9 @@ func TestPackageDirection(t *testing.T) {
 	for _, line := range lines {
 		deps := strings.Fields(line)
 		for _, d := range deps[1:] {
-			if strings.HasPrefix(d, "helm.sh/") || d == "zdt.dev/zdt/charts" || d == "zdt.dev/zdt/bundle/build" {
-				t.Errorf("%s depends on %s: Helm and the create pipeline stay out of it", deps[0], d)
+			if strings.HasPrefix(d, "helm.sh/") || d == "zdt.dev/zdt/charts" || d == "zdt.dev/zdt/bundle/build" ||
+				strings.HasPrefix(d, "github.com/aws/aws-sdk-go-v2/service/ec2") || strings.HasPrefix(d, "github.com/aws/aws-sdk-go-v2/service/ebs") {
+				t.Errorf("%s depends on %s: Helm, the create pipeline and the EC2 clients stay out of it", deps[0], d)
 				break
 			}
 		}
