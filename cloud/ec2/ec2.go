@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -367,39 +368,10 @@ func (r *Registrar) waitSnapshot(ctx context.Context, snap string) error {
 // registerImage registers the snapshot as an image with the item's
 // metadata.
 func (r *Registrar) registerImage(ctx context.Context, b installer.AMIBundle, it installer.AMIItem, ami installer.AMI) (string, error) {
-	m := it.Content.AMI
-	if m == nil {
+	if it.Content.AMI == nil {
 		return "", fmt.Errorf("no ami config")
 	}
-	root := m.RootDevice
-	if root == "" {
-		root = "/dev/xvda"
-	}
-	in := &awsec2.RegisterImageInput{
-		Name:               aws.String(ami.Name),
-		Description:        aws.String(m.Description),
-		Architecture:       types.ArchitectureValues(m.Architecture),
-		VirtualizationType: aws.String(m.Virtualization),
-		RootDeviceName:     aws.String(root),
-		EnaSupport:         aws.Bool(m.ENA),
-		BlockDeviceMappings: []types.BlockDeviceMapping{{
-			DeviceName: aws.String(root),
-			Ebs: &types.EbsBlockDevice{
-				SnapshotId:          aws.String(ami.SnapshotID),
-				VolumeSize:          aws.Int32(int32(volumeGiB(it))),
-				VolumeType:          types.VolumeTypeGp3,
-				DeleteOnTermination: aws.Bool(true),
-			},
-		}},
-		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeImage, Tags: ec2Tags(b, it, ami.SnapshotID)}},
-	}
-	if m.BootMode != "" {
-		in.BootMode = types.BootModeValues(m.BootMode)
-	}
-	if m.TPM {
-		in.TpmSupport = types.TpmSupportValuesV20
-	}
-	applyExtra(in, m)
+	in := registerInput(b, it, ami)
 	out, err := r.ec2.RegisterImage(ctx, in)
 	if err != nil {
 		return "", fmt.Errorf("registering the image: %w", err)
@@ -508,11 +480,18 @@ func imageName(it installer.AMIItem) string {
 }
 
 func tagPairs(b installer.AMIBundle, it installer.AMIItem) [][2]string {
-	return [][2]string{
+	ours := [][2]string{
 		{"Name", imageName(it)},
 		{TagBundle, b.Name}, {TagBundleVersion, b.Version}, {TagBundleRoot, b.Root},
 		{TagItem, it.Item.Name}, {TagItemDigest, it.Item.Digest},
 	}
+	var out [][2]string
+	for _, t := range specTags(it.Content.AMI) {
+		if !slices.ContainsFunc(ours, func(o [2]string) bool { return o[0] == t[0] }) && t[0] != TagSnapshot {
+			out = append(out, t)
+		}
+	}
+	return append(out, ours...)
 }
 
 func ec2Tags(b installer.AMIBundle, it installer.AMIItem, snap string) []types.Tag {

@@ -174,6 +174,9 @@ func (o *installOptions) runFrom(ctx context.Context, g *globals) error {
 		return err
 	}
 	opts.KeepBackups = o.keepBackups
+	if o.aws.region != "" {
+		return usageError{fmt.Errorf("--aws-region with --from is not supported yet: install the bundle file")}
+	}
 	bar := g.progress("installing")
 	opts.Progress = bar.update
 	res, err := installer.InstallFrom(ctx, o.from, opts)

@@ -154,7 +154,7 @@ func (s *Server) start() error {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	if testing.Verbose() && os.Getenv("ZDT_MOTO_LOG") != "" {
+	if os.Getenv("ZDT_MOTO_LOG") != "" {
 		cmd.Stderr = os.Stderr
 	}
 	if err := cmd.Start(); err != nil {

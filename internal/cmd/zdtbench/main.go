@@ -123,7 +123,7 @@ func benchMain(ctx context.Context, args []string) error {
 		}
 		return writeFileAtomic(filepath.Join(o.out, "results.md"), []byte(markdown(res)))
 	}
-	for _, row := range append(b.rows(ctx), b.deployRows(ctx)...) {
+	for _, row := range append(append(b.rows(ctx), b.deployRows(ctx)...), b.amiRegisterRow()) {
 		if !rowFilter.MatchString(row.Name) {
 			continue
 		}
