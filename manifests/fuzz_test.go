@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -59,6 +60,7 @@ func addSeedFiles(f *testing.F, patterns ...string) {
 // same spec) and usable (the helpers the builder calls accept every value).
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(fullSpec))
+	f.Add([]byte(actionsSpec))
 	addSeedFiles(f, exampleSpec, filepath.Join("testdata", "errors", "*.yaml"))
 	f.Add([]byte("apiVersion: zdt.dev/v1alpha1\nkind: Bundle\nmetadata: {name: x, version: v}\ncomponents: [{name: c, images: [a]}]\n"))
 	f.Add([]byte("apiVersion: zdt.dev/v1alpha1\nkind: Bundle\nmetadata: {name: x, version: v}\ncomponents: [{name: c, charts: [{name: a, source: a, exclude: [busybox], images: {nginx: 'm.example/nginx:1'}}]}]\n"))
@@ -103,6 +105,19 @@ func FuzzParse(f *testing.F) {
 					}
 					if _, err := NormalizeImageRef(to); err != nil {
 						t.Fatalf("accepted images value %q fails NormalizeImageRef: %v", to, err)
+					}
+				}
+			}
+			for _, a := range append(append([]Action(nil), c.Actions.Before...), c.Actions.After...) {
+				if d, err := a.TimeoutDuration(); err != nil || d <= 0 || d > MaxActionTimeout {
+					t.Fatalf("accepted action %+v has timeout %v, %v", a, d, err)
+				}
+				if a.Command == "" || a.DisplayName() == "" || a.DisplayName() == "." || a.DisplayName() == "/" {
+					t.Fatalf("accepted action %+v has no command or name", a)
+				}
+				for k := range a.Env {
+					if strings.HasPrefix(strings.ToUpper(k), ReservedEnvPrefix) || strings.ContainsAny(k, "=\x00") {
+						t.Fatalf("accepted action %+v sets env %q", a, k)
 					}
 				}
 			}

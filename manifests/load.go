@@ -208,6 +208,7 @@ func (v *validator) component(where string, comp Component) {
 	for j, a := range comp.AMIs {
 		v.ami(fmt.Sprintf("%s.amis[%d]", where, j), a)
 	}
+	v.actions(where, comp.Name, comp.Actions)
 }
 
 // image checks the image at item.

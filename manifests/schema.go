@@ -27,10 +27,10 @@ func schemaOf(t reflect.Type) map[string]any {
 		return map[string]any{"type": "boolean"}
 	case reflect.Int, reflect.Int64:
 		return map[string]any{"type": "integer"}
+	case reflect.Pointer: // optional: the same schema
+		return schemaOf(t.Elem())
 	case reflect.Slice:
 		return map[string]any{"type": "array", "items": schemaOf(t.Elem())}
-	case reflect.Pointer: // optional: the element's schema
-		return schemaOf(t.Elem())
 	case reflect.Map:
 		return map[string]any{"type": "object", "additionalProperties": schemaOf(t.Elem())}
 	case reflect.Struct:
@@ -42,6 +42,13 @@ func schemaOf(t reflect.Type) map[string]any {
 			p := schemaOf(sf.Type)
 			if doc := sf.Tag.Get("doc"); doc != "" {
 				p["description"] = doc
+			}
+			if def := sf.Tag.Get("default"); def != "" {
+				var v any
+				if err := json.Unmarshal([]byte(def), &v); err != nil {
+					panic("manifests: default of " + t.Name() + "." + f.name + " is not JSON: " + def)
+				}
+				p["default"] = v
 			}
 			props[f.name] = p
 			if f.required {

@@ -174,6 +174,7 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	for _, typ := range []reflect.Type{
 		reflect.TypeOf(Spec{}), reflect.TypeOf(Metadata{}), reflect.TypeOf(Component{}),
 		reflect.TypeOf(Image{}), reflect.TypeOf(Chart{}), reflect.TypeOf(File{}), reflect.TypeOf(AMI{}),
+		reflect.TypeOf(Actions{}), reflect.TypeOf(Action{}),
 	} {
 		if !seen[typ] {
 			t.Errorf("schema walk never reached %s", typ.Name())
@@ -188,6 +189,7 @@ func TestSchemaDescribesFields(t *testing.T) {
 	for _, typ := range []reflect.Type{
 		reflect.TypeOf(Spec{}), reflect.TypeOf(Metadata{}), reflect.TypeOf(Component{}),
 		reflect.TypeOf(Image{}), reflect.TypeOf(Chart{}), reflect.TypeOf(File{}), reflect.TypeOf(AMI{}),
+		reflect.TypeOf(Actions{}), reflect.TypeOf(Action{}),
 	} {
 		for i := range typ.NumField() {
 			f := typ.Field(i)
@@ -217,6 +219,7 @@ func TestSchemaAcceptsValidSpecs(t *testing.T) {
 	}{
 		{"quickstart example", example},
 		{"full spec", []byte(fullSpec)},
+		{"actions", []byte(actionsSpec)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -251,9 +254,12 @@ func schemaCheck(schema map[string]any, v any, path string) []string {
 			return []string{path + ": not an object"}
 		}
 		var out []string
-		props := schema["properties"].(map[string]any)
+		props, _ := schema["properties"].(map[string]any)
 		for k, val := range m {
 			p, ok := props[k].(map[string]any)
+			if elem, isMap := schema["additionalProperties"].(map[string]any); isMap && props == nil {
+				p, ok = elem, true // a map: every value has the one schema
+			}
 			if !ok {
 				out = append(out, path+": property "+k+" not in schema")
 				continue

@@ -45,7 +45,9 @@ type Component struct {
 	Charts []Chart `yaml:"charts" doc:"Helm charts, deployed in this order."`
 	Files  []File  `yaml:"files" doc:"Host files and binaries."`
 	AMIs   []AMI   `yaml:"amis" doc:"AMI / VM disk images."`
-	Pos    Pos     `yaml:"-"`
+	// Actions are commands run on the installing host (actions.go).
+	Actions Actions `yaml:"actions" doc:"Commands run on the installing host around the install: before and after lists; by default each runs only when something of the component changed."`
+	Pos     Pos     `yaml:"-"`
 }
 
 // Image is a container image. Written as a plain string it is Ref alone.
