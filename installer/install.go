@@ -91,6 +91,9 @@ type Options struct {
 	// registered that neither the new nor the previous generation
 	// references, and deletes their snapshots.
 	PruneAMIs bool
+	// NodeName is ZDT_NODE_NAME of component actions (default: the host
+	// name).
+	NodeName string
 }
 
 // placeConcurrency is how many files are placed at once.
@@ -116,6 +119,8 @@ type Result struct {
 	// AMIs are the images of the bundle's AMI items after the install
 	// (registered or reused; only with Options.AMIs).
 	AMIs []AMI `json:"amis,omitempty"`
+	// Actions are the component actions that ran, in order.
+	Actions []ActionRun `json:"actions,omitempty"`
 }
 
 // registryChecker is a Registry that can say whether a bundle it imported
@@ -173,6 +178,11 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if err := manifests.CheckBundleName(a.Config.Name); err != nil {
 		return Result{}, fmt.Errorf("%w: %w", ErrInvalidItem, err)
 	}
+	// Component actions come from the signed spec: one that does not
+	// parse is refused before anything is written (planActions reads it).
+	if _, err := specActions(a.Config.Spec); err != nil {
+		return Result{}, err
+	}
 	if opts.PlanOnly { // no lock, nothing created
 		return planInstall(ctx, a, g, opts, desired, contents)
 	}
@@ -202,6 +212,9 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if err := r.planAMIs(ctx, res.Plan); err != nil {
 		return Result{}, err
 	}
+	if err := r.planActions(res.Plan); err != nil {
+		return Result{}, err
+	}
 	// The CA of zdt serve exists from the install on, so that every
 	// runtime's trust can be written with the mirror configuration; its
 	// key stays in layout.TLSDir.
@@ -219,6 +232,10 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 		return Result{}, err
 	}
 	if !res.Plan.HasChanges() && generatedUpToDate(root, r.files) {
+		// Only actions with onChange: false run.
+		if err := r.runActions(ctx, manifests.PhaseBefore, r.cur.Number); err != nil {
+			return Result{}, err
+		}
 		if !broken {
 			opts.Logger.Info("already installed; nothing to do", "generation", r.cur.Number, "bundle", a.Root.Digest)
 			for _, c := range res.Plan.AMIs {
@@ -226,12 +243,19 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 					res.AMIs = append(res.AMIs, c.AMI)
 				}
 			}
-			return res, r.pruneAMIs(ctx, res.Plan)
+			if err := r.pruneAMIs(ctx, res.Plan); err != nil {
+				return res, err
+			}
+		} else {
+			if err := r.reimport(ctx); err != nil {
+				return Result{}, err
+			}
+			res.Repaired = true
 		}
-		if err := r.reimport(ctx); err != nil {
+		if err := r.runActions(ctx, manifests.PhaseAfter, r.cur.Number); err != nil {
 			return Result{}, err
 		}
-		res.Repaired = true
+		res.Actions = r.ran
 		return res, nil
 	}
 	return r.applyAndRecord(ctx, res)
@@ -269,6 +293,10 @@ func (r *run) applyAndRecord(ctx context.Context, res Result) (Result, error) {
 		return Result{}, err
 	}
 	res.Backup = r.backup
+	// Before actions: nothing of the bundle is applied yet.
+	if err := r.runActions(ctx, manifests.PhaseBefore, r.next); err != nil {
+		return Result{}, err
+	}
 	if err := r.vacate(ctx); err != nil {
 		return Result{}, err
 	}
@@ -299,11 +327,16 @@ func (r *run) applyAndRecord(ctx context.Context, res Result) (Result, error) {
 	} else if r.cur != nil {
 		r.releases = r.cur.Releases
 	}
+	// After actions: everything is in place; a failure records nothing,
+	// so a re-run runs them again.
+	if err := r.runActions(ctx, manifests.PhaseAfter, r.next); err != nil {
+		return Result{}, err
+	}
 	if err := r.record(); err != nil {
 		return Result{}, err
 	}
 	committed = true
-	res.Generation, res.Applied = r.next, true
+	res.Generation, res.Applied, res.Actions = r.next, true, r.ran
 	if r.opts.AMIs != nil {
 		res.AMIs = r.amis
 	}
@@ -339,6 +372,7 @@ type run struct {
 	releases   []Release            // as deployed (or carried over)
 	backup     *ClusterBackup       // taken before releases changed
 	amis       []AMI                // as registered (or carried over)
+	ran        []ActionRun          // the component actions that ran
 }
 
 // planWithReleases is makePlan plus the Deployer's release plan (--plan).
@@ -350,7 +384,10 @@ func (r *run) planWithReleases(ctx context.Context, g *bundle.Graph) (Result, er
 	if err := r.planReleases(ctx, g, res.Plan); err != nil {
 		return Result{}, err
 	}
-	return res, r.planAMIs(ctx, res.Plan)
+	if err := r.planAMIs(ctx, res.Plan); err != nil {
+		return Result{}, err
+	}
+	return res, r.planActions(res.Plan)
 }
 
 // planReleases adds the Deployer's release plan to p (reads only).
@@ -735,7 +772,7 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 func (r *run) record() error {
 	ng := &Generation{Number: r.next, BundleDigest: r.a.Root.Digest.String(), Name: r.a.Config.Name, Version: r.a.Config.Version,
 		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files), ServeAddr: r.opts.ServeAddr, Releases: r.releases,
-		Source: r.opts.Source, Backup: r.backup, AMIs: r.amis}
+		Source: r.opts.Source, Backup: r.backup, AMIs: r.amis, Actions: r.ran}
 	if r.cur != nil {
 		ng.Previous = r.cur.Number
 	}

@@ -57,6 +57,9 @@ type Plan struct {
 	// amisRecorded: every AMI of the plan is reused as the current
 	// generation records it.
 	amisRecorded bool
+	// Actions are the component actions installing runs, in order
+	// (actions.go); --plan runs none.
+	Actions []ActionRun `json:"actions,omitempty"`
 }
 
 // GenerationRef names a generation.

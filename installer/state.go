@@ -62,6 +62,8 @@ type Generation struct {
 	// AMIs are the machine images registered (or reused) for the bundle's
 	// AMI items (empty when the install registered none).
 	AMIs []AMI `json:"amis,omitempty"`
+	// Actions are the component actions the install ran, in order.
+	Actions []ActionRun `json:"actions,omitempty"`
 }
 
 // ItemState is one installed item: the bundle's item as the archive

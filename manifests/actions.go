@@ -116,10 +116,10 @@ func (v *validator) action(item, comp string, a Action, names map[string]int) {
 		// Reported by the decoder (required).
 	case strings.ContainsRune(cmd, 0):
 		c.add(at(item+".command", a.Pos), "%s: command contains a NUL byte", what)
-	case strings.Contains(cmd, "/") && (!path.IsAbs(cmd) || path.Clean(cmd) != cmd || cmd == "/"), cmd == "." || cmd == "..":
-		c.add(at(item+".command", a.Pos), "%s: command %q must be an absolute clean path or a name looked up in PATH", what, cmd)
 	case strings.TrimSpace(cmd) != cmd || strings.ContainsAny(cmd, " \t\n"):
 		c.add(at(item+".command", a.Pos), "%s: command %q holds spaces: it is one program, run without a shell (put its arguments in args, or write command: sh and args: [-c, ...])", what, cmd)
+	case strings.Contains(cmd, "/") && (!path.IsAbs(cmd) || path.Clean(cmd) != cmd || cmd == "/"), cmd == "." || cmd == "..":
+		c.add(at(item+".command", a.Pos), "%s: command %q must be an absolute clean path or a name looked up in PATH", what, cmd)
 	}
 	for i, arg := range a.Args {
 		if strings.ContainsRune(arg, 0) {

@@ -185,6 +185,13 @@ func renderPlan(w io.Writer, p *installer.Plan) {
 		}
 		fmt.Fprintf(w, "  %s %-10s %-21s %-40s %s %s\n", amiSigns[a.Action], string(a.Action), id, a.Name, a.Region, shortDigest(a.ItemDigest))
 	}
+	for _, a := range p.Actions {
+		cmd := strings.Join(a.Command, " ")
+		if len(cmd) > 60 {
+			cmd = cmd[:57] + "..."
+		}
+		fmt.Fprintf(w, "  ! action  %-42s %s (%s)\n", fmt.Sprintf("%s/%s[%d] %s", a.Component, a.Phase, a.Index, a.Name), cmd, a.Reason)
+	}
 	counts := p.Counts()
 	keys := make([]string, 0, len(counts))
 	for a := range counts {

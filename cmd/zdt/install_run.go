@@ -257,6 +257,9 @@ func (o *installOptions) report(g *globals, res installer.Result) error {
 		default:
 			fmt.Fprintf(g.stdout, "already installed: generation %d, nothing changed\n", res.Generation)
 		}
+		if n := len(res.Actions); n > 0 {
+			fmt.Fprintf(g.stdout, "actions: %d ran\n", n)
+		}
 	}
 	if o.plan && o.detailedExitCode && res.Plan.HasChanges() {
 		return errPlanChanges
