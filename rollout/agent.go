@@ -1,0 +1,530 @@
+package rollout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+)
+
+// InstallFunc installs the bundle ref (pinned to its digest) on this node
+// and returns the generation now current (`zdt agent` calls
+// installer.InstallFrom into its --root).
+type InstallFunc func(ctx context.Context, ref string) (generation int, err error)
+
+// AgentOptions configure an Agent.
+type AgentOptions struct {
+	// Node is the name of the Node this agent upgrades.
+	Node    string
+	Install InstallFunc
+	// DrainTimeout bounds a drain (evictions a PodDisruptionBudget
+	// refuses are retried until then; default 5m).
+	DrainTimeout time.Duration
+	// ReadyTimeout bounds the wait for the Node to be Ready after the
+	// install (default 5m).
+	ReadyTimeout time.Duration
+	// LeaseDuration is a slot Lease's duration: a holder that stops
+	// renewing it for that long loses it (default 30s).
+	LeaseDuration time.Duration
+	// Poll is how often the agent looks at the rollout (default 1s).
+	Poll   time.Duration
+	Logger *slog.Logger
+}
+
+// Agent upgrades one node when the rollout asks for it.
+type Agent struct {
+	cs kubernetes.Interface
+	o  AgentOptions
+}
+
+// NewAgent returns the agent of o.Node.
+func NewAgent(cs kubernetes.Interface, o AgentOptions) (*Agent, error) {
+	if o.Node == "" || o.Install == nil {
+		return nil, errors.New("rollout agent: a node name and an install function are required")
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 5 * time.Minute
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 5 * time.Minute
+	}
+	if o.LeaseDuration <= 0 {
+		o.LeaseDuration = 30 * time.Second
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Agent{cs: cs, o: o}, nil
+}
+
+// StepError is a failed step of a node's upgrade.
+type StepError struct {
+	Node, Step string
+	Err        error
+}
+
+func (e *StepError) Error() string { return fmt.Sprintf("node %s: %s: %v", e.Node, e.Step, e.Err) }
+func (e *StepError) Unwrap() error { return e.Err }
+
+// Run works until ctx ends: each poll it reads the rollout and, when this
+// node is not at the desired digest and may go, upgrades it. A failed
+// step pauses the rollout (recorded with the error) and leaves the node
+// cordoned, holding its slot; Run goes on waiting for a resume. Errors of
+// the API server are logged and retried at the next poll.
+func (a *Agent) Run(ctx context.Context) error {
+	renewCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go a.renewLoop(renewCtx)
+	t := time.NewTicker(a.o.Poll)
+	defer t.Stop()
+	for {
+		if err := a.Step(ctx); err != nil && ctx.Err() == nil {
+			a.o.Logger.Warn("rollout", "node", a.o.Node, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Step does one pass: it returns when the node is done, waits its turn,
+// or has failed (the failure recorded).
+func (a *Agent) Step(ctx context.Context) error {
+	_, s, err := getState(ctx, a.cs)
+	if errors.Is(err, ErrNoRollout) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	node, err := a.cs.CoreV1().Nodes().Get(ctx, a.o.Node, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("reading node %s: %w", a.o.Node, err)
+	}
+	if node.Annotations[AnnotationDigest] == s.Digest {
+		// Done, perhaps killed after the annotation: finish the cleanup.
+		if node.Annotations[AnnotationCordoned] != "" {
+			if err := a.uncordon(ctx, nil); err != nil {
+				return err
+			}
+		}
+		if err := a.release(ctx); err != nil {
+			return err
+		}
+		if ns := s.Nodes[a.o.Node]; ns.Phase != NodeDone || ns.Digest != s.Digest {
+			return a.setNode(ctx, s, NodeDone, "")
+		}
+		return nil
+	}
+	if s.Phase != PhaseProgressing {
+		return nil
+	}
+	if ns := s.Nodes[a.o.Node]; ns.Phase == NodeFailed {
+		return nil
+	}
+	held, err := a.heldSlot(ctx)
+	if err != nil {
+		return err
+	}
+	if !held {
+		ok, why, err := a.mayGo(ctx, s, node)
+		if err != nil || !ok {
+			if err == nil && s.Nodes[a.o.Node].Phase != NodeWaiting {
+				a.o.Logger.Debug("rollout waiting", "node", a.o.Node, "why", why)
+				err = a.setNode(ctx, s, NodeWaiting, "")
+			}
+			return err
+		}
+		limit := s.MaxUnavailable
+		if isControlPlane(node) {
+			limit = 1
+		}
+		if ok, err := a.acquire(ctx, limit); err != nil || !ok {
+			return err
+		}
+	}
+	return a.upgrade(ctx, s)
+}
+
+// mayGo reports whether this node's turn has come: control-plane nodes
+// first (only one of them upgrades at a time: its slot limit is 1),
+// workers once every control-plane node is at the digest.
+func (a *Agent) mayGo(ctx context.Context, s *State, node *corev1.Node) (bool, string, error) {
+	if isControlPlane(node) {
+		return true, "", nil
+	}
+	nodes, err := a.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: ControlPlaneLabel})
+	if err != nil {
+		return false, "", fmt.Errorf("listing control-plane nodes: %w", err)
+	}
+	for _, n := range nodes.Items {
+		if n.Annotations[AnnotationDigest] != s.Digest || n.Spec.Unschedulable {
+			return false, "control-plane node " + n.Name + " not upgraded yet", nil
+		}
+	}
+	return true, "", nil
+}
+
+// upgrade runs the steps; each is idempotent, keyed on the node's state.
+func (a *Agent) upgrade(ctx context.Context, s *State) error {
+	fail := func(step string, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err() // killed, not failed: a restart resumes
+		}
+		se := &StepError{Node: a.o.Node, Step: step, Err: err}
+		a.o.Logger.Error("rollout step failed", "node", a.o.Node, "step", step, "error", err)
+		now := time.Now().UTC()
+		if _, uerr := update(ctx, a.cs, func(st *State) error {
+			if st.Digest != s.Digest {
+				return nil
+			}
+			st.Phase, st.Since = PhasePaused, now
+			st.Nodes[a.o.Node] = NodeState{Digest: st.Nodes[a.o.Node].Digest, Phase: NodeFailed, Since: now, Error: se.Error()}
+			return nil
+		}); uerr != nil {
+			return errors.Join(se, uerr)
+		}
+		return se
+	}
+	if err := a.setNode(ctx, s, NodeCordoned, ""); err != nil {
+		return err
+	}
+	if err := a.cordon(ctx, s.ID); err != nil {
+		return fail("cordon", err)
+	}
+	if err := a.setNode(ctx, s, NodeDraining, ""); err != nil {
+		return err
+	}
+	if err := a.drain(ctx); err != nil {
+		return fail("drain", err)
+	}
+	if err := a.setNode(ctx, s, NodeInstalling, ""); err != nil {
+		return err
+	}
+	gen, err := a.o.Install(ctx, s.Reference)
+	if err != nil {
+		return fail("install", err)
+	}
+	if err := a.setNode(ctx, s, NodeWaitReady, ""); err != nil {
+		return err
+	}
+	if err := a.waitReady(ctx); err != nil {
+		return fail("wait ready", err)
+	}
+	if err := a.uncordon(ctx, map[string]any{AnnotationDigest: s.Digest, AnnotationGeneration: strconv.Itoa(gen)}); err != nil {
+		return fail("uncordon", err)
+	}
+	if err := a.release(ctx); err != nil {
+		return err
+	}
+	return a.setNode(ctx, s, NodeDone, "")
+}
+
+// setNode records this node's phase (and whether the whole rollout is done).
+func (a *Agent) setNode(ctx context.Context, s *State, phase, msg string) error {
+	now := time.Now().UTC()
+	_, err := update(ctx, a.cs, func(st *State) error {
+		if st.Digest != s.Digest {
+			return nil
+		}
+		ns := st.Nodes[a.o.Node]
+		ns.Phase, ns.Since, ns.Error = phase, now, msg
+		if phase == NodeDone {
+			ns.Digest = st.Digest
+		}
+		st.Nodes[a.o.Node] = ns
+		if phase == NodeDone {
+			nodes, err := a.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return err
+			}
+			done := true
+			for _, n := range nodes.Items {
+				if n.Annotations[AnnotationDigest] != st.Digest {
+					done = false
+				}
+			}
+			if done && st.Phase == PhaseProgressing {
+				st.Phase, st.Since = PhaseDone, now
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+func (a *Agent) patchNode(ctx context.Context, patch map[string]any) error {
+	raw, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	_, err = a.cs.CoreV1().Nodes().Patch(ctx, a.o.Node, types.MergePatchType, raw, metav1.PatchOptions{})
+	return err
+}
+
+func (a *Agent) cordon(ctx context.Context, id string) error {
+	return a.patchNode(ctx, map[string]any{
+		"metadata": map[string]any{"annotations": map[string]any{AnnotationCordoned: id}},
+		"spec":     map[string]any{"unschedulable": true},
+	})
+}
+
+// uncordon makes the node schedulable again (only when the rollout
+// cordoned it) with the given annotations.
+func (a *Agent) uncordon(ctx context.Context, annotations map[string]any) error {
+	node, err := a.cs.CoreV1().Nodes().Get(ctx, a.o.Node, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	ann := map[string]any{}
+	for k, v := range annotations {
+		ann[k] = v
+	}
+	patch := map[string]any{"metadata": map[string]any{"annotations": ann}}
+	if node.Annotations[AnnotationCordoned] != "" {
+		ann[AnnotationCordoned] = nil
+		patch["spec"] = map[string]any{"unschedulable": nil}
+	}
+	return a.patchNode(ctx, patch)
+}
+
+// drain evicts every pod on the node except DaemonSets' and mirror pods,
+// retrying evictions a PodDisruptionBudget refuses (429) with backoff,
+// and waits until they are gone; all within DrainTimeout.
+func (a *Agent) drain(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, a.o.DrainTimeout)
+	defer cancel()
+	backoff := 200 * time.Millisecond
+	for {
+		pods, err := a.cs.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + a.o.Node})
+		if err != nil {
+			return a.drainErr(ctx, fmt.Errorf("listing pods: %w", err), nil)
+		}
+		var left []string
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if ignoredByDrain(p) {
+				continue
+			}
+			left = append(left, p.Namespace+"/"+p.Name)
+			if p.DeletionTimestamp != nil {
+				continue
+			}
+			ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}}
+			err := a.cs.PolicyV1().Evictions(p.Namespace).Evict(ctx, ev)
+			switch {
+			case err == nil, apierrors.IsNotFound(err):
+			case apierrors.IsTooManyRequests(err):
+				a.o.Logger.Debug("eviction refused, retrying", "pod", p.Namespace+"/"+p.Name, "error", err)
+			default:
+				return a.drainErr(ctx, fmt.Errorf("evicting %s/%s: %w", p.Namespace, p.Name, err), left)
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return a.drainErr(ctx, ctx.Err(), left)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (a *Agent) drainErr(ctx context.Context, err error, left []string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("not drained within %s (pods left: %s): %w", a.o.DrainTimeout, strings.Join(left, ", "), err)
+	}
+	return err
+}
+
+func ignoredByDrain(p *corev1.Pod) bool {
+	if _, mirror := p.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
+		return true
+	}
+	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return true
+	}
+	for _, o := range p.OwnerReferences {
+		if o.Kind == "DaemonSet" && o.Controller != nil && *o.Controller {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *Agent) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, a.o.ReadyTimeout)
+	defer cancel()
+	for {
+		n, err := a.cs.CoreV1().Nodes().Get(ctx, a.o.Node, metav1.GetOptions{})
+		if err == nil && nodeReady(n) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node not Ready within %s", a.o.ReadyTimeout)
+		case <-time.After(a.o.Poll):
+		}
+	}
+}
+
+// Slots: Leases SlotPrefix0..limit-1 in Namespace; holderIdentity is the
+// node. A Lease whose holder stopped renewing it is taken over.
+
+func slotName(i int) string { return SlotPrefix + strconv.Itoa(i) }
+
+func (a *Agent) listSlots(ctx context.Context) ([]coordv1.Lease, error) {
+	l, err := a.cs.CoordinationV1().Leases(Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing slot leases: %w", err)
+	}
+	var out []coordv1.Lease
+	for _, x := range l.Items {
+		if strings.HasPrefix(x.Name, SlotPrefix) {
+			out = append(out, x)
+		}
+	}
+	return out, nil
+}
+
+func (a *Agent) heldSlot(ctx context.Context) (bool, error) {
+	slots, err := a.listSlots(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, l := range slots {
+		if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == a.o.Node {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func leaseFree(l *coordv1.Lease, now time.Time) bool {
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
+		return true
+	}
+	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+		return true
+	}
+	return now.After(l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second))
+}
+
+// acquire takes a free slot among the first limit ones (creating it), so
+// that at most limit nodes hold one. A slot beyond limit held by another
+// node (a larger max-unavailable before) counts too.
+func (a *Agent) acquire(ctx context.Context, limit int) (bool, error) {
+	slots, err := a.listSlots(ctx)
+	if err != nil {
+		return false, err
+	}
+	now := time.Now()
+	busy := 0
+	byName := map[string]*coordv1.Lease{}
+	for i := range slots {
+		byName[slots[i].Name] = &slots[i]
+		if !leaseFree(&slots[i], now) {
+			busy++
+		}
+	}
+	if busy >= limit {
+		return false, nil
+	}
+	holder := a.o.Node
+	dur := int32(a.o.LeaseDuration / time.Second)
+	if dur < 1 {
+		dur = 1
+	}
+	mt := metav1.NewMicroTime(now)
+	for i := 0; i < limit; i++ {
+		l, ok := byName[slotName(i)]
+		if !ok {
+			nl := &coordv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: slotName(i), Namespace: Namespace},
+				Spec:       coordv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &dur, AcquireTime: &mt, RenewTime: &mt},
+			}
+			_, err := a.cs.CoordinationV1().Leases(Namespace).Create(ctx, nl, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				return false, nil // raced: next poll
+			}
+			return err == nil, err
+		}
+		if !leaseFree(l, now) {
+			continue
+		}
+		l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.AcquireTime, l.Spec.RenewTime = &holder, &dur, &mt, &mt
+		_, err := a.cs.CoordinationV1().Leases(Namespace).Update(ctx, l, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	return false, nil
+}
+
+// renewLoop renews the slots this node holds every third of their
+// duration, for as long as the agent runs (a failed node keeps its slot).
+func (a *Agent) renewLoop(ctx context.Context) {
+	t := time.NewTicker(a.o.LeaseDuration / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		slots, err := a.listSlots(ctx)
+		if err != nil {
+			continue
+		}
+		for i := range slots {
+			l := &slots[i]
+			if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != a.o.Node {
+				continue
+			}
+			mt := metav1.NewMicroTime(time.Now())
+			l.Spec.RenewTime = &mt
+			if _, err := a.cs.CoordinationV1().Leases(Namespace).Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+				a.o.Logger.Debug("renewing slot", "lease", l.Name, "error", err)
+			}
+		}
+	}
+}
+
+// release gives up the slots this node holds.
+func (a *Agent) release(ctx context.Context) error {
+	slots, err := a.listSlots(ctx)
+	if err != nil {
+		return err
+	}
+	for i := range slots {
+		l := &slots[i]
+		if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != a.o.Node {
+			continue
+		}
+		l.Spec.HolderIdentity = nil
+		if _, err := a.cs.CoordinationV1().Leases(Namespace).Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("releasing slot %s: %w", l.Name, err)
+		}
+	}
+	return nil
+}
