@@ -203,18 +203,21 @@ func (a *Agent) upgrade(ctx context.Context, s *State) error {
 		}
 		return se
 	}
+	a.o.Logger.Info("upgrading", "node", a.o.Node)
 	if err := a.setNode(ctx, s, NodeCordoned, ""); err != nil {
 		return err
 	}
 	if err := a.cordon(ctx, s.ID); err != nil {
 		return fail("cordon", err)
 	}
+	a.o.Logger.Info("step", "node", a.o.Node, "phase", NodeDraining)
 	if err := a.setNode(ctx, s, NodeDraining, ""); err != nil {
 		return err
 	}
 	if err := a.drain(ctx); err != nil {
 		return fail("drain", err)
 	}
+	a.o.Logger.Info("step", "node", a.o.Node, "phase", NodeInstalling)
 	if err := a.setNode(ctx, s, NodeInstalling, ""); err != nil {
 		return err
 	}
@@ -222,6 +225,7 @@ func (a *Agent) upgrade(ctx context.Context, s *State) error {
 	if err != nil {
 		return fail("install", err)
 	}
+	a.o.Logger.Info("step", "node", a.o.Node, "phase", NodeWaitReady)
 	if err := a.setNode(ctx, s, NodeWaitReady, ""); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,6 +55,13 @@ func (n *fakeNode) install(ctx context.Context, ref string) (int, error) {
 	return int(n.gen.Add(1)), nil
 }
 
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
 // agentRun is an agent's goroutine that can be killed (its context
 // cancelled) and started again.
 type agentRun struct {
@@ -66,6 +74,7 @@ func runAgent(t *testing.T, cs kubernetes.Interface, n *fakeNode) *agentRun {
 	a, err := NewAgent(cs, AgentOptions{
 		Node: n.name, Install: n.install, DrainTimeout: 30 * time.Second, ReadyTimeout: 20 * time.Second,
 		LeaseDuration: 3 * time.Second, Poll: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)

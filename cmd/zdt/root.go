@@ -102,7 +102,7 @@ Exit codes:
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newBundleCmd(g), newSchemaCmd(g), newVersionCmd(g), newServeCmd(g), newKeyCmd(g))
 	root.AddCommand(newInstallCmd(g), newStatusCmd(g), newRollbackCmd(g), newUninstallCmd(g), newPushCmd(g))
-	root.AddCommand(newCacheCmd(g))
+	root.AddCommand(newCacheCmd(g), newRolloutCmd(g), newAgentCmd(g))
 	return root
 }
 

@@ -31,6 +31,7 @@ func TestPackageDirection(t *testing.T) {
 		"installer":    {"bundle", "manifests", "registry", "remote", "signing"},
 		"cluster":      {"bundle", "charts", "installer", "manifests"},
 		"cloud/ec2":    {"bundle", "installer", "manifests"},
+		"rollout":      {},
 	}
 	cmd := exec.Command("go", "list", "-json=ImportPath,Imports", "./...")
 	cmd.Dir = moduleRoot

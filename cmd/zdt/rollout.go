@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"zdt.dev/zdt/cluster"
+	"zdt.dev/zdt/installer"
+	"zdt.dev/zdt/internal/version"
+	"zdt.dev/zdt/registry"
+	"zdt.dev/zdt/remote"
+	"zdt.dev/zdt/rollout"
+)
+
+// kubeOptions is the cluster of rollout and agent.
+type kubeOptions struct{ kubeconfig string }
+
+func (o *kubeOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "the cluster's kubeconfig (default $KUBECONFIG; with neither, in a pod, its service account)")
+}
+
+func (o *kubeOptions) client() (kubernetes.Interface, error) {
+	tgt, ok := cluster.SelectTarget(o.kubeconfig, os.Getenv)
+	if !ok {
+		return nil, usageError{fmt.Errorf("no cluster: --kubeconfig, KUBECONFIG or the in-cluster configuration is required")}
+	}
+	var cfg *rest.Config
+	var err error
+	if tgt.InCluster {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", tgt.Kubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", tgt, err)
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+// fromRegistry is the trust and registry configuration of a bundle read
+// from a registry (rollout start, agent), as install --from has them.
+type fromRegistry struct {
+	trust          trustOptions
+	ca             string
+	registryConfig string
+}
+
+func (o *fromRegistry) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.ca, "ca", "", "PEM file of the registry's CA (e.g. the serving node's var/lib/zdt/tls/ca.crt)")
+	fs.StringVar(&o.registryConfig, "registry-config", "", "YAML file of per-registry settings: CA, insecure, plain HTTP, credentials")
+	o.trust.AddFlags(fs)
+}
+
+func (o *fromRegistry) remotes(ref registry.BundleRef) (*remote.Remotes, error) {
+	cfg := &remote.RegistryConfig{}
+	if o.registryConfig != "" {
+		var err error
+		if cfg, err = remote.LoadRegistryConfig(o.registryConfig); err != nil {
+			return nil, err
+		}
+	}
+	if o.ca != "" {
+		if cfg.Registries == nil {
+			cfg.Registries = map[string]remote.RegistryHost{}
+		}
+		h := cfg.Registries[ref.Host]
+		h.CA = o.ca
+		cfg.Registries[ref.Host] = h
+	}
+	return remote.New(cfg, 4), nil
+}
+
+func newRolloutCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rollout",
+		Short: "Upgrade every node of a cluster to a bundle, node by node (with zdt agent on each node)",
+	}
+	cmd.AddCommand(newRolloutStartCmd(g), newRolloutStatusCmd(g), newRolloutResumeCmd(g))
+	return cmd
+}
+
+func newRolloutStartCmd(g *globals) *cobra.Command {
+	var k kubeOptions
+	var from fromRegistry
+	maxUnavailable := 1
+	cmd := &cobra.Command{
+		Use:   "start REGISTRY/[PREFIX/]zdt/NAME[:VERSION|@DIGEST] [--max-unavailable N]",
+		Short: "Verify a bundle in a registry and make it the cluster's desired bundle",
+		Long: `Start checks the bundle's signature and attestations against the trust
+policy (--key, --policy) exactly as 'zdt install --from' does, then records
+the bundle, pinned to its digest, in the ConfigMap zdt-system/zdt-rollout.
+The zdt agent of each node then upgrades its node: control-plane nodes
+first and one at a time, then at most --max-unavailable workers at once,
+each cordoned, drained through the eviction API, installed, waited Ready,
+uncordoned and annotated with zdt.dev/bundle-digest.`,
+		Example: `  zdt rollout start node1.site:5000/zdt/platform:1.5.0 --ca node1-ca.crt --key cosign.pub --kubeconfig admin.conf`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			ref, err := registry.ParseBundleRef(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			if maxUnavailable < 1 {
+				return usageError{fmt.Errorf("--max-unavailable must be at least 1")}
+			}
+			cs, err := k.client()
+			if err != nil {
+				return err
+			}
+			policy, err := from.trust.load(ctx)
+			if err != nil {
+				return err
+			}
+			remotes, err := from.remotes(ref)
+			if err != nil {
+				return err
+			}
+			v, _, err := installer.OpenVerifiedFrom(ctx, args[0], &policy, remotes)
+			if err != nil {
+				return err
+			}
+			dig := v.Root.Digest
+			v.Close()
+			st, err := rollout.Start(ctx, cs, rollout.StartOptions{Reference: ref.Pinned(dig).String(), Digest: dig.String(), MaxUnavailable: maxUnavailable})
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(st)
+			}
+			fmt.Fprintf(g.stdout, "rollout %s: %s (max unavailable %d)\n", st.ID, st.Reference, st.MaxUnavailable)
+			return nil
+		},
+	}
+	k.AddFlags(cmd.Flags())
+	from.AddFlags(cmd.Flags())
+	cmd.Flags().IntVar(&maxUnavailable, "max-unavailable", 1, "how many worker nodes may be upgraded (cordoned) at once; control-plane nodes go one at a time")
+	return cmd
+}
+
+func newRolloutStatusCmd(g *globals) *cobra.Command {
+	var k kubeOptions
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the rollout and every node: bundle digest, phase, since, error",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cs, err := k.client()
+			if err != nil {
+				return err
+			}
+			st, err := rollout.GetStatus(cmd.Context(), cs)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(st)
+			}
+			s := st.State
+			fmt.Fprintf(g.stdout, "rollout %s: %s, %s since %s (max unavailable %d)\n", s.ID, s.Reference, s.Phase, s.Since.Format(time.RFC3339), s.MaxUnavailable)
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tROLE\tBUNDLE\tPHASE\tSINCE\tREADY\tCORDONED\tERROR")
+			for _, n := range st.Nodes {
+				role, since, dig := "worker", "-", "-"
+				if n.ControlPlane {
+					role = "control-plane"
+				}
+				if !n.Since.IsZero() {
+					since = n.Since.Format(time.RFC3339)
+				}
+				if n.Digest != "" {
+					dig = short(n.Digest)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%v\t%s\n", n.Name, role, dig, n.Phase, since, n.Ready, n.Cordoned, n.Error)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if s.Phase == rollout.PhasePaused {
+				return fmt.Errorf("rollout %s paused: fix the failed node, then zdt rollout resume", s.ID)
+			}
+			return nil
+		},
+	}
+	k.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func short(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}
+
+func newRolloutResumeCmd(g *globals) *cobra.Command {
+	var k kubeOptions
+	cmd := &cobra.Command{
+		Use:   "resume",
+		Short: "Continue a paused rollout (the failed nodes' agents retry from where they stopped)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cs, err := k.client()
+			if err != nil {
+				return err
+			}
+			st, err := rollout.Resume(cmd.Context(), cs)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(st)
+			}
+			fmt.Fprintf(g.stdout, "rollout %s: %s\n", st.ID, st.Phase)
+			return nil
+		},
+	}
+	k.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newAgentCmd(g *globals) *cobra.Command {
+	var k kubeOptions
+	var from fromRegistry
+	var node, root, serveAddr string
+	var opts rollout.AgentOptions
+	cmd := &cobra.Command{
+		Use:   "agent --node NAME [--root DIR] [--kubeconfig K]",
+		Short: "Upgrade this node when the cluster's rollout asks (long-running)",
+		Long: `The agent watches the rollout that 'zdt rollout start' records and, when
+its node is not at the desired bundle, takes a slot (a Lease
+zdt-rollout-slot-N in zdt-system), cordons the node, drains it through the
+eviction API (PodDisruptionBudgets respected, DaemonSet and mirror pods
+left), installs the bundle from its registry into --root as 'zdt install
+--from' does (same trust flags), waits for the Node to be Ready,
+uncordons it, annotates it with zdt.dev/bundle-digest and
+zdt.dev/generation and releases the slot. A failed step leaves the node
+cordoned and pauses the rollout with the error.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if node == "" {
+				return usageError{fmt.Errorf("--node is required")}
+			}
+			cs, err := k.client()
+			if err != nil {
+				return err
+			}
+			policy, err := from.trust.load(ctx)
+			if err != nil {
+				return err
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("finding the zdt binary to install: %w", err)
+			}
+			logger := g.logger()
+			opts.Node, opts.Logger = node, logger
+			opts.Install = func(ctx context.Context, ref string) (int, error) {
+				r, err := registry.ParseBundleRef(ref)
+				if err != nil {
+					return 0, err
+				}
+				remotes, err := from.remotes(r)
+				if err != nil {
+					return 0, err
+				}
+				res, err := installer.InstallFrom(ctx, ref, installer.FromOptions{
+					Options: installer.Options{Root: root, ServeAddr: serveAddr, ToolVersion: version.String(), Logger: logger, Binary: self},
+					Policy:  policy, CA: from.ca, Remotes: remotes,
+				})
+				return res.Generation, err
+			}
+			a, err := rollout.NewAgent(cs, opts)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "agent of node %s started\n", node)
+			return a.Run(ctx)
+		},
+	}
+	k.AddFlags(cmd.Flags())
+	from.AddFlags(cmd.Flags())
+	fs := cmd.Flags()
+	fs.StringVar(&node, "node", "", "the name of this node's Node object")
+	fs.StringVar(&root, "root", "/", "install under this directory")
+	fs.StringVar(&serveAddr, "serve-addr", installer.DefaultServeAddr, "as for zdt install")
+	fs.DurationVar(&opts.DrainTimeout, "drain-timeout", 5*time.Minute, "how long a drain may take (evictions a PodDisruptionBudget refuses are retried until then)")
+	fs.DurationVar(&opts.ReadyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for the Node to be Ready after the install")
+	fs.DurationVar(&opts.LeaseDuration, "lease-duration", 30*time.Second, "a slot Lease's duration (an agent that stops renewing it loses it)")
+	fs.DurationVar(&opts.Poll, "poll", time.Second, "how often the rollout is read")
+	return cmd
+}
