@@ -276,7 +276,7 @@ cordoned and pauses the rollout with the error.`,
 					return 0, err
 				}
 				res, err := installer.InstallFrom(ctx, ref, installer.FromOptions{
-					Options: installer.Options{Root: root, ServeAddr: serveAddr, ToolVersion: version.String(), Logger: logger, Binary: self},
+					Options: installer.Options{Root: root, ServeAddr: serveAddr, ToolVersion: version.String(), Logger: logger, Binary: self, NodeName: node},
 					Policy:  policy, CA: from.ca, Remotes: remotes,
 				})
 				return res.Generation, err
