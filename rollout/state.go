@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -116,6 +117,11 @@ func ParseState(raw []byte) (*State, error) {
 	if !digestRE.MatchString(s.Digest) {
 		return nil, fmt.Errorf("rollout state: digest %q is not sha256:<64 hex>", s.Digest)
 	}
+	// The agents install Reference and annotate Digest: they must be
+	// the same bundle (the install checks the signature of what it reads).
+	if !strings.HasSuffix(s.Reference, "@"+s.Digest) {
+		return nil, fmt.Errorf("rollout state: reference %q is not pinned to %s", s.Reference, s.Digest)
+	}
 	if s.MaxUnavailable < 1 || s.MaxUnavailable > 1000 {
 		return nil, fmt.Errorf("rollout state: maxUnavailable %d not in 1..1000", s.MaxUnavailable)
 	}
@@ -182,6 +188,9 @@ type StartOptions struct {
 func Start(ctx context.Context, cs kubernetes.Interface, o StartOptions) (*State, error) {
 	if !digestRE.MatchString(o.Digest) {
 		return nil, fmt.Errorf("digest %q is not sha256:<64 hex>", o.Digest)
+	}
+	if !strings.HasSuffix(o.Reference, "@"+o.Digest) {
+		return nil, fmt.Errorf("reference %q is not pinned to %s", o.Reference, o.Digest)
 	}
 	if o.MaxUnavailable < 1 {
 		o.MaxUnavailable = 1

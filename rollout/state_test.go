@@ -10,10 +10,11 @@ func TestParseState(t *testing.T) {
 	for _, tc := range []struct {
 		name, in, err string
 	}{
-		{"ok", `{"id":"a","digest":"` + dig + `","maxUnavailable":1,"phase":"progressing"}`, ""},
+		{"ok", `{"id":"a","reference":"r:5000/zdt/q@` + dig + `","digest":"` + dig + `","maxUnavailable":1,"phase":"progressing"}`, ""},
+		{"reference not pinned to the digest", `{"reference":"r:5000/zdt/q@` + digestOf("v2") + `","digest":"` + dig + `","maxUnavailable":1,"phase":"progressing"}`, "not pinned"},
 		{"bad digest", `{"digest":"sha256:00","maxUnavailable":1,"phase":"progressing"}`, "digest"},
-		{"zero max", `{"digest":"` + dig + `","maxUnavailable":0,"phase":"progressing"}`, "maxUnavailable"},
-		{"phase", `{"digest":"` + dig + `","maxUnavailable":1,"phase":"nope"}`, "phase"},
+		{"zero max", `{"reference":"r/zdt/q@` + dig + `","digest":"` + dig + `","maxUnavailable":0,"phase":"progressing"}`, "maxUnavailable"},
+		{"phase", `{"reference":"r/zdt/q@` + dig + `","digest":"` + dig + `","maxUnavailable":1,"phase":"nope"}`, "phase"},
 		{"not json", `{`, "rollout state"},
 		{"too big", `"` + strings.Repeat("x", MaxStateSize) + `"`, "more than"},
 	} {
@@ -36,14 +37,14 @@ func TestParseState(t *testing.T) {
 // the namespace controls; parsing never panics and what it accepts is
 // within bounds.
 func FuzzParseState(f *testing.F) {
-	f.Add([]byte(`{"id":"a","digest":"` + digestOf("v1") + `","maxUnavailable":1,"phase":"paused","nodes":{"n":{"phase":"failed"}}}`))
+	f.Add([]byte(`{"id":"a","reference":"r/zdt/q@` + digestOf("v1") + `","digest":"` + digestOf("v1") + `","maxUnavailable":1,"phase":"paused","nodes":{"n":{"phase":"failed"}}}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := ParseState(b)
 		if err != nil {
 			return
 		}
-		if s.MaxUnavailable < 1 || s.MaxUnavailable > 1000 || s.Nodes == nil || !digestRE.MatchString(s.Digest) {
+		if s.MaxUnavailable < 1 || s.MaxUnavailable > 1000 || s.Nodes == nil || !digestRE.MatchString(s.Digest) || !strings.HasSuffix(s.Reference, s.Digest) {
 			t.Fatalf("accepted %+v", s)
 		}
 	})
