@@ -80,6 +80,11 @@ type Options struct {
 	// Etcd is where the snapshot taken before releases change comes from
 	// (Backup); without endpoints the releases' objects are exported.
 	Etcd EtcdOptions
+	// RewriteImages is HOST[:PORT] of the registry serving the bundle
+	// (--rewrite-images, for nodes zdt did not configure): every string
+	// of the rendered manifests that is one of the bundle's images is
+	// rewritten to its name there (imageRewriter). Empty: no rewrite.
+	RewriteImages string
 }
 
 // Deployer deploys a bundle's charts (installer.Deployer).
@@ -89,6 +94,8 @@ type Deployer struct {
 	dyn    dynamic.Interface
 	meta   metadata.Interface
 	loaded map[string]*desired // by release key, from PlanReleases
+	// rewriter is the post-renderer of Options.RewriteImages (nil: none).
+	rewriter *imageRewriter
 	// inCluster is the in-cluster configuration (Options.InCluster).
 	inCluster *rest.Config
 }
@@ -104,6 +111,11 @@ func New(opts Options) (*Deployer, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	d := &Deployer{opts: opts, loaded: map[string]*desired{}}
+	if opts.RewriteImages != "" {
+		if err := CheckRegistryHost(opts.RewriteImages); err != nil {
+			return nil, err
+		}
+	}
 	if opts.InCluster {
 		ic, err := inClusterConfig()
 		if err != nil {
@@ -145,6 +157,12 @@ func (d *Deployer) PlanReleases(ctx context.Context, a *bundle.Archive, g *bundl
 	if err != nil {
 		return nil, err
 	}
+	return d.plan(ctx, want, installed)
+}
+
+// plan compares the desired releases with the installed ones and the
+// cluster's Helm history.
+func (d *Deployer) plan(ctx context.Context, want []*desired, installed []installer.Release) ([]installer.ReleaseChange, error) {
 	prev := map[string]installer.Release{}
 	for _, r := range installed {
 		prev[key(r.Namespace, r.Name)] = r
@@ -180,6 +198,9 @@ func (d *Deployer) PlanReleases(ctx context.Context, a *bundle.Archive, g *bundl
 			}
 			if p.CRDDigest != "" && p.CRDDigest != w.rel.CRDDigest {
 				c.Reasons = append(c.Reasons, "CRDs")
+			}
+			if p.ImageRegistry != w.rel.ImageRegistry {
+				c.Reasons = append(c.Reasons, fmt.Sprintf("image registry %q -> %q", p.ImageRegistry, w.rel.ImageRegistry))
 			}
 			if p.ManifestDigest != w.rel.ManifestDigest {
 				c.Reasons = append(c.Reasons, "manifests")
@@ -227,6 +248,17 @@ func (d *Deployer) desiredReleases(ctx context.Context, a *bundle.Archive, g *bu
 	for _, comp := range spec.Components {
 		for _, ch := range comp.Charts {
 			specs[comp.Name+"/"+ch.Name] = ch
+		}
+	}
+	if d.opts.RewriteImages != "" {
+		var refs []string
+		for _, it := range g.Items {
+			if it.Kind == manifests.KindImage {
+				refs = append(refs, it.Ref)
+			}
+		}
+		if d.rewriter, err = newImageRewriter(d.opts.RewriteImages, refs); err != nil {
+			return nil, err
 		}
 	}
 	var out []*desired
@@ -322,6 +354,22 @@ func (d *Deployer) load(ctx context.Context, a *bundle.Archive, g *bundle.Graph,
 	if err != nil {
 		return nil, fmt.Errorf("rendering: %w", err)
 	}
+	return d.finish(it, name, ns, ch, vals, valuesJSON, rendered)
+}
+
+// finish makes the desired release of a loaded and rendered chart: with
+// --rewrite-images the rendered templates are rewritten as the
+// post-renderer will rewrite them at deploy, so the manifest digest
+// follows the registry host.
+func (d *Deployer) finish(it bundle.Item, name, ns string, ch *chart.Chart, vals map[string]any, valuesJSON []byte, rendered map[string]string) (*desired, error) {
+	var host string
+	if d.rewriter != nil {
+		var err error
+		if rendered, err = d.rewriter.rewriteRendered(rendered); err != nil {
+			return nil, err
+		}
+		host = d.rewriter.host
+	}
 	crds, err := crdDocs(ch)
 	if err != nil {
 		return nil, err
@@ -333,6 +381,7 @@ func (d *Deployer) load(ctx context.Context, a *bundle.Archive, g *bundle.Graph,
 			ValuesDigest:   sha(valuesJSON),
 			ManifestDigest: manifestDigest(rendered, crds),
 			CRDDigest:      manifestDigest(nil, crds),
+			ImageRegistry:  host,
 		},
 		chart: ch, values: vals, crds: crds, rendered: rendered,
 	}, nil
@@ -530,6 +579,9 @@ func (d *Deployer) deployOne(ctx context.Context, act installer.Action, w *desir
 		in.WaitStrategy, in.Timeout = kube.StatusWatcherStrategy, d.opts.Timeout
 		in.ServerSideApply = true
 		in.RollbackOnFailure = true // a failed install is uninstalled
+		if d.rewriter != nil {
+			in.PostRenderer = d.rewriter
+		}
 		rel, err = in.RunWithContext(ctx, w.chart, w.values)
 	} else {
 		up := action.NewUpgrade(cfg)
@@ -540,6 +592,9 @@ func (d *Deployer) deployOne(ctx context.Context, act installer.Action, w *desir
 		// A failed upgrade goes back to the previous revision and drops
 		// what it created; later releases are not touched.
 		up.RollbackOnFailure, up.CleanupOnFail = true, true
+		if d.rewriter != nil {
+			up.PostRenderer = d.rewriter
+		}
 		rel, err = up.RunWithContext(ctx, w.rel.Name, w.chart, w.values)
 	}
 	if err != nil {

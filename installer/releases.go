@@ -24,6 +24,9 @@ type Release struct {
 	// CRDDigest is the sha256 of the chart's crds/ documents alone (empty
 	// in generations recorded before it was).
 	CRDDigest string `json:"crdDigest,omitempty"`
+	// ImageRegistry is the --rewrite-images host the release's images
+	// were rewritten to (empty: not rewritten).
+	ImageRegistry string `json:"imageRegistry,omitempty"`
 }
 
 // Release actions in a plan.

@@ -35,6 +35,7 @@ type installOptions struct {
 	etcd             cluster.EtcdOptions
 	keepBackups      int
 	aws              awsOptions
+	rewriteImages    string
 	trust            trustOptions
 	from             string
 	ca               string
@@ -78,6 +79,7 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.etcd.Key, "etcd-key", "", "key (PEM) of --etcd-cert")
 	fs.IntVar(&o.keepBackups, "keep-backups", installer.DefaultKeepBackups, "how many cluster backups (etcd snapshots or object exports) to keep, newest generations first")
 	o.aws.AddFlags(fs)
+	fs.StringVar(&o.rewriteImages, "rewrite-images", "", "HOST[:PORT] of the registry serving the bundle (zdt serve), for clusters whose nodes zdt did not configure: every value in the rendered manifests that is one of the bundle's images (containers, init containers, custom resources, env values; matched whole after normalizing, never a substring) is rewritten to its name there (HOST/library/nginx:1.25, HOST/quay.io/cilium/cilium:v1); recorded in the generation, a changed HOST upgrades the releases")
 	fs.BoolVar(&o.copyBlobs, "copy-blobs", false, "copy the blobs into the registry storage even when the bundle is on the same filesystem and could be kept there by a hard link")
 	o.trust.AddFlags(fs)
 }

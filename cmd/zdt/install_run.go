@@ -120,11 +120,19 @@ func (o *installOptions) deployer(logger *slog.Logger) (installer.Deployer, erro
 	if err != nil {
 		return nil, err
 	}
+	if o.rewriteImages != "" {
+		if err := cluster.CheckRegistryHost(o.rewriteImages); err != nil {
+			return nil, usageError{err}
+		}
+	}
 	tgt, ok := cluster.SelectTarget(o.kubeconfig, os.Getenv)
 	if !ok {
+		if o.rewriteImages != "" {
+			return nil, usageError{fmt.Errorf("--rewrite-images: rewrites the manifests deployed to a cluster, which needs one (--kubeconfig, KUBECONFIG or in-cluster)")}
+		}
 		return nil, nil
 	}
-	d, err := cluster.New(cluster.Options{Kubeconfig: tgt.Kubeconfig, InCluster: tgt.InCluster, Timeout: o.timeout, Logger: logger, Values: values, Etcd: o.etcd})
+	d, err := cluster.New(cluster.Options{Kubeconfig: tgt.Kubeconfig, InCluster: tgt.InCluster, Timeout: o.timeout, Logger: logger, Values: values, Etcd: o.etcd, RewriteImages: o.rewriteImages})
 	if err != nil {
 		return nil, err
 	}
