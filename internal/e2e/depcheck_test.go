@@ -16,7 +16,8 @@ import (
 // install --from). installer and
 // signing never import the create pipeline or charts. cluster (Helm v4
 // deploys) sits above installer, which calls it through installer.Deployer
-// and so stays free of Helm. Only signing imports cosign/sigstore; only
+// and so stays free of Helm (it names images as registry serves them for
+// --rewrite-images; registry is below installer already). Only signing imports cosign/sigstore; only
 // charts, bundle/build and cluster import Helm; only cmd/zdt imports cobra
 // and the progress bar.
 func TestPackageDirection(t *testing.T) {
@@ -29,7 +30,7 @@ func TestPackageDirection(t *testing.T) {
 		"signing":      {"bundle", "manifests"},
 		"registry":     {"bundle", "manifests", "remote"},
 		"installer":    {"bundle", "manifests", "registry", "remote", "signing"},
-		"cluster":      {"bundle", "charts", "installer", "manifests"},
+		"cluster":      {"bundle", "charts", "installer", "manifests", "registry"},
 		"cloud/ec2":    {"bundle", "installer", "manifests"},
 		"rollout":      {},
 	}
