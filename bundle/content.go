@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"zdt.dev/zdt/internal/asynchash"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -187,7 +188,7 @@ func newContentReader(ctx context.Context, c Content, layer io.Reader, progress 
 	}
 	r.ch = sha256.New()
 	if async {
-		r.ach = newAsyncHash(r.ch)
+		r.ach = asynchash.New(r.ch)
 	}
 	// The decoder's own checksum (xxhash64 of the content) is not checked:
 	// the content's sha256 is, at the end, over the same bytes.
@@ -226,24 +227,17 @@ func (l *layerReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// asyncChunk and asyncDepth size the chunks asyncHash hands over and how
-// many are in flight (at most 4 MiB).
-const (
-	asyncChunk = 1 << 20
-	asyncDepth = 4
-)
-
 type contentReader struct {
 	ctx context.Context
 	c   Content
 	src *layerReader
-	lh  hash.Hash     // of the layer
-	ch  hash.Hash     // of the content; nil when the layer is the content
-	ach *asyncHash    // feeds ch from a goroutine; nil when ch is fed here
-	dec *zstd.Decoder // nil when stored as is
-	out io.Reader     // dec, or src
-	n   int64         // content bytes read
-	err error         // sticky: the final result once set
+	lh  hash.Hash       // of the layer
+	ch  hash.Hash       // of the content; nil when the layer is the content
+	ach *asynchash.Hash // feeds ch from a goroutine; nil when ch is fed here
+	dec *zstd.Decoder   // nil when stored as is
+	out io.Reader       // dec, or src
+	n   int64           // content bytes read
+	err error           // sticky: the final result once set
 }
 
 func (r *contentReader) Read(p []byte) (int, error) {
@@ -299,7 +293,7 @@ func (r *contentReader) next(p []byte) (int, error) {
 // to the content's hasher instead of copying it there (Verify).
 func (r *contentReader) discard() error {
 	if r.ach == nil {
-		buf := make([]byte, asyncChunk)
+		buf := make([]byte, asynchash.Chunk)
 		var err error
 		for err == nil {
 			_, err = r.Read(buf)
@@ -310,9 +304,9 @@ func (r *contentReader) discard() error {
 		return err
 	}
 	for r.err == nil {
-		b := r.ach.buffer()
+		b := r.ach.Buffer()
 		n, err := r.next(b)
-		r.ach.hand(b[:n])
+		r.ach.Hand(b[:n])
 		if err == io.EOF {
 			r.err = r.finish()
 		} else if err != nil && r.err == nil {
@@ -345,7 +339,7 @@ func (r *contentReader) finish() error {
 		return r.c.fail("layer", r.c.Layer.Digest, fmt.Errorf("content is %d bytes, %d recorded: %w", r.n, r.c.Size, ErrDigestMismatch))
 	}
 	if r.ach != nil {
-		r.ach.wait()
+		r.ach.Wait()
 	}
 	ch := r.ch
 	if ch == nil { // stored as is: the layer's hash is the content's
@@ -364,7 +358,7 @@ func (r *contentReader) Close() error {
 		r.dec.Close()
 	}
 	if r.ach != nil {
-		r.ach.wait()
+		r.ach.Wait()
 	}
 	if r.err == nil {
 		r.err = errors.New("content reader closed")
@@ -423,64 +417,4 @@ func (a *Archive) contents(ctx context.Context, g *Graph) (map[digest.Digest][]C
 		out[c.Layer.Digest] = append(out[c.Layer.Digest], c)
 	}
 	return out, nil
-}
-
-// asyncHash writes to a hash from a goroutine: Write hands over a copy
-// (at most asyncDepth chunks in flight) and returns; buffer and hand do the
-// same without the copy; wait ends the goroutine, after which the hash
-// holds every byte written. Not safe for concurrent use.
-type asyncHash struct {
-	h          hash.Hash
-	work, free chan []byte
-	done       chan struct{}
-	closed     bool
-}
-
-func newAsyncHash(h hash.Hash) *asyncHash {
-	a := &asyncHash{h: h, work: make(chan []byte, asyncDepth), free: make(chan []byte, asyncDepth), done: make(chan struct{})}
-	for range asyncDepth {
-		a.free <- nil
-	}
-	go func() {
-		defer close(a.done)
-		for b := range a.work {
-			a.h.Write(b)
-			a.free <- b
-		}
-	}()
-	return a
-}
-
-func (a *asyncHash) Write(p []byte) {
-	if len(p) == 0 || a.closed {
-		return
-	}
-	b := <-a.free
-	a.work <- append(b[:0], p...)
-}
-
-// buffer returns a buffer of asyncChunk bytes to fill and hand over.
-func (a *asyncHash) buffer() []byte {
-	b := <-a.free
-	if cap(b) < asyncChunk {
-		b = make([]byte, asyncChunk)
-	}
-	return b[:cap(b)]
-}
-
-// hand gives b, which buffer returned, to the hasher, which writes b
-// to the hash and then reuses it.
-func (a *asyncHash) hand(b []byte) {
-	if a.closed {
-		return
-	}
-	a.work <- b
-}
-
-func (a *asyncHash) wait() {
-	if !a.closed {
-		a.closed = true
-		close(a.work)
-	}
-	<-a.done
 }

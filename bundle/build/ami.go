@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"zdt.dev/zdt/bundle"
+	"zdt.dev/zdt/internal/asynchash"
 	"zdt.dev/zdt/internal/diskimage"
 	"zdt.dev/zdt/manifests"
 )
@@ -213,7 +213,10 @@ func (c *creator) openDisk(ctx context.Context, a manifests.AMI) (io.ReaderAt, i
 // buffer (never read) and compress to a few bytes each 128 KiB.
 func (c *creator) storeRawDisk(ctx context.Context, img *diskimage.Image) (ocispec.Descriptor, digest.Digest, diskimage.Stats, error) {
 	pr, pw := io.Pipe()
-	h := newHashAside()
+	// The raw bytes are hashed on a core of their own beside the
+	// compression: the two passes take about as long each.
+	sum256 := sha256.New()
+	h := asynchash.New(sum256)
 	var st diskimage.Stats
 	done := make(chan struct{})
 	go func() {
@@ -230,46 +233,10 @@ func (c *creator) storeRawDisk(ctx context.Context, img *diskimage.Image) (ocisp
 	desc, err := c.store.Ingest(ctx, mediaTypeRawDisk, pr)
 	pr.CloseWithError(errors.New("staging stopped"))
 	<-done
-	sum := h.sum()
+	h.Wait()
+	sum := digest.NewDigest(digest.SHA256, sum256)
 	if err != nil {
 		return ocispec.Descriptor{}, "", st, err
 	}
 	return desc, sum, st, nil
-}
-
-// hashAside sha256-hashes what is written to it in a goroutine of its own
-// (copies of at most 4 chunks in flight), beside the compression: the raw
-// disk's two passes, hash and zstd, take about as long each.
-type hashAside struct {
-	h          hash.Hash
-	work, free chan []byte
-	done       chan struct{}
-}
-
-func newHashAside() *hashAside {
-	a := &hashAside{h: sha256.New(), work: make(chan []byte, 4), free: make(chan []byte, 4), done: make(chan struct{})}
-	for range 4 {
-		a.free <- nil
-	}
-	go func() {
-		defer close(a.done)
-		for b := range a.work {
-			a.h.Write(b)
-			a.free <- b
-		}
-	}()
-	return a
-}
-
-func (a *hashAside) Write(p []byte) (int, error) {
-	b := <-a.free
-	a.work <- append(b[:0], p...)
-	return len(p), nil
-}
-
-// sum ends the goroutine and returns the digest of every byte written.
-func (a *hashAside) sum() digest.Digest {
-	close(a.work)
-	<-a.done
-	return digest.NewDigest(digest.SHA256, a.h)
 }
