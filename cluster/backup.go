@@ -160,7 +160,7 @@ func Snapshot(ctx context.Context, o EtcdOptions, w io.Writer) (installer.Backup
 			errs = append(errs, fmt.Errorf("%s: %w", ep, err))
 			continue
 		}
-		info, err := snapshotFrom(ctx, cli, ep, st.DbSize, w)
+		info, err := snapshotFrom(ctx, cli, ep, st.DbSize, 3*o.Timeout, w)
 		cli.Close()
 		if err != nil {
 			return installer.BackupInfo{}, fmt.Errorf("%w: %s: %w", ErrSnapshot, ep, err)
@@ -171,18 +171,33 @@ func Snapshot(ctx context.Context, o EtcdOptions, w io.Writer) (installer.Backup
 	return installer.BackupInfo{}, fmt.Errorf("%w: no etcd endpoint answered: %w", ErrSnapshot, errors.Join(errs...))
 }
 
-func snapshotFrom(ctx context.Context, cli *clientv3.Client, ep string, dbSize int64, w io.Writer) (installer.BackupInfo, error) {
-	if dbSize < 0 {
-		return installer.BackupInfo{}, fmt.Errorf("etcd reports a database of %d bytes", dbSize)
+// maxSnapshotSize bounds the database size an endpoint may claim: etcd's
+// own recommended maximum quota is 8 GiB, so a larger claim is not a
+// Kubernetes etcd and would only fill the disk under --root.
+const maxSnapshotSize = 16 << 30
+
+func snapshotFrom(ctx context.Context, cli *clientv3.Client, ep string, dbSize int64, idle time.Duration, w io.Writer) (installer.BackupInfo, error) {
+	if dbSize < 0 || dbSize > maxSnapshotSize {
+		return installer.BackupInfo{}, fmt.Errorf("etcd reports a database of %d bytes (at most %d accepted)", dbSize, int64(maxSnapshotSize))
 	}
-	resp, err := cli.SnapshotWithVersion(ctx)
+	// A stream that stops moving for idle is given up: the install must not
+	// hang on a stalled endpoint.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watchdog := time.AfterFunc(idle, cancel)
+	defer watchdog.Stop()
+	resp, err := cli.SnapshotWithVersion(sctx)
 	if err != nil {
 		return installer.BackupInfo{}, err
 	}
 	defer resp.Snapshot.Close()
 	limit := dbSize + snapshotSlack + sha256.Size
 	cw := &checksumWriter{h: sha256.New()}
-	n, err := io.Copy(io.MultiWriter(w, cw), io.LimitReader(resp.Snapshot, limit+1))
+	moving := writerFunc(func(p []byte) (int, error) { watchdog.Reset(idle); return len(p), nil })
+	n, err := io.Copy(io.MultiWriter(w, cw, moving), io.LimitReader(resp.Snapshot, limit+1))
+	if err != nil && sctx.Err() != nil && ctx.Err() == nil {
+		err = fmt.Errorf("no snapshot data for %s: %w", idle, err)
+	}
 	if err != nil {
 		return installer.BackupInfo{}, fmt.Errorf("reading the snapshot: %w", err)
 	}
@@ -247,7 +262,7 @@ func (d *Deployer) exportObjects(ctx context.Context, w io.Writer, changes []ins
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(bw, "---\n# %s\n", comment)
+		fmt.Fprintf(bw, "---\n# %s\n", oneLine(comment))
 		_, err = bw.Write(y)
 		info.Objects++
 		return err
@@ -289,7 +304,7 @@ func (d *Deployer) exportObjects(ctx context.Context, w io.Writer, changes []ins
 			}
 			m, err := mapper.RESTMapping(gv.WithKind(o.Kind).GroupKind(), gv.Version)
 			if err != nil {
-				fmt.Fprintf(bw, "---\n# release %s revision %d: %s %s: kind not served (%v)\n", rel, rev, o.Kind, o.Metadata.Name, err)
+				fmt.Fprintf(bw, "---\n# %s\n", oneLine(fmt.Sprintf("release %s revision %d: %s %s: kind not served (%v)", rel, rev, o.Kind, o.Metadata.Name, err)))
 				continue
 			}
 			ri := d.dyn.Resource(m.Resource)
@@ -316,7 +331,7 @@ func (d *Deployer) exportObjects(ctx context.Context, w io.Writer, changes []ins
 			}
 			where := strings.TrimPrefix(ns+"/"+o.Metadata.Name, "/")
 			if u == nil {
-				fmt.Fprintf(bw, "---\n# release %s revision %d: %s %s is not in the cluster\n", rel, rev, o.Kind, where)
+				fmt.Fprintf(bw, "---\n# %s\n", oneLine(fmt.Sprintf("release %s revision %d: %s %s is not in the cluster", rel, rev, o.Kind, where)))
 				continue
 			}
 			if err := write(fmt.Sprintf("release %s revision %d: %s %s", rel, rev, o.Kind, where), u); err != nil {
@@ -447,3 +462,21 @@ func manifestObjects(manifest string) ([]objectHead, error) {
 		out = append(out, h)
 	}
 }
+
+// oneLine keeps a comment of the objects backup on its line: kinds and
+// names come from release records anyone able to write a Secret may have
+// crafted, and a newline in them would end the comment and add documents
+// of theirs to the backup.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == 0x85 || r == 0x2028 || r == 0x2029 {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -408,6 +408,12 @@ func (r *blobReaderAt) open(off int64) error {
 	}
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && off > 0:
+		// The bytes must start where they were asked for: shifted bytes
+		// would only be caught by the digest at the very end.
+		if cr := resp.Header.Get("Content-Range"); !strings.HasPrefix(cr, fmt.Sprintf("bytes %d-", off)) {
+			resp.Body.Close()
+			return fmt.Errorf("blob %s: asked for bytes from %d, the registry answered range %q", r.d, off, cr)
+		}
 	case resp.StatusCode == http.StatusOK:
 		// No range support: skip to off.
 		if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {

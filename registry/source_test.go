@@ -306,3 +306,47 @@ func FuzzParseBundleRef(f *testing.F) {
 		}
 	})
 }
+
+// TestBlobRangeChecked: a registry answering a Range request with bytes
+// from another offset is refused at once, not streamed until the digest
+// fails at the end.
+func TestBlobRangeChecked(t *testing.T) {
+	data := []byte("0123456789abcdefghij")
+	for _, tc := range []struct{ name, contentRange, want string }{
+		{"shifted", "bytes 0-19/20", "answered range"},
+		{"missing", "", "answered range"},
+		{"right", "bytes 10-19/20", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Range") == "" {
+					w.Write(data)
+					return
+				}
+				if tc.contentRange != "" {
+					w.Header().Set("Content-Range", tc.contentRange)
+				}
+				w.WriteHeader(http.StatusPartialContent)
+				if tc.want == "" {
+					w.Write(data[10:])
+				} else {
+					w.Write(data)
+				}
+			}))
+			defer srv.Close()
+			s := &RemoteSource{ctx: context.Background(), client: srv.Client(), base: srv.URL + "/v2/zdt/x", known: map[digest.Digest]*remoteBlob{}}
+			r := &blobReaderAt{s: s, d: digest.FromBytes(data), size: int64(len(data))}
+			buf := make([]byte, 10)
+			n, err := r.ReadAt(buf, 10)
+			if tc.want == "" {
+				if err != nil && err != io.EOF || string(buf[:n]) != "abcdefghij" {
+					t.Fatalf("ReadAt(10) = %q, %v; want abcdefghij", buf[:n], err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ReadAt(10) = %q, %v; want an error containing %q", buf[:n], err, tc.want)
+			}
+		})
+	}
+}

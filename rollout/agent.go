@@ -196,7 +196,7 @@ func (a *Agent) upgrade(ctx context.Context, s *State) error {
 				return nil
 			}
 			st.Phase, st.Since = PhasePaused, now
-			st.Nodes[a.o.Node] = NodeState{Digest: st.Nodes[a.o.Node].Digest, Phase: NodeFailed, Since: now, Error: se.Error()}
+			st.Nodes[a.o.Node] = NodeState{Digest: st.Nodes[a.o.Node].Digest, Phase: NodeFailed, Since: now, Error: recordedError(se.Error())}
 			return nil
 		}); uerr != nil {
 			return errors.Join(se, uerr)
@@ -531,4 +531,27 @@ func (a *Agent) release(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// maxRecordedError bounds a node's error in the rollout ConfigMap: the
+// error may carry an action's output, and many failed nodes together must
+// stay well under the API server's 1 MiB object limit.
+const maxRecordedError = 2048
+
+// recordedError is msg as the ConfigMap keeps it: valid UTF-8, no control
+// characters but newlines and tabs (rollout status prints it on terminals),
+// at most maxRecordedError bytes, keeping the end where the cause is.
+func recordedError(msg string) string {
+	msg = strings.Map(func(r rune) rune {
+		if (r < 0x20 && r != '\n' && r != '\t') || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(msg, "?"))
+	if len(msg) <= maxRecordedError {
+		return msg
+	}
+	head := msg[:maxRecordedError/4]
+	tail := msg[len(msg)-(maxRecordedError*3/4):]
+	return strings.ToValidUTF8(head, "") + " … " + strings.ToValidUTF8(tail, "")
 }

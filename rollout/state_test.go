@@ -3,6 +3,7 @@ package rollout
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestParseState(t *testing.T) {
@@ -48,4 +49,23 @@ func FuzzParseState(f *testing.F) {
 			t.Fatalf("accepted %+v", s)
 		}
 	})
+}
+
+// TestRecordedError: an error carrying an action's output is kept short,
+// valid UTF-8 and free of terminal escapes in the shared ConfigMap.
+func TestRecordedError(t *testing.T) {
+	long := "install: \x1b[31mred\x1b[0m " + strings.Repeat("é", 40_000) + "\xff the cause"
+	got := recordedError(long)
+	if len(got) > maxRecordedError+8 {
+		t.Fatalf("recorded %d bytes, want at most ~%d", len(got), maxRecordedError)
+	}
+	if !utf8.ValidString(got) || strings.ContainsRune(got, 0x1b) {
+		t.Fatalf("recorded %q: invalid UTF-8 or an escape", got[:60])
+	}
+	if !strings.HasSuffix(got, "the cause") || !strings.HasPrefix(got, "install: ") {
+		t.Fatalf("recorded error lost its start or end: %q…%q", got[:20], got[len(got)-20:])
+	}
+	if short := "node w-1: drain: timeout\nsecond line"; recordedError(short) != short {
+		t.Fatalf("a short error was changed: %q", recordedError(short))
+	}
 }

@@ -190,11 +190,22 @@ func usable(s types.ImageState) bool {
 	return s == "" || s == types.ImageStateAvailable || s == types.ImageStatePending
 }
 
+// Bounds of describe: zdt's filters match a handful of images.
+const (
+	maxDescribePages  = 1000
+	maxDescribeImages = 100000
+)
+
 // describe lists the account's own images matching filters, every page.
 func (r *Registrar) describe(ctx context.Context, filters []types.Filter) ([]image, error) {
 	var out []image
-	p := awsec2.NewDescribeImagesPaginator(r.ec2, &awsec2.DescribeImagesInput{Owners: []string{"self"}, Filters: filters})
-	for p.HasMorePages() {
+	p := awsec2.NewDescribeImagesPaginator(r.ec2, &awsec2.DescribeImagesInput{Owners: []string{"self"}, Filters: filters},
+		func(o *awsec2.DescribeImagesPaginatorOptions) { o.StopOnDuplicateToken = true })
+	for pages := 0; p.HasMorePages(); pages++ {
+		// An endpoint that never stops paging must not hold the install.
+		if pages >= maxDescribePages || len(out) >= maxDescribeImages {
+			return nil, fmt.Errorf("listing images: more than %d pages or %d images: the endpoint keeps paging", maxDescribePages, maxDescribeImages)
+		}
 		page, err := p.NextPage(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("listing images: %w", err)
