@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 )
 
 // InstallFunc installs the bundle ref (pinned to its digest) on this node
@@ -525,8 +526,23 @@ func (a *Agent) release(ctx context.Context) error {
 		if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != a.o.Node {
 			continue
 		}
-		l.Spec.HolderIdentity = nil
-		if _, err := a.cs.CoordinationV1().Leases(Namespace).Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+		// The renew loop may update the Lease between the list and this
+		// update: on a conflict, read it again and retry, or the slot stays
+		// held and the node looks mid-upgrade to the next rollout.
+		leases := a.cs.CoordinationV1().Leases(Namespace)
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, err := leases.Get(ctx, l.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if cur.Spec.HolderIdentity == nil || *cur.Spec.HolderIdentity != a.o.Node {
+				return nil
+			}
+			cur.Spec.HolderIdentity = nil
+			_, err = leases.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("releasing slot %s: %w", l.Name, err)
 		}
 	}

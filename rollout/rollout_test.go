@@ -211,6 +211,10 @@ func TestRollingUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The agents share this client here, where each is a process with its
+	// own client on a real site: client-go's default limit (5 requests/s)
+	// would throttle the three together, and the 3 s leases expire under it.
+	cfg.QPS, cfg.Burst = 200, 400
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
