@@ -260,9 +260,13 @@ func (a *Agent) setNode(ctx context.Context, s *State, phase, msg string) error 
 			if err != nil {
 				return err
 			}
+			// Done when every node is annotated and has recorded itself
+			// done: the last one to record flips the rollout, so status
+			// never shows a done rollout with a node still mid-step.
 			done := true
 			for _, n := range nodes.Items {
-				if n.Annotations[AnnotationDigest] != st.Digest {
+				rec := st.Nodes[n.Name]
+				if n.Annotations[AnnotationDigest] != st.Digest || rec.Phase != NodeDone || rec.Digest != st.Digest {
 					done = false
 				}
 			}

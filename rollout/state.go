@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 )
@@ -148,11 +149,15 @@ func getState(ctx context.Context, cs kubernetes.Interface) (*corev1.ConfigMap, 
 	return cm, s, err
 }
 
+// updateBackoff is patient enough for every agent of a site writing the
+// one ConfigMap at once (client-go's DefaultBackoff gives up after 4 tries).
+var updateBackoff = wait.Backoff{Steps: 12, Duration: 10 * time.Millisecond, Factor: 2, Jitter: 0.5, Cap: 2 * time.Second}
+
 // update applies f to the state and writes it back, retrying when another
 // agent wrote in between (optimistic concurrency on the resourceVersion).
 func update(ctx context.Context, cs kubernetes.Interface, f func(*State) error) (*State, error) {
 	var out *State
-	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+	err := retry.RetryOnConflict(updateBackoff, func() error {
 		cm, s, err := getState(ctx, cs)
 		if err != nil {
 			return err
