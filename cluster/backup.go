@@ -262,7 +262,7 @@ func (d *Deployer) exportObjects(ctx context.Context, w io.Writer, changes []ins
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(bw, "---\n# %s\n", oneLine(comment))
+		fmt.Fprintf(bw, "---\n# %s\n", printable(comment))
 		_, err = bw.Write(y)
 		info.Objects++
 		return err
@@ -304,7 +304,7 @@ func (d *Deployer) exportObjects(ctx context.Context, w io.Writer, changes []ins
 			}
 			m, err := mapper.RESTMapping(gv.WithKind(o.Kind).GroupKind(), gv.Version)
 			if err != nil {
-				fmt.Fprintf(bw, "---\n# %s\n", oneLine(fmt.Sprintf("release %s revision %d: %s %s: kind not served (%v)", rel, rev, o.Kind, o.Metadata.Name, err)))
+				fmt.Fprintf(bw, "---\n# %s\n", printable(fmt.Sprintf("release %s revision %d: %s %s: kind not served (%v)", rel, rev, o.Kind, o.Metadata.Name, err)))
 				continue
 			}
 			ri := d.dyn.Resource(m.Resource)
@@ -331,7 +331,7 @@ func (d *Deployer) exportObjects(ctx context.Context, w io.Writer, changes []ins
 			}
 			where := strings.TrimPrefix(ns+"/"+o.Metadata.Name, "/")
 			if u == nil {
-				fmt.Fprintf(bw, "---\n# %s\n", oneLine(fmt.Sprintf("release %s revision %d: %s %s is not in the cluster", rel, rev, o.Kind, where)))
+				fmt.Fprintf(bw, "---\n# %s\n", printable(fmt.Sprintf("release %s revision %d: %s %s is not in the cluster", rel, rev, o.Kind, where)))
 				continue
 			}
 			if err := write(fmt.Sprintf("release %s revision %d: %s %s", rel, rev, o.Kind, where), u); err != nil {
@@ -461,19 +461,6 @@ func manifestObjects(manifest string) ([]objectHead, error) {
 		}
 		out = append(out, h)
 	}
-}
-
-// oneLine keeps a comment of the objects backup on its line: kinds and
-// names come from release records anyone able to write a Secret may have
-// crafted, and a newline in them would end the comment and add documents
-// of theirs to the backup.
-func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == 0x85 || r == 0x2028 || r == 0x2029 {
-			return ' '
-		}
-		return r
-	}, s)
 }
 
 // writerFunc is an io.Writer made of a function.

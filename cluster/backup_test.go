@@ -101,14 +101,14 @@ func TestManifestObjects(t *testing.T) {
 	}
 }
 
-// TestOneLine: a kind or name crafted with line breaks cannot end the
+// TestPrintableComment: a kind or name crafted with line breaks cannot end the
 // comment of the objects backup and add documents to it.
-func TestOneLine(t *testing.T) {
-	got := oneLine("release a revision 1: X\n---\napiVersion: v1\r\nkind: Secret\u2028x")
+func TestPrintableComment(t *testing.T) {
+	got := printable("release a revision 1: X\n---\napiVersion: v1\r\nkind: Secret\u2028x")
 	if strings.ContainsAny(got, "\n\r\u2028") {
-		t.Fatalf("oneLine kept a line break: %q", got)
+		t.Fatalf("printable kept a line break: %q", got)
 	}
 	if !strings.Contains(got, "kind: Secret") {
-		t.Fatalf("oneLine lost the text: %q", got)
+		t.Fatalf("printable lost the text: %q", got)
 	}
 }

@@ -92,13 +92,7 @@ func eventTime(u *unstructured.Unstructured) time.Time {
 // clean makes cluster text one printable line of at most maxWarningLen
 // bytes.
 func clean(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 {
-			return ' '
-		}
-		return r
-	}, s)
-	s = strings.Join(strings.Fields(s), " ")
+	s = printable(s)
 	if len(s) > maxWarningLen {
 		s = strings.ToValidUTF8(s[:maxWarningLen], "") + "…"
 	}
@@ -111,4 +105,19 @@ func withWarnings(err error, warns []string) error {
 		return err
 	}
 	return fmt.Errorf("%w\n  cluster warnings: %s", err, strings.Join(warns, "\n  cluster warnings: "))
+}
+
+// printable makes cluster text one printable line: control characters and
+// the line separators YAML 1.1 honours (U+0085, U+2028, U+2029) become
+// spaces, runs of spaces one. Kinds, names and messages come from objects
+// anyone able to write them may have crafted; a line break in them would
+// end a comment (the objects backup) or fake a line of output.
+func printable(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == 0x2028 || r == 0x2029 {
+			return ' '
+		}
+		return r
+	}, s)
+	return strings.Join(strings.Fields(s), " ")
 }
