@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
@@ -16,7 +17,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -39,7 +42,11 @@ type AgentOptions struct {
 	// LeaseDuration is a slot Lease's duration: a holder that stops
 	// renewing it for that long loses it (default 30s).
 	LeaseDuration time.Duration
-	// Poll is how often the agent looks at the rollout (default 1s).
+	// Poll is the resync interval: the agent reacts to changes of the
+	// rollout ConfigMap and of its Node through watches, and also reads
+	// the rollout this often in case a change went unseen (default 30s).
+	// A node waiting for its turn re-checks at least every third of
+	// LeaseDuration (a slot whose holder died frees up without a change).
 	Poll   time.Duration
 	Logger *slog.Logger
 }
@@ -48,6 +55,10 @@ type AgentOptions struct {
 type Agent struct {
 	cs kubernetes.Interface
 	o  AgentOptions
+	// watching is closed once Run's watches have listed what they watch
+	// (tests wait for it).
+	watching     chan struct{}
+	watchingOnce sync.Once
 }
 
 // NewAgent returns the agent of o.Node.
@@ -65,12 +76,12 @@ func NewAgent(cs kubernetes.Interface, o AgentOptions) (*Agent, error) {
 		o.LeaseDuration = 30 * time.Second
 	}
 	if o.Poll <= 0 {
-		o.Poll = time.Second
+		o.Poll = DefaultResync
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{cs: cs, o: o}, nil
+	return &Agent{cs: cs, o: o, watching: make(chan struct{})}, nil
 }
 
 // StepError is a failed step of a node's upgrade.
@@ -82,86 +93,74 @@ type StepError struct {
 func (e *StepError) Error() string { return fmt.Sprintf("node %s: %s: %v", e.Node, e.Step, e.Err) }
 func (e *StepError) Unwrap() error { return e.Err }
 
-// Run works until ctx ends: each poll it reads the rollout and, when this
-// node is not at the desired digest and may go, upgrades it. A failed
-// step pauses the rollout (recorded with the error) and leaves the node
-// cordoned, holding its slot; Run goes on waiting for a resume. Errors of
-// the API server are logged and retried at the next poll.
-func (a *Agent) Run(ctx context.Context) error {
-	renewCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	go a.renewLoop(renewCtx)
-	t := time.NewTicker(a.o.Poll)
-	defer t.Stop()
-	for {
-		if err := a.Step(ctx); err != nil && ctx.Err() == nil {
-			a.o.Logger.Warn("rollout", "node", a.o.Node, "error", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
-}
-
 // Step does one pass: it returns when the node is done, waits its turn,
 // or has failed (the failure recorded).
 func (a *Agent) Step(ctx context.Context) error {
+	_, err := a.step(ctx)
+	return err
+}
+
+// step is Step, also reporting whether the node waits for its turn (for
+// other nodes' progress or a free slot), which Run re-checks soon.
+func (a *Agent) step(ctx context.Context) (waiting bool, err error) {
 	_, s, err := getState(ctx, a.cs)
 	if errors.Is(err, ErrNoRollout) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	node, err := a.cs.CoreV1().Nodes().Get(ctx, a.o.Node, metav1.GetOptions{})
 	if err != nil {
-		return fmt.Errorf("reading node %s: %w", a.o.Node, err)
+		return false, fmt.Errorf("reading node %s: %w", a.o.Node, err)
 	}
 	if node.Annotations[AnnotationDigest] == s.Digest {
 		// Done, perhaps killed after the annotation: finish the cleanup.
 		if node.Annotations[AnnotationCordoned] != "" {
 			if err := a.uncordon(ctx, nil); err != nil {
-				return err
+				return false, err
 			}
 		}
 		if err := a.release(ctx); err != nil {
-			return err
+			return false, err
 		}
 		if ns := s.Nodes[a.o.Node]; ns.Phase != NodeDone || ns.Digest != s.Digest {
-			return a.setNode(ctx, s, NodeDone, "")
+			return false, a.setNode(ctx, s, NodeDone, "")
 		}
-		return nil
+		return false, nil
 	}
 	if s.Phase != PhaseProgressing {
-		return nil
+		return false, nil
 	}
 	if ns := s.Nodes[a.o.Node]; ns.Phase == NodeFailed {
-		return nil
+		return false, nil
 	}
 	held, err := a.heldSlot(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !held {
 		ok, why, err := a.mayGo(ctx, s, node)
-		if err != nil || !ok {
-			if err == nil && s.Nodes[a.o.Node].Phase != NodeWaiting {
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			if s.Nodes[a.o.Node].Phase != NodeWaiting {
 				a.o.Logger.Debug("rollout waiting", "node", a.o.Node, "why", why)
 				err = a.setNode(ctx, s, NodeWaiting, "")
 			}
-			return err
+			return true, err
 		}
 		limit := s.MaxUnavailable
 		if isControlPlane(node) {
 			limit = 1
 		}
-		if ok, err := a.acquire(ctx, limit); err != nil || !ok {
-			return err
+		ok, err = a.acquire(ctx, limit)
+		if err != nil || !ok {
+			return err == nil, err
 		}
 	}
-	return a.upgrade(ctx, s)
+	return false, a.upgrade(ctx, s)
 }
 
 // mayGo reports whether this node's turn has come: control-plane nodes
@@ -380,20 +379,19 @@ func ignoredByDrain(p *corev1.Pod) bool {
 	return false
 }
 
+// waitReady waits, through a watch of the Node, until it is Ready (at
+// most ReadyTimeout).
 func (a *Agent) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, a.o.ReadyTimeout)
 	defer cancel()
-	for {
-		n, err := a.cs.CoreV1().Nodes().Get(ctx, a.o.Node, metav1.GetOptions{})
-		if err == nil && nodeReady(n) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("node not Ready within %s", a.o.ReadyTimeout)
-		case <-time.After(a.o.Poll):
-		}
+	_, err := watchtools.UntilWithSync(ctx, a.nodeLW(), &corev1.Node{}, nil, func(ev watch.Event) (bool, error) {
+		n, ok := ev.Object.(*corev1.Node)
+		return ok && ev.Type != watch.Deleted && nodeReady(n), nil
+	})
+	if err != nil {
+		return fmt.Errorf("node not Ready within %s", a.o.ReadyTimeout)
 	}
+	return nil
 }
 
 // Slots: Leases SlotPrefix0..limit-1 in Namespace; holderIdentity is the

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"zdt.dev/zdt/internal/kubetest"
@@ -65,22 +68,32 @@ func (w testWriter) Write(p []byte) (int, error) {
 // agentRun is an agent's goroutine that can be killed (its context
 // cancelled) and started again.
 type agentRun struct {
+	a      *Agent
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 func runAgent(t *testing.T, cs kubernetes.Interface, n *fakeNode) *agentRun {
+	return runAgentWith(t, cs, n, nil)
+}
+
+// runAgentWith is runAgent with the test's options changed by edit.
+func runAgentWith(t *testing.T, cs kubernetes.Interface, n *fakeNode, edit func(*AgentOptions)) *agentRun {
 	t.Helper()
-	a, err := NewAgent(cs, AgentOptions{
+	o := AgentOptions{
 		Node: n.name, Install: n.install, DrainTimeout: 30 * time.Second, ReadyTimeout: 20 * time.Second,
 		LeaseDuration: 3 * time.Second, Poll: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if edit != nil {
+		edit(&o)
+	}
+	a, err := NewAgent(cs, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &agentRun{cancel: cancel, done: make(chan struct{})}
+	r := &agentRun{a: a, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(r.done); a.Run(ctx) }()
 	t.Cleanup(r.kill)
 	return r
@@ -414,5 +427,97 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	if !obs3.seenDeploy || obs3.minAvailable < 2 {
 		t.Errorf("the Deployment had %d available replicas at one point, PDB minAvailable 2", obs3.minAvailable)
+	}
+}
+
+// TestAgentWatchesRollout: agents whose resync is a minute pick up a
+// rollout started while they run within seconds, through their watches
+// of the rollout ConfigMap and their Node: the control-plane node first,
+// then the worker (woken by the control-plane agent recording itself
+// done), twice in a row. A polling agent would start a minute later.
+func TestAgentWatchesRollout(t *testing.T) {
+	c := kubetest.Start(t, kubetest.WithNodes("cp-1:control-plane", "w-1"))
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 200, 400
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	const resync = time.Minute
+	var nodes []*fakeNode
+	for _, name := range []string{"cp-1", "w-1"} {
+		n := &fakeNode{name: name, root: filepath.Join(t.TempDir(), name)}
+		nodes = append(nodes, n)
+		r := runAgentWith(t, cs, n, func(o *AgentOptions) { o.Poll = resync })
+		select {
+		case <-r.a.watching:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("agent of %s: watches not synced after 20 s", name)
+		}
+	}
+	// Each agent's first pass (no rollout yet) ran before its watches
+	// listed; from now on only a change or the resync a minute away wakes it.
+	time.Sleep(300 * time.Millisecond)
+	for i, v := range []string{"v1", "v2"} {
+		ref, dig := "127.0.0.1:5000/zdt/platform@"+digestOf(v), digestOf(v)
+		begin := time.Now()
+		if _, err := Start(ctx, cs, StartOptions{Reference: ref, Digest: dig, MaxUnavailable: 1}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "rollout to "+v, func() error {
+			if err := converged(ctx, cs, nodes, dig, ref); err != nil {
+				return err
+			}
+			s, err := GetStatus(ctx, cs)
+			if err != nil || s.State.Phase != PhaseDone {
+				return fmt.Errorf("rollout not done: %+v %v", s, err)
+			}
+			return nil
+		})
+		took := time.Since(begin)
+		t.Logf("rollout to %s over 2 nodes in %s with a resync of %s", v, took.Round(time.Millisecond), resync)
+		if took > resync/4 {
+			t.Errorf("rollout to %s took %s: the agents did not react to the change (resync %s)", v, took, resync)
+		}
+		for _, n := range nodes {
+			if int(n.gen.Load()) != i+1 {
+				t.Errorf("node %s installed %d times after rollout %d", n.name, n.gen.Load(), i+1)
+			}
+		}
+	}
+}
+
+// TestAgentBacksOffWithoutAPIServer: an agent whose API server answers
+// every request with 500 backs off (its watches re-list with client-go's
+// backoff, its passes from 0.5 s doubling): a handful of requests in 3 s,
+// not a busy loop, and it stops at once when cancelled.
+func TestAgentBacksOffWithoutAPIServer(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"etcd is down","code":500}`)
+	}))
+	defer srv.Close()
+	cs := kubernetes.NewForConfigOrDie(&rest.Config{Host: srv.URL})
+	n := &fakeNode{name: "w-1", root: t.TempDir()}
+	r := runAgentWith(t, cs, n, func(o *AgentOptions) { o.Poll, o.LeaseDuration = time.Minute, 30*time.Second })
+	time.Sleep(3 * time.Second)
+	got := requests.Load()
+	start := time.Now()
+	r.kill()
+	t.Logf("%d requests in 3 s to an API server answering 500; stopped in %s", got, time.Since(start).Round(time.Millisecond))
+	if got == 0 || got > 30 {
+		t.Errorf("%d requests in 3 s, want 1..30 (backoff, no busy loop)", got)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the agent took %s to stop", d)
+	}
+	if n.gen.Load() != 0 {
+		t.Errorf("installed without a rollout")
 	}
 }

@@ -237,7 +237,9 @@ func newAgentCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent --node NAME [--root DIR] [--kubeconfig K]",
 		Short: "Upgrade this node when the cluster's rollout asks (long-running)",
-		Long: `The agent watches the rollout that 'zdt rollout start' records and, when
+		Long: `The agent watches the rollout that 'zdt rollout start' records (the
+ConfigMap zdt-system/zdt-rollout) and its own Node through the API
+server's watch, re-reading both every --poll as a safety net, and, when
 its node is not at the desired bundle, takes a slot (a Lease
 zdt-rollout-slot-N in zdt-system), cordons the node, drains it through the
 eviction API (PodDisruptionBudgets respected, DaemonSet and mirror pods
@@ -298,6 +300,6 @@ cordoned and pauses the rollout with the error.`,
 	fs.DurationVar(&opts.DrainTimeout, "drain-timeout", 5*time.Minute, "how long a drain may take (evictions a PodDisruptionBudget refuses are retried until then)")
 	fs.DurationVar(&opts.ReadyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for the Node to be Ready after the install")
 	fs.DurationVar(&opts.LeaseDuration, "lease-duration", 30*time.Second, "a slot Lease's duration (an agent that stops renewing it loses it)")
-	fs.DurationVar(&opts.Poll, "poll", time.Second, "how often the rollout is read")
+	fs.DurationVar(&opts.Poll, "poll", rollout.DefaultResync, "the resync interval: the agent watches the rollout and its Node and reacts to each change, and also re-reads the rollout this often")
 	return cmd
 }
