@@ -27,6 +27,15 @@ import (
 // maxSignatureLayers bounds the signatures and attestations Verify reads.
 const maxSignatureLayers = 64
 
+// Everything readSignatures reads is held before any of it is verified,
+// so its size is bounded before a byte is fetched: a simple-signing
+// payload is a few hundred bytes, an attestation (an in-toto statement
+// listing the bundle's items) grows with the bundle.
+const (
+	maxSignaturePayload   = 64 << 10 // one signature layer
+	maxAttestationPayload = 16 << 20 // all attestation layers of a manifest together
+)
+
 // Result is what Verify checked.
 type Result struct {
 	// Root is the bundle root digest the signature covers.
@@ -190,6 +199,21 @@ func readSignatures(ctx context.Context, a *bundle.Archive, d ocispec.Descriptor
 	}
 	if len(m.Layers) > maxSignatureLayers {
 		return nil, fmt.Errorf("%s has %d layers, more than %d: %w", d.Digest, len(m.Layers), maxSignatureLayers, ErrBadSignature)
+	}
+	var total int64
+	for _, l := range m.Layers {
+		switch {
+		case l.Size < 0:
+			return nil, fmt.Errorf("%s layer %s has size %d: %w", d.Digest, l.Digest, l.Size, ErrBadSignature)
+		case !attestation && l.Size > maxSignaturePayload:
+			return nil, fmt.Errorf("signature layer %s is %d bytes, more than %d: %w", l.Digest, l.Size, maxSignaturePayload, ErrBadSignature)
+		case l.Size > maxAttestationPayload: // and the sum cannot overflow
+			return nil, fmt.Errorf("attestation layer %s is %d bytes, more than %d: %w", l.Digest, l.Size, maxAttestationPayload, ErrBadSignature)
+		}
+		total += l.Size
+	}
+	if attestation && total > maxAttestationPayload {
+		return nil, fmt.Errorf("attestation layers of %s are %d bytes, more than %d: %w", d.Digest, total, maxAttestationPayload, ErrBadSignature)
 	}
 	var out []readSig
 	for _, l := range m.Layers {
