@@ -181,6 +181,11 @@ func (r *Remotes) httpClient(host string) (*http.Client, error) {
 	tr.MaxIdleConns = 0
 	tr.ResponseHeaderTimeout = r.stall
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if h.Insecure && h.CA != "" {
+		// A configuration file refuses both; --ca merged into an insecure
+		// host's entry must not quietly verify nothing.
+		return nil, fmt.Errorf("registry %s: a CA (%s) and insecure are both set: a CA is checked only without insecure, choose one", host, h.CA)
+	}
 	if h.Insecure {
 		tlsCfg.InsecureSkipVerify = true
 	}
@@ -201,7 +206,7 @@ func (r *Remotes) httpClient(host string) (*http.Client, error) {
 	tr.TLSClientConfig = tlsCfg
 	rt := retry.NewTransport(&stallTransport{next: tr, timeout: r.stall})
 	rt.Policy = func() retry.Policy { return retryPolicy{} }
-	c := &http.Client{Transport: rt}
+	c := &http.Client{Transport: rt, CheckRedirect: checkRedirect}
 	r.http[host] = c
 	return c, nil
 }
@@ -273,6 +278,24 @@ func (r *Remotes) Repository(host, path string) (*remote.Repository, error) {
 	repo.Client = c
 	repo.PlainHTTP = r.PlainHTTP(host)
 	return repo, nil
+}
+
+// checkRedirect follows at most 10 redirects, never from https to plain
+// http, and sends credentials only to the origin (scheme, host and port)
+// they were given for: Go keeps Authorization for the same host name on
+// another scheme or port and for its subdomains.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return fmt.Errorf("stopped after 10 redirects")
+	}
+	first := via[0].URL
+	if first.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("redirect from %s to %s refused: it leaves TLS", first.Redacted(), req.URL.Redacted())
+	}
+	if req.URL.Scheme != first.Scheme || req.URL.Host != first.Host {
+		req.Header.Del("Authorization")
+	}
+	return nil
 }
 
 // Get fetches an http(s) URL with the host's TLS settings and retries. The
