@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -166,26 +167,10 @@ func newRolloutStatusCmd(g *globals) *cobra.Command {
 			if g.json() {
 				return g.printJSON(st)
 			}
-			s := st.State
-			fmt.Fprintf(g.stdout, "rollout %s: %s, %s since %s (max unavailable %d)\n", s.ID, s.Reference, s.Phase, s.Since.Format(time.RFC3339), s.MaxUnavailable)
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tROLE\tBUNDLE\tPHASE\tSINCE\tREADY\tCORDONED\tERROR")
-			for _, n := range st.Nodes {
-				role, since, dig := "worker", "-", "-"
-				if n.ControlPlane {
-					role = "control-plane"
-				}
-				if !n.Since.IsZero() {
-					since = n.Since.Format(time.RFC3339)
-				}
-				if n.Digest != "" {
-					dig = short(n.Digest)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%v\t%s\n", n.Name, role, dig, n.Phase, since, n.Ready, n.Cordoned, n.Error)
-			}
-			if err := tw.Flush(); err != nil {
+			if err := printRolloutStatus(g.stdout, st); err != nil {
 				return err
 			}
+			s := st.State
 			if s.Phase == rollout.PhasePaused {
 				return fmt.Errorf("rollout %s paused: fix the failed node, then zdt rollout resume", s.ID)
 			}
@@ -194,6 +179,31 @@ func newRolloutStatusCmd(g *globals) *cobra.Command {
 	}
 	k.AddFlags(cmd.Flags())
 	return cmd
+}
+
+// printRolloutStatus writes the status as text. Every string of it was
+// read from the cluster (the ConfigMap, Node annotations) where anyone able
+// to write them may have planted escapes or line breaks: each is printed
+// through printable.
+func printRolloutStatus(w io.Writer, st *rollout.Status) error {
+	s := st.State
+	fmt.Fprintf(w, "rollout %s: %s, %s since %s (max unavailable %d)\n", printable(s.ID), printable(s.Reference), printable(s.Phase), s.Since.Format(time.RFC3339), s.MaxUnavailable)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tROLE\tBUNDLE\tPHASE\tSINCE\tREADY\tCORDONED\tERROR")
+	for _, n := range st.Nodes {
+		role, since, dig := "worker", "-", "-"
+		if n.ControlPlane {
+			role = "control-plane"
+		}
+		if !n.Since.IsZero() {
+			since = n.Since.Format(time.RFC3339)
+		}
+		if n.Digest != "" {
+			dig = short(n.Digest)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%v\t%s\n", printable(n.Name), role, printable(dig), printable(n.Phase), since, n.Ready, n.Cordoned, printable(n.Error))
+	}
+	return tw.Flush()
 }
 
 func short(d string) string {

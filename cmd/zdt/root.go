@@ -8,8 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -136,9 +138,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		enc := json.NewEncoder(stderr)
 		_ = enc.Encode(errorLine{Error: err.Error(), ExitCode: code})
 	} else {
-		fmt.Fprintf(stderr, "zdt: %v\n", err)
+		fmt.Fprintf(stderr, "zdt: %s\n", terminalText(err.Error()))
 	}
 	return code
+}
+
+// terminalText keeps an error's line breaks and tabs (an action's output,
+// lists of refused items) and escapes every other rune that does not print
+// as itself: errors quote registries' status lines, cluster objects and
+// archive names, any of which may carry terminal escape sequences.
+func terminalText(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\t' || unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
 }
 
 func exitCode(err error) int {
