@@ -438,22 +438,34 @@ func leaseFree(l *coordv1.Lease, now time.Time) bool {
 
 // acquire takes a free slot among the first limit ones (creating it), so
 // that at most limit nodes hold one. A slot beyond limit held by another
-// node (a larger max-unavailable before) counts too.
+// node (a larger max-unavailable before) counts too, and so does another
+// node the rollout cordoned: its Lease lapses while its agent is gone
+// (killed, the node rebooting), but the node is still unavailable until
+// its agent is back and finishes it.
 func (a *Agent) acquire(ctx context.Context, limit int) (bool, error) {
 	slots, err := a.listSlots(ctx)
 	if err != nil {
 		return false, err
 	}
+	nodes, err := a.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return false, fmt.Errorf("listing nodes: %w", err)
+	}
 	now := time.Now()
-	busy := 0
+	busy := map[string]bool{}
 	byName := map[string]*coordv1.Lease{}
 	for i := range slots {
 		byName[slots[i].Name] = &slots[i]
 		if !leaseFree(&slots[i], now) {
-			busy++
+			busy[*slots[i].Spec.HolderIdentity] = true
 		}
 	}
-	if busy >= limit {
+	for _, n := range nodes.Items {
+		if n.Name != a.o.Node && n.Spec.Unschedulable && n.Annotations[AnnotationCordoned] != "" {
+			busy[n.Name] = true
+		}
+	}
+	if len(busy) >= limit {
 		return false, nil
 	}
 	holder := a.o.Node
