@@ -243,17 +243,22 @@ func (r *run) runAction(ctx context.Context, pa ActionRun, generation int) (Acti
 	}
 	dir := absRoot
 	if act.Dir != "" {
-		// Under the root, through it: a symlink out of it is refused.
-		fi, err := r.root.Stat(rel(act.Dir))
-		if err != nil {
-			return pa, fail(-1, fmt.Errorf("working directory %s: %w", act.Dir, err))
-		}
-		if !fi.IsDir() {
-			return pa, fail(-1, fmt.Errorf("working directory %s is not a directory", act.Dir))
-		}
 		dir = filepath.Join(absRoot, filepath.FromSlash(act.Dir))
 	}
-	env := os.Environ()
+	// The working directory is opened through the root (a symlink out of
+	// it is refused) and the command started in that open directory, not
+	// at its path: a directory swapped for a symlink after the check
+	// cannot move the action out of the root.
+	wd, err := openActionDir(r.root, absRoot, act.Dir)
+	if err != nil {
+		return pa, fail(-1, err)
+	}
+	defer wd.Close()
+	if testHookActionDir != nil {
+		testHookActionDir(dir)
+	}
+	// PWD is the directory's path (the kernel's is the open directory).
+	env := append(os.Environ(), "PWD="+dir)
 	for _, k := range slices.Sorted(maps.Keys(act.Env)) {
 		env = append(env, k+"="+act.Env[k])
 	}
@@ -285,7 +290,7 @@ func (r *run) runAction(ctx context.Context, pa ActionRun, generation int) (Acti
 	defer cancel()
 	cmd := exec.CommandContext(tctx, prog, act.Args...)
 	cmd.Args[0] = act.Command
-	cmd.Env, cmd.Dir = env, dir
+	cmd.Env, cmd.Dir = env, wd.procPath()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// The whole process group goes: a shell's children with it.
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -296,7 +301,10 @@ func (r *run) runAction(ctx context.Context, pa ActionRun, generation int) (Acti
 	r.opts.Logger.Info("running action", "component", pa.Component, "phase", pa.Phase, "action", pa.Name,
 		"command", quoteArgv(pa.Command), "reason", pa.Reason, "timeout", timeout)
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	// The child has changed into it (or failed to): it is no longer needed.
+	wd.Close()
+	if err != nil {
 		return pa, fail(-1, fmt.Errorf("starting: %w", err))
 	}
 	err = cmd.Wait()
