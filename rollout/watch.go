@@ -99,11 +99,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// configMapLW lists and watches the rollout ConfigMap only.
-func (a *Agent) configMapLW() *cache.ListWatch {
+// configMapLW lists and watches the rollout ConfigMap only. Like nodeLW it
+// tells the reflector when the client cannot stream a list through a watch
+// (client-go's fake clientset: an informer over it never synced).
+func (a *Agent) configMapLW() cache.ListerWatcher {
 	sel := fields.OneTermEqualSelector("metadata.name", ConfigMapName).String()
 	cms := a.cs.CoreV1().ConfigMaps(Namespace)
-	return &cache.ListWatch{
+	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = sel
 			return cms.List(ctx, o)
@@ -112,14 +114,14 @@ func (a *Agent) configMapLW() *cache.ListWatch {
 			o.FieldSelector = sel
 			return cms.Watch(ctx, o)
 		},
-	}
+	}, a.cs)
 }
 
 // nodeLW lists and watches this agent's Node only.
-func (a *Agent) nodeLW() *cache.ListWatch {
+func (a *Agent) nodeLW() cache.ListerWatcher {
 	sel := fields.OneTermEqualSelector("metadata.name", a.o.Node).String()
 	nodes := a.cs.CoreV1().Nodes()
-	return &cache.ListWatch{
+	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = sel
 			return nodes.List(ctx, o)
@@ -128,7 +130,7 @@ func (a *Agent) nodeLW() *cache.ListWatch {
 			o.FieldSelector = sel
 			return nodes.Watch(ctx, o)
 		},
-	}
+	}, a.cs)
 }
 
 // nodeChanged reports whether an update of the Node changed what Step
