@@ -2,7 +2,6 @@ package bundle
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"zdt.dev/zdt/internal/asynchash"
+	"zdt.dev/zdt/internal/hashcount"
 	"zdt.dev/zdt/manifests"
 )
 
@@ -180,13 +180,13 @@ func (a *Archive) openContent(ctx context.Context, c Content, progress func(int6
 // cores, and slower on a loaded machine, where every hand-off waits for a
 // core.)
 func newContentReader(ctx context.Context, c Content, layer io.Reader, progress func(int64), async bool) (*contentReader, error) {
-	r := &contentReader{ctx: ctx, c: c, lh: sha256.New()}
+	r := &contentReader{ctx: ctx, c: c, lh: hashcount.SHA256()}
 	r.src = &layerReader{r: layer, h: r.lh, progress: progress}
 	if !c.Compressed() {
 		r.out = r.src // the layer's bytes are the content: one hash checks both
 		return r, nil
 	}
-	r.ch = sha256.New()
+	r.ch = hashcount.SHA256()
 	if async {
 		r.ach = asynchash.New(r.ch)
 	}

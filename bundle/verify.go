@@ -29,6 +29,11 @@ type VerifyOptions struct {
 	// to check their content: for a caller that reads each of them through
 	// OpenContent itself (install), which checks the same.
 	SkipContent bool
+	// SkipBlobs leaves these blobs out of the hashing: for a caller that
+	// reads each of them in full through the archive and checks its
+	// digest itself (install places a file item through OpenContent, which
+	// hashes its layer), and does not rely on Verify for them.
+	SkipBlobs map[digest.Digest]bool
 }
 
 // VerifyResult says what Verify checked.
@@ -60,7 +65,7 @@ func (a *Archive) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult,
 	var todo []*blobRef
 	var total int64
 	for _, r := range g.refs {
-		if !r.parsed && (!opts.SkipBase || a.HasLocal(r.desc.Digest)) {
+		if !r.parsed && (!opts.SkipBase || a.HasLocal(r.desc.Digest)) && !opts.SkipBlobs[r.desc.Digest] {
 			todo = append(todo, r)
 			total += r.desc.Size
 		}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"sync"
 	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
@@ -703,13 +704,33 @@ func (s *state) rollbackRoots(gens []*Generation) []digest.Digest {
 // importAndPlace imports the registry content (the archive kept, or only
 // new blobs copied) and places files and the zdt binary side by side:
 // hashing and disk writes of different bytes, none depending on another.
-// It returns the files placed.
+// A file's layer is hashed once: by its placement, which checks the
+// layer's digest and size as it reads it (bundle.OpenContent); the import
+// leaves the layers placed out of its own hashing of a kept archive and
+// keeps the archive only once every placement succeeded
+// (registry.CheckedLayers). It returns the files placed.
 func (r *run) importAndPlace(ctx context.Context) (int, error) {
 	eg, ectx := errgroup.WithContext(ctx)
+	var toPlace []int // indexes in r.desired
+	for i, it := range r.desired {
+		if it.Kind != manifests.KindFile {
+			continue
+		}
+		if r.byKey[it.key()].Action == ActionUnchanged {
+			r.desired[i].Placed = r.installed[it.key()].Placed
+			continue
+		}
+		toPlace = append(toPlace, i)
+	}
+	placing := newPlacing(len(toPlace))
 	if reg := r.opts.Registry; reg != nil && r.servedHere() {
+		checked := &registry.CheckedLayers{Digests: map[digest.Digest]bool{}, Wait: placing.wait}
+		for _, i := range toPlace {
+			checked.Digests[r.contents[r.desired[i].key()].Layer.Digest] = true
+		}
 		eg.Go(func() error {
 			r.opts.Logger.Info("importing into the registry storage")
-			if _, err := reg.Import(ectx, r.a, registry.ImportOptions{Progress: r.opts.Progress, Logger: r.opts.Logger}); err != nil {
+			if _, err := reg.Import(ectx, r.a, registry.ImportOptions{Progress: r.opts.Progress, Logger: r.opts.Logger, Checked: checked}); err != nil {
 				return fmt.Errorf("importing %s: %w", r.a.Root.Digest, err)
 			}
 			return nil
@@ -737,17 +758,12 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 	// Files are placed a few at a time: each is decompressed and hashed
 	// (CPU) and fsynced (disk), so several in flight keep both busy.
 	filesSem := make(chan struct{}, placeConcurrency)
-	for i, it := range r.desired {
-		if it.Kind != manifests.KindFile {
-			continue
-		}
+	for _, i := range toPlace {
+		it := r.desired[i]
 		c := r.byKey[it.key()]
 		old := r.installed[it.key()]
-		if c.Action == ActionUnchanged {
-			r.desired[i].Placed = old.Placed
-			continue
-		}
-		eg.Go(func() error {
+		eg.Go(func() (err error) {
+			defer func() { placing.done(err) }()
 			filesSem <- struct{}{}
 			defer func() { <-filesSem }()
 			r.opts.Logger.Info("placing file", "target", it.Target, "action", c.Action)
@@ -766,6 +782,49 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 	}
 	err := eg.Wait()
 	return int(written.Load()), err
+}
+
+// placing tracks the file placements of an install, for the import that
+// waits for their checks of the layers it does not hash.
+type placing struct {
+	mu      sync.Mutex
+	left    int
+	err     error
+	settled chan struct{} // closed once every placement ended
+}
+
+func newPlacing(n int) *placing {
+	p := &placing{left: n, settled: make(chan struct{})}
+	if n == 0 {
+		close(p.settled)
+	}
+	return p
+}
+
+// done records the end of one placement (err nil: its content, layer
+// digest and size included, checked out and is in place).
+func (p *placing) done(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil && p.err == nil {
+		p.err = err
+	}
+	if p.left--; p.left == 0 {
+		close(p.settled)
+	}
+}
+
+// wait returns once every placement ended: nil when all succeeded, else
+// the first failure; or ctx's error.
+func (p *placing) wait(ctx context.Context) error {
+	select {
+	case <-p.settled:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
 }
 
 // record writes the new generation and makes it current.

@@ -44,6 +44,27 @@ type ImportOptions struct {
 	// the store (a hard link, verified and fsynced; see Kept) when it is
 	// on the store's filesystem, and blobs are copied only otherwise.
 	CopyBlobs bool
+	// Checked, if set, are layers the caller checks itself while Import
+	// runs, each read in full from the same archive with its digest and
+	// size checked (install places every file item it writes through
+	// bundle.OpenContent), so that each of their bytes is hashed once.
+	// See CheckedLayers.
+	Checked *CheckedLayers
+}
+
+// CheckedLayers are layers of the archive being imported that the caller
+// hashes and checks itself. When the archive is kept, Import leaves them
+// out of its own hashing and waits for Wait before it keeps the archive:
+// only when Wait returns nil (every check held) and the archive is still
+// the file it verified is it kept; any error leaves nothing kept. Blobs
+// copied into the store are hashed as they are copied whatever Checked
+// says (a copy is a read of its own, which no other check covers).
+type CheckedLayers struct {
+	// Digests are the layers checked.
+	Digests map[digest.Digest]bool
+	// Wait returns once every check is done: nil when all held, else the
+	// first failure (or ctx's error). Without it, Digests are hashed.
+	Wait func(ctx context.Context) error
 }
 
 // ImportResult says what Import did.

@@ -123,9 +123,21 @@ func (s *Store) keepArchive(ctx context.Context, a *bundle.Archive, opts ImportO
 	}
 	// A delta's base is the store's own content (InstalledBase), verified
 	// when it was installed: only the delta's own blobs are hashed. File
-	// and disk content is checked by install as it places it.
-	if _, err := a.Verify(ctx, bundle.VerifyOptions{Concurrency: opts.Concurrency, Progress: opts.Progress, SkipBase: true, SkipContent: true}); err != nil {
+	// and disk content is checked by install as it places it, and the
+	// layers it places (opts.Checked) are hashed there only: their check
+	// is waited for here, before anything is kept.
+	var checked map[digest.Digest]bool
+	if c := opts.Checked; c != nil && c.Wait != nil {
+		checked = c.Digests
+	}
+	if _, err := a.Verify(ctx, bundle.VerifyOptions{Concurrency: opts.Concurrency, Progress: opts.Progress, SkipBase: true, SkipContent: true,
+		SkipBlobs: checked}); err != nil {
 		return err
+	}
+	if checked != nil {
+		if err := opts.Checked.Wait(ctx); err != nil {
+			return fmt.Errorf("keeping archive: the layers checked beside the import: %w", err)
+		}
 	}
 	f, err := root.Open(tmp)
 	if err != nil {

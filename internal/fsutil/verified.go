@@ -2,7 +2,6 @@ package fsutil
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
+
+	"zdt.dev/zdt/internal/hashcount"
 )
 
 // MismatchError: the bytes CopyVerified copied do not hash to the digest
@@ -52,7 +53,7 @@ func CopyVerified(ctx context.Context, dst io.Writer, src io.Reader, want digest
 	if size >= 0 {
 		src = io.LimitReader(src, size+1)
 	}
-	h := sha256.New()
+	h := hashcount.SHA256()
 	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
