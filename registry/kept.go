@@ -31,7 +31,9 @@ import (
 // Kept archives. When the bundle archive is on the same filesystem as the
 // store, Import (with LinkArchive) keeps the archive itself instead of
 // copying its blobs: a hard link at STORE/archives/<root hex>.zdt, made
-// only after every blob of the archive was hashed and the file fsynced.
+// only after every blob of the archive was hashed (here, or by the
+// caller's check of the layers it reads in full: ImportOptions.Checked)
+// and the file fsynced.
 // The store then serves kept archives the way `zdt serve --bundle` serves
 // archives (storeDriver): blob data at their archive offsets, and the
 // repository and tag links synthesized in memory from their placements —
