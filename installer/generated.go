@@ -62,6 +62,8 @@ type genContext struct {
 	// in the order the mirror configuration tries them after local.
 	local     map[string]bool
 	upstreams map[string][]*Source
+	// agent is the unit of `zdt agent` to write (nil: none).
+	agent *AgentConfig
 }
 
 // imageRegistries are the registries of the images among items.
@@ -219,6 +221,9 @@ func generatedFiles(g genContext) map[string][]byte {
 		ToolVersion: g.toolVersion, BundleDigest: g.bundleDigest, Root: g.rootDir, Addr: g.serveAddr,
 		Hostnames: unitHostnames(g.serveAddr),
 	})
+	for p, b := range agentFiles(g) {
+		out[p] = b
+	}
 	return out
 }
 
@@ -327,11 +332,13 @@ func genFor(toolVersion, serveAddr string, caPEM []byte, bundles []genBundle) ge
 
 // generatedRecord is layout.GeneratedRecord: the files zdt generated for
 // all installed bundles (path relative to the root → sha256 of the
-// content) and the serve address they name, so that a rollback or an
-// uninstall of one bundle regenerates them for the others.
+// content), the serve address they name and the agent unit's options, so
+// that a rollback or an uninstall of one bundle, or an install without
+// --agent, regenerates them for the others.
 type generatedRecord struct {
 	ServeAddr string            `json:"serveAddr"`
 	Files     map[string]string `json:"files"`
+	Agent     *AgentConfig      `json:"agent,omitempty"`
 }
 
 // readGenerated reads the generated-files record. A root from before
@@ -357,9 +364,10 @@ func readGenerated(root *os.Root, installed []*Generation) (rec generatedRecord,
 	return rec, true, nil
 }
 
-// writeGeneratedRecord records files (as written) and the serve address.
-func writeGeneratedRecord(root *os.Root, serveAddr string, files map[string][]byte) error {
-	b, err := json.MarshalIndent(generatedRecord{ServeAddr: serveAddr, Files: hashes(files)}, "", "  ")
+// writeGeneratedRecord records files (as written), the serve address and
+// the agent's options.
+func writeGeneratedRecord(root *os.Root, serveAddr string, agent *AgentConfig, files map[string][]byte) error {
+	b, err := json.MarshalIndent(generatedRecord{ServeAddr: serveAddr, Files: hashes(files), Agent: agent}, "", "  ")
 	if err != nil {
 		return err
 	}

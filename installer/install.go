@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,13 @@ type Options struct {
 	// NodeName is ZDT_NODE_NAME of component actions (default: the host
 	// name).
 	NodeName string
+	// Agent, when set, is the unit of `zdt agent` to write beside that of
+	// `zdt serve` (install --agent), replacing the one recorded. Nil
+	// keeps the recorded one (none at first): an install without --agent,
+	// such as the agent's own, leaves the agent as it is. NoAgent removes
+	// it (--agent=false).
+	Agent   *AgentConfig
+	NoAgent bool
 }
 
 // placeConcurrency is how many files are placed at once.
@@ -122,6 +130,9 @@ type Result struct {
 	AMIs []AMI `json:"amis,omitempty"`
 	// Actions are the component actions that ran, in order.
 	Actions []ActionRun `json:"actions,omitempty"`
+	// AgentUnit is the unit of `zdt agent` and what the install did to it
+	// (nil: there is none and was none).
+	AgentUnit *AgentUnit `json:"agentUnit,omitempty"`
 }
 
 // registryChecker is a Registry that can say whether a bundle it imported
@@ -223,11 +234,9 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 	if err != nil {
 		return Result{}, err
 	}
-	// The generated files cover every installed bundle: this one as it
-	// will be, the others as they are.
-	bundles := append(bundlesOf(r.others), genBundle{name: a.Config.Name, version: a.Config.Version, digest: a.Root.Digest.String(), items: desired, source: opts.Source})
-	sort.Slice(bundles, func(i, j int) bool { return bundles[i].name < bundles[j].name })
-	r.files = generatedFiles(genFor(opts.ToolVersion, opts.ServeAddr, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), bundles))
+	gc := genFor(opts.ToolVersion, opts.ServeAddr, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), r.bundles())
+	gc.agent = r.agent
+	r.files = generatedFiles(gc)
 	broken, err := r.dropBrokenRegistry(ctx)
 	if err != nil {
 		return Result{}, err
@@ -257,9 +266,32 @@ func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result
 			return Result{}, err
 		}
 		res.Actions = r.ran
+		res.AgentUnit = r.agentUnit(res.Plan)
 		return res, nil
 	}
 	return r.applyAndRecord(ctx, res)
+}
+
+// bundles are the installed bundles as the generated files cover them:
+// this one as it will be, the others as they are.
+func (r *run) bundles() []genBundle {
+	bundles := append(bundlesOf(r.others), genBundle{name: r.a.Config.Name, version: r.a.Config.Version, digest: r.a.Root.Digest.String(), items: r.desired, source: r.opts.Source})
+	sort.Slice(bundles, func(i, j int) bool { return bundles[i].name < bundles[j].name })
+	return bundles
+}
+
+// agentUnit is the agent's unit in the result, from its plan line.
+func (r *run) agentUnit(p *Plan) *AgentUnit {
+	for _, c := range p.Changes {
+		if c.Kind == KindUnit && c.Name == AgentUnitName {
+			u := &AgentUnit{Unit: AgentUnitName, Path: filepath.Join(r.opts.Root, filepath.FromSlash(layout.SystemdUnit(AgentUnitName))), Action: c.Action}
+			if r.agent != nil {
+				u.Node = r.agent.Node
+			}
+			return u
+		}
+	}
+	return nil
 }
 
 // planInstall is install --plan: it reads the recorded state, takes no
@@ -338,6 +370,7 @@ func (r *run) applyAndRecord(ctx context.Context, res Result) (Result, error) {
 	}
 	committed = true
 	res.Generation, res.Applied, res.Actions = r.next, true, r.ran
+	res.AgentUnit = r.agentUnit(res.Plan)
 	if r.opts.AMIs != nil {
 		res.AMIs = r.amis
 	}
@@ -364,6 +397,7 @@ type run struct {
 	contents    map[string]bundle.Content // of file and AMI items, by key
 	plan        *Plan
 	files       map[string][]byte // generated files by path
+	agent       *AgentConfig      // the agent unit's options (nil: none)
 	bin         *binarySource     // the zdt binary to place (nil: none)
 
 	next       int                  // the generation being installed
@@ -437,6 +471,16 @@ func (r *run) makePlan(ctx context.Context) (Result, error) {
 	}
 	for _, g := range r.others {
 		plan.Beside = append(plan.Beside, GenerationRef{Number: g.Number, Name: g.Name, Version: g.Version, BundleDigest: g.BundleDigest})
+	}
+	// The agent's unit: given, removed, or as recorded.
+	var recorded map[string]string
+	if r.agent, recorded, err = r.agentFor(); err != nil {
+		return Result{}, err
+	}
+	gc := genFor(r.opts.ToolVersion, r.opts.ServeAddr, nil, r.bundles())
+	gc.agent = r.agent
+	if err := r.planAgent(plan, gc, recorded); err != nil {
+		return Result{}, err
 	}
 	if r.opts.Binary != "" {
 		rec, err := readBinaryRecord(r.root)
@@ -651,7 +695,7 @@ func (r *run) writeGenerated() (int, error) {
 		pending[p] = b
 	}
 	if len(pending) != len(r.files) {
-		if err := writeGeneratedRecord(r.root, r.opts.ServeAddr, pending); err != nil {
+		if err := writeGeneratedRecord(r.root, r.opts.ServeAddr, r.agent, pending); err != nil {
 			return 0, err
 		}
 	}
@@ -659,7 +703,7 @@ func (r *run) writeGenerated() (int, error) {
 	if err != nil {
 		return n, err
 	}
-	return n, writeGeneratedRecord(r.root, r.opts.ServeAddr, r.files)
+	return n, writeGeneratedRecord(r.root, r.opts.ServeAddr, r.agent, r.files)
 }
 
 // roots are the bundle digests of gens whose content is in the registry
@@ -831,7 +875,7 @@ func (p *placing) wait(ctx context.Context) error {
 func (r *run) record() error {
 	ng := &Generation{Number: r.next, BundleDigest: r.a.Root.Digest.String(), Name: r.a.Config.Name, Version: r.a.Config.Version,
 		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files), ServeAddr: r.opts.ServeAddr, Releases: r.releases,
-		Source: r.opts.Source, Backup: r.backup, AMIs: r.amis, Actions: r.ran}
+		Source: r.opts.Source, Backup: r.backup, AMIs: r.amis, Actions: r.ran, Agent: r.agent}
 	if r.cur != nil {
 		ng.Previous = r.cur.Number
 	}

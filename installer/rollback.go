@@ -80,7 +80,7 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	rest := others(installed, cur.Name)
-	n, err = rollbackGenerated(root, opts, cur, prev, rest, installed)
+	n, agent, err := rollbackGenerated(root, opts, cur, prev, rest, installed)
 	res.FilesWritten += n
 	if err != nil {
 		return Result{}, err
@@ -110,7 +110,7 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 		}
 	}
 	ng := *prev
-	ng.Number, ng.Previous, ng.Items = next, cur.Number, items
+	ng.Number, ng.Previous, ng.Items, ng.Agent = next, cur.Number, items, agent
 	// The releases last: prev's images are served and its files placed.
 	if ng.Releases, res.Releases, err = rollbackReleases(ctx, opts, cur, prev); err != nil {
 		return Result{}, err
@@ -127,11 +127,14 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 // generated again for its serve address and tool version or, for a
 // generation recorded before bundles were keyed by name, restored from
 // the backup taken before cur was installed. With others, they are
-// generated for all at the address of the current generated files.
-func rollbackGenerated(root *os.Root, opts Options, cur, prev *Generation, rest, installed []*Generation) (int, error) {
+// generated for all at the address of the current generated files. The
+// agent's unit follows the same rule: prev's (none when prev had none)
+// alone, the current one beside others. It returns the agent's options
+// written.
+func rollbackGenerated(root *os.Root, opts Options, cur, prev *Generation, rest, installed []*Generation) (int, *AgentConfig, error) {
 	rec, _, err := readGenerated(root, installed)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if len(rest) == 0 && prev.ServeAddr == "" {
 		backup := path.Join(layout.Backup(cur.Number), "files")
@@ -139,40 +142,44 @@ func rollbackGenerated(root *os.Root, opts Options, cur, prev *Generation, rest,
 		for p := range prev.Generated {
 			b, err := root.ReadFile(path.Join(backup, p))
 			if err != nil {
-				return 0, fmt.Errorf("restoring %s: no backup: %w", p, err)
+				return 0, nil, fmt.Errorf("restoring %s: no backup: %w", p, err)
 			}
 			files[p] = b
 		}
 		n, err := writeGenerated(root, files, rec.Files)
 		if err != nil {
-			return n, err
+			return n, nil, err
 		}
-		return n, writeGeneratedRecord(root, rec.ServeAddr, files)
+		return n, nil, writeGeneratedRecord(root, rec.ServeAddr, nil, files)
 	}
-	addr, tool := prev.ServeAddr, prev.ToolVersion
+	addr, tool, agent := prev.ServeAddr, prev.ToolVersion, prev.Agent
 	if len(rest) > 0 {
-		addr, tool = rec.ServeAddr, opts.ToolVersion
+		addr, tool, agent = rec.ServeAddr, opts.ToolVersion, rec.Agent
 		if addr == "" {
 			addr = opts.ServeAddr
 		}
 	}
-	return regenerate(root, opts.Root, tool, addr, rec.Files, append(bundlesOf(rest), bundlesOf([]*Generation{prev})...))
+	n, err := regenerate(root, opts.Root, tool, addr, agent, rec.Files, append(bundlesOf(rest), bundlesOf([]*Generation{prev})...))
+	return n, agent, err
 }
 
 // regenerate writes the generated files for bundles at serve address addr
-// (removing those in prev no longer generated) and records them.
-func regenerate(root *os.Root, rootDir, toolVersion, addr string, prev map[string]string, bundles []genBundle) (int, error) {
+// with the agent's unit of agent (removing those in prev no longer
+// generated) and records them.
+func regenerate(root *os.Root, rootDir, toolVersion, addr string, agent *AgentConfig, prev map[string]string, bundles []genBundle) (int, error) {
 	sort.Slice(bundles, func(i, j int) bool { return bundles[i].name < bundles[j].name })
 	ca, err := registry.OpenCA(rootDir)
 	if err != nil {
 		return 0, err
 	}
-	files := generatedFiles(genFor(toolVersion, addr, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), bundles))
+	g := genFor(toolVersion, addr, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), bundles)
+	g.agent = agent
+	files := generatedFiles(g)
 	n, err := writeGenerated(root, files, prev)
 	if err != nil {
 		return n, err
 	}
-	return n, writeGeneratedRecord(root, addr, files)
+	return n, writeGeneratedRecord(root, addr, agent, files)
 }
 
 // restoreFiles puts prev's files back in place of cur's and returns prev's
@@ -520,7 +527,7 @@ func uninstallOne(ctx context.Context, root *os.Root, st *state, opts Options, c
 	if addr == "" {
 		addr = opts.ServeAddr
 	}
-	n, err = regenerate(root, opts.Root, opts.ToolVersion, addr, rec.Files, bundlesOf(rest))
+	n, err = regenerate(root, opts.Root, opts.ToolVersion, addr, rec.Agent, rec.Files, bundlesOf(rest))
 	res.FilesWritten += n
 	if err != nil {
 		return res, err

@@ -64,6 +64,10 @@ type Generation struct {
 	AMIs []AMI `json:"amis,omitempty"`
 	// Actions are the component actions the install ran, in order.
 	Actions []ActionRun `json:"actions,omitempty"`
+	// Agent is the options of the unit of `zdt agent` the generated
+	// files had with this generation (nil: no agent unit); a rollback to
+	// it writes that unit again.
+	Agent *AgentConfig `json:"agent,omitempty"`
 }
 
 // ItemState is one installed item: the bundle's item as the archive

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"unicode"
 )
 
 // UnitName is the systemd unit `zdt install` writes for the registry (at
@@ -85,11 +86,39 @@ WantedBy=multi-user.target
 	return b.Bytes()
 }
 
-// systemdQuote quotes an ExecStart argument when it needs it.
+// systemdQuote quotes an ExecStart argument when it needs it: in double
+// quotes, with '\' and '"' escaped, '$' and '%' doubled (no variable or
+// specifier is expanded) and a control character as a C escape (\n,
+// \xNN: a line break would end the line). The argument systemd passes
+// is s (any valid UTF-8 without NUL, which no argument can hold).
 func systemdQuote(s string) string {
-	if s != "" && !strings.ContainsAny(s, " \t\"'\\$%;") {
+	if s != "" && !strings.ContainsAny(s, " \t\"'\\$%;") && !strings.ContainsFunc(s, unicode.IsControl) {
 		return s
 	}
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, `$`, `$$`, `%`, `%%`)
-	return `"` + r.Replace(s) + `"`
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, c := range s {
+		switch {
+		case c == '\\' || c == '"':
+			b.WriteByte('\\')
+			b.WriteRune(c)
+		case c == '$' || c == '%':
+			b.WriteRune(c)
+			b.WriteRune(c)
+		case c == '\n':
+			b.WriteString(`\n`)
+		case c == '\t':
+			b.WriteString(`\t`)
+		case c < 0x20 || c == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		case unicode.IsControl(c): // C1 controls: their UTF-8 bytes
+			for _, x := range []byte(string(c)) {
+				fmt.Fprintf(&b, `\x%02x`, x)
+			}
+		default:
+			b.WriteRune(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }

@@ -68,6 +68,8 @@ var reserved = []struct {
 }{
 	{"/var/lib/zdt", "zdt's state directory", true},
 	{"/etc/systemd/system/zdt-serve.service", "the systemd unit of zdt serve", false},
+	{"/etc/systemd/system/zdt-agent.service", "the systemd unit of zdt agent", false},
+	{"/etc/zdt/agent", "the zdt agent's trust directory", true},
 	{"/usr/local/bin/zdt", "the zdt binary the systemd unit of zdt serve runs", false},
 	{"/etc/containers/registries.conf.d/50-zdt.conf", "the containers registries.conf drop-in", false},
 	{"/etc/containerd/certs.d/*/hosts.toml", "the containerd mirror configuration", false},

@@ -45,16 +45,16 @@ const MaxPolicySize = 1 << 20
 type PolicyFile struct {
 	APIVersion          string         `yaml:"apiVersion" json:"apiVersion"`
 	Kind                string         `yaml:"kind" json:"kind"`
-	Keys                []PolicyKey    `yaml:"keys" json:"keys"`
-	Keyless             *PolicyKeyless `yaml:"keyless" json:"keyless"`
-	RequireAttestations *[]string      `yaml:"requireAttestations" json:"requireAttestations"`
+	Keys                []PolicyKey    `yaml:"keys,omitempty" json:"keys"`
+	Keyless             *PolicyKeyless `yaml:"keyless,omitempty" json:"keyless"`
+	RequireAttestations *[]string      `yaml:"requireAttestations,omitempty" json:"requireAttestations"`
 }
 
 // PolicyKey is one trusted key: exactly one of Path, KMS or PEM.
 type PolicyKey struct {
-	Path string `yaml:"path" json:"path"`
-	KMS  string `yaml:"kms" json:"kms"`
-	PEM  string `yaml:"pem" json:"pem"`
+	Path string `yaml:"path,omitempty" json:"path"`
+	KMS  string `yaml:"kms,omitempty" json:"kms"`
+	PEM  string `yaml:"pem,omitempty" json:"pem"`
 }
 
 // PolicyKeyless trusts certificates issued by the CAs of an offline sigstore
@@ -67,10 +67,10 @@ type PolicyKeyless struct {
 // PolicyIdentity is a certificate identity, as cosign's
 // --certificate-identity(-regexp) and --certificate-oidc-issuer(-regexp).
 type PolicyIdentity struct {
-	Issuer        string `yaml:"issuer" json:"issuer"`
-	IssuerRegExp  string `yaml:"issuerRegExp" json:"issuerRegExp"`
-	Subject       string `yaml:"subject" json:"subject"`
-	SubjectRegExp string `yaml:"subjectRegExp" json:"subjectRegExp"`
+	Issuer        string `yaml:"issuer,omitempty" json:"issuer"`
+	IssuerRegExp  string `yaml:"issuerRegExp,omitempty" json:"issuerRegExp"`
+	Subject       string `yaml:"subject,omitempty" json:"subject"`
+	SubjectRegExp string `yaml:"subjectRegExp,omitempty" json:"subjectRegExp"`
 }
 
 // Policy is a loaded trust policy. The zero value trusts nothing, and
@@ -174,27 +174,39 @@ func readBounded(p string) ([]byte, error) {
 	return b, nil
 }
 
-func (p *Policy) loadFile(ctx context.Context, file string) error {
+// readPolicyFile reads and decodes a policy file (unknown fields are an
+// error).
+func readPolicyFile(file string) (PolicyFile, error) {
 	b, err := readBounded(file)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrPolicyFile, err)
+		return PolicyFile{}, fmt.Errorf("%w: %v", ErrPolicyFile, err)
 	}
 	var pf PolicyFile
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&pf); err != nil {
-		return fmt.Errorf("%w %s: %v", ErrPolicyFile, file, err)
+		return PolicyFile{}, fmt.Errorf("%w %s: %v", ErrPolicyFile, file, err)
 	}
 	if pf.APIVersion != PolicyAPIVersion || pf.Kind != PolicyKind {
-		return fmt.Errorf("%w %s: apiVersion must be %q and kind %q", ErrPolicyFile, file, PolicyAPIVersion, PolicyKind)
+		return PolicyFile{}, fmt.Errorf("%w %s: apiVersion must be %q and kind %q", ErrPolicyFile, file, PolicyAPIVersion, PolicyKind)
 	}
-	dir := filepath.Dir(file)
-	rel := func(p string) string {
-		if filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(dir, p)
+	return pf, nil
+}
+
+// relTo resolves a path a policy file names: relative to the file.
+func relTo(file, p string) string {
+	if filepath.IsAbs(p) {
+		return p
 	}
+	return filepath.Join(filepath.Dir(file), p)
+}
+
+func (p *Policy) loadFile(ctx context.Context, file string) error {
+	pf, err := readPolicyFile(file)
+	if err != nil {
+		return err
+	}
+	rel := func(p string) string { return relTo(file, p) }
 	for i, k := range pf.Keys {
 		n := 0
 		for _, s := range []string{k.Path, k.KMS, k.PEM} {

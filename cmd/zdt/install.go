@@ -41,6 +41,7 @@ type installOptions struct {
 	ca               string
 	replicate        bool
 	registryConfig   string
+	agent            agentOptions
 }
 
 // awsOptions are the flags registering AMIs in EC2.
@@ -82,6 +83,7 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.rewriteImages, "rewrite-images", "", "HOST[:PORT] of the registry serving the bundle (zdt serve), for clusters whose nodes zdt did not configure: every value in the rendered manifests that is one of the bundle's images (containers, init containers, custom resources, env values; matched whole after normalizing, never a substring) is rewritten to its name there (HOST/library/nginx:1.25, HOST/quay.io/cilium/cilium:v1); recorded in the generation, a changed HOST upgrades the releases")
 	fs.BoolVar(&o.copyBlobs, "copy-blobs", false, "copy the blobs into the registry storage even when the bundle is on the same filesystem and could be kept there by a hard link")
 	o.trust.AddFlags(fs)
+	o.agent.AddFlags(fs)
 }
 
 func newInstallCmd(g *globals) *cobra.Command {
@@ -134,6 +136,7 @@ Credentials come from the Docker config and credential helpers, or
   zdt install --from harbor.site/platform/zdt/platform@sha256:… --key cosign.pub --replicate`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.agent.set = cmd.Flags().Changed("agent")
 			return o.run(cmd.Context(), g)
 		},
 	}

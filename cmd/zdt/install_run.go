@@ -32,8 +32,10 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 		return o.runFrom(ctx, g)
 	case o.bundle == "":
 		return usageError{fmt.Errorf("--bundle or --from is required")}
-	case o.ca != "" || o.replicate || o.registryConfig != "":
-		return usageError{fmt.Errorf("--ca, --replicate and --registry-config go with --from")}
+	case o.replicate:
+		return usageError{fmt.Errorf("--replicate goes with --from")}
+	case !o.agent.enable && (o.ca != "" || o.registryConfig != ""):
+		return usageError{fmt.Errorf("--ca and --registry-config go with --from (or, for the agent's registry, --agent)")}
 	}
 	logger := g.logger()
 	// The store is only read until the bundle is known to install
@@ -69,6 +71,9 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 	opts := installer.Options{
 		Root: o.root, PlanOnly: o.plan, AMIExportDir: o.amiExport, ServeAddr: o.serveAddr,
 		ToolVersion: version.String(), Logger: logger, Binary: self,
+	}
+	if err := o.applyAgent(ctx, &opts); err != nil {
+		return err
 	}
 	if !o.plan {
 		// A root that does not exist yet is created, once the bundle
@@ -178,6 +183,9 @@ func (o *installOptions) runFrom(ctx context.Context, g *globals) error {
 		},
 		Policy: policy, CA: o.ca, Remotes: remote.New(cfg, 4), Replicate: o.replicate,
 	}
+	if err := o.applyAgent(ctx, &opts.Options); err != nil {
+		return err
+	}
 	if opts.Deployer, err = o.deployer(logger); err != nil {
 		return err
 	}
@@ -268,6 +276,7 @@ func (o *installOptions) report(g *globals, res installer.Result) error {
 		if n := len(res.Actions); n > 0 {
 			fmt.Fprintf(g.stdout, "actions: %d ran\n", n)
 		}
+		renderAgentUnit(g.stdout, o.plan, res.AgentUnit)
 	}
 	if o.plan && o.detailedExitCode && res.Plan.HasChanges() {
 		return errPlanChanges

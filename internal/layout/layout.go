@@ -79,7 +79,8 @@ const (
 	// Binary is where install places the zdt executable the systemd unit
 	// of `zdt serve` runs.
 	Binary = "usr/local/bin/zdt"
-	// SystemdUnitDir is where the unit of `zdt serve` is written.
+	// SystemdUnitDir is where the units of `zdt serve` and `zdt agent`
+	// are written.
 	SystemdUnitDir = "etc/systemd/system"
 	// ContainerdCertsDir holds containerd's per-registry hosts.toml.
 	ContainerdCertsDir = "etc/containerd/certs.d"
@@ -94,6 +95,15 @@ const (
 	TrustedCA = "zdt-ca.crt"
 	// ContainersRegistriesConf is the containers (podman, cri-o) drop-in.
 	ContainersRegistriesConf = "etc/containers/registries.conf.d/50-zdt.conf"
+	// AgentDir holds what the unit of `zdt agent` (install --agent)
+	// names besides its flags: the trust policy the agent verifies
+	// bundles with, made self-contained at install (AgentPolicy, and
+	// the keyless trusted root it names, AgentTrustedRoot), and the CA of
+	// the registry it installs from (AgentCA).
+	AgentDir         = "etc/zdt/agent"
+	AgentPolicy      = AgentDir + "/policy.yaml"
+	AgentTrustedRoot = AgentDir + "/trusted-root.json"
+	AgentCA          = AgentDir + "/ca.crt"
 )
 
 // Generation is the record of generation n.
