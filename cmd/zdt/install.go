@@ -129,11 +129,21 @@ this node's registry storage too, so that its 'zdt serve' serves it; the
 mirror configuration then lists this node first and the registry as the
 fallback. Plan, re-runs, generations and rollback are those of --bundle.
 Credentials come from the Docker config and credential helpers, or
---registry-config.`,
+--registry-config.
+
+--agent also writes /etc/systemd/system/zdt-agent.service, which runs 'zdt
+agent' on this node (--agent-node, default the host name) with the cluster
+of --agent-kubeconfig (default --kubeconfig), the registry's --ca and
+--registry-config, and this install's trust policy made self-contained in
+/etc/zdt/agent/policy.yaml. The options are recorded: the same install again
+changes nothing, a later install without --agent (the agent's own, during a
+rollout) keeps the unit, rollback restores the previous one, --agent=false
+removes it. Enable it with 'systemctl enable --now zdt-agent.service'.`,
 		Example: `  zdt install --bundle platform-1.4.0.zdt --key cosign.pub --plan
   zdt install --bundle platform-1.4.0.zdt --key cosign.pub --root /mnt/image
   zdt install --from node1.site:5000/zdt/platform:1.4.0 --ca node1-ca.crt --key cosign.pub
-  zdt install --from harbor.site/platform/zdt/platform@sha256:… --key cosign.pub --replicate`,
+  zdt install --from harbor.site/platform/zdt/platform@sha256:… --key cosign.pub --replicate
+  zdt install --from node1.site:5000/zdt/platform:1.4.0 --ca node1-ca.crt --key cosign.pub --agent --agent-kubeconfig /etc/kubernetes/admin.conf`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.agent.set = cmd.Flags().Changed("agent")
