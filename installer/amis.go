@@ -63,6 +63,12 @@ type AMIItem struct {
 type AMIBundle struct {
 	Name, Version, Root string
 	Items               []AMIItem
+	// Journal, when set, is where the registrar records each snapshot it
+	// completed before registering an image from it, and what it checks
+	// an image found by name but not tagged against (install sets it to
+	// the install root's journal). Without one, nothing is journaled and
+	// such an image is never adopted.
+	Journal AMIJournal
 }
 
 // AMIRegistrar registers a bundle's AMI items as machine images in a cloud
@@ -83,7 +89,7 @@ type AMIRegistrar interface {
 
 // amiBundle is the bundle being installed as an AMIRegistrar sees it.
 func (r *run) amiBundle() AMIBundle {
-	b := AMIBundle{Name: r.a.Config.Name, Version: r.a.Config.Version, Root: r.a.Root.Digest.String()}
+	b := AMIBundle{Name: r.a.Config.Name, Version: r.a.Config.Version, Root: r.a.Root.Digest.String(), Journal: amiJournal{root: r.root}}
 	for _, it := range r.desired {
 		if it.Kind == manifests.KindAMI {
 			b.Items = append(b.Items, AMIItem{Item: it.Item, Content: r.contents[it.key()]})

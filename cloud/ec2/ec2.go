@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -137,6 +138,11 @@ type image struct {
 	installer.AMI
 	state  types.ImageState
 	tagged bool
+	// rootSnapshot is the snapshot of its root device's mapping and
+	// snapshots every snapshot its mappings name (not the tags: anyone
+	// who can tag can say anything there).
+	rootSnapshot string
+	snapshots    []string
 }
 
 // PlanAMIs implements installer.AMIRegistrar: for each item the image
@@ -164,26 +170,111 @@ func (r *Registrar) PlanAMIs(ctx context.Context, b installer.AMIBundle) ([]inst
 			c.Action, c.AMI, c.Size = installer.AMIReuse, im.AMI, 0
 			c.Item, c.Region = it.Item.Name, r.opts.Region
 		} else {
-			// Registered, but a crash left it untagged: its name says
-			// which item digest it is.
+			// An image of the name zdt registers this item under but not
+			// tagged for the bundle: one a crash left untagged, or one
+			// someone else registered under that name.
 			found, err := r.describe(ctx, []types.Filter{{Name: aws.String("name"), Values: []string{name}}})
 			if err != nil {
 				return nil, nil, err
 			}
 			for _, im := range found {
-				if usable(im.state) {
-					c.Action, c.ImageID, c.SnapshotID, c.Size = installer.AMIReuse, im.ImageID, im.SnapshotID, 0
-					if !im.tagged {
-						r.untagged[im.ImageID] = true
-					}
-					break
+				if !usable(im.state) {
+					continue
 				}
+				snap, err := r.adoptable(ctx, b, it, name, im)
+				if err != nil {
+					return nil, nil, err
+				}
+				c.Action, c.ImageID, c.SnapshotID, c.Size = installer.AMIReuse, im.ImageID, snap, 0
+				if !im.tagged {
+					r.untagged[im.ImageID] = true
+				}
+				break
 			}
 		}
 		plan = append(plan, c)
 	}
 	sort.Slice(registered, func(i, j int) bool { return registered[i].ImageID < registered[j].ImageID })
 	return plan, registered, nil
+}
+
+// ErrForeignImage is an image registered under the name zdt registers an
+// item under that zdt cannot tell it registered (ForeignImageError).
+var ErrForeignImage = errors.New("an image of this name is not one zdt registered")
+
+// ForeignImageError is an image found under the name zdt registers an
+// AMI item under, that is neither tagged for that item nor registered
+// from the snapshot this install root journaled for it. It is not
+// adopted, and nothing is registered while it holds the name.
+type ForeignImageError struct {
+	Item, ImageID, Name string
+	// Why it is refused.
+	Reason string
+}
+
+func (e *ForeignImageError) Error() string {
+	return fmt.Sprintf("ami %s: image %s holds the name %q zdt registers this item under, but %s: if it is not yours, deregister it (aws ec2 deregister-image --image-id %s) and install again",
+		e.Item, e.ImageID, e.Name, e.Reason, e.ImageID)
+}
+
+func (e *ForeignImageError) Unwrap() error { return ErrForeignImage }
+
+// adoptable checks an image found by the item's name (not by its tags for
+// the bundle) and returns its root snapshot when it may be used as the
+// item's image: tagged for the same item digest (as any image found by its
+// tags is), or untagged and registered from the snapshot the install
+// journaled for the item (a crash between RegisterImage and its tagging),
+// that snapshot still the account's own and completed, and no other
+// snapshot in its mappings. Anything else is a *ForeignImageError.
+func (r *Registrar) adoptable(ctx context.Context, b installer.AMIBundle, it installer.AMIItem, name string, im image) (string, error) {
+	foreign := func(reason string, args ...any) error {
+		return &ForeignImageError{Item: it.Item.Name, ImageID: printable(im.ImageID), Name: name, Reason: fmt.Sprintf(reason, args...)}
+	}
+	if im.tagged {
+		if im.ItemDigest != it.Item.Digest {
+			return "", foreign("it is tagged for item digest %q", im.ItemDigest)
+		}
+		return im.SnapshotID, nil
+	}
+	if b.Journal == nil {
+		return "", foreign("it is not tagged by zdt and no snapshot journal was given to check it against")
+	}
+	rec, ok, err := b.Journal.AMISnapshot(ctx, r.opts.Region, it.Item.Digest)
+	if err != nil {
+		return "", fmt.Errorf("ami %s: %w", it.Item.Name, err)
+	}
+	switch {
+	case !ok:
+		return "", foreign("it is not tagged by zdt and this install root never completed a snapshot for the item")
+	case rec.Name != name:
+		return "", foreign("the snapshot journal of the item names image %q", rec.Name)
+	case im.rootSnapshot != rec.SnapshotID:
+		return "", foreign("its root volume's snapshot is %q, not %s, the one zdt uploaded for the item", im.rootSnapshot, rec.SnapshotID)
+	}
+	for _, s := range im.snapshots {
+		if s != rec.SnapshotID {
+			return "", foreign("it also maps snapshot %q", s)
+		}
+	}
+	out, err := r.ec2.DescribeSnapshots(ctx, &awsec2.DescribeSnapshotsInput{SnapshotIds: []string{rec.SnapshotID}, OwnerIds: []string{"self"}})
+	if err != nil && !notFound(err) {
+		return "", fmt.Errorf("ami %s: checking snapshot %s: %w", it.Item.Name, rec.SnapshotID, err)
+	}
+	if err != nil || len(out.Snapshots) != 1 || aws.ToString(out.Snapshots[0].SnapshotId) != rec.SnapshotID || out.Snapshots[0].State != types.SnapshotStateCompleted {
+		return "", foreign("snapshot %s, which zdt uploaded for the item, is not the account's own completed snapshot any more", rec.SnapshotID)
+	}
+	return rec.SnapshotID, nil
+}
+
+// printable is s when it is only letters, digits and dashes (an EC2 id),
+// else s quoted: an endpoint's bytes reach the terminal in errors.
+func printable(s string) string {
+	for _, c := range s {
+		if !(c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func usable(s types.ImageState) bool {
@@ -224,11 +315,19 @@ func (r *Registrar) describe(ctx context.Context, filters []types.Filter) ([]ima
 				}
 			}
 			for _, m := range im.BlockDeviceMappings {
-				// The snapshot zdt tagged it with first (moto shows a
-				// root volume snapshot of its own making).
-				if i.SnapshotID == "" && m.Ebs != nil && m.Ebs.SnapshotId != nil && aws.ToString(m.DeviceName) == aws.ToString(im.RootDeviceName) {
-					i.SnapshotID = aws.ToString(m.Ebs.SnapshotId)
+				if m.Ebs == nil || m.Ebs.SnapshotId == nil {
+					continue
 				}
+				s := aws.ToString(m.Ebs.SnapshotId)
+				i.snapshots = append(i.snapshots, s)
+				if aws.ToString(m.DeviceName) == aws.ToString(im.RootDeviceName) {
+					i.rootSnapshot = s
+				}
+			}
+			// The snapshot zdt tagged it with first (moto shows a root
+			// volume snapshot of its own making).
+			if i.SnapshotID == "" {
+				i.SnapshotID = i.rootSnapshot
 			}
 			out = append(out, i)
 		}
@@ -278,12 +377,22 @@ func (r *Registrar) register(ctx context.Context, a *bundle.Archive, b installer
 		return ami, err
 	}
 	before := r.blocks.Load()
-	snap, err := r.upload(ctx, a, b, it)
+	snap, sum, err := r.upload(ctx, a, b, it)
 	if err != nil {
 		return ami, err
 	}
 	ami.Blocks = r.blocks.Load() - before
 	ami.SnapshotID = snap
+	// Journaled before the image exists: after a crash between
+	// RegisterImage and the tagging, the image found by name is adopted
+	// only when it was made from this snapshot.
+	if b.Journal != nil {
+		if err := b.Journal.RecordAMISnapshot(ctx, installer.AMISnapshot{Item: it.Item.Name, ItemDigest: it.Item.Digest,
+			Region: r.opts.Region, Name: ami.Name, SnapshotID: snap, Checksum: sum}); err != nil {
+			r.deleteSnapshot(ctx, snap)
+			return ami, err
+		}
+	}
 	id, err := r.registerImage(ctx, b, it, ami)
 	if err != nil {
 		r.deleteSnapshot(ctx, snap)
@@ -300,8 +409,9 @@ func (r *Registrar) register(ctx context.Context, a *bundle.Archive, b installer
 }
 
 // upload sends the item's disk to a new snapshot and waits for it to
-// complete. On any failure the snapshot is deleted.
-func (r *Registrar) upload(ctx context.Context, a *bundle.Archive, b installer.AMIBundle, it installer.AMIItem) (snap string, err error) {
+// complete; it returns the snapshot and the aggregate checksum it was
+// completed with. On any failure the snapshot is deleted.
+func (r *Registrar) upload(ctx context.Context, a *bundle.Archive, b installer.AMIBundle, it installer.AMIItem) (snap, sum string, err error) {
 	c := it.Content
 	gib := volumeGiB(it)
 	in := &ebs.StartSnapshotInput{
@@ -315,10 +425,10 @@ func (r *Registrar) upload(ctx context.Context, a *bundle.Archive, b installer.A
 	}
 	out, err := r.ebs.StartSnapshot(ctx, in)
 	if err != nil {
-		return "", fmt.Errorf("starting a snapshot: %w", err)
+		return "", "", fmt.Errorf("starting a snapshot: %w", err)
 	}
 	if out.SnapshotId == nil {
-		return "", errNoSnapshotID
+		return "", "", errNoSnapshotID
 	}
 	snap = *out.SnapshotId
 	defer func() {
@@ -328,25 +438,26 @@ func (r *Registrar) upload(ctx context.Context, a *bundle.Archive, b installer.A
 	}()
 	rc, err := a.OpenContent(ctx, c)
 	if err != nil {
-		return snap, err
+		return snap, "", err
 	}
 	defer rc.Close()
 	before := r.blocks.Load()
 	sums, err := putBlocks(ctx, r.ebs, snap, rc, c.Size, r.opts.Concurrency, &r.blocks)
 	if err != nil {
-		return snap, fmt.Errorf("uploading the disk to %s: %w", snap, err)
+		return snap, "", fmt.Errorf("uploading the disk to %s: %w", snap, err)
 	}
+	sum = aggregateChecksum(sums)
 	if _, err := r.ebs.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{
 		SnapshotId:                aws.String(snap),
 		ChangedBlocksCount:        aws.Int32(int32(len(sums))),
-		Checksum:                  aws.String(aggregateChecksum(sums)),
+		Checksum:                  aws.String(sum),
 		ChecksumAlgorithm:         ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
 		ChecksumAggregationMethod: ebstypes.ChecksumAggregationMethodChecksumAggregationLinear,
 	}); err != nil {
-		return snap, fmt.Errorf("completing %s: %w", snap, err)
+		return snap, "", fmt.Errorf("completing %s: %w", snap, err)
 	}
 	r.opts.Logger.Info("uploaded snapshot", "item", it.Item.Name, "snapshot", snap, "blocks", r.blocks.Load()-before, "size", c.Size)
-	return snap, r.waitSnapshot(ctx, snap)
+	return snap, sum, r.waitSnapshot(ctx, snap)
 }
 
 // waitSnapshot polls the snapshot until it is completed (or in error).

@@ -57,6 +57,9 @@ const (
 	// BinaryRecord says which zdt binary install placed at Binary and
 	// how it was right after (so status need not hash it).
 	BinaryRecord = BinariesDir + "/placed.json"
+	// AMIJournalDir holds one record per AMI snapshot an install
+	// completed and is about to register as an image (AMISnapshot).
+	AMIJournalDir = StateDir + "/amis"
 )
 
 // Inside the registry store (relative to RegistryDir).
@@ -160,6 +163,13 @@ func Kept(root digest.Digest) string { return path.Join(KeptDir, root.Encoded()+
 
 // StoredBinary is a kept zdt binary (hex of its sha256).
 func StoredBinary(hex string) string { return path.Join(BinariesDir, hex) }
+
+// AMISnapshot is the journal record of the snapshot completed for the AMI
+// item of digest d (sha256) in region (checked by the caller: it names a
+// file).
+func AMISnapshot(region string, d digest.Digest) string {
+	return path.Join(AMIJournalDir, region+"-"+d.Encoded()+".json")
+}
 
 // StoredFile is a kept file version (digest "sha256:<hex>" or "<hex>").
 func StoredFile(hex string) string { return path.Join(FilesDir, hex) }
