@@ -37,9 +37,9 @@ type AgentConfig struct {
 	// Kubeconfig is the agent's kubeconfig (an absolute path, not
 	// copied: it holds credentials).
 	Kubeconfig string `json:"kubeconfig"`
-	// Registry is the HOST[:PORT] of the registry the agent installs
-	// bundles from (the agent's --registry; "" passes none).
-	Registry string `json:"registry,omitempty"`
+	// Registries are the HOST[:PORT] of the registries the agent installs
+	// bundles from (the agent's --registry, once each; none passes none).
+	Registries []string `json:"registries,omitempty"`
 	// RegistryConfig is the agent's --registry-config (an absolute path,
 	// not copied: it may hold credentials; "" for none).
 	RegistryConfig string `json:"registryConfig,omitempty"`
@@ -89,8 +89,10 @@ func (c *AgentConfig) Check() error {
 			return fmt.Errorf("%w: --%s %q: want an absolute path without control characters", ErrAgentConfig, p.flag, p.v)
 		}
 	}
-	if c.Registry != "" && (strings.ContainsAny(c.Registry, "/ ") || strings.ContainsFunc(c.Registry, unicode.IsControl)) {
-		return fmt.Errorf("%w: registry %q: want HOST[:PORT]", ErrAgentConfig, c.Registry)
+	for _, r := range c.Registries {
+		if r == "" || strings.ContainsAny(r, "/ ") || strings.ContainsFunc(r, unicode.IsControl) {
+			return fmt.Errorf("%w: registry %q: want HOST[:PORT]", ErrAgentConfig, r)
+		}
 	}
 	if c.Trust.InsecureSkipSignature == (c.Trust.Policy != nil) {
 		return fmt.Errorf("%w: give the agent a trust policy or --insecure-skip-signature, not both or neither", ErrAgentConfig)
@@ -135,8 +137,8 @@ func agentFiles(g genContext) map[string][]byte {
 	out := map[string][]byte{}
 	onNode := func(p string) string { return strings.TrimSuffix(g.rootDir, "/") + "/" + p }
 	args := []string{BinaryTarget, "agent", "--root", g.rootDir, "--node", c.Node, "--kubeconfig", c.Kubeconfig, "--serve-addr", g.serveAddr}
-	if c.Registry != "" {
-		args = append(args, "--registry", c.Registry)
+	for _, r := range c.Registries {
+		args = append(args, "--registry", r)
 	}
 	if c.Trust.InsecureSkipSignature {
 		args = append(args, "--insecure-skip-signature")

@@ -26,6 +26,7 @@ func testAgent() *AgentConfig {
 	att := []string{signing.PredicateProvenance}
 	return &AgentConfig{
 		Node:           "node-1.site",
+		Registries:     []string{"node0.site:5000", "harbor.site"},
 		Kubeconfig:     "/etc/kube config/admin.conf",
 		RegistryConfig: `/etc/zdt/reg "100%" $HOME.yaml`,
 		CA:             "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
@@ -63,7 +64,7 @@ func TestAgentUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{BinaryTarget, "agent", "--root", "/", "--node", "node-1.site", "--kubeconfig", "/etc/kube config/admin.conf",
-		"--serve-addr", "10.0.0.1:5000", "--policy", "/etc/zdt/agent/policy.yaml", "--ca", "/etc/zdt/agent/ca.crt",
+		"--serve-addr", "10.0.0.1:5000", "--registry", "node0.site:5000", "--registry", "harbor.site", "--policy", "/etc/zdt/agent/policy.yaml", "--ca", "/etc/zdt/agent/ca.crt",
 		"--registry-config", `/etc/zdt/reg "100%" $HOME.yaml`, "--drain-timeout", "10m0s"}
 	if !slices.Equal(argv, want) {
 		t.Errorf("ExecStart argv\n %q\nwant\n %q\nunit:\n%s", argv, want, s)
@@ -170,7 +171,7 @@ func TestAgentConfigCheck(t *testing.T) {
 		{"no kubeconfig", func(c *AgentConfig) { c.Kubeconfig = "" }},
 		{"relative kubeconfig", func(c *AgentConfig) { c.Kubeconfig = "admin.conf" }},
 		{"kubeconfig with a line break", func(c *AgentConfig) { c.Kubeconfig = "/a\n[Service]" }},
-		{"registry with a path", func(c *AgentConfig) { c.Registry = "reg.site/x" }},
+		{"registry with a path", func(c *AgentConfig) { c.Registries = []string{"reg.site:5000", "reg.site/x"} }},
 		{"no trust", func(c *AgentConfig) { c.Trust = AgentTrust{} }},
 		{"both trusts", func(c *AgentConfig) { c.Trust.InsecureSkipSignature = true }},
 		{"negative timeout", func(c *AgentConfig) { c.ReadyTimeout = -time.Second }},
@@ -351,5 +352,49 @@ func TestInstallAgent(t *testing.T) {
 	}
 	if res := installAgent(t, v2, root, Options{}); res.AgentUnit.Action != ActionChange || read() != u2 {
 		t.Fatalf("repair: %+v\n%s", res.AgentUnit, read())
+	}
+}
+
+// TestAgentBesideOtherBundles: the agent's unit is the root's, not a
+// bundle's: another bundle installed without --agent keeps it, its
+// uninstall writes it again for the bundle that stays, and the last
+// uninstall removes it with the agent's files.
+func TestAgentBesideOtherBundles(t *testing.T) {
+	dir := t.TempDir()
+	plat := v1Release.build(t, dir)
+	beta := release{name: "beta", version: "1", files: map[string][]byte{"/opt/beta/tool": []byte("beta")}}.build(t, dir)
+	root := t.TempDir()
+	unitFile := filepath.Join(root, layout.SystemdUnit(AgentUnitName))
+	installAgent(t, plat, root, Options{Agent: testAgent()})
+	u1, err := os.ReadFile(unitFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := installAgent(t, beta, root, Options{}); res.AgentUnit == nil || res.AgentUnit.Action != ActionChange {
+		t.Fatalf("beta beside: unit %+v", res.AgentUnit)
+	}
+	if u, _ := os.ReadFile(unitFile); !strings.Contains(string(u), "--node node-1.site") {
+		t.Fatalf("beta's install dropped the agent:\n%s", u)
+	}
+	uninstall := func(name string) {
+		t.Helper()
+		reg, err := registry.OpenStore(root, registry.StoreOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer reg.Close()
+		if _, err := Uninstall(context.Background(), Options{Root: root, Name: name, ToolVersion: "test", Registry: reg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uninstall("beta")
+	if u, _ := os.ReadFile(unitFile); !bytes.Equal(u, u1) {
+		t.Fatalf("after beta's uninstall the unit is\n%s\nwant\n%s", u, u1)
+	}
+	uninstall("plat")
+	for _, p := range []string{layout.SystemdUnit(AgentUnitName), layout.AgentPolicy, layout.AgentCA} {
+		if _, err := os.Stat(filepath.Join(root, p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the last uninstall left %s: %v", p, err)
+		}
 	}
 }
