@@ -12,22 +12,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"zdt.dev/zdt/internal/kubetest"
+	"zdt.dev/zdt/internal/rollouttest"
 )
 
 func digestOf(s string) string {
@@ -101,81 +96,7 @@ func runAgentWith(t *testing.T, cs kubernetes.Interface, n *fakeNode, edit func(
 
 func (r *agentRun) kill() { r.cancel(); <-r.done }
 
-// observer watches Nodes and the Deployment from the start of a rollout
-// and records what the test asserts afterwards.
-type observer struct {
-	mu           sync.Mutex
-	cordoned     map[string]bool
-	maxCordoned  int
-	cordonOrder  []string
-	minAvailable int32
-	seenDeploy   bool
-	errs         []string
-}
-
-func observe(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns, deploy string) *observer {
-	t.Helper()
-	o := &observer{cordoned: map[string]bool{}, minAvailable: 1 << 30}
-	nw, err := cs.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dw, err := cs.AppsV1().Deployments(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + deploy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nw.Stop)
-	t.Cleanup(dw.Stop)
-	go func() {
-		for ev := range nw.ResultChan() {
-			n, ok := ev.Object.(*corev1.Node)
-			if !ok || ev.Type == watch.Deleted {
-				continue
-			}
-			o.mu.Lock()
-			if n.Spec.Unschedulable && !o.cordoned[n.Name] {
-				o.cordonOrder = append(o.cordonOrder, n.Name)
-			}
-			o.cordoned[n.Name] = n.Spec.Unschedulable
-			c := 0
-			for _, v := range o.cordoned {
-				if v {
-					c++
-				}
-			}
-			o.maxCordoned = max(o.maxCordoned, c)
-			o.mu.Unlock()
-		}
-	}()
-	go func() {
-		for ev := range dw.ResultChan() {
-			d, ok := ev.Object.(*appsv1.Deployment)
-			if !ok {
-				continue
-			}
-			o.mu.Lock()
-			o.seenDeploy = true
-			o.minAvailable = min(o.minAvailable, d.Status.AvailableReplicas)
-			o.mu.Unlock()
-		}
-	}()
-	return o
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s: %v", what, d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+var eventually = rollouttest.Eventually
 
 // converged checks every node is Ready, uncordoned, annotated with
 // digest, and its root holds ref.
@@ -204,19 +125,20 @@ func converged(ctx context.Context, cs kubernetes.Interface, nodes []*fakeNode, 
 // evictions are refused) and kube-scheduler, and kwok keeping three fake
 // nodes (1 control-plane, 2 workers) Ready and their pods running. Each
 // node has an agent (a goroutine; its install writes the bundle reference
-// into its own root). A Deployment of 3 replicas with a PDB minAvailable 2
-// runs on them.
+// into its own root). A Deployment of 3 replicas spread over them with a
+// PDB minAvailable 2 runs on them (rollouttest.Workload).
 //
 //   - upgrade: rollout to v2 with --max-unavailable 2: from a watch on the
 //     Nodes, never more than 2 cordoned at once, the control-plane node
-//     cordoned first and alone; from a watch on the Deployment, never fewer
-//     than 2 available; every node ends Ready, uncordoned, annotated with
+//     cordoned first and alone; from watches on the Deployment and its PDB,
+//     never fewer than 2 available nor 2 healthy; every node ends Ready, uncordoned, annotated with
 //     v2's digest and generation, its root holding v2.
 //   - failure: rollout to v3 whose install fails on the control-plane node:
 //     the rollout pauses with the node and its error in the status, the node
 //     stays cordoned, the workers untouched. Fixed and resumed, the
 //     control-plane node completes; a worker whose drain is blocked (a PDB
-//     allowing no disruption) has its agent killed mid-drain and restarted,
+//     allowing no disruption) has its agent killed mid-drain (only the
+//     blocker left on it, no eviction on its way) and restarted,
 //     and once the blocker is gone the rollout completes.
 func TestRollingUpgrade(t *testing.T) {
 	c := kubetest.Start(t, kubetest.WithControllers(), kubetest.WithNodes("cp-1:control-plane", "w-1", "w-2"))
@@ -232,42 +154,8 @@ func TestRollingUpgrade(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	// The workload.
-	replicas := int32(3)
-	labels := map[string]string{"app": "web"}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "example.com/web:1"}}},
-			},
-		},
-	}
-	if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	minAvail := intstr.FromInt32(2)
-	pdb := &policyv1.PodDisruptionBudget{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
-		Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: &minAvail, Selector: &metav1.LabelSelector{MatchLabels: labels}},
-	}
-	if _, err := cs.PolicyV1().PodDisruptionBudgets("default").Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 30*time.Second, "deployment available, PDB observed", func() error {
-		d, err := cs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
-		if err != nil || d.Status.AvailableReplicas != 3 {
-			return fmt.Errorf("available %d (%v)", d.Status.AvailableReplicas, err)
-		}
-		p, err := cs.PolicyV1().PodDisruptionBudgets("default").Get(ctx, "web", metav1.GetOptions{})
-		if err != nil || p.Status.ObservedGeneration < p.Generation || p.Status.CurrentHealthy != 3 {
-			return fmt.Errorf("pdb not observed (%v)", err)
-		}
-		return nil
-	})
+	// The workload, spread over the three nodes.
+	rollouttest.Workload(t, ctx, cs, "default", "web", 3, 2, 3)
 
 	var nodes []*fakeNode
 	agents := map[string]*agentRun{}
@@ -279,7 +167,7 @@ func TestRollingUpgrade(t *testing.T) {
 
 	// Upgrade to v2, two at a time.
 	ref2, dig2 := "127.0.0.1:5000/zdt/platform@"+digestOf("v2"), digestOf("v2")
-	obs := observe(t, ctx, cs, "default", "web")
+	obs := rollouttest.Observe(t, ctx, cs, "default", "web")
 	begin := time.Now()
 	st, err := Start(ctx, cs, StartOptions{Reference: ref2, Digest: dig2, MaxUnavailable: 2})
 	if err != nil {
@@ -296,17 +184,13 @@ func TestRollingUpgrade(t *testing.T) {
 		return nil
 	})
 	t.Logf("rollout %s to v2 over 3 nodes in %s", st.ID, time.Since(begin).Round(time.Millisecond))
-	obs.mu.Lock()
-	if obs.maxCordoned > 2 || obs.maxCordoned == 0 {
-		t.Errorf("at most %d nodes were cordoned at once, want 1..2 (max-unavailable 2)", obs.maxCordoned)
+	seen := obs.Reset()
+	for _, e := range seen.Check(2, "cp-1", 2) {
+		t.Error(e)
 	}
-	if len(obs.cordonOrder) != 3 || obs.cordonOrder[0] != "cp-1" {
-		t.Errorf("cordon order %v, want cp-1 first then both workers", obs.cordonOrder)
+	if len(seen.CordonOrder) != 3 {
+		t.Errorf("cordon order %v, want cp-1 first then both workers", seen.CordonOrder)
 	}
-	if !obs.seenDeploy || obs.minAvailable < 2 {
-		t.Errorf("the Deployment had %d available replicas at one point (seen %v), PDB minAvailable 2", obs.minAvailable, obs.seenDeploy)
-	}
-	obs.mu.Unlock()
 	for _, fn := range nodes {
 		if fn.gen.Load() != 1 {
 			t.Errorf("node %s installed %d times, want once", fn.name, fn.gen.Load())
@@ -355,35 +239,14 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 
 	// A blocker on w-1: a bare pod whose PDB allows no disruption.
-	blocker := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "blocker", Namespace: "default", Labels: map[string]string{"app": "blocker"}},
-		Spec:       corev1.PodSpec{NodeName: "w-1", Containers: []corev1.Container{{Name: "b", Image: "example.com/b:1"}}},
-	}
-	if _, err := cs.CoreV1().Pods("default").Create(ctx, blocker, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	one := intstr.FromInt32(1)
-	bpdb := &policyv1.PodDisruptionBudget{
-		ObjectMeta: metav1.ObjectMeta{Name: "blocker", Namespace: "default"},
-		Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: &one, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "blocker"}}},
-	}
-	if _, err := cs.PolicyV1().PodDisruptionBudgets("default").Create(ctx, bpdb, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 20*time.Second, "blocker PDB observed", func() error {
-		p, err := cs.PolicyV1().PodDisruptionBudgets("default").Get(ctx, "blocker", metav1.GetOptions{})
-		if err != nil || p.Status.ObservedGeneration < p.Generation || p.Status.CurrentHealthy != 1 {
-			return fmt.Errorf("not observed (%v)", err)
-		}
-		return nil
-	})
+	unblock := rollouttest.Block(t, ctx, cs, "default", "blocker", "w-1")
 	// w-2 goes after w-1: its agent waits until w-1 is done (stopped now,
 	// started again below) so the kill lands while w-1 drains.
 	agents["w-2"].kill()
 
 	// Fixed, resumed.
 	nodes[0].fail.Store(false)
-	obs3 := observe(t, ctx, cs, "default", "web")
+	obs.Reset()
 	if _, err := Resume(ctx, cs); err != nil {
 		t.Fatal(err)
 	}
@@ -399,6 +262,7 @@ func TestRollingUpgrade(t *testing.T) {
 		}
 		return fmt.Errorf("w-1 not draining: %+v", s.Nodes)
 	})
+	rollouttest.HeldBy(t, ctx, cs, "w-1", "default", "blocker")
 	agents["w-1"].kill()
 	time.Sleep(500 * time.Millisecond)
 	if n, _ := cs.CoreV1().Nodes().Get(ctx, "w-1", metav1.GetOptions{}); !n.Spec.Unschedulable {
@@ -407,9 +271,7 @@ func TestRollingUpgrade(t *testing.T) {
 	agents["w-1"] = runAgent(t, cs, nodes[1])
 	agents["w-2"] = runAgent(t, cs, nodes[2])
 	time.Sleep(time.Second)
-	if err := cs.PolicyV1().PodDisruptionBudgets("default").Delete(ctx, "blocker", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	unblock()
 	eventually(t, 45*time.Second, "rollout to v3 after resume", func() error {
 		if err := converged(ctx, cs, nodes, dig3, ref3); err != nil {
 			return err
@@ -420,13 +282,8 @@ func TestRollingUpgrade(t *testing.T) {
 		}
 		return nil
 	})
-	obs3.mu.Lock()
-	defer obs3.mu.Unlock()
-	if obs3.maxCordoned > 1 {
-		t.Errorf("%d nodes cordoned at once with max-unavailable 1", obs3.maxCordoned)
-	}
-	if !obs3.seenDeploy || obs3.minAvailable < 2 {
-		t.Errorf("the Deployment had %d available replicas at one point, PDB minAvailable 2", obs3.minAvailable)
+	for _, e := range obs.Seen().Check(1, "", 2) {
+		t.Error(e)
 	}
 }
 
