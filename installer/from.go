@@ -34,7 +34,8 @@ type Source struct {
 }
 
 // servedHere reports whether a generation's bundle is in the registry
-// storage under the root (installed from a file, or replicated).
+// storage under the root whole (installed from a file, or replicated), not
+// only its metadata (see ImportOptions.MetadataOnly).
 func (g *Generation) servedHere() bool { return g.Source == nil || g.Source.Replicated }
 
 // MaxCASize bounds a --ca file.

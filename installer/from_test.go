@@ -40,9 +40,10 @@ func serveBundle(t *testing.T, p string, tamper func(w http.ResponseWriter, r *h
 
 // TestInstallFrom is the library entry point of install --from:
 // InstallFrom places the files read from the registry, records the source
-// in the generation, changes nothing when run again, keeps the images out
-// of the store until Replicate copies them in (served whole), and
-// rollback returns to the registry's mirror and empties the store.
+// in the generation, changes nothing when run again, keeps the images'
+// layers out of the store (only their metadata is in it, which answers
+// their tags) until Replicate copies them in (served whole), and rollback
+// returns to the registry's mirror, after this node, for digests only.
 func TestInstallFrom(t *testing.T) {
 	dir := t.TempDir()
 	content := []byte("#!/bin/sh\necho from the registry\n")
@@ -61,8 +62,8 @@ func TestInstallFrom(t *testing.T) {
 		t.Fatalf("placed %q %v", b, err)
 	}
 	st, err := GetStatusOf(ctx, root, "")
-	if err != nil || !st.Healthy() || st.Generation.Source == nil || st.Registry != nil {
-		t.Fatalf("status %+v %v", st, err)
+	if err != nil || !st.Healthy() || st.Generation.Source == nil || st.Registry == nil || st.Registry.Served == 0 || st.Registry.CopiedBytes >= 64<<10 {
+		t.Fatalf("status %+v %+v %v", st, st.Registry, err)
 	}
 	if src := st.Generation.Source; src.Registry != host || !strings.HasPrefix(src.Reference, host+"/zdt/plat@sha256:") || src.Replicated {
 		t.Fatalf("recorded source %+v", src)
@@ -77,7 +78,7 @@ func TestInstallFrom(t *testing.T) {
 		t.Fatalf("Replicate: %+v %v", res, err)
 	}
 	st, err = GetStatusOf(ctx, root, "")
-	if err != nil || !st.Healthy() || st.Registry == nil || st.Registry.Served == 0 {
+	if err != nil || !st.Healthy() || st.Registry == nil || st.Registry.Served == 0 || st.Registry.CopiedBytes < 64<<10 {
 		t.Fatalf("status after Replicate: %+v %v", st.Registry, err)
 	}
 	if res, err := InstallFrom(ctx, ref, rep); err != nil || res.Applied {
@@ -92,12 +93,13 @@ func TestInstallFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, err = GetStatusOf(ctx, root, "")
-	if err != nil || !st.Healthy() || st.Registry != nil || st.Generation.Source == nil || st.Generation.Source.Replicated {
+	if err != nil || !st.Healthy() || st.Registry == nil || st.Generation.Source == nil || st.Generation.Source.Replicated {
 		t.Fatalf("status after rollback: %+v %v", st, err)
 	}
 	hosts, _ := os.ReadFile(filepath.Join(root, "etc/containerd/certs.d/quay.io/hosts.toml"))
-	if !strings.Contains(string(hosts), "https://"+host+"/v2/quay.io") || strings.Contains(string(hosts), DefaultServeAddr) {
-		t.Fatalf("after rollback hosts.toml:\n%s", hosts)
+	local, remote := strings.Index(string(hosts), `[host."https://`+DefaultServeAddr+`/v2/quay.io"]`), strings.Index(string(hosts), `[host."https://`+host+`/v2/quay.io"]`)
+	if local < 0 || remote < local || strings.Count(string(hosts), `"resolve"`) != 1 || strings.Contains(string(hosts[remote:]), "resolve") {
+		t.Fatalf("after rollback hosts.toml (this node first and alone resolving, then the registry):\n%s", hosts)
 	}
 }
 

@@ -56,11 +56,14 @@ type genContext struct {
 	// into every runtime's trust; nil: hosts.toml names layout.CACert.
 	caPEM []byte
 	items []ItemState
-	// local are the registries whose images zdt serve serves (those of a
-	// bundle from a file or replicated); upstreams, per registry, the
-	// registries bundles installed from one serve them at (InstallFrom),
-	// in the order the mirror configuration tries them after local.
-	local     map[string]bool
+	// whole are the registries whose images zdt serve serves whole (those
+	// of a bundle from a file or replicated; nil: all). Of the others it
+	// serves the metadata only (tags, manifests, configs: a bundle
+	// installed from a registry), and the layers come from upstreams: per
+	// registry, the registries bundles installed from one serve them at
+	// (InstallFrom), in the order the mirror configuration tries them
+	// after zdt serve, for digests only.
+	whole     map[string]bool
 	upstreams map[string][]*Source
 	// agent is the unit of `zdt agent` to write (nil: none).
 	agent *AgentConfig
@@ -144,6 +147,8 @@ type registryEntry struct {
 
 type mirror struct {
 	Location string `toml:"location"`
+	// PullFromMirror "digest-only" keeps a mirror out of tag pulls.
+	PullFromMirror string `toml:"pull-from-mirror,omitempty"`
 }
 
 // encodeTOML renders v after the header comment with a TOML encoder, so
@@ -166,6 +171,20 @@ func encodeTOML(header string, v any) []byte {
 // are relative to the root; paths inside the files are as seen on the
 // target (the root as "/"). A .crt file is the plain PEM certificate, with
 // no header.
+//
+// Tags are resolved only from signed data: this node's `zdt serve`, which
+// answers every installed bundle's tags from its signed content (whole,
+// or its metadata), is the one mirror that resolves them. The registries
+// bundles were installed from come after it for content by digest only
+// (containerd: capabilities ["pull"], without "resolve"; containers:
+// pull-from-mirror = "digest-only"), which the runtime checks against
+// the digest: whoever can push to such a registry can't change what a
+// tag runs. containerd tries each blob at the next host when one answers
+// 404, so it is pointed at zdt serve for every registry; containers'
+// image library takes all of an image from the first mirror that has its
+// manifest, so registries.conf lists zdt serve only for registries it
+// serves whole (a tag pull of an image whose layers it lacks has no
+// mirror: it fails, rather than take the tag from the source).
 func generatedFiles(g genContext) map[string][]byte {
 	out := map[string][]byte{}
 	regs := g.registries()
@@ -185,14 +204,14 @@ func generatedFiles(g genContext) map[string][]byte {
 		var hosts []string // containerd's, in order
 		hostCfg := map[string]hostConfig{}
 		var mirrors []mirror
-		if g.local == nil || g.local[r] {
-			h := hostConfig{Capabilities: []string{"pull", "resolve"}, CA: caFor(r)}
-			if g.caPEM != nil {
-				out[layout.ContainerdCA(r)] = g.caPEM
-			}
-			u, override, loc := mirrorAt(g.serveAddr, "", r)
-			h.OverridePath = override
-			hosts, hostCfg[u] = append(hosts, u), h
+		h := hostConfig{Capabilities: []string{"pull", "resolve"}, CA: caFor(r)}
+		if g.caPEM != nil {
+			out[layout.ContainerdCA(r)] = g.caPEM
+		}
+		u, override, loc := mirrorAt(g.serveAddr, "", r)
+		h.OverridePath = override
+		hosts, hostCfg[u] = append(hosts, u), h
+		if g.whole == nil || g.whole[r] {
 			mirrors = append(mirrors, mirror{Location: loc})
 		}
 		for _, src := range g.upstreams[r] {
@@ -201,7 +220,7 @@ func generatedFiles(g genContext) map[string][]byte {
 			if _, dup := hostCfg[u]; dup {
 				continue
 			}
-			h := hostConfig{Capabilities: []string{"pull", "resolve"}, OverridePath: override}
+			h := hostConfig{Capabilities: []string{"pull"}, OverridePath: override}
 			if src.CA != "" {
 				h.CA = strings.TrimSuffix(g.rootDir, "/") + "/" + layout.ContainerdCA(addr)
 				for _, p := range []string{layout.ContainerdCA(addr), layout.ContainersCA(addr), layout.DockerCA(addr)} {
@@ -209,13 +228,13 @@ func generatedFiles(g genContext) map[string][]byte {
 				}
 			}
 			hosts, hostCfg[u] = append(hosts, u), h
-			mirrors = append(mirrors, mirror{Location: loc})
+			mirrors = append(mirrors, mirror{Location: loc, PullFromMirror: "digest-only"})
 		}
 		out[layout.HostsTOML(r)] = hostsTOML(g.header, server, hosts, hostCfg)
 		conf.Registry = append(conf.Registry, registryEntry{Prefix: r, Location: r, Mirror: mirrors})
 	}
 	if len(regs) > 0 {
-		out[layout.ContainersRegistriesConf] = encodeTOML(g.header+"# Pull images of these registries from zdt serve.\n", conf)
+		out[layout.ContainersRegistriesConf] = encodeTOML(g.header+"# Pull images of these registries from zdt serve; from the registries bundles came from by digest only.\n", conf)
 	}
 	out[layout.SystemdUnit(UnitName)] = SystemdUnit(UnitOptions{
 		ToolVersion: g.toolVersion, BundleDigest: g.bundleDigest, Root: g.rootDir, Addr: g.serveAddr,
@@ -290,21 +309,20 @@ func genFor(toolVersion, serveAddr string, caPEM []byte, bundles []genBundle) ge
 	g := genContext{toolVersion: toolVersion, serveAddr: serveAddr, rootDir: "/", caPEM: caPEM}
 	var names, digests []string
 	for _, b := range bundles {
-		if b.source == nil || b.source.Replicated {
-			if g.local == nil {
-				g.local = map[string]bool{}
-			}
+		if b.source != nil && !b.source.Replicated {
+			g.whole = map[string]bool{}
+		}
+	}
+	for _, b := range bundles {
+		if g.whole != nil && (b.source == nil || b.source.Replicated) {
 			for r := range imageRegistries(b.items) {
-				g.local[r] = true
+				g.whole[r] = true
 			}
 		}
 	}
 	for _, b := range bundles {
 		g.items = append(g.items, b.items...)
 		if b.source != nil {
-			if g.local == nil {
-				g.local = map[string]bool{}
-			}
 			for r := range imageRegistries(b.items) {
 				if !slices.ContainsFunc(g.upstreams[r], func(s *Source) bool { return s.Registry == b.source.Registry }) {
 					if g.upstreams == nil {

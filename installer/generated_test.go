@@ -65,10 +65,13 @@ func TestGeneratedTOML(t *testing.T) {
 
 // TestGeneratedMirrorOfSource: a bundle installed from a registry under a
 // prefix (install --from harbor.site/platform/zdt/NAME) is mirrored at
-// that registry's paths, with its CA; replicated, this node comes first
-// and the registry second; a bundle from a file beside one from a
-// registry keeps its own registries local. The TOML parses back, hosts in
-// that order.
+// that registry's paths, with its CA, after this node, which alone
+// resolves tags (it serves the bundle's signed metadata): containerd's
+// host of the registry has "pull" without "resolve", containers' mirror
+// is digest-only and, as long as this node does not hold the layers (not
+// replicated), containers has no mirror for tags at all; a bundle from a
+// file beside one from a registry keeps its own registries local. The
+// TOML parses back, hosts in that order.
 func TestGeneratedMirrorOfSource(t *testing.T) {
 	items := []ItemState{
 		{Item: bundle.Item{Kind: manifests.KindImage, Name: "a", Ref: "docker.io/library/nginx:1"}},
@@ -102,18 +105,24 @@ func TestGeneratedMirrorOfSource(t *testing.T) {
 			{name: "q", version: "1", digest: "sha256:y", items: local},
 		}))
 		want := map[string][]string{
-			"docker.io": {"https://harbor.site:8443/v2/platform"},
-			"quay.io":   {"https://harbor.site:8443/v2/platform/quay.io"},
+			"docker.io": {"https://10.0.0.2:5000", "https://harbor.site:8443/v2/platform"},
+			"quay.io":   {"https://10.0.0.2:5000/v2/quay.io", "https://harbor.site:8443/v2/platform/quay.io"},
 			"ghcr.io":   {"https://10.0.0.2:5000/v2/ghcr.io"},
-		}
-		if replicated {
-			want["docker.io"] = append([]string{"https://10.0.0.2:5000"}, want["docker.io"]...)
-			want["quay.io"] = append([]string{"https://10.0.0.2:5000/v2/quay.io"}, want["quay.io"]...)
 		}
 		for reg, hosts := range want {
 			b := files[layout.HostsTOML(reg)]
 			if got := hostsOf(t, b); strings.Join(got, " ") != strings.Join(hosts, " ") {
 				t.Errorf("replicated=%v %s: hosts %v, want %v\n%s", replicated, reg, got, hosts, b)
+			}
+			var parsed hostsFile
+			if _, err := toml.Decode(string(b), &parsed); err != nil {
+				t.Fatal(err)
+			}
+			for u, h := range parsed.Host {
+				caps := strings.Join(h.Capabilities, ",")
+				if local := strings.HasPrefix(u, "https://10.0.0.2:5000"); local && caps != "pull,resolve" || !local && caps != "pull" {
+					t.Errorf("replicated=%v %s: host %s has capabilities %v: only this node may resolve tags\n%s", replicated, reg, u, h.Capabilities, b)
+				}
 			}
 			if reg != "ghcr.io" && !bytes.Contains(b, []byte(`ca = "/`+layout.ContainerdCA("harbor.site:8443")+`"`)) {
 				t.Errorf("%s does not trust the source's CA:\n%s", reg, b)
@@ -132,10 +141,16 @@ func TestGeneratedMirrorOfSource(t *testing.T) {
 			var locs []string
 			for _, m := range r.Mirror {
 				locs = append(locs, m.Location)
+				if local := strings.HasPrefix(m.Location, "10.0.0.2:5000"); local && m.PullFromMirror != "" || !local && m.PullFromMirror != "digest-only" {
+					t.Errorf("replicated=%v registries.conf %s: mirror %s pull-from-mirror %q: only this node may resolve tags", replicated, r.Prefix, m.Location, m.PullFromMirror)
+				}
 			}
 			var want []string
 			for _, h := range hostsOf(t, files[layout.HostsTOML(r.Prefix)]) {
 				h = strings.TrimPrefix(h, "https://")
+				if !replicated && r.Prefix != "ghcr.io" && strings.HasPrefix(h, "10.0.0.2:5000") {
+					continue // holds the tags but not the layers: no mirror for tags
+				}
 				want = append(want, strings.Replace(h, "/v2", "", 1))
 			}
 			if strings.Join(locs, " ") != strings.Join(want, " ") {

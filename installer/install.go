@@ -77,8 +77,11 @@ type Options struct {
 	// the releases of the current generation are carried over untouched.
 	Deployer Deployer
 	// Source, set by InstallFrom, is the registry the bundle is read from:
-	// recorded in the generation, named by the mirror configuration, and,
-	// unless Source.Replicated, the bundle is not imported into Registry.
+	// recorded in the generation and named by the mirror configuration
+	// (after this node, for digests only). Unless Source.Replicated only
+	// the bundle's metadata is imported into Registry (ImportOptions.
+	// MetadataOnly): this node's `zdt serve` answers its images' tags
+	// from the signed bundle, the registry only blobs by digest.
 	Source *Source
 	// KeepBackups is how many cluster backups (taken before an install
 	// changes releases, when the Deployer is a Backuper) are kept, newest
@@ -520,7 +523,7 @@ func (r *run) makePlan(ctx context.Context) (Result, error) {
 // broken.
 func (r *run) dropBrokenRegistry(ctx context.Context) (bool, error) {
 	reg, ok := r.opts.Registry.(registryChecker)
-	if !ok || r.cur == nil || r.cur.BundleDigest != r.a.Root.Digest.String() || !r.servedHere() {
+	if !ok || r.cur == nil || r.cur.BundleDigest != r.a.Root.Digest.String() {
 		return false, nil
 	}
 	d := r.a.Root.Digest
@@ -549,7 +552,7 @@ func (r *run) dropBrokenRegistry(ctx context.Context) (bool, error) {
 // when nothing else changes (no new generation is recorded).
 func (r *run) reimport(ctx context.Context) error {
 	reg := r.opts.Registry
-	if _, err := reg.Import(ctx, r.a, registry.ImportOptions{Progress: r.opts.Progress, Logger: r.opts.Logger}); err != nil {
+	if _, err := reg.Import(ctx, r.a, r.importOptions()); err != nil {
 		return fmt.Errorf("repairing the registry storage: importing %s: %w", r.a.Root.Digest, err)
 	}
 	if err := reg.Activate(ctx, append(roots(r.others), r.localRoot()...)...); err != nil {
@@ -706,29 +709,29 @@ func (r *run) writeGenerated() (int, error) {
 	return n, writeGeneratedRecord(r.root, r.opts.ServeAddr, r.agent, r.files)
 }
 
-// roots are the bundle digests of gens whose content is in the registry
-// storage (not those installed from a registry without replicating).
+// roots are the bundle digests of gens: each is in the registry storage,
+// whole or (installed from a registry without replicating) its metadata.
 func roots(gens []*Generation) []digest.Digest {
 	out := make([]digest.Digest, 0, len(gens))
 	for _, g := range gens {
-		if g.servedHere() {
-			out = append(out, digest.Digest(g.BundleDigest))
-		}
+		out = append(out, digest.Digest(g.BundleDigest))
 	}
 	return out
 }
 
 // servedHere reports whether the bundle being installed goes into the
-// registry storage (a file, or a registry's bundle replicated).
+// registry storage whole (a file, or a registry's bundle replicated), not
+// only its metadata.
 func (r *run) servedHere() bool { return r.opts.Source == nil || r.opts.Source.Replicated }
 
-// localRoot is the bundle's root when it goes into the registry storage.
-func (r *run) localRoot() []digest.Digest {
-	if !r.servedHere() {
-		return nil
-	}
-	return []digest.Digest{r.a.Root.Digest}
+// importOptions are those of the bundle's import into the registry
+// storage: whole, or only its metadata.
+func (r *run) importOptions() registry.ImportOptions {
+	return registry.ImportOptions{Progress: r.opts.Progress, Logger: r.opts.Logger, MetadataOnly: !r.servedHere()}
 }
+
+// localRoot is the bundle's root, which goes into the registry storage.
+func (r *run) localRoot() []digest.Digest { return []digest.Digest{r.a.Root.Digest} }
 
 // rollbackRoots are the bundle digests of gens and of the generations
 // they replaced: what the registry keeps for them.
@@ -767,14 +770,17 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 		toPlace = append(toPlace, i)
 	}
 	placing := newPlacing(len(toPlace))
-	if reg := r.opts.Registry; reg != nil && r.servedHere() {
-		checked := &registry.CheckedLayers{Digests: map[digest.Digest]bool{}, Wait: placing.wait}
-		for _, i := range toPlace {
-			checked.Digests[r.contents[r.desired[i].key()].Layer.Digest] = true
+	if reg := r.opts.Registry; reg != nil {
+		iopts := r.importOptions()
+		if r.servedHere() { // (the metadata holds no file layer)
+			iopts.Checked = &registry.CheckedLayers{Digests: map[digest.Digest]bool{}, Wait: placing.wait}
+			for _, i := range toPlace {
+				iopts.Checked.Digests[r.contents[r.desired[i].key()].Layer.Digest] = true
+			}
 		}
 		eg.Go(func() error {
-			r.opts.Logger.Info("importing into the registry storage")
-			if _, err := reg.Import(ectx, r.a, registry.ImportOptions{Progress: r.opts.Progress, Logger: r.opts.Logger, Checked: checked}); err != nil {
+			r.opts.Logger.Info("importing into the registry storage", "metadataOnly", !r.servedHere())
+			if _, err := reg.Import(ectx, r.a, iopts); err != nil {
 				return fmt.Errorf("importing %s: %w", r.a.Root.Digest, err)
 			}
 			return nil

@@ -319,8 +319,8 @@ func GetStatusOf(ctx context.Context, rootDir, name string) (Status, error) {
 		}
 		s.Drift = append(s.Drift, b.Drift...)
 		b.History = historyOf(root, all, cur.Name)
-		if !cur.servedHere() { // its images are served by the registry it came from
-		} else if b.Registry = registryHealth(ctx, root, rootDir, digest.Digest(cur.BundleDigest)); b.Registry != nil {
+		// Whole, or (installed from a registry) its metadata.
+		if b.Registry = registryHealth(ctx, root, rootDir, digest.Digest(cur.BundleDigest)); b.Registry != nil {
 			h := *b.Registry
 			if health == nil {
 				health = &h

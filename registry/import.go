@@ -50,6 +50,11 @@ type ImportOptions struct {
 	// bundle.OpenContent), so that each of their bytes is hashed once.
 	// See CheckedLayers.
 	Checked *CheckedLayers
+	// MetadataOnly imports only the bundle's metadata (MetadataPlacements:
+	// its images' manifests, configs and tags, its root untagged), copied
+	// (never kept) through the same verified path as a whole import; the
+	// placements recorded are those.
+	MetadataOnly bool
 }
 
 // CheckedLayers are layers of the archive being imported that the caller
@@ -121,11 +126,17 @@ func (s *Store) importArchive(ctx context.Context, a *bundle.Archive, opts Impor
 			return ImportResult{}, err
 		}
 	}
+	if opts.MetadataOnly {
+		var err error
+		if ps, err = MetadataPlacements(ctx, a, ps); err != nil {
+			return ImportResult{}, err
+		}
+	}
 	blobs, total, err := neededBlobs(a, ps)
 	if err != nil {
 		return ImportResult{}, err
 	}
-	if !opts.CopyBlobs && !s.opts.CopyBlobs {
+	if !opts.CopyBlobs && !s.opts.CopyBlobs && !opts.MetadataOnly {
 		err := s.keepArchive(ctx, a, opts)
 		switch {
 		case err == nil:
