@@ -105,8 +105,9 @@ func afterName(t *testing.T, stderr, name string) string {
 // TestInstallFromServingNode is the scale-up of issue 15: node 1 installs
 // the quickstart from its file and serves it (TLS, its own CA); node 2
 // (another --root, another zdt process) installs --from node 1 with --ca:
-// the same files, a mirror configuration naming node 1, a re-run that
-// changes nothing. A bundle the trust policy refuses is refused from the
+// the same files, a mirror configuration in which node 2's own serve
+// alone resolves tags (it holds the bundle's signed metadata) and node 1
+// serves content by digest only, a re-run that changes nothing. A bundle the trust policy refuses is refused from the
 // registry exactly as from the file, and writes nothing. --replicate then
 // copies it into node 2's store, which serves it (crane pulls an image)
 // with node 1 stopped; rollback returns to the mirror of node 1.
@@ -173,12 +174,18 @@ func TestInstallFromServingNode(t *testing.T) {
 	hostsTOML := filepath.Join(root2, "etc/containerd/certs.d/zdt.example/hosts.toml")
 	mirror, _ := os.ReadFile(hostsTOML)
 	conf, _ := os.ReadFile(filepath.Join(root2, "etc/containers/registries.conf.d/50-zdt.conf"))
-	if !strings.Contains(string(mirror), `"https://`+addr1+`/v2/zdt.example"`) || strings.Contains(string(mirror), addr2) {
-		t.Errorf("node 2's hosts.toml does not name node 1 (only):\n%s", mirror)
+	checkDigestOnly := func(when string, mirror, conf []byte, replicated bool) {
+		t.Helper()
+		local, remote := strings.Index(string(mirror), `[host."https://`+addr2+`/v2/zdt.example"]`), strings.Index(string(mirror), `[host."https://`+addr1+`/v2/zdt.example"]`)
+		if local < 0 || remote < local || strings.Count(string(mirror), `"resolve"`) != 1 || strings.Contains(string(mirror[remote:]), "resolve") {
+			t.Errorf("%s: node 2's hosts.toml must list node 2 first (alone resolving tags), then node 1 (pull only):\n%s", when, mirror)
+		}
+		j2, j1 := strings.Index(string(conf), `"`+addr2+`/zdt.example"`), strings.Index(string(conf), `"`+addr1+`/zdt.example"`)
+		if j1 < 0 || !strings.Contains(string(conf[j1:]), `pull-from-mirror = "digest-only"`) || replicated != (j2 >= 0 && j2 < j1) || strings.Count(string(conf), "pull-from-mirror") != 1 {
+			t.Errorf("%s: node 2's registries.conf must name node 1 for digests only, after node 2 only when replicated:\n%s", when, conf)
+		}
 	}
-	if !strings.Contains(string(conf), `"`+addr1+`/zdt.example"`) || strings.Contains(string(conf), addr2) {
-		t.Errorf("node 2's registries.conf does not name node 1 (only):\n%s", conf)
-	}
+	checkDigestOnly("install --from", mirror, conf, false)
 	caPEM, _ := os.ReadFile(ca1)
 	for _, p := range []string{"etc/containerd/certs.d/" + addr1 + "/zdt-ca.crt", "etc/containers/certs.d/" + addr1 + "/zdt-ca.crt", "etc/docker/certs.d/" + addr1 + "/zdt-ca.crt"} {
 		if b, err := os.ReadFile(filepath.Join(root2, p)); err != nil || !bytes.Equal(b, caPEM) {
@@ -193,6 +200,16 @@ func TestInstallFromServingNode(t *testing.T) {
 		t.Fatalf("re-run of install --from changed something:\n%s", again.stdout)
 	}
 	zdt(t, dir, "status", "--root", root2).must(t, "status of node 2")
+	// Node 2's serve answers the tags itself, from the signed bundle.
+	crane := client(t, "crane")
+	stop2 := startServeStoppable(t, "--root", root2, "--addr", addr2)
+	tag := "/zdt.example/quickstart/hello:1.0"
+	d1 := runIn(t, dir, []string{"SSL_CERT_FILE=" + ca1}, crane, "digest", addr1+tag).must(t, "crane digest from node 1").stdout
+	d2 := runIn(t, dir, []string{"SSL_CERT_FILE=" + filepath.Join(root2, "var/lib/zdt/tls/ca.crt")}, crane, "digest", addr2+tag).must(t, "crane digest from node 2").stdout
+	if strings.TrimSpace(d1) == "" || d1 != d2 {
+		t.Errorf("node 2 resolves %s to %q, node 1 to %q", tag, d2, d1)
+	}
+	stop2()
 
 	// --replicate: node 2 serves it too, first in its mirror configuration.
 	rep := zdt(t, dir, "install", "--from", ref, "--ca", ca1, "--key", "k.pub", "--root", root2, "--serve-addr", addr2, "--replicate").must(t, "install --from --replicate")
@@ -208,22 +225,21 @@ func TestInstallFromServingNode(t *testing.T) {
 	if j2, j1 := strings.Index(string(conf), addr2+"/zdt.example"), strings.Index(string(conf), addr1+"/zdt.example"); j2 < 0 || j1 < 0 || j2 > j1 {
 		t.Errorf("with --replicate, registries.conf must list node 2 first, node 1 second:\n%s", conf)
 	}
+	checkDigestOnly("--replicate", mirror, conf, true)
 	zdt(t, dir, "install", "--from", ref, "--ca", ca1, "--key", "k.pub", "--root", root2, "--serve-addr", addr2, "--replicate").must(t, "re-run --replicate")
 	zdt(t, dir, "status", "--root", root2).must(t, "status after --replicate")
 
 	stop1()
 	startServe(t, "--root", root2, "--addr", addr2)
-	crane := client(t, "crane")
 	certEnv := []string{"SSL_CERT_FILE=" + filepath.Join(root2, "var/lib/zdt/tls/ca.crt")}
 	runIn(t, dir, certEnv, crane, "pull", addr2+"/zdt.example/quickstart/hello:1.0", filepath.Join(dir, "hello.tar")).must(t, "crane pull from node 2 with node 1 stopped")
 	if got := strings.TrimSpace(runIn(t, dir, certEnv, crane, "digest", addr2+"/zdt/quickstart:0.1.0").must(t, "crane digest").stdout); got != info.Root {
 		t.Errorf("node 2 serves root %s, want %s", got, info.Root)
 	}
 
-	// Rollback: the mirror of node 1 again.
+	// Rollback: the mirror of node 1 again, for digests only.
 	zdt(t, dir, "rollback", "--root", root2).must(t, "rollback")
 	mirror, _ = os.ReadFile(hostsTOML)
-	if strings.Contains(string(mirror), addr2) || !strings.Contains(string(mirror), addr1) {
-		t.Errorf("after rollback, hosts.toml should name node 1 only:\n%s", mirror)
-	}
+	conf, _ = os.ReadFile(filepath.Join(root2, "etc/containers/registries.conf.d/50-zdt.conf"))
+	checkDigestOnly("after rollback", mirror, conf, false)
 }
