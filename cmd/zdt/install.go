@@ -63,7 +63,7 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.bundle, "bundle", "", "bundle archive to install (this or --from)")
 	fs.StringVar(&o.from, "from", "", "REGISTRY/[PREFIX/]zdt/NAME[:VERSION|@DIGEST]: install the bundle straight from a registry that holds it (another node's zdt serve, or where zdt push put it); its images stay there: the mirror configuration points at it")
 	fs.StringVar(&o.ca, "ca", "", "with --from: PEM file of the registry's CA (e.g. the serving node's var/lib/zdt/tls/ca.crt); also written into every runtime's trust of it")
-	fs.BoolVar(&o.replicate, "replicate", false, "with --from: also copy the bundle into this node's registry storage, so that it serves too (the mirror configuration lists this node first, the registry second)")
+	fs.BoolVar(&o.replicate, "replicate", false, "with --from: also copy the bundle's layers into this node's registry storage, so that it serves all of it (the registry stays a fallback for digests)")
 	fs.StringVar(&o.registryConfig, "registry-config", "", "with --from: YAML file of per-registry settings: CA, insecure, plain HTTP, credentials (default: the Docker config's credentials)")
 	fs.StringVar(&o.root, "root", "/", "install everything under this directory (chroot-style images, tests); created if missing")
 	fs.BoolVar(&o.plan, "plan", false, "print what would change and stop; writes nothing")
@@ -123,11 +123,15 @@ filled (REGISTRY/PREFIX/zdt/NAME). The root is resolved to a digest once and
 everything is read by digest; the signature and attestations are read from
 the registry and checked against the same trust policy before anything is
 written (refused the same way, exit 3). Files are read from the registry,
-every byte checked; images are not copied: the mirror configuration points
-at that registry (trusting --ca). --replicate copies the whole bundle into
-this node's registry storage too, so that its 'zdt serve' serves it; the
-mirror configuration then lists this node first and the registry as the
-fallback. Plan, re-runs, generations and rollback are those of --bundle.
+every byte checked. Of the images only the metadata is copied (manifests,
+configs, tags; checked against the signed digests): this node's 'zdt serve'
+answers their tags from the signed bundle and is the only host the mirror
+configuration lets resolve tags; the registry follows it for content by
+digest only (trusting --ca), so whoever can push to it can't change what a
+tag runs. --replicate copies the whole bundle into this node's registry
+storage too, so that its 'zdt serve' serves all of it (CRI-O and podman
+need that to pull by tag). Plan, re-runs, generations and rollback are
+those of --bundle.
 Credentials come from the Docker config and credential helpers, or
 --registry-config.
 
