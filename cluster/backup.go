@@ -250,7 +250,7 @@ func (d *Deployer) exportObjects(ctx context.Context, w io.Writer, changes []ins
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "# zdt: the objects of the releases an install was about to change, read from the cluster\n# at %s (no etcd endpoint was given, so this is not an etcd snapshot)\n",
+	fmt.Fprintf(bw, "# zdt: the objects of the releases zdt was about to change (install, rollback or uninstall), read from the cluster\n# at %s (no etcd endpoint was given, so this is not an etcd snapshot)\n",
 		time.Now().UTC().Format(time.RFC3339))
 	var info installer.BackupInfo
 	var sources []string

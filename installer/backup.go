@@ -81,44 +81,57 @@ var backupSuffix = map[BackupKind]string{BackupEtcd: layout.EtcdSnapshotSuffix, 
 
 // backupCluster takes the cluster backup of an install whose release plan
 // changes something (install, upgrade or uninstall), before any release
-// changes: written under the root atomically (temp, fsync, rename; a
-// failed backup leaves no file and stops the install), hashed while it is
-// written, recorded in the generation. Then only the newest KeepBackups
-// cluster backups stay.
+// changes (see takeClusterBackup), and keeps it for the generation.
 func (r *run) backupCluster(ctx context.Context, changes []ReleaseChange) error {
-	b, ok := r.opts.Deployer.(Backuper)
+	b, err := takeClusterBackup(ctx, r.root, r.opts, r.next, changes)
+	if b != nil {
+		r.backup = b
+	}
+	return err
+}
+
+// takeClusterBackup takes the cluster backup that generation next's
+// release changes need, when opts.Deployer is a Backuper and changes
+// changes something (else it returns nil, nil): written under the root
+// atomically (temp, fsync, rename; a failed backup leaves no file and the
+// caller must stop before any release changes), hashed while it is
+// written. Then only the newest opts.KeepBackups cluster backups stay.
+// Install, Rollback and Uninstall all take it the same way and record it
+// in generation next.
+func takeClusterBackup(ctx context.Context, root *os.Root, opts Options, next int, changes []ReleaseChange) (*ClusterBackup, error) {
+	b, ok := opts.Deployer.(Backuper)
 	if !ok || !releaseChanges(changes) {
-		return nil
+		return nil, nil
 	}
 	kind := b.BackupKind()
 	suffix, ok := backupSuffix[kind]
 	if !ok {
-		return fmt.Errorf("backing up the cluster: unknown backup kind %q", kind)
+		return nil, fmt.Errorf("backing up the cluster: unknown backup kind %q", kind)
 	}
-	if err := r.root.MkdirAll(layout.BackupsDir, 0o755); err != nil {
-		return fmt.Errorf("backing up the cluster: %w", err)
+	if err := root.MkdirAll(layout.BackupsDir, 0o755); err != nil {
+		return nil, fmt.Errorf("backing up the cluster: %w", err)
 	}
-	if err := fsutil.RemoveTemps(r.root, []string{layout.BackupsDir}); err != nil {
-		return err
+	if err := fsutil.RemoveTemps(root, []string{layout.BackupsDir}); err != nil {
+		return nil, err
 	}
-	rel := layout.ClusterBackup(r.next, suffix)
-	r.opts.Logger.Info("backing up the cluster before changing its releases", "kind", kind, "path", "/"+rel)
+	rel := layout.ClusterBackup(next, suffix)
+	opts.Logger.Info("backing up the cluster before changing its releases", "kind", kind, "path", "/"+rel)
 	start := time.Now()
 	var info BackupInfo
 	h := sha256.New()
 	// 0600: a snapshot or an export holds the cluster's Secrets.
-	n, err := fsutil.WriteAtomic(ctx, r.root, rel, 0o600, func(w io.Writer) error {
+	n, err := fsutil.WriteAtomic(ctx, root, rel, 0o600, func(w io.Writer) error {
 		var err error
 		info, err = b.Backup(ctx, io.MultiWriter(w, h), changes)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("backing up the cluster (%s) before changing its releases: %w", kind, err)
+		return nil, fmt.Errorf("backing up the cluster (%s) before changing its releases: %w", kind, err)
 	}
-	r.backup = &ClusterBackup{Generation: r.next, Kind: kind, Path: rel, Digest: "sha256:" + hex.EncodeToString(h.Sum(nil)),
+	cb := &ClusterBackup{Generation: next, Kind: kind, Path: rel, Digest: "sha256:" + hex.EncodeToString(h.Sum(nil)),
 		Size: n, Source: info.Source, Objects: info.Objects, Time: start.UTC().Truncate(time.Second), Recorded: true}
-	r.opts.Logger.Info("cluster backed up", "kind", kind, "path", "/"+rel, "size", n, "took", time.Since(start).Round(time.Millisecond))
-	return pruneClusterBackups(r.root, r.opts.KeepBackups)
+	opts.Logger.Info("cluster backed up", "kind", kind, "path", "/"+rel, "size", n, "took", time.Since(start).Round(time.Millisecond))
+	return cb, pruneClusterBackups(root, opts.KeepBackups)
 }
 
 // clusterBackupFiles lists the cluster backups in layout.BackupsDir,

@@ -136,6 +136,11 @@ type Result struct {
 	// AgentUnit is the unit of `zdt agent` and what the install did to it
 	// (nil: there is none and was none).
 	AgentUnit *AgentUnit `json:"agentUnit,omitempty"`
+	// AMIsDeregistered are the images Uninstall deregistered (their
+	// snapshots deleted); AMIsLeft those the bundle's generations recorded
+	// that it left registered (no Options.AMIs, or another region).
+	AMIsDeregistered []AMI `json:"amisDeregistered,omitempty"`
+	AMIsLeft         []AMI `json:"amisLeft,omitempty"`
 }
 
 // registryChecker is a Registry that can say whether a bundle it imported

@@ -27,7 +27,10 @@ var ErrNoPrevious = errors.New("no previous generation to roll back to")
 // the other installed bundles, and its bundle is activated in the
 // registry beside theirs. Other bundles' files and images are not
 // touched. It is recorded as a new generation (so a second rollback goes
-// forward again).
+// forward again). When the releases change and the Deployer is a
+// Backuper, the cluster is backed up before anything is written, as
+// Install does, and the new generation records it; a failed backup stops
+// the rollback with nothing changed.
 func Rollback(ctx context.Context, opts Options) (Result, error) {
 	res, err := rollback(ctx, opts)
 	return res, fsutil.MarkOutside(err)
@@ -70,10 +73,16 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	// The cluster is backed up before anything is written: a failed
+	// backup stops the rollback here.
+	backup, err := takeClusterBackup(ctx, root, opts, next, rollbackChanges(cur.Releases, prev.Releases))
+	if err != nil {
+		return Result{}, err
+	}
 	if err := backupState(root, cur, next); err != nil {
 		return Result{}, err
 	}
-	res := Result{Generation: cur.Number}
+	res := Result{Generation: cur.Number, Backup: backup}
 	items, n, err := restoreFiles(ctx, root, cur, prev)
 	res.FilesWritten += n
 	if err != nil {
@@ -110,7 +119,7 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 		}
 	}
 	ng := *prev
-	ng.Number, ng.Previous, ng.Items, ng.Agent = next, cur.Number, items, agent
+	ng.Number, ng.Previous, ng.Items, ng.Agent, ng.Backup = next, cur.Number, items, agent, backup
 	// The releases last: prev's images are served and its files placed.
 	if ng.Releases, res.Releases, err = rollbackReleases(ctx, opts, cur, prev); err != nil {
 		return Result{}, err
@@ -296,7 +305,12 @@ func GetStatusOf(ctx context.Context, rootDir, name string) (Status, error) {
 		installed = []*Generation{g}
 	}
 	if len(installed) == 0 {
-		return Status{}, nil
+		// The cluster backups an uninstall left.
+		s := Status{}
+		if name == "" {
+			s.Backups, err = listClusterBackups(root, &state{root: root})
+		}
+		return s, err
 	}
 	all, _ := (&state{root: root}).generations()
 	s := Status{Installed: true, Counts: map[string]int{}}
@@ -369,7 +383,7 @@ func historyOf(root *os.Root, all []int, name string) []int {
 	st := &state{root: root}
 	for _, n := range all {
 		g, err := st.generation(n)
-		if err != nil || g.Name == name {
+		if err != nil || (g.Name == name && !g.Uninstalled) {
 			out = append(out, n)
 		}
 	}
@@ -412,7 +426,14 @@ func registryHealth(ctx context.Context, root *os.Root, rootDir string, d digest
 // files, and its content from the registry storage that no other bundle
 // uses; the generated files are written for the bundles that stay. When
 // it is the last bundle, every generated file and zdt's whole state
-// directory (registry storage included) go.
+// directory (registry storage included) go, except the cluster backups
+// (see removeState).
+//
+// When the bundle deployed releases and the Deployer is a Backuper, the
+// cluster is backed up first, as Install does (same file, same pruning to
+// opts.KeepBackups); a failed backup stops the uninstall before anything
+// changes. Once the releases are uninstalled, a generation record marked
+// Uninstalled names the backup (and reserves its generation number).
 //
 // Its files go first, then its pointer (it is no longer installed), then
 // its registry content: a crash part-way leaves it installed with files
@@ -441,6 +462,19 @@ func Uninstall(ctx context.Context, opts Options) (Result, error) {
 			return Result{}, err
 		}
 	}
+	// The cluster is backed up before any release goes: a failed backup
+	// stops the uninstall here.
+	var backup *ClusterBackup
+	if cur != nil && len(cur.Releases) > 0 && releaseManager(opts) != nil {
+		next, err := st.nextNumber()
+		if err == nil {
+			backup, err = takeClusterBackup(ctx, root, opts, next, uninstallChanges(cur.Releases))
+		}
+		if err != nil {
+			st.close()
+			return Result{}, err
+		}
+	}
 	// The releases first: a failure leaves the bundle installed, and
 	// uninstall again retries.
 	var relChanges []ReleaseChange
@@ -450,15 +484,30 @@ func Uninstall(ctx context.Context, opts Options) (Result, error) {
 			return Result{}, err
 		}
 	}
+	if backup != nil {
+		if err := st.recordUninstall(cur, backup, opts.ToolVersion); err != nil {
+			st.close()
+			return Result{}, err
+		}
+	}
+	// The images its generations registered, while the state still
+	// records them: a failure leaves the bundle installed.
+	var dereg, left []AMI
+	if cur != nil {
+		if dereg, left, err = uninstallAMIs(ctx, st, opts, cur); err != nil {
+			st.close()
+			return Result{}, err
+		}
+	}
 	if cur != nil {
 		if rest := others(installed, cur.Name); len(rest) > 0 {
 			defer st.close()
 			res, err := uninstallOne(ctx, root, st, opts, cur, rest, installed)
-			res.Releases = relChanges
+			res.Releases, res.Backup, res.AMIsDeregistered, res.AMIsLeft = relChanges, backup, dereg, left
 			return res, err
 		}
 	}
-	res := Result{Releases: relChanges}
+	res := Result{Releases: relChanges, Backup: backup, AMIsDeregistered: dereg, AMIsLeft: left}
 	if cur != nil {
 		n, err := removeFiles(root, cur)
 		res.FilesWritten += n
@@ -489,8 +538,8 @@ func Uninstall(ctx context.Context, opts Options) (Result, error) {
 		}
 	}
 	st.close()
-	if err := root.RemoveAll(StateDir); err != nil {
-		return res, fmt.Errorf("removing %s: %w", StateDir, err)
+	if err := removeState(root); err != nil {
+		return res, err
 	}
 	res.Applied = true
 	return res, ctx.Err()

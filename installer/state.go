@@ -68,6 +68,12 @@ type Generation struct {
 	// files had with this generation (nil: no agent unit); a rollback to
 	// it writes that unit again.
 	Agent *AgentConfig `json:"agent,omitempty"`
+	// Uninstalled marks a record that only names a cluster backup: that
+	// of an uninstall of bundle Name (whose current generation was
+	// Previous), taken before its releases were uninstalled, or what the
+	// uninstall of the last bundle left of a generation whose backup it
+	// kept. It never becomes current and no bundle's history lists it.
+	Uninstalled bool `json:"uninstalled,omitempty"`
 }
 
 // ItemState is one installed item: the bundle's item as the archive

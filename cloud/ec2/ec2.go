@@ -130,6 +130,10 @@ func New(ctx context.Context, opts Options) (*Registrar, error) {
 	return r, nil
 }
 
+// Region is the region the Registrar registers in (uninstall tells a
+// recorded image of another region from one already gone by it).
+func (r *Registrar) Region() string { return r.opts.Region }
+
 // UploadedBlocks is the number of blocks this Registrar uploaded.
 func (r *Registrar) UploadedBlocks() int64 { return r.blocks.Load() }
 

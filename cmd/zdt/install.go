@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"zdt.dev/zdt/cloud/ec2"
 	"zdt.dev/zdt/cluster"
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/version"
@@ -59,6 +59,13 @@ func (o *awsOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.pruneAMIs, "prune-amis", false, "with --aws-region: deregister the images this bundle name registered that neither the new nor the previous generation uses, and delete their snapshots")
 }
 
+// AddUninstallFlags adds the flags with which uninstall deregisters the
+// AMIs the bundle registered.
+func (o *awsOptions) AddUninstallFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.region, "aws-region", "", "deregister the images the bundle's generations registered in this EC2 region and that are still tagged by zdt for this bundle name, and delete their snapshots (nothing else is touched; without it they are listed, left registered)")
+	fs.StringVar(&o.endpoint, "aws-endpoint", "", "with --aws-region: the URL of the EC2 API (a private endpoint or an emulator)")
+}
+
 func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.bundle, "bundle", "", "bundle archive to install (this or --from)")
 	fs.StringVar(&o.from, "from", "", "REGISTRY/[PREFIX/]zdt/NAME[:VERSION|@DIGEST]: install the bundle straight from a registry that holds it (another node's zdt serve, or where zdt push put it); its images stay there: the mirror configuration points at it")
@@ -74,11 +81,7 @@ func (o *installOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "deploy the bundle's charts into the cluster of this kubeconfig (default $KUBECONFIG; with neither, in a pod (KUBERNETES_SERVICE_HOST set) its service account's cluster; otherwise charts are only served)")
 	fs.StringArrayVar(&o.values, "values", nil, "CHART=FILE (or COMPONENT/CHART=FILE): a values file merged over the bundle's values for that chart when deploying (repeatable; recorded as part of the values digest)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for one release to become ready")
-	fs.StringSliceVar(&o.etcd.Endpoints, "etcd-endpoints", nil, "etcd client URLs (https://HOST:2379): before an install changes any release, etcd is snapshotted into ROOT/var/lib/zdt/backups/GENERATION-etcd.db (without them, the objects of the releases about to change are exported to GENERATION-objects.yaml instead)")
-	fs.StringVar(&o.etcd.CACert, "etcd-cacert", "", "CA certificate (PEM) that verifies etcd's serving certificate")
-	fs.StringVar(&o.etcd.Cert, "etcd-cert", "", "client certificate (PEM) for etcd")
-	fs.StringVar(&o.etcd.Key, "etcd-key", "", "key (PEM) of --etcd-cert")
-	fs.IntVar(&o.keepBackups, "keep-backups", installer.DefaultKeepBackups, "how many cluster backups (etcd snapshots or object exports) to keep, newest generations first")
+	addBackupFlags(fs, &o.etcd, &o.keepBackups)
 	o.aws.AddFlags(fs)
 	fs.StringVar(&o.rewriteImages, "rewrite-images", "", "HOST[:PORT] of the registry serving the bundle (zdt serve), for clusters whose nodes zdt did not configure: every value in the rendered manifests that is one of the bundle's images (containers, init containers, custom resources, env values; matched whole after normalizing, never a substring) is rewritten to its name there (HOST/library/nginx:1.25, HOST/quay.io/cilium/cilium:v1); recorded in the generation, a changed HOST upgrades the releases")
 	fs.BoolVar(&o.copyBlobs, "copy-blobs", false, "copy the blobs into the registry storage even when the bundle is on the same filesystem and could be kept there by a hard link")
@@ -275,6 +278,7 @@ waiting), and exit 5 when one is not ready.`,
 			}
 			if !s.Installed {
 				fmt.Fprintln(g.stdout, "nothing installed")
+				renderBackups(g.stdout, o.root, s.Backups)
 				return nil
 			}
 			if c := s.Generation; c != nil {
@@ -299,13 +303,7 @@ waiting), and exit 5 when one is not ready.`,
 				}
 				renderReleaseStatuses(g.stdout, rels)
 			}
-			for _, b := range s.Backups {
-				sum := b.Digest
-				if !b.Recorded {
-					sum = "not recorded: its install failed"
-				}
-				fmt.Fprintf(g.stdout, "backup     generation %d  %-7s %s  %s  %s  %s\n", b.Generation, b.Kind, filepath.Join(o.root, filepath.FromSlash(b.Path)), humanBytes(b.Size), b.Time.Format(time.RFC3339), sum)
-			}
+			renderBackups(g.stdout, o.root, s.Backups)
 			if len(s.Drift) > 0 {
 				fmt.Fprintf(g.stdout, "drift      %d file(s) differ from what zdt installed: %v (re-run zdt install to repair)\n", len(s.Drift), s.Drift)
 			} else {
@@ -363,16 +361,20 @@ back with Helm (a new revision), one the previous generation did not have is
 uninstalled, one it had that the current generation pruned is installed
 again from the previous bundle (its kept archive). CRDs stay as they are.
 Without a kubeconfig a rollback that would change releases is refused
-before anything is written.`,
+before anything is written. Before anything is written the cluster is
+backed up as install does (an etcd snapshot with --etcd-endpoints, else an
+export of the releases' objects, into ROOT/var/lib/zdt/backups, recorded in
+the new generation; --keep-backups prunes them); a failed backup stops the
+rollback with nothing changed.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runSimple(cmd.Context(), g, "rolled back", func(ctx context.Context) (installer.Result, error) {
+			return runSimple(cmd.Context(), g, o.root, "rolled back", func(ctx context.Context) (installer.Result, error) {
 				store, err := registry.OpenStore(o.root, registry.StoreOptions{Logger: g.logger()})
 				if err != nil {
 					return installer.Result{}, err
 				}
 				defer store.Close()
-				opts := installer.Options{Root: o.root, Name: o.name, ToolVersion: version.String(), Logger: g.logger(), Registry: store}
+				opts := installer.Options{Root: o.root, Name: o.name, ToolVersion: version.String(), Logger: g.logger(), Registry: store, KeepBackups: co.keepBackups}
 				if d, err := co.deployer(g); err != nil {
 					return installer.Result{}, err
 				} else if d != nil {
@@ -384,12 +386,14 @@ before anything is written.`,
 	}
 	o.AddFlags(cmd.Flags())
 	co.AddFlags(cmd.Flags(), "roll the Helm releases back in the cluster of this kubeconfig")
+	co.AddBackupFlags(cmd.Flags())
 	return cmd
 }
 
 func newUninstallCmd(g *globals) *cobra.Command {
 	o := &nameOptions{}
 	co := &clusterOptions{}
+	aws := &awsOptions{}
 	cmd := &cobra.Command{
 		Use:   "uninstall [--root DIR] [--name NAME]",
 		Short: "Remove an installed bundle: its files, and with the last one every generated file and zdt's state",
@@ -402,7 +406,18 @@ included) with it.
 The Helm releases install deployed (--kubeconfig) are uninstalled first, in
 reverse component order; the CRDs their charts shipped are kept (deleting a
 CRD deletes every object of it) and named. Without a kubeconfig, uninstall
-of a bundle that deployed releases is refused before anything is removed.`,
+of a bundle that deployed releases is refused before anything is removed.
+Before any release changes the cluster is backed up as install does (an
+etcd snapshot with --etcd-endpoints, else an export of the releases'
+objects, into ROOT/var/lib/zdt/backups; --keep-backups prunes them); a
+failed backup stops the uninstall. The backups stay after the last bundle
+is uninstalled (status lists them).
+
+The AMIs its generations registered (install --aws-region) are left
+registered and listed, unless --aws-region is given: then the images in
+that region that a generation recorded and that are still tagged by zdt
+for this bundle name are deregistered and their snapshots deleted;
+nothing else is touched.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			store, err := registry.OpenStore(o.root, registry.StoreOptions{Logger: g.logger()})
@@ -410,11 +425,20 @@ of a bundle that deployed releases is refused before anything is removed.`,
 				return err
 			}
 			defer store.Close()
-			opts := installer.Options{Root: o.root, Name: o.name, ToolVersion: version.String(), Logger: g.logger(), Registry: store}
+			opts := installer.Options{Root: o.root, Name: o.name, ToolVersion: version.String(), Logger: g.logger(), Registry: store, KeepBackups: co.keepBackups}
 			if d, err := co.deployer(g); err != nil {
 				return err
 			} else if d != nil {
 				opts.Deployer = d
+			}
+			if aws.region != "" {
+				reg, err := ec2.New(cmd.Context(), ec2.Options{Region: aws.region, Endpoint: aws.endpoint, Logger: g.logger()})
+				if err != nil {
+					return err
+				}
+				opts.AMIs = reg
+			} else if aws.endpoint != "" {
+				return usageError{fmt.Errorf("--aws-endpoint needs --aws-region")}
 			}
 			res, err := installer.Uninstall(cmd.Context(), opts)
 			if err != nil {
@@ -423,19 +447,29 @@ of a bundle that deployed releases is refused before anything is removed.`,
 			// installer.Result counts the files uninstall removed in
 			// FilesWritten: say what they are.
 			if g.json() {
-				return g.printJSON(uninstallOutput{Plan: res.Plan, Generation: res.Generation, Applied: res.Applied, FilesRemoved: res.FilesWritten, Releases: res.Releases})
+				return g.printJSON(uninstallOutput{Plan: res.Plan, Generation: res.Generation, Applied: res.Applied, FilesRemoved: res.FilesWritten, Releases: res.Releases, Backup: res.Backup,
+					AMIsDeregistered: res.AMIsDeregistered, AMIsLeft: res.AMIsLeft})
 			}
+			renderBackup(g.stdout, o.root, res.Backup)
 			renderReleaseChanges(g.stdout, res.Releases)
+			for _, a := range res.AMIsDeregistered {
+				fmt.Fprintf(g.stdout, "ami: deregistered %s %s (%s), deleted snapshot %s\n", a.ImageID, a.Name, a.Region, cmp.Or(a.SnapshotID, "(none recorded)"))
+			}
+			for _, a := range res.AMIsLeft {
+				fmt.Fprintf(g.stdout, "ami: left registered %s %s in %s, item %s (zdt uninstall --aws-region %s deregisters it)\n", a.ImageID, a.Name, cmp.Or(a.Region, "its region"), a.Item, cmp.Or(a.Region, "REGION"))
+			}
 			fmt.Fprintf(g.stdout, "uninstalled (%d files removed)\n", res.FilesWritten)
 			return nil
 		},
 	}
 	o.AddFlags(cmd.Flags())
 	co.AddFlags(cmd.Flags(), "uninstall the Helm releases from the cluster of this kubeconfig")
+	co.AddBackupFlags(cmd.Flags())
+	aws.AddUninstallFlags(cmd.Flags())
 	return cmd
 }
 
-func runSimple(ctx context.Context, g *globals, what string, f func(context.Context) (installer.Result, error)) error {
+func runSimple(ctx context.Context, g *globals, root, what string, f func(context.Context) (installer.Result, error)) error {
 	res, err := f(ctx)
 	if err != nil {
 		return err
@@ -443,6 +477,7 @@ func runSimple(ctx context.Context, g *globals, what string, f func(context.Cont
 	if g.json() {
 		return g.printJSON(res)
 	}
+	renderBackup(g.stdout, root, res.Backup)
 	renderReleaseChanges(g.stdout, res.Releases)
 	fmt.Fprintf(g.stdout, "%s: generation %d (%d files written)\n", what, res.Generation, res.FilesWritten)
 	return nil

@@ -160,6 +160,13 @@ type uninstallOutput struct {
 	// Releases are the Helm releases uninstalled (reverse order), each
 	// with the CRDs kept in its reasons.
 	Releases []installer.ReleaseChange `json:"releases,omitempty"`
+	// Backup is the cluster backup taken before the releases were
+	// uninstalled.
+	Backup *installer.ClusterBackup `json:"backup,omitempty"`
+	// AMIsDeregistered are the images deregistered (--aws-region), their
+	// snapshots deleted; AMIsLeft those recorded and left registered.
+	AMIsDeregistered []installer.AMI `json:"amisDeregistered,omitempty"`
+	AMIsLeft         []installer.AMI `json:"amisLeft,omitempty"`
 }
 
 // cacheLsOutput is what `zdt cache ls` prints.

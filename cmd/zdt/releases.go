@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,6 +20,45 @@ import (
 type clusterOptions struct {
 	kubeconfig string
 	timeout    time.Duration
+	// etcd and keepBackups: the cluster backup rollback and uninstall
+	// take before they change releases (AddBackupFlags).
+	etcd        cluster.EtcdOptions
+	keepBackups int
+	backupFlags bool // AddBackupFlags was called
+}
+
+// addBackupFlags adds the flags of the cluster backup taken before zdt
+// changes releases (install, rollback, uninstall).
+func addBackupFlags(fs *pflag.FlagSet, etcd *cluster.EtcdOptions, keep *int) {
+	fs.StringSliceVar(&etcd.Endpoints, "etcd-endpoints", nil, "etcd client URLs (https://HOST:2379): before an install, rollback or uninstall changes any release, etcd is snapshotted into ROOT/var/lib/zdt/backups/GENERATION-etcd.db (without them, the objects of the releases about to change are exported to GENERATION-objects.yaml instead)")
+	fs.StringVar(&etcd.CACert, "etcd-cacert", "", "CA certificate (PEM) that verifies etcd's serving certificate")
+	fs.StringVar(&etcd.Cert, "etcd-cert", "", "client certificate (PEM) for etcd")
+	fs.StringVar(&etcd.Key, "etcd-key", "", "key (PEM) of --etcd-cert")
+	fs.IntVar(keep, "keep-backups", installer.DefaultKeepBackups, "how many cluster backups (etcd snapshots or object exports) to keep, newest generations first")
+}
+
+// AddBackupFlags adds the etcd and --keep-backups flags (rollback,
+// uninstall).
+func (o *clusterOptions) AddBackupFlags(fs *pflag.FlagSet) {
+	addBackupFlags(fs, &o.etcd, &o.keepBackups)
+	o.backupFlags = true
+}
+
+// checkBackupFlags refuses etcd and backup flags that cannot work.
+func checkBackupFlags(kubeconfig string, keep int, e cluster.EtcdOptions) error {
+	if keep < 1 {
+		return usageError{fmt.Errorf("--keep-backups %d: keep at least 1 (the backup of this install)", keep)}
+	}
+	if len(e.Endpoints) == 0 && (e.CACert != "" || e.Cert != "" || e.Key != "") {
+		return usageError{fmt.Errorf("--etcd-cacert, --etcd-cert and --etcd-key need --etcd-endpoints")}
+	}
+	if (e.Cert == "") != (e.Key == "") {
+		return usageError{fmt.Errorf("--etcd-cert and --etcd-key go together")}
+	}
+	if _, ok := cluster.SelectTarget(kubeconfig, os.Getenv); len(e.Endpoints) > 0 && !ok {
+		return usageError{fmt.Errorf("--etcd-endpoints: the snapshot is taken before releases change, which needs a cluster to deploy to (--kubeconfig, KUBECONFIG or in-cluster)")}
+	}
+	return nil
 }
 
 func (o *clusterOptions) AddFlags(fs *pflag.FlagSet, what string) {
@@ -35,11 +75,27 @@ func (o *clusterOptions) AddReadFlags(fs *pflag.FlagSet, what string) {
 // deployer is the cluster of --kubeconfig or $KUBECONFIG, or the
 // in-cluster configuration in a pod (cluster.SelectTarget; nil: none).
 func (o *clusterOptions) deployer(g *globals) (*cluster.Deployer, error) {
+	if o.backupFlags {
+		if err := checkBackupFlags(o.kubeconfig, o.keepBackups, o.etcd); err != nil {
+			return nil, err
+		}
+	}
 	tgt, ok := cluster.SelectTarget(o.kubeconfig, os.Getenv)
 	if !ok {
 		return nil, nil
 	}
-	return cluster.New(cluster.Options{Kubeconfig: tgt.Kubeconfig, InCluster: tgt.InCluster, Timeout: o.timeout, Logger: g.logger()})
+	return cluster.New(cluster.Options{Kubeconfig: tgt.Kubeconfig, InCluster: tgt.InCluster, Timeout: o.timeout, Logger: g.logger(), Etcd: o.etcd})
+}
+
+// renderBackups lists the cluster backups status found.
+func renderBackups(w io.Writer, root string, bs []installer.ClusterBackup) {
+	for _, b := range bs {
+		sum := b.Digest
+		if !b.Recorded {
+			sum = "not recorded: its install failed"
+		}
+		fmt.Fprintf(w, "backup     generation %d  %-7s %s  %s  %s  %s\n", b.Generation, b.Kind, filepath.Join(root, filepath.FromSlash(b.Path)), humanBytes(b.Size), b.Time.Format(time.RFC3339), sum)
+	}
 }
 
 // renderReleaseChanges prints what rollback or uninstall did to releases.
