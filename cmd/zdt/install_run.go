@@ -92,14 +92,8 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 		return err
 	}
 	opts.KeepBackups = o.keepBackups
-	if o.aws.region != "" {
-		reg, err := ec2.New(ctx, ec2.Options{Region: o.aws.region, Endpoint: o.aws.endpoint, KMSKey: o.aws.kmsKey, Logger: logger})
-		if err != nil {
-			return err
-		}
-		opts.AMIs, opts.PruneAMIs = reg, o.aws.pruneAMIs
-	} else if o.aws.endpoint != "" || o.aws.kmsKey != "" || o.aws.pruneAMIs {
-		return usageError{fmt.Errorf("--aws-endpoint, --aws-kms-key and --prune-amis need --aws-region")}
+	if err := o.aws.registrar(ctx, logger, &opts); err != nil {
+		return err
 	}
 	bar := g.progress("importing")
 	opts.Progress = bar.update
@@ -112,6 +106,23 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 		return o.reportDiff(ctx, g, opts.Deployer, res)
 	}
 	return o.report(g, res)
+}
+
+// registrar sets opts.AMIs (and PruneAMIs) from --aws-region; the other
+// AWS flags without it are a usage error.
+func (o *awsOptions) registrar(ctx context.Context, logger *slog.Logger, opts *installer.Options) error {
+	if o.region == "" {
+		if o.endpoint != "" || o.kmsKey != "" || o.pruneAMIs {
+			return usageError{fmt.Errorf("--aws-endpoint, --aws-kms-key and --prune-amis need --aws-region")}
+		}
+		return nil
+	}
+	reg, err := ec2.New(ctx, ec2.Options{Region: o.region, Endpoint: o.endpoint, KMSKey: o.kmsKey, Logger: logger})
+	if err != nil {
+		return err
+	}
+	opts.AMIs, opts.PruneAMIs = reg, o.pruneAMIs
+	return nil
 }
 
 // deployer is the chart deployer of --kubeconfig (or $KUBECONFIG, or the
@@ -190,8 +201,10 @@ func (o *installOptions) runFrom(ctx context.Context, g *globals) error {
 		return err
 	}
 	opts.KeepBackups = o.keepBackups
-	if o.aws.region != "" {
-		return usageError{fmt.Errorf("--aws-region with --from is not supported yet: install the bundle file")}
+	// The AMI disks are read from the registry, every byte checked
+	// against the signed digests while it streams to EBS.
+	if err := o.aws.registrar(ctx, logger, &opts.Options); err != nil {
+		return err
 	}
 	bar := g.progress("installing")
 	opts.Progress = bar.update
@@ -286,20 +299,7 @@ func (o *installOptions) report(g *globals, res installer.Result) error {
 
 // checkBackupFlags refuses etcd and backup flags that cannot work.
 func (o *installOptions) checkBackupFlags() error {
-	if o.keepBackups < 1 {
-		return usageError{fmt.Errorf("--keep-backups %d: keep at least 1 (the backup of this install)", o.keepBackups)}
-	}
-	e := o.etcd
-	if len(e.Endpoints) == 0 && (e.CACert != "" || e.Cert != "" || e.Key != "") {
-		return usageError{fmt.Errorf("--etcd-cacert, --etcd-cert and --etcd-key need --etcd-endpoints")}
-	}
-	if (e.Cert == "") != (e.Key == "") {
-		return usageError{fmt.Errorf("--etcd-cert and --etcd-key go together")}
-	}
-	if _, ok := cluster.SelectTarget(o.kubeconfig, os.Getenv); len(e.Endpoints) > 0 && !ok {
-		return usageError{fmt.Errorf("--etcd-endpoints: the snapshot is taken before releases change, which needs a cluster to deploy to (--kubeconfig, KUBECONFIG or in-cluster)")}
-	}
-	return nil
+	return checkBackupFlags(o.kubeconfig, o.keepBackups, o.etcd)
 }
 
 // renderBackup says which cluster backup an install took, and when it is
