@@ -33,6 +33,19 @@ type AgentOptions struct {
 	// Node is the name of the Node this agent upgrades.
 	Node    string
 	Install InstallFunc
+	// Registries are the registries (HOST[:PORT]) this agent installs
+	// from (at least one is required): a rollout whose reference names
+	// another one — anyone who may write the rollout ConfigMap could
+	// point it anywhere — is refused before the node is cordoned (see
+	// Admit).
+	Registries []string
+	// Admit, if set, is asked once per rollout reference, after the
+	// registry check and before the node is cordoned, whether this node
+	// installs it (`zdt agent` verifies the bundle's signature and
+	// refuses another bundle or a downgrade). A refusal records the node
+	// failed (step "admit") with the error and pauses the rollout;
+	// nothing is cordoned, drained or installed.
+	Admit func(ctx context.Context, ref string) error
 	// DrainTimeout bounds a drain (evictions a PodDisruptionBudget
 	// refuses are retried until then; default 5m).
 	DrainTimeout time.Duration
@@ -59,12 +72,23 @@ type Agent struct {
 	// (tests wait for it).
 	watching     chan struct{}
 	watchingOnce sync.Once
+
+	mu       sync.Mutex
+	admitted string // the reference admit accepted
 }
 
 // NewAgent returns the agent of o.Node.
 func NewAgent(cs kubernetes.Interface, o AgentOptions) (*Agent, error) {
 	if o.Node == "" || o.Install == nil {
 		return nil, errors.New("rollout agent: a node name and an install function are required")
+	}
+	if len(o.Registries) == 0 {
+		return nil, errors.New("rollout agent: the registries it may install from are required")
+	}
+	for _, r := range o.Registries {
+		if err := CheckRegistry(r); err != nil {
+			return nil, fmt.Errorf("rollout agent: %w", err)
+		}
 	}
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 5 * time.Minute
@@ -151,11 +175,17 @@ func (a *Agent) step(ctx context.Context) (waiting bool, err error) {
 			}
 			return true, err
 		}
+	}
+	// Its turn: is this a bundle this node installs at all?
+	if err := a.admit(ctx, s.Reference); err != nil {
+		return false, a.fail(ctx, s, "admit", err)
+	}
+	if !held {
 		limit := s.MaxUnavailable
 		if isControlPlane(node) {
 			limit = 1
 		}
-		ok, err = a.acquire(ctx, limit)
+		ok, err := a.acquire(ctx, limit)
 		if err != nil || !ok {
 			return err == nil, err
 		}
@@ -184,25 +214,7 @@ func (a *Agent) mayGo(ctx context.Context, s *State, node *corev1.Node) (bool, s
 
 // upgrade runs the steps; each is idempotent, keyed on the node's state.
 func (a *Agent) upgrade(ctx context.Context, s *State) error {
-	fail := func(step string, err error) error {
-		if ctx.Err() != nil {
-			return ctx.Err() // killed, not failed: a restart resumes
-		}
-		se := &StepError{Node: a.o.Node, Step: step, Err: err}
-		a.o.Logger.Error("rollout step failed", "node", a.o.Node, "step", step, "error", err)
-		now := time.Now().UTC()
-		if _, uerr := update(ctx, a.cs, func(st *State) error {
-			if st.Digest != s.Digest {
-				return nil
-			}
-			st.Phase, st.Since = PhasePaused, now
-			st.Nodes[a.o.Node] = NodeState{Digest: st.Nodes[a.o.Node].Digest, Phase: NodeFailed, Since: now, Error: recordedError(se.Error())}
-			return nil
-		}); uerr != nil {
-			return errors.Join(se, uerr)
-		}
-		return se
-	}
+	fail := func(step string, err error) error { return a.fail(ctx, s, step, err) }
 	a.o.Logger.Info("upgrading", "node", a.o.Node)
 	if err := a.setNode(ctx, s, NodeCordoned, ""); err != nil {
 		return err
@@ -239,6 +251,28 @@ func (a *Agent) upgrade(ctx context.Context, s *State) error {
 		return err
 	}
 	return a.setNode(ctx, s, NodeDone, "")
+}
+
+// fail records the node failed at step with err and pauses the rollout
+// (unless ctx ended: killed, not failed, a restart resumes).
+func (a *Agent) fail(ctx context.Context, s *State, step string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	se := &StepError{Node: a.o.Node, Step: step, Err: err}
+	a.o.Logger.Error("rollout step failed", "node", a.o.Node, "step", step, "error", err)
+	now := time.Now().UTC()
+	if _, uerr := update(ctx, a.cs, func(st *State) error {
+		if st.Digest != s.Digest {
+			return nil
+		}
+		st.Phase, st.Since = PhasePaused, now
+		st.Nodes[a.o.Node] = NodeState{Digest: st.Nodes[a.o.Node].Digest, Phase: NodeFailed, Since: now, Error: recordedError(se.Error())}
+		return nil
+	}); uerr != nil {
+		return errors.Join(se, uerr)
+	}
+	return se
 }
 
 // setNode records this node's phase (and whether the whole rollout is done).

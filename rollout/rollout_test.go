@@ -77,7 +77,7 @@ func runAgentWith(t *testing.T, cs kubernetes.Interface, n *fakeNode, edit func(
 	t.Helper()
 	o := AgentOptions{
 		Node: n.name, Install: n.install, DrainTimeout: 30 * time.Second, ReadyTimeout: 20 * time.Second,
-		LeaseDuration: 3 * time.Second, Poll: 200 * time.Millisecond,
+		LeaseDuration: 3 * time.Second, Poll: 200 * time.Millisecond, Registries: []string{"127.0.0.1:5000"},
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if edit != nil {

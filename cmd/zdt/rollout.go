@@ -244,8 +244,9 @@ func newAgentCmd(g *globals) *cobra.Command {
 	var from fromRegistry
 	var node, root, serveAddr string
 	var opts rollout.AgentOptions
+	var registries []string
 	cmd := &cobra.Command{
-		Use:   "agent --node NAME [--root DIR] [--kubeconfig K]",
+		Use:   "agent --node NAME --registry HOST[:PORT] [--root DIR] [--kubeconfig K]",
 		Short: "Upgrade this node when the cluster's rollout asks (long-running)",
 		Long: `The agent watches the rollout that 'zdt rollout start' records (the
 ConfigMap zdt-system/zdt-rollout) and its own Node through the API
@@ -257,12 +258,27 @@ left), installs the bundle from its registry into --root as 'zdt install
 --from' does (same trust flags), waits for the Node to be Ready,
 uncordons it, annotates it with zdt.dev/bundle-digest and
 zdt.dev/generation and releases the slot. A failed step leaves the node
-cordoned and pauses the rollout with the error.`,
+cordoned and pauses the rollout with the error.
+
+Whoever may write the ConfigMap must not be able to point the agents at
+any registry: the agent installs only from the registries given with
+--registry (HOST[:PORT], repeatable, at least one). A rollout naming
+another registry is refused before the node is cordoned: the node records
+failed (step "admit") with the refused and the allowed registries, the
+rollout pauses, nothing is installed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if node == "" {
 				return usageError{fmt.Errorf("--node is required")}
+			}
+			if len(registries) == 0 {
+				return usageError{fmt.Errorf("--registry is required: the registries (HOST[:PORT]) this agent installs from")}
+			}
+			for _, r := range registries {
+				if err := rollout.CheckRegistry(r); err != nil {
+					return usageError{fmt.Errorf("--registry: %w", err)}
+				}
 			}
 			cs, err := k.client()
 			if err != nil {
@@ -277,7 +293,7 @@ cordoned and pauses the rollout with the error.`,
 				return fmt.Errorf("finding the zdt binary to install: %w", err)
 			}
 			logger := g.logger()
-			opts.Node, opts.Logger = node, logger
+			opts.Node, opts.Logger, opts.Registries = node, logger, registries
 			opts.Install = func(ctx context.Context, ref string) (int, error) {
 				r, err := registry.ParseBundleRef(ref)
 				if err != nil {
@@ -305,6 +321,7 @@ cordoned and pauses the rollout with the error.`,
 	from.AddFlags(cmd.Flags())
 	fs := cmd.Flags()
 	fs.StringVar(&node, "node", "", "the name of this node's Node object")
+	fs.StringArrayVar(&registries, "registry", nil, "a registry (HOST[:PORT]) this agent installs from (repeatable, required): a rollout naming another is refused")
 	fs.StringVar(&root, "root", "/", "install under this directory")
 	fs.StringVar(&serveAddr, "serve-addr", installer.DefaultServeAddr, "as for zdt install")
 	fs.DurationVar(&opts.DrainTimeout, "drain-timeout", 5*time.Minute, "how long a drain may take (evictions a PodDisruptionBudget refuses are retried until then)")

@@ -288,7 +288,7 @@ func TestRolloutAgentsCLI(t *testing.T) {
 	for _, node := range nodes {
 		roots[node] = filepath.Join(dir, "node-"+node)
 		agents[node] = startAgent(t, node, "--kubeconfig", kc, "--root", roots[node], "--ca", ca, "--key", filepath.Join(dir, "k.pub"),
-			"--serve-addr", freeAddr(t, "127.0.0.1"), "--poll", "1s", "--lease-duration", "3s", "--drain-timeout", "60s", "--ready-timeout", "30s")
+			"--serve-addr", freeAddr(t, "127.0.0.1"), "--registry", addr, "--poll", "1s", "--lease-duration", "3s", "--drain-timeout", "60s", "--ready-timeout", "30s")
 	}
 
 	// 0.2.0, two workers at a time.
