@@ -420,7 +420,7 @@ func (a *Agent) waitReady(ctx context.Context) error {
 	defer cancel()
 	_, err := watchtools.UntilWithSync(ctx, a.nodeLW(), &corev1.Node{}, nil, func(ev watch.Event) (bool, error) {
 		n, ok := ev.Object.(*corev1.Node)
-		return ok && ev.Type != watch.Deleted && nodeReady(n), nil
+		return ok && n.Name == a.o.Node && ev.Type != watch.Deleted && nodeReady(n), nil
 	})
 	if err != nil {
 		return fmt.Errorf("node not Ready within %s", a.o.ReadyTimeout)
