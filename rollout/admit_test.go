@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"zdt.dev/zdt/internal/kubetest"
+	"zdt.dev/zdt/internal/rollouttest"
 )
 
 func TestAllowedRegistry(t *testing.T) {
@@ -152,7 +153,7 @@ func TestAgentRefusesForgedRollout(t *testing.T) {
 			[]string{"older than the installed platform 1.0.0", "admit"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			obs := observe(t, ctx, cs, "default", "none")
+			obs := rollouttest.Observe(t, ctx, cs, "default", "none")
 			for round := range 2 {
 				if round == 0 {
 					forge(ctx, t, cs, tc.ref, tc.digest)
@@ -204,10 +205,8 @@ func TestAgentRefusesForgedRollout(t *testing.T) {
 					t.Errorf("node %s installed %d times, want only v1", n.name, n.gen.Load())
 				}
 			}
-			obs.mu.Lock()
-			defer obs.mu.Unlock()
-			if obs.maxCordoned != 0 {
-				t.Errorf("%d nodes cordoned for a refused rollout (order %v)", obs.maxCordoned, obs.cordonOrder)
+			if seen := obs.Seen(); seen.MaxCordoned != 0 {
+				t.Errorf("%d nodes cordoned for a refused rollout (order %v)", seen.MaxCordoned, seen.CordonOrder)
 			}
 		})
 	}
