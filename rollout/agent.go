@@ -370,7 +370,7 @@ func (a *Agent) drain(ctx context.Context) error {
 				continue
 			}
 			ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}}
-			err := a.cs.PolicyV1().Evictions(p.Namespace).Evict(ctx, ev)
+			err := a.evict(ctx, ev)
 			switch {
 			case err == nil, apierrors.IsNotFound(err):
 			case apierrors.IsTooManyRequests(err):
@@ -389,6 +389,21 @@ func (a *Agent) drain(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// evictTimeout bounds one eviction request, which an agent being stopped
+// lets finish.
+const evictTimeout = 30 * time.Second
+
+// evict asks the API server to evict a pod, not cancelled with ctx: the
+// API server records the disruption in the PDB before it deletes the pod,
+// and a request cut off between the two leaves the PDB counting a pod as
+// disrupted that is still there, refusing every eviction under it for the
+// disruption controller's 2 minutes (every other node's drain stalls).
+func (a *Agent) evict(ctx context.Context, ev *policyv1.Eviction) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), evictTimeout)
+	defer cancel()
+	return a.cs.PolicyV1().Evictions(ev.Namespace).Evict(ctx, ev)
 }
 
 func (a *Agent) drainErr(ctx context.Context, err error, left []string) error {
