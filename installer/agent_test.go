@@ -247,8 +247,8 @@ func TestInstallAgent(t *testing.T) {
 
 	agent := testAgent()
 	// --plan of a root that does not exist yet: the unit is an add.
-	if res := installAgent(t, v1, root, Options{PlanOnly: true, Agent: agent}); agentChange(t, res.Plan).Action != ActionAdd {
-		t.Fatalf("plan: %+v", res.Plan.Changes)
+	if res := installAgent(t, v1, root, Options{PlanOnly: true, Agent: agent}); agentChange(t, res.Plan).Action != ActionAdd || res.AgentUnit == nil || res.AgentUnit.Action != ActionAdd {
+		t.Fatalf("plan: %+v, unit %+v", res.Plan.Changes, res.AgentUnit)
 	}
 	if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("--plan created the root: %v", err)

@@ -430,6 +430,7 @@ func (r *run) planWithReleases(ctx context.Context, g *bundle.Graph) (Result, er
 	if err := r.planAMIs(ctx, res.Plan); err != nil {
 		return Result{}, err
 	}
+	res.AgentUnit = r.agentUnit(res.Plan)
 	return res, r.planActions(res.Plan)
 }
 
