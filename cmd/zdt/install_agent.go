@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"zdt.dev/zdt/installer"
+	"zdt.dev/zdt/registry"
+	"zdt.dev/zdt/rollout"
 	"zdt.dev/zdt/signing"
 )
 
@@ -22,6 +24,7 @@ type agentOptions struct {
 	set          bool // --agent was given (true or false)
 	node         string
 	kubeconfig   string
+	registries   []string
 	drainTimeout time.Duration
 	readyTimeout time.Duration
 }
@@ -30,14 +33,15 @@ func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.enable, "agent", false, "also write the systemd unit of zdt agent (/etc/systemd/system/zdt-agent.service), which upgrades this node when 'zdt rollout start' asks; it verifies with this install's trust policy (recorded: --key files and --policy made self-contained under /etc/zdt/agent), --ca and --registry-config. Recorded: later installs without --agent keep it; --agent=false removes it")
 	fs.StringVar(&o.node, "agent-node", "", "with --agent: this node's Node name (default: the host name, lower-cased)")
 	fs.StringVar(&o.kubeconfig, "agent-kubeconfig", "", "with --agent: the kubeconfig the agent uses, a path on the node, not copied (default: --kubeconfig; one of them is required)")
+	fs.StringArrayVar(&o.registries, "agent-registry", nil, "with --agent: a registry (HOST[:PORT]) the agent may install bundles from, its --registry (repeatable; default with --from: the registry of its reference; required with --bundle)")
 	fs.DurationVar(&o.drainTimeout, "agent-drain-timeout", 0, "with --agent: the agent's --drain-timeout (default: the agent's)")
 	fs.DurationVar(&o.readyTimeout, "agent-ready-timeout", 0, "with --agent: the agent's --ready-timeout (default: the agent's)")
 }
 
 // check refuses --agent-* flags without --agent.
 func (o *agentOptions) check() error {
-	if !o.enable && (o.node != "" || o.kubeconfig != "" || o.drainTimeout != 0 || o.readyTimeout != 0) {
-		return usageError{fmt.Errorf("--agent-node, --agent-kubeconfig, --agent-drain-timeout and --agent-ready-timeout go with --agent")}
+	if !o.enable && (o.node != "" || o.kubeconfig != "" || len(o.registries) > 0 || o.drainTimeout != 0 || o.readyTimeout != 0) {
+		return usageError{fmt.Errorf("--agent-node, --agent-kubeconfig, --agent-registry, --agent-drain-timeout and --agent-ready-timeout go with --agent")}
 	}
 	if o.drainTimeout < 0 || o.readyTimeout < 0 {
 		return usageError{fmt.Errorf("--agent-drain-timeout and --agent-ready-timeout must not be negative")}
@@ -78,7 +82,25 @@ func (o *installOptions) applyAgent(ctx context.Context, opts *installer.Options
 		}
 		return filepath.Abs(p)
 	}
-	c := &installer.AgentConfig{Node: node, DrainTimeout: a.drainTimeout, ReadyTimeout: a.readyTimeout}
+	// The registries the agent may install from: given, or the one this
+	// node is installed from.
+	regs := a.registries
+	if len(regs) == 0 && o.from != "" {
+		ref, err := registry.ParseBundleRef(o.from)
+		if err != nil {
+			return usageError{fmt.Errorf("--from: %w", err)}
+		}
+		regs = []string{ref.Host}
+	}
+	if len(regs) == 0 {
+		return usageError{fmt.Errorf("--agent with --bundle needs --agent-registry HOST[:PORT]: the registries the agent may install bundles from (with --from, its registry)")}
+	}
+	for _, r := range regs {
+		if err := rollout.CheckRegistry(r); err != nil {
+			return usageError{fmt.Errorf("--agent-registry: %w", err)}
+		}
+	}
+	c := &installer.AgentConfig{Node: node, Registries: regs, DrainTimeout: a.drainTimeout, ReadyTimeout: a.readyTimeout}
 	var err error
 	if c.Kubeconfig, err = abs(kc); err != nil {
 		return err

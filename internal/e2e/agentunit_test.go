@@ -105,7 +105,7 @@ func TestInstallAgentUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := filepath.Join(t.TempDir(), "node root")
-	args := []string{"install", "--bundle", "q.zdt", "--key", keyCopy, "--root", root, "--agent", "--agent-node", "node-1",
+	args := []string{"install", "--bundle", "q.zdt", "--key", keyCopy, "--root", root, "--agent", "--agent-node", "node-1", "--agent-registry", "site.test:5000",
 		"--agent-kubeconfig", kubeconfig, "--ca", ca, "--registry-config", regConfig, "--agent-drain-timeout", "7m"}
 
 	plan := zdt(t, dir, append(args, "--plan")...).must(t, "install --agent --plan")
@@ -130,7 +130,7 @@ func TestInstallAgentUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"/usr/local/bin/zdt", "agent", "--root", "/", "--node", "node-1", "--kubeconfig", kubeconfig, "--serve-addr", "127.0.0.1:5000",
-		"--policy", "/etc/zdt/agent/policy.yaml", "--ca", "/etc/zdt/agent/ca.crt", "--registry-config", regConfig, "--drain-timeout", "7m0s"}
+		"--registry", "site.test:5000", "--policy", "/etc/zdt/agent/policy.yaml", "--ca", "/etc/zdt/agent/ca.crt", "--registry-config", regConfig, "--drain-timeout", "7m0s"}
 	if !slices.Equal(argv, want) {
 		t.Fatalf("ExecStart\n %q\nwant\n %q\n%s", argv, want, unit)
 	}
