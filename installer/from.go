@@ -130,6 +130,12 @@ func InstallFrom(ctx context.Context, ref string, opts FromOptions) (Result, err
 			opts.Logger.Warn(w, "bundle", v.Path())
 		}
 	}
+	// Before the root and its registry store are created.
+	if opts.RefuseDowngrade {
+		if err := CheckUpgrade(opts.Root, v.Config.Name, v.Config.Version); err != nil {
+			return Result{}, err
+		}
+	}
 	iopts := opts.Options
 	iopts.Source = &Source{Reference: r.Pinned(v.Root.Digest).String(), Registry: r.Registry(), CA: string(caPEM), Replicated: opts.Replicate}
 	if !iopts.PlanOnly && iopts.Registry == nil {

@@ -47,6 +47,10 @@ type Options struct {
 	Root string
 	// PlanOnly computes the plan and writes nothing.
 	PlanOnly bool
+	// RefuseDowngrade refuses, before anything is written, a bundle that
+	// CheckUpgrade refuses: another bundle than the installed one, or an
+	// older version (`zdt agent` sets it unless --allow-downgrade).
+	RefuseDowngrade bool
 	// Registry receives the bundle's images, charts and artifacts (nil:
 	// registry steps are skipped).
 	Registry Registry
@@ -184,6 +188,12 @@ func Install(ctx context.Context, a *bundle.Archive, opts Options) (Result, erro
 
 func installBundle(ctx context.Context, a *bundle.Archive, opts Options) (Result, error) {
 	opts.defaults()
+	// Before reading more of the bundle than its metadata.
+	if opts.RefuseDowngrade {
+		if err := CheckUpgrade(opts.Root, a.Config.Name, a.Config.Version); err != nil {
+			return Result{}, err
+		}
+	}
 	g, err := a.Walk(ctx)
 	if err != nil {
 		return Result{}, err

@@ -245,6 +245,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 	var node, root, serveAddr string
 	var opts rollout.AgentOptions
 	var registries []string
+	var allowDowngrade bool
 	cmd := &cobra.Command{
 		Use:   "agent --node NAME --registry HOST[:PORT] [--root DIR] [--kubeconfig K]",
 		Short: "Upgrade this node when the cluster's rollout asks (long-running)",
@@ -265,7 +266,15 @@ any registry: the agent installs only from the registries given with
 --registry (HOST[:PORT], repeatable, at least one). A rollout naming
 another registry is refused before the node is cordoned: the node records
 failed (step "admit") with the refused and the allowed registries, the
-rollout pauses, nothing is installed.`,
+rollout pauses, nothing is installed.
+
+Nor can a rollout downgrade the node silently: when its turn comes, the
+agent verifies the bundle's signature (as install does) and refuses,
+again before the cordon, a bundle of another name than the one installed
+under --root or of a lower version (semantic versions compared when both
+are; otherwise only the same version passes), unless the agent runs with
+--allow-downgrade. The install itself checks again after verifying the
+signature and before writing anything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -294,6 +303,30 @@ rollout pauses, nothing is installed.`,
 			}
 			logger := g.logger()
 			opts.Node, opts.Logger, opts.Registries = node, logger, registries
+			// Asked before the node is cordoned: a bundle this node would
+			// refuse is refused before anything is disturbed.
+			opts.Admit = func(ctx context.Context, ref string) error {
+				r, err := registry.ParseBundleRef(ref)
+				if err != nil {
+					return err
+				}
+				remotes, err := from.remotes(r)
+				if err != nil {
+					return err
+				}
+				v, _, err := installer.OpenVerifiedFrom(ctx, ref, &policy, remotes)
+				if err != nil {
+					return err
+				}
+				defer v.Close()
+				if allowDowngrade {
+					return nil
+				}
+				if err := installer.CheckUpgrade(root, v.Config.Name, v.Config.Version); err != nil {
+					return fmt.Errorf("%w (an agent started with --allow-downgrade installs it)", err)
+				}
+				return nil
+			}
 			opts.Install = func(ctx context.Context, ref string) (int, error) {
 				r, err := registry.ParseBundleRef(ref)
 				if err != nil {
@@ -304,7 +337,7 @@ rollout pauses, nothing is installed.`,
 					return 0, err
 				}
 				res, err := installer.InstallFrom(ctx, ref, installer.FromOptions{
-					Options: installer.Options{Root: root, ServeAddr: serveAddr, ToolVersion: version.String(), Logger: logger, Binary: self, NodeName: node},
+					Options: installer.Options{Root: root, ServeAddr: serveAddr, ToolVersion: version.String(), Logger: logger, Binary: self, NodeName: node, RefuseDowngrade: !allowDowngrade},
 					Policy:  policy, CA: from.ca, Remotes: remotes,
 				})
 				return res.Generation, err
@@ -321,6 +354,7 @@ rollout pauses, nothing is installed.`,
 	from.AddFlags(cmd.Flags())
 	fs := cmd.Flags()
 	fs.StringVar(&node, "node", "", "the name of this node's Node object")
+	fs.BoolVar(&allowDowngrade, "allow-downgrade", false, "install a rollout's bundle even when it is another bundle than the one installed or an older version (refused by default)")
 	fs.StringArrayVar(&registries, "registry", nil, "a registry (HOST[:PORT]) this agent installs from (repeatable, required): a rollout naming another is refused")
 	fs.StringVar(&root, "root", "/", "install under this directory")
 	fs.StringVar(&serveAddr, "serve-addr", installer.DefaultServeAddr, "as for zdt install")
