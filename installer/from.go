@@ -38,6 +38,12 @@ type Source struct {
 // only its metadata (see ImportOptions.MetadataOnly).
 func (g *Generation) servedHere() bool { return g.Source == nil || g.Source.Replicated }
 
+// inRegistry reports whether a generation's bundle was put into the
+// registry storage, whole or its metadata: what the registry activates
+// for it. A generation an older zdt installed from a registry without
+// replicating put nothing there.
+func (g *Generation) inRegistry() bool { return g.servedHere() || g.Metadata }
+
 // MaxCASize bounds a --ca file.
 const MaxCASize = 1 << 20
 

@@ -335,6 +335,11 @@ func planInstall(ctx context.Context, a *bundle.Archive, g *bundle.Graph, opts O
 // vacate, apply, deploy and record. Until the generation is recorded a
 // failure serves the installed generations again.
 func (r *run) applyAndRecord(ctx context.Context, res Result) (Result, error) {
+	// The other bundles are activated beside this one: refused here,
+	// before anything is written, when the registry could not serve them.
+	if err := checkServable(r.opts.Registry, r.others); err != nil {
+		return Result{}, err
+	}
 	if err := r.prepare(); err != nil {
 		return Result{}, err
 	}
@@ -574,6 +579,13 @@ func (r *run) reimport(ctx context.Context) error {
 	if err := reg.Activate(ctx, append(roots(r.others), r.localRoot()...)...); err != nil {
 		return fmt.Errorf("repairing the registry storage: activating %s: %w", r.a.Root.Digest, err)
 	}
+	if !r.servedHere() && !r.cur.Metadata { // installed by a zdt that imported nothing
+		g := *r.cur
+		g.Metadata = true
+		if err := r.st.record(&g); err != nil {
+			return fmt.Errorf("repairing the registry storage: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -725,12 +737,16 @@ func (r *run) writeGenerated() (int, error) {
 	return n, writeGeneratedRecord(r.root, r.opts.ServeAddr, r.agent, r.files)
 }
 
-// roots are the bundle digests of gens: each is in the registry storage,
-// whole or (installed from a registry without replicating) its metadata.
+// roots are the bundle digests of gens that are in the registry storage,
+// whole or (installed from a registry without replicating) their
+// metadata; not those an older zdt installed from a registry, which
+// imported nothing (no placements record to activate).
 func roots(gens []*Generation) []digest.Digest {
 	out := make([]digest.Digest, 0, len(gens))
 	for _, g := range gens {
-		out = append(out, digest.Digest(g.BundleDigest))
+		if g.inRegistry() {
+			out = append(out, digest.Digest(g.BundleDigest))
+		}
 	}
 	return out
 }
@@ -897,7 +913,8 @@ func (p *placing) wait(ctx context.Context) error {
 func (r *run) record() error {
 	ng := &Generation{Number: r.next, BundleDigest: r.a.Root.Digest.String(), Name: r.a.Config.Name, Version: r.a.Config.Version,
 		ToolVersion: r.opts.ToolVersion, Items: r.desired, Generated: hashes(r.files), ServeAddr: r.opts.ServeAddr, Releases: r.releases,
-		Source: r.opts.Source, Backup: r.backup, AMIs: r.amis, Actions: r.ran, Agent: r.agent}
+		Source: r.opts.Source, Backup: r.backup, AMIs: r.amis, Actions: r.ran, Agent: r.agent,
+		Metadata: r.opts.Registry != nil && !r.servedHere()}
 	if r.cur != nil {
 		ng.Previous = r.cur.Number
 	}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"sort"
 
 	"github.com/opencontainers/go-digest"
@@ -69,6 +70,18 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 	if err := checkReleaseManager(opts, "rolling back "+cur.Name, cur.Releases, prev.Releases); err != nil {
 		return Result{}, err
 	}
+	rest := others(installed, cur.Name)
+	// The registry side is checked before anything is written: a
+	// generation it cannot serve stops the rollback here.
+	if opts.Registry != nil {
+		if !prev.inRegistry() {
+			return Result{}, &NotServableError{Name: prev.Name, Generation: prev.Number, Digest: prev.BundleDigest,
+				Err: fmt.Errorf("installed from %s by a zdt that imported none of it into the registry storage; install it again instead: zdt install --from %s", prev.Source.Registry, prev.Source.Reference)}
+		}
+		if err := checkServable(opts.Registry, append(slices.Clone(rest), prev)); err != nil {
+			return Result{}, err
+		}
+	}
 	next, err := st.nextNumber()
 	if err != nil {
 		return Result{}, err
@@ -88,7 +101,6 @@ func rollback(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	rest := others(installed, cur.Name)
 	n, agent, err := rollbackGenerated(root, opts, cur, prev, rest, installed)
 	res.FilesWritten += n
 	if err != nil {
@@ -563,6 +575,9 @@ func removeFiles(root *os.Root, g *Generation) (int, error) {
 // uninstallOne uninstalls cur while the bundles rest stay installed.
 func uninstallOne(ctx context.Context, root *os.Root, st *state, opts Options, cur *Generation, rest, installed []*Generation) (Result, error) {
 	res := Result{}
+	if err := checkServable(opts.Registry, rest); err != nil {
+		return res, err
+	}
 	n, err := removeFiles(root, cur)
 	res.FilesWritten += n
 	if err != nil {

@@ -56,6 +56,12 @@ type Generation struct {
 	// Source is the registry the bundle was installed from (InstallFrom;
 	// nil for a bundle file).
 	Source *Source `json:"source,omitempty"`
+	// Metadata says the bundle's metadata (tags, manifests, configs; not
+	// its layers) was imported into the registry storage: installed from
+	// a registry without replicating (ImportOptions.MetadataOnly). A
+	// generation installed so by a zdt from before that import has
+	// Source without Metadata: nothing of it is in the registry storage.
+	Metadata bool `json:"metadata,omitempty"`
 	// Backup is the cluster backup taken before this generation's install
 	// changed any release (nil: none changed, or no cluster).
 	Backup *ClusterBackup `json:"backup,omitempty"`
