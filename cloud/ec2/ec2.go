@@ -142,6 +142,7 @@ type image struct {
 	installer.AMI
 	state  types.ImageState
 	tagged bool
+	bundle string // its TagBundle
 	// rootSnapshot is the snapshot of its root device's mapping and
 	// snapshots every snapshot its mappings name (not the tags: anyone
 	// who can tag can say anything there).
@@ -160,6 +161,11 @@ func (r *Registrar) PlanAMIs(ctx context.Context, b installer.AMIBundle) ([]inst
 	var registered []installer.AMI
 	byDigest := map[string]image{}
 	for _, im := range imgs {
+		// The endpoint's answer is checked, not its filtering trusted:
+		// what is registered for the bundle may be deregistered (prune).
+		if im.bundle != b.Name {
+			continue
+		}
 		registered = append(registered, im.AMI)
 		if usable(im.state) {
 			byDigest[im.ItemDigest] = im
@@ -182,7 +188,7 @@ func (r *Registrar) PlanAMIs(ctx context.Context, b installer.AMIBundle) ([]inst
 				return nil, nil, err
 			}
 			for _, im := range found {
-				if !usable(im.state) {
+				if !usable(im.state) || im.Name != name {
 					continue
 				}
 				snap, err := r.adoptable(ctx, b, it, name, im)
@@ -310,6 +316,8 @@ func (r *Registrar) describe(ctx context.Context, filters []types.Filter) ([]ima
 			i.ImageID, i.Name, i.Region = aws.ToString(im.ImageId), aws.ToString(im.Name), r.opts.Region
 			for _, t := range im.Tags {
 				switch aws.ToString(t.Key) {
+				case TagBundle:
+					i.bundle = aws.ToString(t.Value)
 				case TagItem:
 					i.Item = aws.ToString(t.Value)
 				case TagItemDigest:
@@ -553,6 +561,12 @@ func (r *Registrar) deleteLeftovers(ctx context.Context, name, d string) error {
 	}
 	for _, s := range out.Snapshots {
 		id := aws.ToString(s.SnapshotId)
+		// The endpoint's answer is checked, not its filtering trusted: a
+		// snapshot without both tags is not one zdt left.
+		if tagOf(s.Tags, TagBundle) != name || tagOf(s.Tags, TagItemDigest) != d {
+			r.opts.Logger.Warn("the endpoint listed a snapshot the filter excludes; left alone", "snapshot", id)
+			continue
+		}
 		r.opts.Logger.Info("deleting a snapshot an earlier run left", "snapshot", id, "state", s.State)
 		if _, err := r.ec2.DeleteSnapshot(ctx, &awsec2.DeleteSnapshotInput{SnapshotId: aws.String(id)}); err != nil && !notFound(err) {
 			return fmt.Errorf("deleting snapshot %s an earlier run left: %w", id, err)
@@ -572,6 +586,16 @@ func (r *Registrar) deleteSnapshot(ctx context.Context, snap string) {
 		return
 	}
 	r.opts.Logger.Info("deleted the snapshot of a failed upload", "snapshot", snap)
+}
+
+// tagOf is the value of tag key k ("" when there is none).
+func tagOf(tags []types.Tag, k string) string {
+	for _, t := range tags {
+		if aws.ToString(t.Key) == k {
+			return aws.ToString(t.Value)
+		}
+	}
+	return ""
 }
 
 func notFound(err error) bool {
