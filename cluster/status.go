@@ -53,6 +53,9 @@ func (d *Deployer) health(ctx context.Context, r installer.Release) (ReleaseHeal
 	if err != nil {
 		return h, err
 	}
+	// The status and the messages below are cluster text (Helm's storage,
+	// objects' conditions): one printable line each.
+	st = clean(st)
 	h.Revision, h.Status = latest, st
 	if latest == 0 {
 		h.NotReady = "no such release in the cluster"
@@ -94,7 +97,7 @@ func (d *Deployer) health(ctx context.Context, r installer.Release) (ReleaseHeal
 		}
 		switch {
 		case apierrors.IsNotFound(err):
-			h.NotReady = fmt.Sprintf("%s %s: not found", kind, where)
+			h.NotReady = clean(fmt.Sprintf("%s %s: not found", kind, where))
 			return h, nil
 		case err != nil:
 			return h, fmt.Errorf("%s %s: %w", kind, where, err)
@@ -103,6 +106,7 @@ func (d *Deployer) health(ctx context.Context, r installer.Release) (ReleaseHeal
 			if res.Message != "" {
 				h.NotReady += ": " + res.Message
 			}
+			h.NotReady = clean(h.NotReady)
 			return h, nil
 		}
 	}

@@ -200,12 +200,13 @@ func renderPlan(w io.Writer, p *installer.Plan) {
 		}
 		fmt.Fprintf(w, "  %s release %-42s %s %s%s\n", releaseSigns[r.Action], r.Namespace+"/"+r.Name, r.Chart, r.Version, why)
 	}
+	// An image's id, name and tags were read back from EC2.
 	for _, a := range p.AMIs {
-		id := a.ImageID
+		id := printable(a.ImageID)
 		if id == "" {
 			id = "(new)"
 		}
-		fmt.Fprintf(w, "  %s %-10s %-21s %-40s %s %s\n", amiSigns[a.Action], string(a.Action), id, a.Name, a.Region, shortDigest(a.ItemDigest))
+		fmt.Fprintf(w, "  %s %-10s %-21s %-40s %s %s\n", amiSigns[a.Action], string(a.Action), id, printable(a.Name), printable(a.Region), printable(shortDigest(a.ItemDigest)))
 	}
 	for _, a := range p.Actions {
 		cmd := strings.Join(a.Command, " ")
@@ -286,7 +287,7 @@ waiting), and exit 5 when one is not ready.`,
 					c.Number, c.Name, c.Version, c.BundleDigest, c.ToolVersion, s.Counts["image"], s.Counts["chart"], s.Counts["file"], s.Counts["ami"], s.History)
 				renderReleaseStatuses(g.stdout, rels)
 				for _, a := range c.AMIs {
-					fmt.Fprintf(g.stdout, "ami        %s  %s  %s  item %s %s\n", a.ImageID, a.Name, a.Region, a.Item, a.ItemDigest)
+					fmt.Fprintf(g.stdout, "ami        %s  %s  %s  item %s %s\n", printable(a.ImageID), printable(a.Name), printable(a.Region), printable(a.Item), printable(a.ItemDigest))
 				}
 			} else {
 				fmt.Fprintf(g.stdout, "%d bundles installed side by side\n", len(s.Bundles))

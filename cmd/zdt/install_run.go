@@ -270,7 +270,7 @@ func (o *installOptions) report(g *globals, res installer.Result) error {
 			fmt.Fprintf(g.stdout, "installed: generation %d (%d files written)\n", res.Generation, res.FilesWritten)
 			renderBackup(g.stdout, o.root, res.Backup)
 			for _, a := range res.AMIs {
-				fmt.Fprintf(g.stdout, "ami: %s %s (%s, %d blocks uploaded)\n", a.ImageID, a.Name, a.Region, a.Blocks)
+				fmt.Fprintf(g.stdout, "ami: %s %s (%s, %d blocks uploaded)\n", printable(a.ImageID), printable(a.Name), printable(a.Region), a.Blocks)
 			}
 			if n := len(res.Plan.Releases); n > 0 {
 				changed := 0

@@ -154,7 +154,7 @@ func renderReleaseStatuses(w io.Writer, rs []releaseStatus) {
 		case r.Health == "ready":
 			health = "ready"
 		case r.Health == "not ready":
-			health = "not ready: " + r.NotReady
+			health = "not ready: " + printable(r.NotReady) // cluster text
 		}
 		if r.Health != "unknown" && r.ClusterRevision != r.Revision {
 			health += fmt.Sprintf(" (revision %d in the cluster)", r.ClusterRevision)
@@ -193,12 +193,19 @@ func (o *installOptions) reportDiff(ctx context.Context, g *globals, dep install
 		}
 	} else {
 		renderPlan(g.stdout, res.Plan)
-		for _, df := range diffs {
-			fmt.Fprintf(g.stdout, "\n# release %s/%s: %s\n%s", df.Namespace, df.Name, df.Action, df.Diff)
-		}
+		renderDiffs(g.stdout, diffs)
 	}
 	if o.detailedExitCode && res.Plan.HasChanges() {
 		return errPlanChanges
 	}
 	return nil
+}
+
+// renderDiffs prints each release's manifest diff. The deployed side was
+// read from the cluster (Helm's release storage): its escapes are shown
+// escaped, its line breaks kept.
+func renderDiffs(w io.Writer, diffs []cluster.ReleaseDiff) {
+	for _, df := range diffs {
+		fmt.Fprintf(w, "\n# release %s/%s: %s\n%s", printable(df.Namespace), printable(df.Name), df.Action, terminalText(df.Diff))
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"zdt.dev/zdt/cluster"
+	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/rollout"
 )
 
@@ -49,5 +51,31 @@ func TestRolloutStatusPrintable(t *testing.T) {
 	}
 	if !strings.Contains(out, `node w-1: install: boom\r\nw-2`) {
 		t.Errorf("the error is not shown escaped:\n%s", out)
+	}
+}
+
+// TestAMIAndReleaseLinesPrintable: an install plan's and status's AMI
+// lines print what EC2 answered (image ids, names, tags anyone able to tag
+// may have forged), `status` prints a release's not-ready reason from the
+// cluster and --diff the deployed manifest: none of them can move the
+// cursor or fake a line.
+func TestAMIAndReleaseLinesPrintable(t *testing.T) {
+	var b bytes.Buffer
+	renderPlan(&b, &installer.Plan{Bundle: "plat", BundleDigest: "sha256:" + strings.Repeat("a", 64), AMIs: []installer.AMIChange{
+		{Action: installer.AMIDeregister, AMI: installer.AMI{ImageID: "ami-1\x1b[2J", Name: "node\n  + fake-line", Item: "x\x1b]0;t\a", ItemDigest: "sha256:\x1b[31m", Region: "eu-west-1"}},
+	}})
+	renderReleaseStatuses(&b, []releaseStatus{{Namespace: "ns", Name: "app", Chart: "app", Version: "1", Revision: 1, ClusterRevision: 1, Health: "not ready",
+		NotReady: "Deployment ns/app: InProgress: \x1b[2Jwaiting\nrelease    fake/line  ready"}})
+	renderDiffs(&b, []cluster.ReleaseDiff{{Namespace: "ns", Name: "app", Action: installer.ReleaseUpgrade, Diff: "-  image: a\x1b[8m\n+  image: b\n"}})
+	out := b.String()
+	for _, bad := range []string{"\x1b", "\a", "\n  + fake-line", "\nrelease    fake/line"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("output holds %q:\n%s", bad, out)
+		}
+	}
+	for _, want := range []string{`ami-1\x1b[2J`, `\x1b[8m`, "\n+  image: b\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }
