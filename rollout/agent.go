@@ -28,6 +28,14 @@ import (
 // installer.InstallFrom into its --root).
 type InstallFunc func(ctx context.Context, ref string) (generation int, err error)
 
+// InstalledFunc returns the root digests of the bundles installed on this
+// node now (the current generation of each; `zdt agent` reads them from
+// its --root with installer.CurrentGenerations).
+type InstalledFunc func(ctx context.Context) (digests []string, err error)
+
+// DefaultInstallTimeout bounds an install (AgentOptions.InstallTimeout).
+const DefaultInstallTimeout = 30 * time.Minute
+
 // AgentOptions configure an Agent.
 type AgentOptions struct {
 	// Node is the name of the Node this agent upgrades.
@@ -46,6 +54,15 @@ type AgentOptions struct {
 	// failed (step "admit") with the error and pauses the rollout;
 	// nothing is cordoned, drained or installed.
 	Admit func(ctx context.Context, ref string) error
+	// Installed tells what the node has installed: the Node's digest
+	// annotation alone is no proof (a reimaged node registering under its
+	// old Node object, a local rollback, a node patching its own Node), so
+	// the node is done only when both name the rollout's digest.
+	Installed InstalledFunc
+	// InstallTimeout bounds the install (a registry trickling bytes must
+	// not keep a drained node waiting for days; default 30m). An install
+	// not done by then fails the node's install step.
+	InstallTimeout time.Duration
 	// DrainTimeout bounds a drain (evictions a PodDisruptionBudget
 	// refuses are retried until then; default 5m).
 	DrainTimeout time.Duration
@@ -79,8 +96,11 @@ type Agent struct {
 
 // NewAgent returns the agent of o.Node.
 func NewAgent(cs kubernetes.Interface, o AgentOptions) (*Agent, error) {
-	if o.Node == "" || o.Install == nil {
-		return nil, errors.New("rollout agent: a node name and an install function are required")
+	if o.Node == "" || o.Install == nil || o.Installed == nil {
+		return nil, errors.New("rollout agent: a node name, an install function and a reader of what is installed are required")
+	}
+	if o.InstallTimeout <= 0 {
+		o.InstallTimeout = DefaultInstallTimeout
 	}
 	if len(o.Registries) == 0 {
 		return nil, errors.New("rollout agent: the registries it may install from are required")
@@ -138,10 +158,10 @@ func (a *Agent) step(ctx context.Context) (waiting bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("reading node %s: %w", a.o.Node, err)
 	}
-	if node.Annotations[AnnotationDigest] == s.Digest {
+	if node.Annotations[AnnotationDigest] == s.Digest && a.installed(ctx, s.Digest) {
 		// Done, perhaps killed after the annotation: finish the cleanup.
-		if node.Annotations[AnnotationCordoned] != "" {
-			if err := a.uncordon(ctx, nil); err != nil {
+		if node.Annotations[AnnotationCordoned] == s.ID {
+			if err := a.uncordon(ctx, s.ID, nil); err != nil {
 				return false, err
 			}
 		}
@@ -159,33 +179,41 @@ func (a *Agent) step(ctx context.Context) (waiting bool, err error) {
 	if ns := s.Nodes[a.o.Node]; ns.Phase == NodeFailed {
 		return false, nil
 	}
-	held, err := a.heldSlot(ctx)
+	// Whose turn it is is decided whatever slot this node holds: a Lease
+	// is no proof of a turn (any agent can write Leases in the namespace).
+	ok, why, err := a.mayGo(ctx, s, node)
 	if err != nil {
 		return false, err
 	}
-	if !held {
-		ok, why, err := a.mayGo(ctx, s, node)
-		if err != nil {
-			return false, err
-		}
-		if !ok {
-			if s.Nodes[a.o.Node].Phase != NodeWaiting {
-				a.o.Logger.Debug("rollout waiting", "node", a.o.Node, "why", why)
-				err = a.setNode(ctx, s, NodeWaiting, "")
+	if !ok {
+		// A slot in this node's name (forged, or left by an earlier
+		// rollout) must not keep the nodes whose turn it is waiting; one
+		// this rollout cordoned the node with stays held.
+		if node.Annotations[AnnotationCordoned] != s.ID {
+			if err := a.release(ctx); err != nil {
+				return false, err
 			}
-			return true, err
 		}
+		if s.Nodes[a.o.Node].Phase != NodeWaiting {
+			a.o.Logger.Debug("rollout waiting", "node", a.o.Node, "why", why)
+			err = a.setNode(ctx, s, NodeWaiting, "")
+		}
+		return true, err
+	}
+	limit := s.MaxUnavailable
+	if isControlPlane(node) {
+		limit = 1
+	}
+	held, err := a.heldSlot(ctx, s.ID, limit)
+	if err != nil {
+		return false, err
 	}
 	// Its turn: is this a bundle this node installs at all?
 	if err := a.admit(ctx, s.Reference); err != nil {
 		return false, a.fail(ctx, s, "admit", err)
 	}
 	if !held {
-		limit := s.MaxUnavailable
-		if isControlPlane(node) {
-			limit = 1
-		}
-		ok, err := a.acquire(ctx, limit)
+		ok, err = a.acquire(ctx, s.ID, limit)
 		if err != nil || !ok {
 			return err == nil, err
 		}
@@ -193,9 +221,29 @@ func (a *Agent) step(ctx context.Context) (waiting bool, err error) {
 	return false, a.upgrade(ctx, s)
 }
 
+// installed reports whether the node has installed digest (a failure to
+// tell counts as not installed: the install, idempotent, then either
+// finds it installed or fails the node with the reason).
+func (a *Agent) installed(ctx context.Context, digest string) bool {
+	got, err := a.o.Installed(ctx)
+	if err != nil {
+		a.o.Logger.Warn("reading what the node has installed", "node", a.o.Node, "error", err)
+		return false
+	}
+	for _, d := range got {
+		if d == digest {
+			return true
+		}
+	}
+	a.o.Logger.Debug("node annotated with the rollout's digest but not installed: upgrading", "node", a.o.Node, "digest", digest, "installed", got)
+	return false
+}
+
 // mayGo reports whether this node's turn has come: control-plane nodes
 // first (only one of them upgrades at a time: its slot limit is 1),
-// workers once every control-plane node is at the digest.
+// workers once every control-plane node is at the digest and has recorded
+// itself done (it does so after its uncordon; a control-plane node an
+// operator cordoned stays cordoned, and counts as done).
 func (a *Agent) mayGo(ctx context.Context, s *State, node *corev1.Node) (bool, string, error) {
 	if isControlPlane(node) {
 		return true, "", nil
@@ -205,7 +253,8 @@ func (a *Agent) mayGo(ctx context.Context, s *State, node *corev1.Node) (bool, s
 		return false, "", fmt.Errorf("listing control-plane nodes: %w", err)
 	}
 	for _, n := range nodes.Items {
-		if n.Annotations[AnnotationDigest] != s.Digest || n.Spec.Unschedulable {
+		rec := s.Nodes[n.Name]
+		if n.Annotations[AnnotationDigest] != s.Digest || rec.Phase != NodeDone || rec.Digest != s.Digest {
 			return false, "control-plane node " + n.Name + " not upgraded yet", nil
 		}
 	}
@@ -233,7 +282,7 @@ func (a *Agent) upgrade(ctx context.Context, s *State) error {
 	if err := a.setNode(ctx, s, NodeInstalling, ""); err != nil {
 		return err
 	}
-	gen, err := a.o.Install(ctx, s.Reference)
+	gen, err := a.install(ctx, s.Reference)
 	if err != nil {
 		return fail("install", err)
 	}
@@ -244,7 +293,7 @@ func (a *Agent) upgrade(ctx context.Context, s *State) error {
 	if err := a.waitReady(ctx); err != nil {
 		return fail("wait ready", err)
 	}
-	if err := a.uncordon(ctx, map[string]any{AnnotationDigest: s.Digest, AnnotationGeneration: strconv.Itoa(gen)}); err != nil {
+	if err := a.uncordon(ctx, s.ID, map[string]any{AnnotationDigest: s.Digest, AnnotationGeneration: strconv.Itoa(gen)}); err != nil {
 		return fail("uncordon", err)
 	}
 	if err := a.release(ctx); err != nil {
@@ -321,30 +370,64 @@ func (a *Agent) patchNode(ctx context.Context, patch map[string]any) error {
 	return err
 }
 
+// install runs the install within InstallTimeout.
+func (a *Agent) install(ctx context.Context, ref string) (int, error) {
+	ictx, cancel := context.WithTimeout(ctx, a.o.InstallTimeout)
+	defer cancel()
+	gen, err := a.o.Install(ictx, ref)
+	if err != nil && ctx.Err() == nil && errors.Is(ictx.Err(), context.DeadlineExceeded) {
+		return 0, fmt.Errorf("not installed within %s: %w", a.o.InstallTimeout, err)
+	}
+	return gen, err
+}
+
+// cordon makes the node unschedulable for rollout id, marked with
+// AnnotationCordoned. A node unschedulable without that mark was cordoned
+// by someone else (an operator): the rollout does not claim that cordon,
+// so it never lifts it. A cordon an earlier rollout left is taken over.
+// The patch is conditional on the Node read (resourceVersion), so a
+// cordon set in between is not claimed either.
 func (a *Agent) cordon(ctx context.Context, id string) error {
-	return a.patchNode(ctx, map[string]any{
-		"metadata": map[string]any{"annotations": map[string]any{AnnotationCordoned: id}},
-		"spec":     map[string]any{"unschedulable": true},
+	return retry.RetryOnConflict(updateBackoff, func() error {
+		node, err := a.cs.CoreV1().Nodes().Get(ctx, a.o.Node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if node.Spec.Unschedulable {
+			switch by := node.Annotations[AnnotationCordoned]; by {
+			case id:
+				return nil
+			case "":
+				a.o.Logger.Info("node cordoned by someone else: it stays cordoned after its upgrade", "node", a.o.Node)
+				return nil
+			}
+		}
+		return a.patchNode(ctx, map[string]any{
+			"metadata": map[string]any{"resourceVersion": node.ResourceVersion, "annotations": map[string]any{AnnotationCordoned: id}},
+			"spec":     map[string]any{"unschedulable": true},
+		})
 	})
 }
 
-// uncordon makes the node schedulable again (only when the rollout
-// cordoned it) with the given annotations.
-func (a *Agent) uncordon(ctx context.Context, annotations map[string]any) error {
-	node, err := a.cs.CoreV1().Nodes().Get(ctx, a.o.Node, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	ann := map[string]any{}
-	for k, v := range annotations {
-		ann[k] = v
-	}
-	patch := map[string]any{"metadata": map[string]any{"annotations": ann}}
-	if node.Annotations[AnnotationCordoned] != "" {
-		ann[AnnotationCordoned] = nil
-		patch["spec"] = map[string]any{"unschedulable": nil}
-	}
-	return a.patchNode(ctx, patch)
+// uncordon sets the given annotations and, only when rollout id cordoned
+// the node, makes it schedulable again (conditional on the Node read).
+func (a *Agent) uncordon(ctx context.Context, id string, annotations map[string]any) error {
+	return retry.RetryOnConflict(updateBackoff, func() error {
+		node, err := a.cs.CoreV1().Nodes().Get(ctx, a.o.Node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		ann := map[string]any{}
+		for k, v := range annotations {
+			ann[k] = v
+		}
+		patch := map[string]any{"metadata": map[string]any{"resourceVersion": node.ResourceVersion, "annotations": ann}}
+		if node.Annotations[AnnotationCordoned] == id {
+			ann[AnnotationCordoned] = nil
+			patch["spec"] = map[string]any{"unschedulable": nil}
+		}
+		return a.patchNode(ctx, patch)
+	})
 }
 
 // drain evicts every pod on the node except DaemonSets' and mirror pods,
@@ -444,9 +527,26 @@ func (a *Agent) waitReady(ctx context.Context) error {
 }
 
 // Slots: Leases SlotPrefix0..limit-1 in Namespace; holderIdentity is the
-// node. A Lease whose holder stopped renewing it is taken over.
+// node, AnnotationSlotRollout the rollout it took the slot for. A Lease
+// whose holder stopped renewing it is taken over. Leases are no proof of a
+// turn (any agent can write them): a node counts a slot as its own only
+// below the limit, for this rollout and unexpired, and still waits for its
+// turn (mayGo) while holding one.
 
 func slotName(i int) string { return SlotPrefix + strconv.Itoa(i) }
+
+// slotIndex is i when name is slotName(i), else -1.
+func slotIndex(name string) int {
+	rest, ok := strings.CutPrefix(name, SlotPrefix)
+	if !ok {
+		return -1
+	}
+	i, err := strconv.Atoi(rest)
+	if err != nil || i < 0 || slotName(i) != name {
+		return -1
+	}
+	return i
+}
 
 func (a *Agent) listSlots(ctx context.Context) ([]coordv1.Lease, error) {
 	l, err := a.cs.CoordinationV1().Leases(Namespace).List(ctx, metav1.ListOptions{})
@@ -462,13 +562,27 @@ func (a *Agent) listSlots(ctx context.Context) ([]coordv1.Lease, error) {
 	return out, nil
 }
 
-func (a *Agent) heldSlot(ctx context.Context) (bool, error) {
+func holder(l *coordv1.Lease) string {
+	if l.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *l.Spec.HolderIdentity
+}
+
+// heldSlot reports whether this node holds one of the slots 0..limit-1
+// for rollout id, unexpired.
+func (a *Agent) heldSlot(ctx context.Context, id string, limit int) (bool, error) {
 	slots, err := a.listSlots(ctx)
 	if err != nil {
 		return false, err
 	}
-	for _, l := range slots {
-		if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == a.o.Node {
+	now := time.Now()
+	for i := range slots {
+		l := &slots[i]
+		if holder(l) != a.o.Node || l.Annotations[AnnotationSlotRollout] != id || leaseFree(l, now) {
+			continue
+		}
+		if n := slotIndex(l.Name); n >= 0 && n < limit {
 			return true, nil
 		}
 	}
@@ -485,13 +599,19 @@ func leaseFree(l *coordv1.Lease, now time.Time) bool {
 	return now.After(l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second))
 }
 
-// acquire takes a free slot among the first limit ones (creating it), so
-// that at most limit nodes hold one. A slot beyond limit held by another
-// node (a larger max-unavailable before) counts too, and so does another
-// node the rollout cordoned: its Lease lapses while its agent is gone
-// (killed, the node rebooting), but the node is still unavailable until
-// its agent is back and finishes it.
-func (a *Agent) acquire(ctx context.Context, limit int) (bool, error) {
+// acquire takes a slot among the first limit ones for rollout id: one
+// that is missing (created), free, or already in this node's name (left
+// by an earlier rollout, or forged: either way this node's turn has come),
+// so that at most limit nodes hold one. Busy besides the held slots: a
+// slot beyond limit whose holder is under a rollout's cordon (a larger
+// max-unavailable before, still upgrading; other Leases beyond limit are
+// ignored), and another node this rollout cordoned: its Lease lapses
+// while its agent is gone (killed, the node rebooting), but the node is
+// still unavailable until its agent is back and finishes it. (A node an
+// earlier rollout left cordoned counts once this rollout takes it over at
+// its turn: counting it before would keep the control plane, which goes
+// first, waiting for it.)
+func (a *Agent) acquire(ctx context.Context, id string, limit int) (bool, error) {
 	slots, err := a.listSlots(ctx)
 	if err != nil {
 		return false, err
@@ -500,24 +620,39 @@ func (a *Agent) acquire(ctx context.Context, limit int) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("listing nodes: %w", err)
 	}
-	now := time.Now()
-	busy := map[string]bool{}
-	byName := map[string]*coordv1.Lease{}
-	for i := range slots {
-		byName[slots[i].Name] = &slots[i]
-		if !leaseFree(&slots[i], now) {
-			busy[*slots[i].Spec.HolderIdentity] = true
+	upgrading := map[string]bool{} // under a rollout's cordon
+	busy := map[string]bool{}      // nodes, each counted once
+	for _, n := range nodes.Items {
+		if n.Name == a.o.Node || !n.Spec.Unschedulable || n.Annotations[AnnotationCordoned] == "" {
+			continue
+		}
+		upgrading[n.Name] = true
+		if n.Annotations[AnnotationCordoned] == id {
+			busy[n.Name] = true
 		}
 	}
-	for _, n := range nodes.Items {
-		if n.Name != a.o.Node && n.Spec.Unschedulable && n.Annotations[AnnotationCordoned] != "" {
-			busy[n.Name] = true
+	now := time.Now()
+	byName := map[string]*coordv1.Lease{}
+	for i := range slots {
+		l := &slots[i]
+		n := slotIndex(l.Name)
+		if n < 0 {
+			continue
+		}
+		if n < limit {
+			byName[l.Name] = l
+		}
+		if leaseFree(l, now) || holder(l) == a.o.Node {
+			continue
+		}
+		if n < limit || upgrading[holder(l)] {
+			busy[holder(l)] = true
 		}
 	}
 	if len(busy) >= limit {
 		return false, nil
 	}
-	holder := a.o.Node
+	me := a.o.Node
 	dur := int32(a.o.LeaseDuration / time.Second)
 	if dur < 1 {
 		dur = 1
@@ -527,8 +662,8 @@ func (a *Agent) acquire(ctx context.Context, limit int) (bool, error) {
 		l, ok := byName[slotName(i)]
 		if !ok {
 			nl := &coordv1.Lease{
-				ObjectMeta: metav1.ObjectMeta{Name: slotName(i), Namespace: Namespace},
-				Spec:       coordv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &dur, AcquireTime: &mt, RenewTime: &mt},
+				ObjectMeta: metav1.ObjectMeta{Name: slotName(i), Namespace: Namespace, Annotations: map[string]string{AnnotationSlotRollout: id}},
+				Spec:       coordv1.LeaseSpec{HolderIdentity: &me, LeaseDurationSeconds: &dur, AcquireTime: &mt, RenewTime: &mt},
 			}
 			_, err := a.cs.CoordinationV1().Leases(Namespace).Create(ctx, nl, metav1.CreateOptions{})
 			if apierrors.IsAlreadyExists(err) {
@@ -536,10 +671,14 @@ func (a *Agent) acquire(ctx context.Context, limit int) (bool, error) {
 			}
 			return err == nil, err
 		}
-		if !leaseFree(l, now) {
+		if !leaseFree(l, now) && holder(l) != me {
 			continue
 		}
-		l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.AcquireTime, l.Spec.RenewTime = &holder, &dur, &mt, &mt
+		if l.Annotations == nil {
+			l.Annotations = map[string]string{}
+		}
+		l.Annotations[AnnotationSlotRollout] = id
+		l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.AcquireTime, l.Spec.RenewTime = &me, &dur, &mt, &mt
 		_, err := a.cs.CoordinationV1().Leases(Namespace).Update(ctx, l, metav1.UpdateOptions{})
 		if apierrors.IsConflict(err) {
 			return false, nil

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -32,18 +33,24 @@ func digestOf(s string) string {
 
 // fakeNode is one node's --root and the install an agent of it runs: the
 // "bundle" is a file naming the reference, and a generation counter; fail
-// injects a failure.
+// injects a failure, block an install that never ends by itself (a
+// registry trickling bytes).
 type fakeNode struct {
 	name, root string
 	gen        atomic.Int32
 	fail       atomic.Bool
+	block      atomic.Bool
 }
 
 func (n *fakeNode) install(ctx context.Context, ref string) (int, error) {
 	if n.fail.Load() {
 		return 0, errors.New("injected: kubelet binary does not start")
 	}
-	p := filepath.Join(n.root, "etc/platform/bundle")
+	if n.block.Load() {
+		<-ctx.Done()
+		return 0, fmt.Errorf("reading blob: %w", ctx.Err())
+	}
+	p := n.bundleFile()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return 0, err
 	}
@@ -51,6 +58,22 @@ func (n *fakeNode) install(ctx context.Context, ref string) (int, error) {
 		return 0, err
 	}
 	return int(n.gen.Add(1)), nil
+}
+
+func (n *fakeNode) bundleFile() string { return filepath.Join(n.root, "etc/platform/bundle") }
+
+// installed is the digest of the reference the root holds (none before
+// the first install).
+func (n *fakeNode) installed(ctx context.Context) ([]string, error) {
+	b, err := os.ReadFile(n.bundleFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	_, dig, _ := strings.Cut(string(b), "@")
+	return []string{dig}, nil
 }
 
 type testWriter struct{ t *testing.T }
@@ -76,7 +99,7 @@ func runAgent(t *testing.T, cs kubernetes.Interface, n *fakeNode) *agentRun {
 func runAgentWith(t *testing.T, cs kubernetes.Interface, n *fakeNode, edit func(*AgentOptions)) *agentRun {
 	t.Helper()
 	o := AgentOptions{
-		Node: n.name, Install: n.install, DrainTimeout: 30 * time.Second, ReadyTimeout: 20 * time.Second,
+		Node: n.name, Install: n.install, Installed: n.installed, DrainTimeout: 30 * time.Second, ReadyTimeout: 20 * time.Second,
 		LeaseDuration: 3 * time.Second, Poll: 200 * time.Millisecond, Registries: []string{"127.0.0.1:5000"},
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -102,22 +125,64 @@ var eventually = rollouttest.Eventually
 // digest, and its root holds ref.
 func converged(ctx context.Context, cs kubernetes.Interface, nodes []*fakeNode, digest, ref string) error {
 	for _, fn := range nodes {
-		n, err := cs.CoreV1().Nodes().Get(ctx, fn.name, metav1.GetOptions{})
+		n, err := upgraded(ctx, cs, fn, digest, ref)
 		if err != nil {
 			return err
 		}
-		if n.Annotations[AnnotationDigest] != digest || n.Spec.Unschedulable || !nodeReady(n) || n.Annotations[AnnotationCordoned] != "" {
-			return fmt.Errorf("node %s: digest %q, unschedulable %v, ready %v", fn.name, n.Annotations[AnnotationDigest], n.Spec.Unschedulable, nodeReady(n))
-		}
-		if n.Annotations[AnnotationGeneration] != fmt.Sprint(fn.gen.Load()) {
-			return fmt.Errorf("node %s: generation %q, installed %d", fn.name, n.Annotations[AnnotationGeneration], fn.gen.Load())
-		}
-		b, err := os.ReadFile(filepath.Join(fn.root, "etc/platform/bundle"))
-		if err != nil || string(b) != ref {
-			return fmt.Errorf("node %s: root holds %q (%v), want %q", fn.name, b, err, ref)
+		if n.Spec.Unschedulable || n.Annotations[AnnotationCordoned] != "" {
+			return fmt.Errorf("node %s: unschedulable %v, cordoned by rollout %q", fn.name, n.Spec.Unschedulable, n.Annotations[AnnotationCordoned])
 		}
 	}
 	return nil
+}
+
+// upgraded checks the node is Ready, annotated with digest and the
+// generation it installed last, and its root holds ref.
+func upgraded(ctx context.Context, cs kubernetes.Interface, fn *fakeNode, digest, ref string) (*corev1.Node, error) {
+	n, err := cs.CoreV1().Nodes().Get(ctx, fn.name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if n.Annotations[AnnotationDigest] != digest || !nodeReady(n) {
+		return nil, fmt.Errorf("node %s: digest %q, ready %v", fn.name, n.Annotations[AnnotationDigest], nodeReady(n))
+	}
+	if n.Annotations[AnnotationGeneration] != fmt.Sprint(fn.gen.Load()) {
+		return nil, fmt.Errorf("node %s: generation %q, installed %d", fn.name, n.Annotations[AnnotationGeneration], fn.gen.Load())
+	}
+	b, err := os.ReadFile(fn.bundleFile())
+	if err != nil || string(b) != ref {
+		return nil, fmt.Errorf("node %s: root holds %q (%v), want %q", fn.name, b, err, ref)
+	}
+	return n, nil
+}
+
+// untilDone waits until the rollout is done and check passes.
+func untilDone(t *testing.T, ctx context.Context, cs kubernetes.Interface, d time.Duration, what string, check func() error) {
+	t.Helper()
+	eventually(t, d, what, func() error {
+		if err := check(); err != nil {
+			return err
+		}
+		s, err := GetStatus(ctx, cs)
+		if err != nil || s.State.Phase != PhaseDone {
+			return fmt.Errorf("rollout not done: %+v %v", s, err)
+		}
+		return nil
+	})
+}
+
+// clientOf is a client of c. The agents share it in these tests, where
+// each is a process with its own client on a real site: client-go's
+// default limit (5 requests/s) would throttle them together, and the 3 s
+// leases expire under it.
+func clientOf(t *testing.T, c *kubetest.Cluster) kubernetes.Interface {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 200, 400
+	return kubernetes.NewForConfigOrDie(cfg)
 }
 
 // TestRollingUpgrade runs against a real kube-apiserver and etcd, with the
@@ -142,15 +207,7 @@ func converged(ctx context.Context, cs kubernetes.Interface, nodes []*fakeNode, 
 //     and once the blocker is gone the rollout completes.
 func TestRollingUpgrade(t *testing.T) {
 	c := kubetest.Start(t, kubetest.WithControllers(), kubetest.WithNodes("cp-1:control-plane", "w-1", "w-2"))
-	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The agents share this client here, where each is a process with its
-	// own client on a real site: client-go's default limit (5 requests/s)
-	// would throttle the three together, and the 3 s leases expire under it.
-	cfg.QPS, cfg.Burst = 200, 400
-	cs := kubernetes.NewForConfigOrDie(cfg)
+	cs := clientOf(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -173,16 +230,7 @@ func TestRollingUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 45*time.Second, "rollout to v2", func() error {
-		if err := converged(ctx, cs, nodes, dig2, ref2); err != nil {
-			return err
-		}
-		s, err := GetStatus(ctx, cs)
-		if err != nil || s.State.Phase != PhaseDone {
-			return fmt.Errorf("rollout not done: %+v %v", s, err)
-		}
-		return nil
-	})
+	untilDone(t, ctx, cs, 45*time.Second, "rollout to v2", func() error { return converged(ctx, cs, nodes, dig2, ref2) })
 	t.Logf("rollout %s to v2 over 3 nodes in %s", st.ID, time.Since(begin).Round(time.Millisecond))
 	seen := obs.Reset()
 	for _, e := range seen.Check(2, "cp-1", 2) {
@@ -272,16 +320,7 @@ func TestRollingUpgrade(t *testing.T) {
 	agents["w-2"] = runAgent(t, cs, nodes[2])
 	time.Sleep(time.Second)
 	unblock()
-	eventually(t, 45*time.Second, "rollout to v3 after resume", func() error {
-		if err := converged(ctx, cs, nodes, dig3, ref3); err != nil {
-			return err
-		}
-		s, err := GetStatus(ctx, cs)
-		if err != nil || s.State.Phase != PhaseDone {
-			return fmt.Errorf("rollout not done: %+v %v", s, err)
-		}
-		return nil
-	})
+	untilDone(t, ctx, cs, 45*time.Second, "rollout to v3 after resume", func() error { return converged(ctx, cs, nodes, dig3, ref3) })
 	for _, e := range obs.Seen().Check(1, "", 2) {
 		t.Error(e)
 	}

@@ -59,7 +59,13 @@ func TestLapsedSlotOfCordonedNode(t *testing.T) {
 	installs := map[string]*atomic.Int32{"w-1": {}, "w-2": {}}
 	agent := func(name string) *Agent {
 		a, err := NewAgent(cs, AgentOptions{Node: name, LeaseDuration: 3 * time.Second, Poll: 10 * time.Millisecond, Registries: []string{"site:5000"},
-			Install: func(context.Context, string) (int, error) { return int(installs[name].Add(1)), nil }})
+			Install: func(context.Context, string) (int, error) { return int(installs[name].Add(1)), nil },
+			Installed: func(context.Context) ([]string, error) {
+				if installs[name].Load() > 0 {
+					return []string{dig}, nil
+				}
+				return []string{old}, nil
+			}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -46,6 +46,9 @@ const (
 	// AnnotationCordoned marks a node the rollout cordoned (with the
 	// rollout id), so that it never uncordons a node an operator cordoned.
 	AnnotationCordoned = "zdt.dev/cordoned-by-rollout"
+	// AnnotationSlotRollout on a slot Lease is the id of the rollout its
+	// holder took it for.
+	AnnotationSlotRollout = "zdt.dev/rollout-id"
 
 	ControlPlaneLabel = "node-role.kubernetes.io/control-plane"
 )
@@ -275,7 +278,17 @@ type NodeStatus struct {
 	Error        string    `json:"error,omitempty"`
 	Cordoned     bool      `json:"cordoned,omitempty"`
 	Ready        bool      `json:"ready"`
+	// CordonedBy says whose cordon it is: CordonedByRollout (this
+	// rollout's, lifted once the node is upgraded), CordonedByOther (an
+	// operator's, or an earlier rollout's: the rollout leaves it).
+	CordonedBy string `json:"cordonedBy,omitempty"`
 }
+
+// NodeStatus.CordonedBy values.
+const (
+	CordonedByRollout = "rollout"
+	CordonedByOther   = "other"
+)
 
 // Status is the rollout and every node of the cluster.
 type Status struct {
@@ -303,6 +316,12 @@ func GetStatus(ctx context.Context, cs kubernetes.Interface) (*Status, error) {
 			Digest: n.Annotations[AnnotationDigest], Generation: n.Annotations[AnnotationGeneration],
 			Phase: ns.Phase, Since: ns.Since, Error: ns.Error,
 			Cordoned: n.Spec.Unschedulable, Ready: nodeReady(n),
+		}
+		if out.Cordoned {
+			out.CordonedBy = CordonedByOther
+			if n.Annotations[AnnotationCordoned] == s.ID {
+				out.CordonedBy = CordonedByRollout
+			}
 		}
 		if out.Phase == "" {
 			out.Phase = NodePending

@@ -201,7 +201,11 @@ func printRolloutStatus(w io.Writer, st *rollout.Status) error {
 		if n.Digest != "" {
 			dig = short(n.Digest)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%v\t%s\n", printable(n.Name), role, printable(dig), printable(n.Phase), since, n.Ready, n.Cordoned, printable(n.Error))
+		cordoned := fmt.Sprint(n.Cordoned)
+		if n.CordonedBy == rollout.CordonedByOther {
+			cordoned += " (not by the rollout: kept)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\n", printable(n.Name), role, printable(dig), printable(n.Phase), since, n.Ready, cordoned, printable(n.Error))
 	}
 	return tw.Flush()
 }
@@ -259,7 +263,9 @@ left), installs the bundle from its registry into --root as 'zdt install
 --from' does (same trust flags), waits for the Node to be Ready,
 uncordons it, annotates it with zdt.dev/bundle-digest and
 zdt.dev/generation and releases the slot. A failed step leaves the node
-cordoned and pauses the rollout with the error.
+cordoned and pauses the rollout with the error. A node is done only when
+its annotation and what --root has installed both name the bundle; a node
+someone else cordoned is upgraded but left cordoned.
 
 Whoever may write the ConfigMap must not be able to point the agents at
 any registry: the agent installs only from the registries given with
@@ -342,6 +348,17 @@ signature and before writing anything.`,
 				})
 				return res.Generation, err
 			}
+			opts.Installed = func(ctx context.Context) ([]string, error) {
+				gens, err := installer.CurrentGenerations(root)
+				if err != nil {
+					return nil, err
+				}
+				var out []string
+				for _, g := range gens {
+					out = append(out, g.BundleDigest)
+				}
+				return out, nil
+			}
 			a, err := rollout.NewAgent(cs, opts)
 			if err != nil {
 				return err
@@ -359,6 +376,7 @@ signature and before writing anything.`,
 	fs.StringVar(&root, "root", "/", "install under this directory")
 	fs.StringVar(&serveAddr, "serve-addr", installer.DefaultServeAddr, "as for zdt install")
 	fs.DurationVar(&opts.DrainTimeout, "drain-timeout", 5*time.Minute, "how long a drain may take (evictions a PodDisruptionBudget refuses are retried until then)")
+	fs.DurationVar(&opts.InstallTimeout, "install-timeout", rollout.DefaultInstallTimeout, "how long the install may take (download included); a slower one fails the node's install step")
 	fs.DurationVar(&opts.ReadyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for the Node to be Ready after the install")
 	fs.DurationVar(&opts.LeaseDuration, "lease-duration", 30*time.Second, "a slot Lease's duration (an agent that stops renewing it loses it)")
 	fs.DurationVar(&opts.Poll, "poll", rollout.DefaultResync, "the resync interval: the agent watches the rollout and its Node and reacts to each change, and also re-reads the rollout this often")
