@@ -60,7 +60,7 @@ func TestNewAgentRegistries(t *testing.T) {
 		{[]string{"registry.site 5000"}, false},
 		{[]string{"registry.site:5000", "10.0.0.1"}, true},
 	} {
-		_, err := NewAgent(nil, AgentOptions{Node: "n", Install: install, Registries: tc.regs})
+		_, err := NewAgent(nil, AgentOptions{Node: "n", Install: install, Installed: func(context.Context) ([]string, error) { return nil, nil }, Registries: tc.regs})
 		if (err == nil) != tc.ok {
 			t.Errorf("registries %q: %v", tc.regs, err)
 		}
