@@ -49,6 +49,7 @@ func TestEvictionOutlivesStop(t *testing.T) {
 	defer srv.Close()
 	a, err := NewAgent(kubernetes.NewForConfigOrDie(&rest.Config{Host: srv.URL}), AgentOptions{
 		Node: "w-1", Install: func(context.Context, string) (int, error) { return 0, nil }, DrainTimeout: 10 * time.Second,
+		Installed: func(context.Context) ([]string, error) { return nil, nil }, Registries: []string{"127.0.0.1:5000"},
 	})
 	if err != nil {
 		t.Fatal(err)
