@@ -16,6 +16,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -786,8 +787,9 @@ func (s *state) rollbackRoots(gens []*Generation) []digest.Digest {
 // A file's layer is hashed once: by its placement, which checks the
 // layer's digest and size as it reads it (bundle.OpenContent); the import
 // leaves the layers placed out of its own hashing of a kept archive and
-// keeps the archive only once every placement succeeded
-// (registry.CheckedLayers). It returns the files placed.
+// keeps the archive only once every placement succeeded and the file is
+// unwritten since before they started (registry.CheckedLayers). It
+// returns the files placed.
 func (r *run) importAndPlace(ctx context.Context) (int, error) {
 	eg, ectx := errgroup.WithContext(ctx)
 	var toPlace []int // indexes in r.desired
@@ -806,6 +808,13 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 		iopts := r.importOptions()
 		if r.servedHere() { // (the metadata holds no file layer)
 			iopts.Checked = &registry.CheckedLayers{Digests: map[digest.Digest]bool{}, Wait: placing.wait}
+			// The archive as it is before any placement reads it: kept only
+			// if unwritten since (no stat, e.g. not a file: all hashed). A
+			// file changed within a timestamp tick of this stat could be
+			// written again with the same times: hashed in full too.
+			if fi, err := r.a.Stat(); err == nil && !registry.ChangedWithin(fi, time.Now(), racyArchive) {
+				iopts.Checked.Since = fi
+			}
 			for _, i := range toPlace {
 				iopts.Checked.Digests[r.contents[r.desired[i].key()].Layer.Digest] = true
 			}
@@ -865,6 +874,11 @@ func (r *run) importAndPlace(ctx context.Context) (int, error) {
 	err := eg.Wait()
 	return int(written.Load()), err
 }
+
+// racyArchive: an archive changed this recently when an install starts
+// is hashed in full by the import, its placed layers again too (a write
+// within the same tick of the file's timestamps would not move them).
+var racyArchive = 2 * time.Second
 
 // placing tracks the file placements of an install, for the import that
 // waits for their checks of the layers it does not hash.

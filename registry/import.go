@@ -70,6 +70,13 @@ type CheckedLayers struct {
 	// Wait returns once every check is done: nil when all held, else the
 	// first failure (or ctx's error). Without it, Digests are hashed.
 	Wait func(ctx context.Context) error
+	// Since is the archive's file as stated before any check read it
+	// (the caller's Archive.Stat, taken before its checks start). The
+	// archive is kept only if it is still that file, unwritten since
+	// (size, modification and change time): a check may hash a layer
+	// before Import's own baseline, and a write after it would otherwise
+	// go unseen. Without it, Digests are hashed.
+	Since os.FileInfo
 }
 
 // ImportResult says what Import did.

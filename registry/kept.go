@@ -102,6 +102,29 @@ func (s *Store) keepArchive(ctx context.Context, a *bundle.Archive, opts ImportO
 	if err := fsutil.RemoveTemps(root, []string{keptDir}); err != nil { // left by a killed install
 		return fmt.Errorf("keeping archive: %w", err)
 	}
+	// A delta's base is the store's own content (InstalledBase), verified
+	// when it was installed: only the delta's own blobs are hashed. File
+	// and disk content is checked by install as it places it, and the
+	// layers it places (opts.Checked) are hashed there only: their check
+	// is waited for here, before anything is kept. Those checks may have
+	// read their layers before this point, so the file must be unwritten
+	// since the caller's stat taken before they started (Checked.Since):
+	// its change time, which no write can set back, must not have moved.
+	// Without that stat every layer is hashed here. (A write between this
+	// stat and the link, microseconds, would be hidden by the link's own
+	// move of the change time; the link cannot be made before the checks,
+	// which run beside the whole import.)
+	var checked map[digest.Digest]bool
+	if c := opts.Checked; c != nil && c.Wait != nil && c.Since != nil {
+		checked = c.Digests
+		pre, err := a.Stat()
+		if err != nil {
+			return fmt.Errorf("%w: %w", errCannotLink, err)
+		}
+		if changed(c.Since, pre) {
+			return modifiedError(a)
+		}
+	}
 	tmp := fsutil.TempName(rel)
 	if err := linkInto(root, a.Path(), tmp); err != nil {
 		return fmt.Errorf("%w: %w", errCannotLink, err)
@@ -123,14 +146,11 @@ func (s *Store) keepArchive(ctx context.Context, a *bundle.Archive, opts ImportO
 	if err != nil || !os.SameFile(afi, lfi) {
 		return fmt.Errorf("keeping archive: %s was replaced while being installed; run zdt install again", a.Path())
 	}
-	// A delta's base is the store's own content (InstalledBase), verified
-	// when it was installed: only the delta's own blobs are hashed. File
-	// and disk content is checked by install as it places it, and the
-	// layers it places (opts.Checked) are hashed there only: their check
-	// is waited for here, before anything is kept.
-	var checked map[digest.Digest]bool
-	if c := opts.Checked; c != nil && c.Wait != nil {
-		checked = c.Digests
+	// The link itself moved the change time: from Since to here, size
+	// and modification time only (the stat just before the link compared
+	// the change time).
+	if checked != nil && contentChanged(opts.Checked.Since, lfi) {
+		return modifiedError(a)
 	}
 	if _, err := a.Verify(ctx, bundle.VerifyOptions{Concurrency: opts.Concurrency, Progress: opts.Progress, SkipBase: true, SkipContent: true,
 		SkipBlobs: checked}); err != nil {
@@ -152,19 +172,32 @@ func (s *Store) keepArchive(ctx context.Context, a *bundle.Archive, opts ImportO
 	if err != nil {
 		return fmt.Errorf("keeping archive: %w", err)
 	}
-	// Written to (truncated, overwritten in place) while it was verified:
-	// what would be kept is not what was verified.
+	// Written to (truncated, overwritten in place, its modification time
+	// set back or not) while it was verified: what would be kept is not
+	// what was verified.
 	if now, err := root.Stat(tmp); err != nil || changed(lfi, now) {
-		return fmt.Errorf("keeping archive: %s was modified while being installed: %w; run zdt install again", a.Path(), ErrBadStore)
+		return modifiedError(a)
 	}
 	if err := root.Rename(tmp, rel); err != nil {
 		return fmt.Errorf("keeping archive: %w", err)
 	}
 	ok = true
+	// The rename moves the change time too: what checkKept compares later
+	// is the file as renamed.
+	kept, err := root.Stat(rel)
+	if err != nil || contentChanged(lfi, kept) {
+		_ = root.Remove(rel)
+		return modifiedError(a)
+	}
 	s.mu.Lock()
-	s.kept[a.Root.Digest] = lfi
+	s.kept[a.Root.Digest] = kept
 	s.mu.Unlock()
 	return fsutil.SyncDir(root, keptDir)
+}
+
+// modifiedError says a's file was written to while it was installed.
+func modifiedError(a *bundle.Archive) error {
+	return fmt.Errorf("keeping archive: %s was modified while being installed: %w; run zdt install again", a.Path(), ErrBadStore)
 }
 
 // linkInto hard-links the file at src (following a symlink there) to rel
@@ -182,9 +215,24 @@ func linkInto(dir *os.Root, src, rel string) error {
 }
 
 // changed reports whether a file's content may have changed between two
-// stats of it: another file, or its size or modification time moved (a
-// write or truncation moves it; links, renames and chmod do not).
+// stats of it: another file, or its size, modification time or change
+// time moved. A write or truncation moves them; the owner can set the
+// modification time back, not the change time (which links, renames and
+// chmod move too: a false alarm, never a miss).
 func changed(before, after os.FileInfo) bool {
+	return contentChanged(before, after) || !changeTime(before).Equal(changeTime(after))
+}
+
+// ChangedWithin reports whether fi's file changed (its change time)
+// less than d before now, or after now: a write within the same tick of
+// its timestamps might leave them as they are.
+func ChangedWithin(fi os.FileInfo, now time.Time, d time.Duration) bool {
+	return now.Sub(changeTime(fi)) < d
+}
+
+// contentChanged is changed without the change time, across a link or
+// rename of the file's own making.
+func contentChanged(before, after os.FileInfo) bool {
 	return !os.SameFile(before, after) || before.Size() != after.Size() || !before.ModTime().Equal(after.ModTime())
 }
 
