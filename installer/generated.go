@@ -65,6 +65,11 @@ type genContext struct {
 	// after zdt serve, for digests only.
 	whole     map[string]bool
 	upstreams map[string][]*Source
+	// metaRepos are, per registry in whole, the repositories (path as
+	// reference.Path has it: library/nginx) holding images only of
+	// bundles whose metadata alone zdt serve has: registries.conf gives
+	// each its own entry without zdt serve, as for a registry not whole.
+	metaRepos map[string][]string
 	// agent is the unit of `zdt agent` to write (nil: none).
 	agent *AgentConfig
 }
@@ -78,6 +83,25 @@ func imageRegistries(items []ItemState) map[string]bool {
 		}
 		if n, err := reference.ParseNormalizedNamed(it.Ref); err == nil {
 			set[reference.Domain(n)] = true
+		}
+	}
+	return set
+}
+
+// imageRepositories are the registries of the images among items, each
+// with the paths of its repositories.
+func imageRepositories(items []ItemState) map[string]map[string]bool {
+	set := map[string]map[string]bool{}
+	for _, it := range items {
+		if it.Kind != manifests.KindImage {
+			continue
+		}
+		if n, err := reference.ParseNormalizedNamed(it.Ref); err == nil {
+			d := reference.Domain(n)
+			if set[d] == nil {
+				set[d] = map[string]bool{}
+			}
+			set[d][reference.Path(n)] = true
 		}
 	}
 	return set
@@ -183,8 +207,11 @@ func encodeTOML(header string, v any) []byte {
 // 404, so it is pointed at zdt serve for every registry; containers'
 // image library takes all of an image from the first mirror that has its
 // manifest, so registries.conf lists zdt serve only for registries it
-// serves whole (a tag pull of an image whose layers it lacks has no
-// mirror: it fails, rather than take the tag from the source).
+// serves whole, and a repository there whose images it serves only the
+// metadata of gets its own entry without it (the longest prefix wins). A
+// tag pull of such an image has no mirror that may resolve it: containers
+// pull the tag from the image's own registry (unsigned) when it is
+// reachable, and fail when it is not; by digest they pull from the source.
 func generatedFiles(g genContext) map[string][]byte {
 	out := map[string][]byte{}
 	regs := g.registries()
@@ -232,6 +259,18 @@ func generatedFiles(g genContext) map[string][]byte {
 		}
 		out[layout.HostsTOML(r)] = hostsTOML(g.header, server, hosts, hostCfg)
 		conf.Registry = append(conf.Registry, registryEntry{Prefix: r, Location: r, Mirror: mirrors})
+		// The longest prefix wins (containers-registries.conf(5)): a
+		// repository whose layers zdt serve lacks gets the source
+		// registries only, though zdt serve mirrors its registry.
+		for _, repo := range g.metaRepos[r] {
+			var rm []mirror
+			for _, m := range mirrors {
+				if m.PullFromMirror != "" {
+					rm = append(rm, mirror{Location: m.Location + "/" + repo, PullFromMirror: m.PullFromMirror})
+				}
+			}
+			conf.Registry = append(conf.Registry, registryEntry{Prefix: r + "/" + repo, Location: r + "/" + repo, Mirror: rm})
+		}
 	}
 	if len(regs) > 0 {
 		out[layout.ContainersRegistriesConf] = encodeTOML(g.header+"# Pull images of these registries from zdt serve; from the registries bundles came from by digest only.\n", conf)
@@ -318,6 +357,42 @@ func genFor(toolVersion, serveAddr string, caPEM []byte, bundles []genBundle) ge
 			for r := range imageRegistries(b.items) {
 				g.whole[r] = true
 			}
+		}
+	}
+	// A repository of a registry zdt serve mirrors whose images only
+	// bundles not served whole carry. (One that both carry stays with zdt
+	// serve: the images of the bundle served whole keep being pulled by
+	// tag from it, those of the other fail rather than come from
+	// elsewhere; --replicate serves that one whole.)
+	if g.whole != nil {
+		wholeRepos, metaRepos := map[string]map[string]bool{}, map[string]map[string]bool{}
+		for _, b := range bundles {
+			set := metaRepos
+			if b.source == nil || b.source.Replicated {
+				set = wholeRepos
+			}
+			for r, repos := range imageRepositories(b.items) {
+				if set[r] == nil {
+					set[r] = map[string]bool{}
+				}
+				for repo := range repos {
+					set[r][repo] = true
+				}
+			}
+		}
+		for r, repos := range metaRepos {
+			if !g.whole[r] {
+				continue // no zdt serve mirror for the registry at all
+			}
+			for repo := range repos {
+				if !wholeRepos[r][repo] {
+					if g.metaRepos == nil {
+						g.metaRepos = map[string][]string{}
+					}
+					g.metaRepos[r] = append(g.metaRepos[r], repo)
+				}
+			}
+			slices.Sort(g.metaRepos[r])
 		}
 	}
 	for _, b := range bundles {

@@ -158,4 +158,97 @@ func TestGeneratedMirrorOfSource(t *testing.T) {
 			}
 		}
 	}
+	t.Run("beside a bundle served whole", testMirrorOfSourceBeside)
+}
+
+// lookupRegistry picks the registries.conf entry for image name as
+// containers/image does (containers-registries.conf(5)): the longest
+// prefix that name starts with, followed by the end or a separator.
+func lookupRegistry(conf registriesConf, name string) (registryEntry, bool) {
+	var best registryEntry
+	found := false
+	for _, r := range conf.Registry {
+		rest, ok := strings.CutPrefix(name, r.Prefix)
+		if !ok || rest != "" && !strings.ContainsAny(rest[:1], "/:@") {
+			continue
+		}
+		if !found || len(r.Prefix) > len(best.Prefix) {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
+
+// testMirrorOfSourceBeside (TestGeneratedMirrorOfSource): bundle B installed from a file and
+// bundle A installed from a registry without replicating both hold
+// docker.io images. zdt serve mirrors docker.io (B's layers are there),
+// but holds only A's metadata: containers/image takes a whole image from
+// the first mirror that has its manifest, so the entry a longest-prefix
+// lookup picks for A's image must not list zdt serve (its layers would
+// 404 there) and must reach A's layers at the source by digest, while
+// B's image keeps zdt serve first. A repository both bundles use stays
+// with zdt serve.
+func testMirrorOfSourceBeside(t *testing.T) {
+	src := &Source{Reference: "harbor.site:8443/platform/zdt/a@sha256:x", Registry: "harbor.site:8443/platform"}
+	a := []ItemState{
+		{Item: bundle.Item{Kind: manifests.KindImage, Name: "redis", Ref: "docker.io/library/redis:7"}},
+		{Item: bundle.Item{Kind: manifests.KindImage, Name: "app", Ref: "docker.io/team/app:1"}},
+		{Item: bundle.Item{Kind: manifests.KindImage, Name: "shared", Ref: "docker.io/library/shared:2"}},
+	}
+	b := []ItemState{
+		{Item: bundle.Item{Kind: manifests.KindImage, Name: "nginx", Ref: "docker.io/library/nginx:1"}},
+		{Item: bundle.Item{Kind: manifests.KindImage, Name: "shared", Ref: "docker.io/library/shared:1"}},
+	}
+	files := generatedFiles(genFor("test", "10.0.0.2:5000", []byte("local CA"), []genBundle{
+		{name: "a", version: "1", digest: "sha256:x", items: a, source: src},
+		{name: "b", version: "1", digest: "sha256:y", items: b},
+	}))
+	raw := files[layout.ContainersRegistriesConf]
+	var conf registriesConf
+	md, err := toml.Decode(string(raw), &conf)
+	if err != nil || len(md.Undecoded()) > 0 {
+		t.Fatalf("registries.conf does not parse: %v %v\n%s", err, md.Undecoded(), raw)
+	}
+	for _, tc := range []struct {
+		image string
+		local bool   // zdt serve first
+		want  string // where the source mirror rewrites the image to ("": none)
+	}{
+		{"docker.io/library/redis:7", false, "harbor.site:8443/platform/library/redis:7"},
+		{"docker.io/library/redis@sha256:" + strings.Repeat("a", 64), false, "harbor.site:8443/platform/library/redis@sha256:" + strings.Repeat("a", 64)},
+		{"docker.io/team/app:1", false, "harbor.site:8443/platform/team/app:1"},
+		{"docker.io/library/nginx:1", true, "harbor.site:8443/platform/library/nginx:1"},
+		{"docker.io/library/redisx:1", true, "harbor.site:8443/platform/library/redisx:1"}, // not A's repository
+		{"docker.io/library/shared:2", true, "harbor.site:8443/platform/library/shared:2"},
+	} {
+		e, ok := lookupRegistry(conf, tc.image)
+		if !ok {
+			t.Fatalf("%s: no registries.conf entry\n%s", tc.image, raw)
+		}
+		if !strings.HasPrefix(tc.image, e.Location) {
+			t.Errorf("%s: entry %s has location %s: the image's own registry", tc.image, e.Prefix, e.Location)
+		}
+		rest := strings.TrimPrefix(tc.image, e.Prefix)
+		var local bool
+		var rewritten []string
+		for i, m := range e.Mirror {
+			if strings.HasPrefix(m.Location, "10.0.0.2:5000") {
+				local = local || i == 0
+				if m.PullFromMirror != "" {
+					t.Errorf("%s: zdt serve is %q", tc.image, m.PullFromMirror)
+				}
+				continue
+			}
+			if m.PullFromMirror != "digest-only" {
+				t.Errorf("%s: source mirror %s may resolve tags (%q)", tc.image, m.Location, m.PullFromMirror)
+			}
+			rewritten = append(rewritten, m.Location+rest)
+		}
+		if local != tc.local || len(e.Mirror) != map[bool]int{true: 2, false: 1}[tc.local] {
+			t.Errorf("%s: entry %s mirrors %+v: zdt serve first %v, want %v\n%s", tc.image, e.Prefix, e.Mirror, local, tc.local, raw)
+		}
+		if strings.Join(rewritten, " ") != tc.want {
+			t.Errorf("%s: the source mirror pulls %v, want %s", tc.image, rewritten, tc.want)
+		}
+	}
 }
