@@ -133,7 +133,8 @@ configuration lets resolve tags; the registry follows it for content by
 digest only (trusting --ca), so whoever can push to it can't change what a
 tag runs. --replicate copies the whole bundle into this node's registry
 storage too, so that its 'zdt serve' serves all of it (CRI-O and podman
-need that to pull by tag). Plan, re-runs, generations and rollback are
+need that to pull by tag from signed data: without it they resolve a tag
+at the image's own registry, unsigned, or fail when it is unreachable). Plan, re-runs, generations and rollback are
 those of --bundle.
 Credentials come from the Docker config and credential helpers, or
 --registry-config.
