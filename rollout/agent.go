@@ -520,10 +520,14 @@ func (a *Agent) waitReady(ctx context.Context) error {
 		n, ok := ev.Object.(*corev1.Node)
 		return ok && n.Name == a.o.Node && ev.Type != watch.Deleted && nodeReady(n), nil
 	})
-	if err != nil {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return fmt.Errorf("node not Ready within %s", a.o.ReadyTimeout)
+	default: // refused (RBAC), or the agent stopping: not a timeout
+		return fmt.Errorf("waiting for the node to be Ready: %w", err)
 	}
-	return nil
 }
 
 // Slots: Leases SlotPrefix0..limit-1 in Namespace; holderIdentity is the

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -99,38 +100,37 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// configMapLW lists and watches the rollout ConfigMap only. Like nodeLW it
-// tells the reflector when the client cannot stream a list through a watch
-// (client-go's fake clientset: an informer over it never synced).
+// configMapLW lists and watches the rollout ConfigMap only.
 func (a *Agent) configMapLW() cache.ListerWatcher {
-	sel := fields.OneTermEqualSelector("metadata.name", ConfigMapName).String()
 	cms := a.cs.CoreV1().ConfigMaps(Namespace)
-	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return cms.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return cms.Watch(ctx, o)
-		},
-	}, a.cs)
+	return oneObjectLW(a.cs, ConfigMapName, cms.List, cms.Watch)
 }
 
 // nodeLW lists and watches this agent's Node only.
 func (a *Agent) nodeLW() cache.ListerWatcher {
-	sel := fields.OneTermEqualSelector("metadata.name", a.o.Node).String()
 	nodes := a.cs.CoreV1().Nodes()
+	return oneObjectLW(a.cs, a.o.Node, nodes.List, nodes.Watch)
+}
+
+// oneObjectLW lists and watches the object called name only (a field
+// selector: the agent caches neither every ConfigMap nor every Node of the
+// cluster). It tells the reflector when the client cannot stream a list
+// through a watch (client-go's fake clientset: an informer over it never
+// synced).
+func oneObjectLW[L runtime.Object](cs kubernetes.Interface, name string,
+	list func(context.Context, metav1.ListOptions) (L, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.ListerWatcher {
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
 	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = sel
-			return nodes.List(ctx, o)
+			return list(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = sel
-			return nodes.Watch(ctx, o)
+			return watchFn(ctx, o)
 		},
-	}, a.cs)
+	}, cs)
 }
 
 // nodeChanged reports whether an update of the Node changed what Step

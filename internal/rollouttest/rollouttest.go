@@ -184,6 +184,7 @@ type Observer struct {
 	// the last values seen, where a window starts from
 	available, healthy, desired int32
 	seen                        Observed
+	stopped                     bool // the test is over: its watches stop
 }
 
 // Observe starts the watches (stopped when the test ends or ctx does).
@@ -206,9 +207,24 @@ func Observe(t testing.TB, ctx context.Context, cs kubernetes.Interface, ns, dep
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []watch.Interface{nw, dw, pw} {
-		t.Cleanup(w.Stop)
+	for i, w := range []watch.Interface{nw, dw, pw} {
+		what := []string{"Nodes", "Deployment " + deploy, "PDB " + deploy}[i]
+		t.Cleanup(func() {
+			o.mu.Lock()
+			o.stopped = true
+			o.mu.Unlock()
+			w.Stop()
+		})
 		go func() {
+			defer func() {
+				// A watch the API server closed early would let the
+				// maxima and minima pass on the events they missed.
+				o.mu.Lock()
+				defer o.mu.Unlock()
+				if !o.stopped && ctx.Err() == nil {
+					t.Errorf("the watch of %s closed before the test ended: what it would have seen is unknown", what)
+				}
+			}()
 			for ev := range w.ResultChan() {
 				if ev.Type == watch.Deleted {
 					continue
