@@ -454,6 +454,11 @@ func readGenerated(root *os.Root, installed []*Generation) (rec generatedRecord,
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return rec, false, fmt.Errorf("%s is corrupt: %w", layout.GeneratedRecord, err)
 	}
+	if rec.Agent != nil { // the agent's unit is written from it
+		if err := rec.Agent.Check(); err != nil {
+			return rec, false, fmt.Errorf("%s is corrupt: its agent options: %w", layout.GeneratedRecord, err)
+		}
+	}
 	return rec, true, nil
 }
 

@@ -174,6 +174,11 @@ func rollbackGenerated(root *os.Root, opts Options, cur, prev *Generation, rest,
 		return n, nil, writeGeneratedRecord(root, rec.ServeAddr, nil, files)
 	}
 	addr, tool, agent := prev.ServeAddr, prev.ToolVersion, prev.Agent
+	if agent != nil && len(rest) == 0 { // the agent's unit is written from it
+		if err := agent.Check(); err != nil {
+			return 0, nil, fmt.Errorf("%s is corrupt: its agent options: %w", layout.Generation(prev.Number), err)
+		}
+	}
 	if len(rest) > 0 {
 		addr, tool, agent = rec.ServeAddr, opts.ToolVersion, rec.Agent
 		if addr == "" {
