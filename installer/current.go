@@ -25,3 +25,21 @@ func CurrentGenerations(rootDir string) ([]*Generation, error) {
 	defer root.Close()
 	return readInstalled(root)
 }
+
+// ServesWhole reports whether the bundle called name is installed under
+// rootDir and served whole by this node: installed from a file, or --from
+// with --replicate. `zdt agent` upgrades such a node with Replicate, so a
+// rolling upgrade keeps a node that serves the bundle serving it (an
+// upgrade changes the bundle, not how the node holds it).
+func ServesWhole(rootDir, name string) (bool, error) {
+	gens, err := CurrentGenerations(rootDir)
+	if err != nil {
+		return false, err
+	}
+	for _, g := range gens {
+		if g.Name == name {
+			return g.servedHere(), nil
+		}
+	}
+	return false, nil
+}

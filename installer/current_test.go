@@ -32,6 +32,9 @@ func TestCurrentGenerations(t *testing.T) {
 	installStore(t, a1, root, false)
 	installStore(t, b1, root, false)
 	v1 := digests()
+	if whole, err := ServesWhole(root, "alpha"); err != nil || !whole {
+		t.Errorf("ServesWhole of a bundle installed from its file: %v %v, want true", whole, err)
+	}
 	installStore(t, b2, root, false)
 	v2 := digests()
 	if _, err := Rollback(ctx, Options{Root: root, Name: "beta", Registry: openStore(t, root, false)}); err != nil {

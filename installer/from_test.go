@@ -71,6 +71,9 @@ func TestInstallFrom(t *testing.T) {
 	if res, err := InstallFrom(ctx, ref, opts); err != nil || res.Applied {
 		t.Fatalf("run again: %+v %v", res, err)
 	}
+	if whole, err := ServesWhole(root, "plat"); err != nil || whole {
+		t.Fatalf("ServesWhole after --from: %v %v, want false", whole, err)
+	}
 
 	rep := opts
 	rep.Replicate = true
@@ -83,6 +86,12 @@ func TestInstallFrom(t *testing.T) {
 	}
 	if res, err := InstallFrom(ctx, ref, rep); err != nil || res.Applied {
 		t.Fatalf("Replicate again: %+v %v", res, err)
+	}
+	if whole, err := ServesWhole(root, "plat"); err != nil || !whole {
+		t.Fatalf("ServesWhole after --replicate: %v %v, want true", whole, err)
+	}
+	if whole, err := ServesWhole(root, "other"); err != nil || whole {
+		t.Fatalf("ServesWhole of a bundle not installed: %v %v, want false", whole, err)
 	}
 	store, err := registry.OpenStore(root, registry.StoreOptions{})
 	if err != nil {

@@ -342,9 +342,15 @@ signature and before writing anything.`,
 				if err != nil {
 					return 0, err
 				}
+				// A node that serves the bundle whole (installed from its
+				// file, or --from with --replicate) goes on serving it.
+				whole, err := installer.ServesWhole(root, r.Name)
+				if err != nil {
+					return 0, err
+				}
 				res, err := installer.InstallFrom(ctx, ref, installer.FromOptions{
 					Options: installer.Options{Root: root, ServeAddr: serveAddr, ToolVersion: version.String(), Logger: logger, Binary: self, NodeName: node, RefuseDowngrade: !allowDowngrade},
-					Policy:  policy, CA: from.ca, Remotes: remotes,
+					Policy:  policy, CA: from.ca, Remotes: remotes, Replicate: whole,
 				})
 				return res.Generation, err
 			}
