@@ -17,7 +17,6 @@ import (
 	"zdt.dev/zdt/installer"
 	"zdt.dev/zdt/internal/version"
 	"zdt.dev/zdt/registry"
-	"zdt.dev/zdt/remote"
 )
 
 // run is `zdt install`.
@@ -168,19 +167,9 @@ func (o *installOptions) runFrom(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	cfg := &remote.RegistryConfig{}
-	if o.registryConfig != "" {
-		if cfg, err = remote.LoadRegistryConfig(o.registryConfig); err != nil {
-			return err
-		}
-	}
-	if o.ca != "" {
-		if cfg.Registries == nil {
-			cfg.Registries = map[string]remote.RegistryHost{}
-		}
-		h := cfg.Registries[ref.Host]
-		h.CA = o.ca
-		cfg.Registries[ref.Host] = h
+	remotes, err := bundleRemotes(ref, o.registryConfig, o.ca)
+	if err != nil {
+		return err
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -192,7 +181,7 @@ func (o *installOptions) runFrom(ctx context.Context, g *globals) error {
 			Root: o.root, PlanOnly: o.plan, AMIExportDir: o.amiExport, ServeAddr: o.serveAddr,
 			ToolVersion: version.String(), Logger: logger, Binary: self,
 		},
-		Policy: policy, CA: o.ca, Remotes: remote.New(cfg, 4), Replicate: o.replicate,
+		Policy: policy, CA: o.ca, Remotes: remotes, Replicate: o.replicate,
 	}
 	if err := o.applyAgent(ctx, &opts.Options); err != nil {
 		return err

@@ -62,19 +62,26 @@ func (o *fromRegistry) AddFlags(fs *pflag.FlagSet) {
 }
 
 func (o *fromRegistry) remotes(ref registry.BundleRef) (*remote.Remotes, error) {
+	return bundleRemotes(ref, o.registryConfig, o.ca)
+}
+
+// bundleRemotes is the registry client of a bundle read from a registry
+// (install --from, rollout start, agent): the --registry-config file, with
+// --ca as the CA of the bundle's registry.
+func bundleRemotes(ref registry.BundleRef, registryConfig, ca string) (*remote.Remotes, error) {
 	cfg := &remote.RegistryConfig{}
-	if o.registryConfig != "" {
+	if registryConfig != "" {
 		var err error
-		if cfg, err = remote.LoadRegistryConfig(o.registryConfig); err != nil {
+		if cfg, err = remote.LoadRegistryConfig(registryConfig); err != nil {
 			return nil, err
 		}
 	}
-	if o.ca != "" {
+	if ca != "" {
 		if cfg.Registries == nil {
 			cfg.Registries = map[string]remote.RegistryHost{}
 		}
 		h := cfg.Registries[ref.Host]
-		h.CA = o.ca
+		h.CA = ca
 		cfg.Registries[ref.Host] = h
 	}
 	return remote.New(cfg, 4), nil
@@ -139,7 +146,7 @@ uncordoned and annotated with zdt.dev/bundle-digest.`,
 			if g.json() {
 				return g.printJSON(st)
 			}
-			fmt.Fprintf(g.stdout, "rollout %s: %s (max unavailable %d)\n", st.ID, st.Reference, st.MaxUnavailable)
+			fmt.Fprintf(g.stdout, "rollout %s: %s (max unavailable %d)\n", printable(st.ID), printable(st.Reference), st.MaxUnavailable)
 			return nil
 		},
 	}
@@ -199,7 +206,7 @@ func printRolloutStatus(w io.Writer, st *rollout.Status) error {
 			since = n.Since.Format(time.RFC3339)
 		}
 		if n.Digest != "" {
-			dig = short(n.Digest)
+			dig = shortDigest(n.Digest)
 		}
 		cordoned := fmt.Sprint(n.Cordoned)
 		if n.CordonedBy == rollout.CordonedByOther {
@@ -208,13 +215,6 @@ func printRolloutStatus(w io.Writer, st *rollout.Status) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\n", printable(n.Name), role, printable(dig), printable(n.Phase), since, n.Ready, cordoned, printable(n.Error))
 	}
 	return tw.Flush()
-}
-
-func short(d string) string {
-	if len(d) > 19 {
-		return d[:19]
-	}
-	return d
 }
 
 func newRolloutResumeCmd(g *globals) *cobra.Command {
@@ -235,7 +235,7 @@ func newRolloutResumeCmd(g *globals) *cobra.Command {
 			if g.json() {
 				return g.printJSON(st)
 			}
-			fmt.Fprintf(g.stdout, "rollout %s: %s\n", st.ID, st.Phase)
+			fmt.Fprintf(g.stdout, "rollout %s: %s\n", printable(st.ID), printable(st.Phase))
 			return nil
 		},
 	}
